@@ -1,0 +1,205 @@
+//! The fleet file (`loopd.toml`) and the loops it describes.
+//!
+//! These structs are the user's documentation: every field says what it is, then its default.
+//! The loader resolves relative paths against the file that names them, so after loading every
+//! path in a [`Fleet`] is absolute.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The fleet file as written by the user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FleetFile {
+    /// Settings for the whole fleet.
+    #[serde(default)]
+    pub fleet: FleetSettings,
+    /// Glob patterns of files that each hold one loop (same schema as a `[[loops]]` table).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<String>,
+    /// The loops of this fleet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub loops: Vec<LoopConfig>,
+}
+
+/// The `[fleet]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FleetSettings {
+    /// Where loopd keeps its store, transcripts and generated workdirs. Default `.loopd` next to
+    /// the fleet file.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// How many agents may run at once across all loops. Default 1.
+    #[serde(default = "default_max_concurrent_agents")]
+    pub max_concurrent_agents: usize,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from(".loopd")
+}
+
+fn default_max_concurrent_agents() -> usize {
+    1
+}
+
+impl Default for FleetSettings {
+    fn default() -> Self {
+        FleetSettings {
+            state_dir: default_state_dir(),
+            max_concurrent_agents: default_max_concurrent_agents(),
+        }
+    }
+}
+
+/// One loop: an agent driven through a tests file in one git working tree.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoopConfig {
+    /// Unique in the fleet; `[A-Za-z0-9][A-Za-z0-9._-]{0,63}` (it becomes paths).
+    pub name: String,
+    /// The git working tree the agent works in. Default `<state_dir>/workdirs/<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<PathBuf>,
+    /// Create the workdir (and `git init` it) when it does not exist. Default false.
+    #[serde(default)]
+    pub init_workdir: bool,
+    /// A folder copied into the workdir when loopd creates it (with `init_workdir`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir_template: Option<PathBuf>,
+    /// Start even when the workdir has uncommitted changes. Default false.
+    #[serde(default)]
+    pub allow_dirty: bool,
+    /// The JSON tests file (alias `test_state_file`, the prototype's name).
+    #[serde(alias = "test_state_file")]
+    pub tests_file: PathBuf,
+    /// A folder of spec documents that tests may name with `spec_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub specs_dir: Option<PathBuf>,
+    /// The model the agent should use (passed to the claude-code preset as `--model`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Counted failures before a test is `failed`. Default 3.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// 1 is highest. Default 5.
+    #[serde(default = "default_priority")]
+    pub priority: u32,
+    /// Let the healer try other strategies after `max_attempts`. Default false.
+    #[serde(default)]
+    pub auto_heal: bool,
+    /// Wall-clock limit of one agent run. Default "30m".
+    #[serde(default = "default_iteration_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub iteration_timeout: Duration,
+    /// Longest silence (no agent output) before the attempt is `stalled`. Default "10m".
+    #[serde(default = "default_stall_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub stall_timeout: Duration,
+    /// Wall-clock limit of one verify run; overrunning it is a failure. Default "5m".
+    #[serde(default = "default_verify_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub verify_timeout: Duration,
+    /// Time between SIGTERM and SIGKILL when an agent's process group is ended. Default "5s".
+    #[serde(default = "default_kill_grace", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub kill_grace: Duration,
+    /// Whether `stalled` and `timed_out` count toward `max_attempts`. Default true.
+    #[serde(default = "default_true")]
+    pub count_timeouts: bool,
+    /// Commit each pass and reset failures to the last checkpoint. Default true.
+    #[serde(default = "default_true")]
+    pub checkpoints: bool,
+    /// The prompt template file. Default: the built-in template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_template: Option<PathBuf>,
+    /// Extra environment variables for the agent and verify.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// The coding agent.
+    pub agent: AgentConfig,
+}
+
+fn default_max_attempts() -> u32 {
+    3
+}
+fn default_priority() -> u32 {
+    5
+}
+fn default_iteration_timeout() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+fn default_stall_timeout() -> Duration {
+    Duration::from_secs(10 * 60)
+}
+fn default_verify_timeout() -> Duration {
+    Duration::from_secs(5 * 60)
+}
+fn default_kill_grace() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_true() -> bool {
+    true
+}
+
+/// The `[loops.agent]` table: which coding agent a loop drives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum AgentConfig {
+    /// Any command line agent.
+    Command {
+        /// argv; the rendered prompt is in the file named by `LOOPD_PROMPT_FILE`.
+        command: Vec<String>,
+        /// Provider name shared by loops whose agents use the same API account. Default "command".
+        #[serde(default = "default_command_provider")]
+        provider: String,
+        /// Exit codes that mean the provider's API failed (not counted).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        api_error_exit_codes: Vec<i32>,
+        /// Regular expressions on the agent's output that mean the API failed (not counted).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        api_error_patterns: Vec<String>,
+        /// Regular expressions on the agent's output that mean the credit balance is empty.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        billing_patterns: Vec<String>,
+    },
+    /// Claude Code in unattended stream-json mode.
+    ClaudeCode {
+        /// The `claude` executable. Default `claude` on PATH.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        binary: Option<PathBuf>,
+        /// Extra arguments appended to the generated command line.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        extra_args: Vec<String>,
+    },
+}
+
+fn default_command_provider() -> String {
+    "command".into()
+}
+
+impl AgentConfig {
+    /// The provider whose API this agent uses.
+    pub fn provider(&self) -> &str {
+        match self {
+            AgentConfig::Command { provider, .. } => provider,
+            AgentConfig::ClaudeCode { .. } => "anthropic",
+        }
+    }
+}
+
+/// A loaded fleet: the fleet file with includes merged, environment overrides applied and every
+/// path made absolute.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fleet {
+    /// The fleet file it was loaded from.
+    pub file: PathBuf,
+    /// `[fleet]`, with `state_dir` absolute.
+    pub settings: FleetSettings,
+    /// Every loop, from the file and its includes, paths absolute, `workdir` filled in.
+    pub loops: Vec<LoopConfig>,
+}

@@ -1,0 +1,32 @@
+//! loopd's core: the domain types, the store and the supervision tree that runs coding loops.
+//!
+//! ```text
+//! loopd (root supervisor)            fleet.rs
+//! ├── store        sled              store.rs
+//! └── loops        one_for_one       fleet.rs
+//!     ├── loop "auth"  ── attempt    loop_actor.rs ── attempt.rs (owns the agent's process group)
+//!     └── loop "billing" ── attempt
+//! ```
+//!
+//! # Layout
+//! - `names`: the one rule for names that become paths.
+//! - `model`: statuses, outcomes, loop/test/attempt records, events.
+//! - `tests_file`: the user's tests file.
+//! - `config`: the fleet file, loading, environment overrides, validation.
+//! - `schema`: JSON Schemas generated from the types.
+//! - `store`: sled trees and the transactions that change them.
+//! - `process`: agent process groups: spawn, record, end, reap.
+//! - `agent`: agent presets (command, claude-code) and what their output means.
+//! - `git`: checkpoints, attempt refs, resets.
+//! - `prompt`: rendering the prompt of one attempt.
+//! - `attempt`, `loop_actor`, `fleet`: the actors.
+#![deny(missing_docs)]
+
+pub mod agent;
+pub mod config;
+pub mod git;
+pub mod model;
+pub mod names;
+pub mod process;
+pub mod schema;
+pub mod tests_file;

@@ -1,0 +1,348 @@
+//! The records loopd keeps about loops, tests and attempts, and the events it publishes.
+//!
+//! These are the words of DESIGN.md's Contracts: their serialized names are part of the interface
+//! that scripts, the API and later versions rely on.
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::tests_file::TestSpec;
+
+/// Where a test is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TestStatus {
+    /// Waiting to be attempted.
+    Pending,
+    /// An attempt is running now.
+    Running,
+    /// Verify passed and the checkpoint commit was made.
+    Passed,
+    /// `max_attempts` counted failures; holds back its dependents.
+    Failed,
+    /// A dependency has not passed and cannot pass without help; never attempted.
+    Blocked,
+    /// Set aside by a decision; does not hold back its dependents.
+    Skipped,
+    /// The healer gave up; a person has to look.
+    NeedsHuman,
+    /// The id disappeared from the tests file; its history stays.
+    Removed,
+}
+
+impl TestStatus {
+    /// Whether dependents may run after this test.
+    pub fn releases_dependents(self) -> bool {
+        matches!(self, TestStatus::Passed | TestStatus::Skipped)
+    }
+}
+
+/// How one attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Verify exited 0.
+    Passed,
+    /// Verify exited non-zero (or overran `verify_timeout`).
+    Failed,
+    /// The agent crashed or exited non-zero without an API cause.
+    AgentError,
+    /// Verify failed and the tree equals the last checkpoint.
+    NoChange,
+    /// No agent output for `stall_timeout`.
+    Stalled,
+    /// The agent overran `iteration_timeout` (or the test's `timeout`).
+    TimedOut,
+    /// The provider's API failed (429, 5xx, 529, network); not counted.
+    ApiError,
+    /// The provider's credit balance is empty; not counted.
+    OutOfCredits,
+    /// loopd stopped, paused or died during the attempt; not counted.
+    Interrupted,
+    /// The pass broke a test that passed before and was rolled back.
+    Regression,
+}
+
+impl Outcome {
+    /// Whether this outcome counts toward `max_attempts` (`count_timeouts` decides for
+    /// `stalled` and `timed_out`).
+    pub fn counts(self, count_timeouts: bool) -> bool {
+        match self {
+            Outcome::Failed | Outcome::AgentError | Outcome::NoChange | Outcome::Regression => true,
+            Outcome::Stalled | Outcome::TimedOut => count_timeouts,
+            Outcome::Passed | Outcome::ApiError | Outcome::OutOfCredits | Outcome::Interrupted => {
+                false
+            }
+        }
+    }
+}
+
+/// What a loop is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LoopState {
+    /// Known but not started.
+    Idle,
+    /// Attempting tests.
+    Running,
+    /// Starts no new attempt until resumed (see `reason`).
+    Paused,
+    /// Stopped by a person; survives restarts until started again.
+    Stopped,
+    /// No runnable test is left.
+    Finished,
+    /// Its actor crashed more often than the restart intensity allows.
+    Crashed,
+}
+
+/// Where a test came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// The loop's tests file.
+    #[default]
+    File,
+    /// Injected through the API.
+    Api,
+}
+
+/// A loop as the store knows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct LoopRecord {
+    /// The loop's name (validated; it becomes paths).
+    pub name: String,
+    /// What the loop is doing.
+    pub state: LoopState,
+    /// Why it is paused, stopped or crashed (`by_user`, `out_of_credits`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The last checkpoint commit of its workdir; failed attempts reset to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<String>,
+    /// When the loop last started running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When this record last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl LoopRecord {
+    /// A loop the store has not seen before.
+    pub fn new(name: &str) -> Self {
+        LoopRecord {
+            name: name.to_string(),
+            state: LoopState::Idle,
+            reason: None,
+            checkpoint: None,
+            started_at: None,
+            updated_at: Utc::now(),
+        }
+    }
+}
+
+/// A test as the store knows it: the user's definition plus its progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TestRecord {
+    /// The loop this test belongs to.
+    pub loop_name: String,
+    /// The definition, as last read from the tests file or the API.
+    pub spec: TestSpec,
+    /// Where the test came from.
+    #[serde(default)]
+    pub origin: Origin,
+    /// Where the test is in its life.
+    pub status: TestStatus,
+    /// Attempts started, counted or not (the next attempt's number is this plus one).
+    pub attempts: u32,
+    /// Attempts that counted toward `max_attempts`.
+    pub counted_attempts: u32,
+    /// How the last attempt ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_outcome: Option<Outcome>,
+    /// The tests that hold this one back, when it is `blocked`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocked_by: Vec<String>,
+    /// Why the status is what it is, in a sentence, where there is more to say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The checkpoint commit made when it passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// When this record last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl TestRecord {
+    /// A test seen for the first time.
+    pub fn new(loop_name: &str, spec: TestSpec, origin: Origin) -> Self {
+        TestRecord {
+            loop_name: loop_name.to_string(),
+            spec,
+            origin,
+            status: TestStatus::Pending,
+            attempts: 0,
+            counted_attempts: 0,
+            last_outcome: None,
+            blocked_by: Vec::new(),
+            reason: None,
+            commit: None,
+            updated_at: Utc::now(),
+        }
+    }
+}
+
+/// The agent's process group, recorded before it may do anything, so that a later start can
+/// reap it after a crash without ever killing a process loopd did not start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ProcessRecord {
+    /// Leader pid (equal to the process group id).
+    pub pid: i32,
+    /// Field 22 of `/proc/<pid>/stat`: clock ticks after boot when the leader started.
+    pub start_time: u64,
+    /// `/proc/sys/kernel/random/boot_id` when the leader was spawned.
+    pub boot_id: String,
+}
+
+/// One agent run on one test, then loopd's own run of verify.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AttemptRecord {
+    /// The loop.
+    pub loop_name: String,
+    /// The test.
+    pub test_id: String,
+    /// 1 for the test's first attempt, then 2, ...
+    pub number: u32,
+    /// How it ended; `None` while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    /// Whether it counted toward `max_attempts`.
+    #[serde(default)]
+    pub counted: bool,
+    /// When the agent was spawned.
+    pub started_at: DateTime<Utc>,
+    /// When the outcome was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Wall time of the whole attempt (agent and verify), in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// The agent's exit code, when it exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// The signal that ended the agent, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_signal: Option<i32>,
+    /// Verify's exit code (`None` when it did not run or overran).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_exit: Option<i32>,
+    /// The last lines of verify's output.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub verify_tail: String,
+    /// The last lines of the agent's output.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub output_tail: String,
+    /// One sentence on why the outcome is what it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Cost reported by the agent, in US dollars.
+    #[serde(default)]
+    pub cost_usd: f64,
+    /// Input tokens reported by the agent.
+    #[serde(default)]
+    pub input_tokens: u64,
+    /// Output tokens reported by the agent.
+    #[serde(default)]
+    pub output_tokens: u64,
+    /// The agent's own summary of what it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    /// The transcript file (everything the agent printed).
+    pub transcript: PathBuf,
+    /// The checkpoint commit a pass produced, or the ref commit that keeps a failure's diff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// Hash of the normalised verify output of a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// The agent's process group while it may be alive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessRecord>,
+}
+
+/// What happened, as published to the journal, SSE, webhooks and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A loop changed state.
+    LoopState,
+    /// An attempt started.
+    AttemptStarted,
+    /// An attempt ended (its outcome is in the data).
+    AttemptFinished,
+    /// A test passed.
+    TestPassed,
+    /// A test failed for good.
+    TestFailed,
+    /// A test became blocked.
+    TestBlocked,
+    /// A test became runnable again or was reset.
+    TestChanged,
+    /// Something a person should know about.
+    Alert,
+}
+
+/// One entry of the event journal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Event {
+    /// Monotonic id (0 until the store assigns one).
+    pub id: u64,
+    /// When it happened.
+    pub at: DateTime<Utc>,
+    /// What happened.
+    pub kind: EventKind,
+    /// The loop it concerns.
+    pub loop_name: String,
+    /// The test it concerns, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_id: Option<String>,
+    /// The attempt number it concerns, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    /// A sentence for people.
+    pub message: String,
+    /// Details for programs.
+    #[serde(default)]
+    pub data: serde_json::Value,
+}
+
+impl Event {
+    /// An event about a loop (the store assigns the id).
+    pub fn new(kind: EventKind, loop_name: &str, message: impl Into<String>) -> Self {
+        Event {
+            id: 0,
+            at: Utc::now(),
+            kind,
+            loop_name: loop_name.to_string(),
+            test_id: None,
+            attempt: None,
+            message: message.into(),
+            data: serde_json::Value::Null,
+        }
+    }
+
+    /// The same event about one test (and attempt).
+    pub fn about(mut self, test_id: &str, attempt: Option<u32>) -> Self {
+        self.test_id = Some(test_id.to_string());
+        self.attempt = attempt;
+        self
+    }
+
+    /// The same event with details for programs.
+    pub fn with_data(mut self, data: serde_json::Value) -> Self {
+        self.data = data;
+        self
+    }
+}

@@ -1,0 +1,90 @@
+//! One file a command, and the one enum that dispatches them.
+
+mod init;
+mod validate;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Exit codes of `loopd` (DESIGN.md, Contracts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Every test passed / the command succeeded.
+    Ok = 0,
+    /// Finished with tests not passed.
+    NotAllPassed = 1,
+    /// Invalid input.
+    Invalid = 2,
+    /// Stopped waiting on a condition that needs a person.
+    NeedsPerson = 3,
+    /// Interrupted by a signal.
+    Interrupted = 130,
+}
+
+/// Supervisor daemon for fleets of unattended AI coding loops.
+#[derive(Debug, Parser)]
+#[command(name = "loopd", version, about)]
+pub struct Cli {
+    /// The fleet file.
+    #[arg(short = 'c', long = "config", env = "LOOPD_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Log filter (tracing's env-filter syntax), e.g. `info` or `loopd_actors=debug`.
+    #[arg(long, env = "LOOPD_LOG", global = true)]
+    pub log: Option<String>,
+    /// Log as JSON lines.
+    #[arg(long, global = true)]
+    pub log_json: bool,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check the fleet file, every loop and every tests file; list every problem.
+    Validate(ConfigArg),
+    /// Scaffold a new fleet with one loop in DIR (default: the current folder).
+    Init(init::InitArgs),
+}
+
+/// The optional positional fleet file that `run`, `serve`, `validate`, `status` and `export` take.
+#[derive(Debug, Args, Clone)]
+pub struct ConfigArg {
+    /// The fleet file (default: `-c`, `LOOPD_CONFIG`, or `./loopd.toml`).
+    pub file: Option<PathBuf>,
+}
+
+impl Cli {
+    /// The fleet file: positional argument, then `-c`/`LOOPD_CONFIG`, then `./loopd.toml`.
+    pub fn fleet_file(&self, positional: Option<&PathBuf>) -> PathBuf {
+        positional
+            .or(self.config.as_ref())
+            .cloned()
+            .unwrap_or_else(|| PathBuf::from("loopd.toml"))
+    }
+}
+
+/// Sets up tracing: human-readable on a terminal, JSON lines with `--log-json`.
+pub fn init_logging(args: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(args.log.as_deref().unwrap_or("warn"))
+        .unwrap_or_else(|_| EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if args.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Runs the command and returns its exit code.
+pub fn dispatch(args: Cli) -> anyhow::Result<Exit> {
+    match &args.command {
+        Command::Validate(a) => validate::run(&args.fleet_file(a.file.as_ref())),
+        Command::Init(a) => init::run(a),
+    }
+}
