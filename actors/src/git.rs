@@ -1,1 +1,462 @@
-//! (being written)
+//! The loop's workdir as git sees it: checkpoints, pass commits with trailers, attempt refs,
+//! resets.
+//!
+//! Every call runs `git` through `tokio::process` in the workdir, never prompts
+//! (`GIT_TERMINAL_PROMPT=0`, no GPG signing, no hooks on loopd's own commits) and ignores any
+//! `GIT_DIR`/`GIT_INDEX_FILE` loopd itself may have inherited. Commits get the identity
+//! `loopd <loopd@localhost>` only when the repository has none configured.
+//! Snapshots of the working tree (untracked files included, ignored ones not) are written
+//! through a temporary index, so neither HEAD nor the index the user sees is touched.
+
+mod run;
+
+use std::path::{Path, PathBuf};
+
+use tokio::sync::OnceCell;
+
+use run::Git;
+
+/// Longest `diff_summary`, in bytes.
+pub const MAX_DIFF_SUMMARY: usize = 8 * 1024;
+
+/// A git command that failed, or a workdir that is not what loopd needs.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    /// git ran and exited non-zero.
+    #[error("{workdir}: `git {command}` failed: {stderr}")]
+    Command {
+        /// The workdir.
+        workdir: PathBuf,
+        /// The git command line, without `git`.
+        command: String,
+        /// What git said on stderr (trimmed, bounded).
+        stderr: String,
+    },
+    /// git could not be started (not installed?) or its output could not be read.
+    #[error("{workdir}: cannot run `git {command}`: {source}")]
+    Spawn {
+        /// The workdir.
+        workdir: PathBuf,
+        /// The git command line, without `git`.
+        command: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The workdir is missing, not a repository of its own, or could not be prepared.
+    #[error("{workdir}: {message}")]
+    Workdir {
+        /// The workdir.
+        workdir: PathBuf,
+        /// What is wrong, in a sentence.
+        message: String,
+    },
+}
+
+/// A loop's git working tree.
+#[derive(Debug, Clone)]
+pub struct Workdir {
+    /// The top level of the working tree.
+    path: PathBuf,
+    /// `-c user.name=… -c user.email=…` when the repository has no identity (asked once).
+    identity: OnceCell<Vec<String>>,
+}
+
+impl Workdir {
+    /// The workdir at `path` (nothing is checked until [`Workdir::prepare`]).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Workdir {
+            path: path.into(),
+            identity: OnceCell::new(),
+        }
+    }
+
+    /// Where it is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn git(&self) -> Git<'_> {
+        Git::new(&self.path)
+    }
+
+    fn workdir_error(&self, message: impl Into<String>) -> GitError {
+        GitError::Workdir {
+            workdir: self.path.clone(),
+            message: message.into(),
+        }
+    }
+
+    /// Creates the folder when absent and `init` is true (copying `template`'s contents in when
+    /// given), and runs `git init` when it is not a repository of its own. Errors when the folder
+    /// is absent, or not the top level of a repository, and `init` is false: a folder inside
+    /// another repository is refused, since resets would reach the enclosing checkout.
+    pub async fn prepare(&self, init: bool, template: Option<&Path>) -> Result<(), GitError> {
+        let exists = tokio::fs::metadata(&self.path)
+            .await
+            .map(|m| m.is_dir())
+            .unwrap_or(false);
+        if !exists {
+            if !init {
+                return Err(self.workdir_error(
+                    "the workdir does not exist (set init_workdir = true to create it)",
+                ));
+            }
+            tokio::fs::create_dir_all(&self.path)
+                .await
+                .map_err(|e| self.workdir_error(format!("cannot create the workdir: {e}")))?;
+        }
+        if self.is_own_repo().await? {
+            return Ok(());
+        }
+        if !init {
+            return Err(self.workdir_error(
+                "the workdir is not the top level of a git repository (run `git init` in it, or set init_workdir = true)",
+            ));
+        }
+        if let Some(template) = template {
+            if self.is_empty_dir().await? {
+                copy_template(template, &self.path).await.map_err(|e| {
+                    self.workdir_error(format!(
+                        "cannot copy the template {}: {e}",
+                        template.display()
+                    ))
+                })?;
+            }
+        }
+        self.git().args(["init", "-q"]).run().await?;
+        Ok(())
+    }
+
+    async fn is_empty_dir(&self) -> Result<bool, GitError> {
+        let mut dir = tokio::fs::read_dir(&self.path)
+            .await
+            .map_err(|e| self.workdir_error(format!("cannot read the workdir: {e}")))?;
+        Ok(dir.next_entry().await.ok().flatten().is_none())
+    }
+
+    /// True when the folder is the top level of a work tree (not a folder inside another one).
+    async fn is_own_repo(&self) -> Result<bool, GitError> {
+        let out = self
+            .git()
+            .args(["rev-parse", "--show-toplevel"])
+            .output()
+            .await?;
+        if !out.success {
+            return Ok(false);
+        }
+        let top = PathBuf::from(out.stdout.trim());
+        let (Ok(top), Ok(here)) = (
+            std::fs::canonicalize(top),
+            std::fs::canonicalize(&self.path),
+        ) else {
+            return Ok(false);
+        };
+        Ok(top == here)
+    }
+
+    /// The commit HEAD points at, or `None` in a repository without commits.
+    pub async fn head(&self) -> Result<Option<String>, GitError> {
+        let out = self
+            .git()
+            .args(["rev-parse", "-q", "--verify", "HEAD^{commit}"])
+            .output()
+            .await?;
+        Ok(out.success.then(|| out.stdout.trim().to_string()))
+    }
+
+    /// HEAD, after creating an initial commit (of whatever is there, or empty) when the
+    /// repository has none.
+    pub async fn ensure_checkpoint(&self) -> Result<String, GitError> {
+        if let Some(head) = self.head().await? {
+            return Ok(head);
+        }
+        self.git().args(["add", "-A"]).run().await?;
+        self.commit("loopd: initial checkpoint").await?;
+        self.head()
+            .await?
+            .ok_or_else(|| self.workdir_error("no HEAD after the initial commit"))
+    }
+
+    /// `git status --porcelain` is not empty (untracked files count, ignored ones do not).
+    pub async fn is_dirty(&self) -> Result<bool, GitError> {
+        let out = self.git().args(["status", "--porcelain"]).run().await?;
+        Ok(!out.trim().is_empty())
+    }
+
+    /// Adds `patterns` to `.git/info/exclude`, each once.
+    pub async fn exclude(&self, patterns: &[&str]) -> Result<(), GitError> {
+        let file = self.git_path("info/exclude").await?;
+        let current = tokio::fs::read_to_string(&file).await.unwrap_or_default();
+        let present: Vec<&str> = current.lines().map(str::trim).collect();
+        let mut missing: Vec<&str> = Vec::new();
+        for p in patterns {
+            if !present.contains(p) && !missing.contains(p) {
+                missing.push(p);
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let mut text = current.clone();
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        for p in missing {
+            text.push_str(p);
+            text.push('\n');
+        }
+        if let Some(dir) = file.parent() {
+            let _ = tokio::fs::create_dir_all(dir).await;
+        }
+        tokio::fs::write(&file, text)
+            .await
+            .map_err(|e| self.workdir_error(format!("cannot write {}: {e}", file.display())))
+    }
+
+    /// True when nothing changed since `checkpoint`, committed or not: the working tree
+    /// (untracked files included, ignored ones not) has the checkpoint's content.
+    pub async fn unchanged_since(&self, checkpoint: &str) -> Result<bool, GitError> {
+        if self.head().await?.as_deref() == Some(checkpoint) && !self.is_dirty().await? {
+            return Ok(true);
+        }
+        let tree = self.snapshot_tree().await?;
+        Ok(tree == self.tree_of(checkpoint).await?)
+    }
+
+    /// `git diff --stat` of the working tree (untracked files included) against `checkpoint`,
+    /// at most [`MAX_DIFF_SUMMARY`] bytes.
+    pub async fn diff_summary(&self, checkpoint: &str) -> Result<String, GitError> {
+        let tree = self.snapshot_tree().await?;
+        let stat = self
+            .git()
+            .args(["diff", "--no-color", "--no-ext-diff", "--stat=120"])
+            .arg(checkpoint)
+            .arg(&tree)
+            .run()
+            .await?;
+        Ok(bound(stat, MAX_DIFF_SUMMARY))
+    }
+
+    /// Commits everything (`git add -A`) with the title and the `Loopd-Test`, `Loopd-Attempt`
+    /// and `Loopd-Cost` trailers, and returns the new HEAD. Always makes a commit (it may be
+    /// empty when the agent committed its work itself), so the pass is always marked.
+    pub async fn commit_pass(
+        &self,
+        test_id: &str,
+        attempt: u32,
+        cost_usd: f64,
+        title: &str,
+    ) -> Result<String, GitError> {
+        self.git().args(["add", "-A"]).run().await?;
+        self.commit(&format!(
+            "{}\n\n{}Loopd-Cost: {cost_usd:.4}",
+            title.trim(),
+            trailers(test_id, attempt)
+        ))
+        .await?;
+        self.head()
+            .await?
+            .ok_or_else(|| self.workdir_error("no HEAD after the pass commit"))
+    }
+
+    /// Saves the attempt's state (working tree with untracked files, and any commits the agent
+    /// made) as a commit under `refs/loopd/attempts/<test>/<n>`, without touching HEAD or the
+    /// index. Returns the commit, or `None` when nothing changed since `checkpoint`.
+    pub async fn save_attempt(
+        &self,
+        test_id: &str,
+        attempt: u32,
+        checkpoint: &str,
+    ) -> Result<Option<String>, GitError> {
+        let head = self.head().await?;
+        let tree = self.snapshot_tree().await?;
+        if head.as_deref() == Some(checkpoint) && tree == self.tree_of(checkpoint).await? {
+            return Ok(None);
+        }
+        let parent = head.unwrap_or_else(|| checkpoint.to_string());
+        let message = format!(
+            "loopd: attempt {attempt} of {test_id}\n\n{}",
+            trailers(test_id, attempt)
+        );
+        let commit = self
+            .git()
+            .args(self.identity().await?)
+            .args(["commit-tree", &tree, "-p", &parent, "-m", &message])
+            .run()
+            .await?
+            .trim()
+            .to_string();
+        self.git()
+            .args(["update-ref", "-m", "loopd: save attempt"])
+            .arg(attempt_ref(test_id, attempt))
+            .arg(&commit)
+            .run()
+            .await?;
+        Ok(Some(commit))
+    }
+
+    /// Resets HEAD, index and working tree to `checkpoint` and removes untracked files (ignored
+    /// ones stay: loopd's own files are ignored through `.git/info/exclude`).
+    pub async fn reset_to(&self, checkpoint: &str) -> Result<(), GitError> {
+        self.git()
+            .args(["reset", "-q", "--hard", checkpoint])
+            .run()
+            .await?;
+        self.git().args(["clean", "-q", "-f", "-d"]).run().await?;
+        Ok(())
+    }
+
+    /// The `-c` options that give commits an identity when the repository has none.
+    async fn identity(&self) -> Result<Vec<String>, GitError> {
+        self.identity
+            .get_or_try_init(|| async {
+                let name = self.git().args(["config", "user.name"]).output().await?;
+                let email = self.git().args(["config", "user.email"]).output().await?;
+                Ok::<_, GitError>(if name.success && email.success {
+                    Vec::new()
+                } else {
+                    ["-c", "user.name=loopd", "-c", "user.email=loopd@localhost"]
+                        .map(String::from)
+                        .to_vec()
+                })
+            })
+            .await
+            .cloned()
+    }
+
+    async fn commit(&self, message: &str) -> Result<(), GitError> {
+        self.git()
+            .args(self.identity().await?)
+            .args([
+                "commit",
+                "-q",
+                "--allow-empty",
+                "--no-verify",
+                "--cleanup=whitespace",
+                "-m",
+                message,
+            ])
+            .run()
+            .await?;
+        Ok(())
+    }
+
+    /// An absolute path inside the git directory (`git rev-parse --git-path`).
+    async fn git_path(&self, name: &str) -> Result<PathBuf, GitError> {
+        let out = self
+            .git()
+            .args(["rev-parse", "--git-path", name])
+            .run()
+            .await?;
+        let path = PathBuf::from(out.trim_end_matches(['\n', '\r']));
+        Ok(if path.is_absolute() {
+            path
+        } else {
+            self.path.join(path)
+        })
+    }
+
+    async fn tree_of(&self, commit: &str) -> Result<String, GitError> {
+        Ok(self
+            .git()
+            .args(["rev-parse", "--verify"])
+            .arg(format!("{commit}^{{tree}}"))
+            .run()
+            .await?
+            .trim()
+            .to_string())
+    }
+
+    /// The tree of the working tree as `git add -A` would stage it, written through a temporary
+    /// index (a copy of the real one, so unchanged files need not be hashed again).
+    async fn snapshot_tree(&self) -> Result<String, GitError> {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let index = self
+            .git_path(&format!("loopd-snapshot-{}-{n}.index", std::process::id()))
+            .await?;
+        let real = self.git_path("index").await?;
+        let result = async {
+            match tokio::fs::copy(&real, &index).await {
+                Ok(_) => {}
+                Err(_) if self.head().await?.is_some() => {
+                    self.git()
+                        .index_file(&index)
+                        .args(["read-tree", "HEAD"])
+                        .run()
+                        .await?;
+                }
+                Err(_) => {}
+            }
+            self.git()
+                .index_file(&index)
+                .args(["add", "-A"])
+                .run()
+                .await?;
+            Ok(self
+                .git()
+                .index_file(&index)
+                .args(["write-tree"])
+                .run()
+                .await?
+                .trim()
+                .to_string())
+        }
+        .await;
+        let _ = tokio::fs::remove_file(&index).await;
+        result
+    }
+}
+
+/// The ref that keeps attempt `attempt` of `test_id`.
+pub fn attempt_ref(test_id: &str, attempt: u32) -> String {
+    format!("refs/loopd/attempts/{test_id}/{attempt}")
+}
+
+fn trailers(test_id: &str, attempt: u32) -> String {
+    format!("Loopd-Test: {test_id}\nLoopd-Attempt: {attempt}\n")
+}
+
+/// `text` cut to at most `max` bytes on a line boundary, with a note when cut.
+fn bound(text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = text[..end].rfind('\n').map_or(end, |i| i + 1);
+    format!("{}… ({} more bytes)\n", &text[..cut], text.len() - cut)
+}
+
+/// Copies the contents of `from` into `to` (recursively; symlinks are copied as links).
+async fn copy_template(from: &Path, to: &Path) -> std::io::Result<()> {
+    let (from, to) = (from.to_path_buf(), to.to_path_buf());
+    tokio::task::spawn_blocking(move || copy_dir(&from, &to))
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if entry.file_name() == ".git" {
+            continue;
+        }
+        let target = to.join(entry.file_name());
+        if kind.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -23,10 +23,20 @@
 #![deny(missing_docs)]
 
 pub mod agent;
+pub mod attempt;
 pub mod config;
+pub mod fleet;
 pub mod git;
+pub mod loop_actor;
 pub mod model;
 pub mod names;
+pub mod plan;
 pub mod process;
+pub mod prompt;
+pub mod reconcile;
+pub mod runtime;
 pub mod schema;
+pub mod statedir;
+pub mod store;
 pub mod tests_file;
+pub mod view;

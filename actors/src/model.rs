@@ -153,6 +153,9 @@ pub struct TestRecord {
     /// Where the test came from.
     #[serde(default)]
     pub origin: Origin,
+    /// Position in the tests file (injected tests come after), to keep the user's order.
+    #[serde(default)]
+    pub order: u32,
     /// Where the test is in its life.
     pub status: TestStatus,
     /// Attempts started, counted or not (the next attempt's number is this plus one).
@@ -182,6 +185,7 @@ impl TestRecord {
             loop_name: loop_name.to_string(),
             spec,
             origin,
+            order: 0,
             status: TestStatus::Pending,
             attempts: 0,
             counted_attempts: 0,

@@ -1,1 +1,170 @@
-//! (being written)
+//! Agent process groups: spawn, record, end, reap.
+//!
+//! Every agent runs as the leader of its own process group, so that ending an attempt ends
+//! everything the agent started (DESIGN.md, "Implementation notes: process groups"). A group is
+//! recorded with its leader's pid, start time and the boot id; a group is *ours* only while the
+//! boot id matches and no member started before the recorded leader, so a reused pid is never
+//! signalled. Zombies (state `Z`) are never counted as alive.
+
+mod lines;
+mod procfs;
+
+use std::io;
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+use crate::model::ProcessRecord;
+
+pub use lines::{read_output, LineReader, OutputLine, OutputStream, DEFAULT_MAX_LINE};
+pub use procfs::{boot_id, proc_start_time};
+
+/// How often group membership is re-read while waiting for members to go.
+const POLL: Duration = Duration::from_millis(20);
+/// How long `end_group` waits after SIGKILL before it gives up and reports survivors.
+const AFTER_KILL: Duration = Duration::from_secs(5);
+
+/// A freshly spawned agent: the child to wait on and read from, and the record to store.
+#[derive(Debug)]
+pub struct Spawned {
+    /// The group leader; stdout and stderr are piped and are the caller's to read.
+    pub child: Child,
+    /// What the store keeps so the group can be ended or reaped later, even after a crash.
+    pub record: ProcessRecord,
+}
+
+/// Spawns `cmd` as the leader of a new process group with no stdin and piped stdout and stderr.
+///
+/// `kill_on_drop` is off: dropping the child must never be the way an attempt ends (it would
+/// kill the leader only); [`end_group`] ends the whole group.
+pub fn spawn_group(mut cmd: Command) -> io::Result<Spawned> {
+    cmd.process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(false);
+    let child = cmd.spawn()?;
+    let pid = child
+        .id()
+        .ok_or_else(|| io::Error::other("spawned child has no pid"))? as i32;
+    // The child is not reaped until someone waits on it, so its /proc entry is still there
+    // (as a zombie at worst) and the start time can always be read here.
+    let start_time = proc_start_time(pid).ok_or_else(|| {
+        io::Error::other(format!(
+            "cannot read the start time of pid {pid} from /proc"
+        ))
+    })?;
+    Ok(Spawned {
+        child,
+        record: ProcessRecord {
+            pid,
+            start_time,
+            boot_id: boot_id(),
+        },
+    })
+}
+
+/// What [`end_group`] found and did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EndReport {
+    /// Live members of the group when it was asked to end (0: nothing of ours was running).
+    pub members: usize,
+    /// SIGTERM was sent to the group.
+    pub terminated: bool,
+    /// Members outlived the grace period and SIGKILL was sent to the group.
+    pub killed: bool,
+    /// Members still alive when the bounded wait after SIGKILL ran out (0 normally).
+    pub survivors: usize,
+}
+
+/// Live members of the group `record.pid` that are ours by DESIGN.md's ownership rule.
+///
+/// Empty when the boot id differs, when any member (zombies included) started before the
+/// recorded leader, or when a process with the leader's pid exists with another start time.
+/// Zombies are not returned. Reads `/proc`: call it from `spawn_blocking` in async code when the
+/// machine runs many processes (the async functions of this module do).
+pub fn group_members(record: &ProcessRecord) -> Vec<i32> {
+    if record.pid <= 1 || record.boot_id != boot_id() {
+        return Vec::new();
+    }
+    let mut alive = Vec::new();
+    for p in procfs::all_processes() {
+        if p.pgrp != record.pid {
+            continue;
+        }
+        if p.start_time < record.start_time
+            || (p.pid == record.pid && p.start_time != record.start_time)
+        {
+            return Vec::new();
+        }
+        if !p.is_zombie() {
+            alive.push(p.pid);
+        }
+    }
+    alive.sort_unstable();
+    alive
+}
+
+async fn members_async(record: &ProcessRecord) -> Vec<i32> {
+    let record = record.clone();
+    tokio::task::spawn_blocking(move || group_members(&record))
+        .await
+        .unwrap_or_default()
+}
+
+/// Signals the group only while it is still ours; returns false when nothing was signalled.
+async fn signal_if_ours(record: &ProcessRecord, signal: Signal) -> bool {
+    if members_async(record).await.is_empty() {
+        return false;
+    }
+    // A process group id cannot be reused while any member (zombies included) exists, so the
+    // check above still holds when the signal is delivered.
+    killpg(Pid::from_raw(record.pid), signal).is_ok()
+}
+
+/// Waits until the group has no live member or `limit` has passed; returns the live count.
+async fn wait_gone(record: &ProcessRecord, limit: Duration) -> usize {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let left = members_async(record).await.len();
+        if left == 0 || tokio::time::Instant::now() >= deadline {
+            return left;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Ends a process group we started: SIGTERM to the group, up to `grace` for every member to go,
+/// then SIGKILL to the group (grandchildren included, even when the leader already exited).
+///
+/// Returns once no member is left, or after a bounded wait past SIGKILL (then `survivors` says
+/// how many remain). Signals nothing when the group is not ours any more. The leader, if it is
+/// the caller's `Child`, stays a zombie until the caller waits on it.
+pub async fn end_group(record: &ProcessRecord, grace: Duration) -> EndReport {
+    let mut report = EndReport {
+        members: members_async(record).await.len(),
+        ..EndReport::default()
+    };
+    if report.members == 0 {
+        return report;
+    }
+    report.terminated = signal_if_ours(record, Signal::SIGTERM).await;
+    if wait_gone(record, grace).await == 0 {
+        return report;
+    }
+    report.killed = signal_if_ours(record, Signal::SIGKILL).await;
+    report.survivors = wait_gone(record, AFTER_KILL).await;
+    report
+}
+
+/// After a crash: ends the survivors of a recorded group (same ownership rule) and returns how
+/// many live members there were.
+pub async fn reap_orphans(record: &ProcessRecord, grace: Duration) -> usize {
+    end_group(record, grace).await.members
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,6 +1,9 @@
 //! One file a command, and the one enum that dispatches them.
 
 mod init;
+mod progress;
+mod run;
+mod status;
 mod validate;
 
 use std::path::PathBuf;
@@ -47,6 +50,14 @@ pub enum Command {
     Validate(ConfigArg),
     /// Scaffold a new fleet with one loop in DIR (default: the current folder).
     Init(init::InitArgs),
+    /// Run the fleet in the foreground until every loop is finished.
+    Run(run::RunArgs),
+    /// Show loops and tests (from the store).
+    Status(status::StatusArgs),
+    /// Show a loop's attempts: outcome, duration, exit status, cost, transcript, commit.
+    Attempts(status::AttemptsArgs),
+    /// Write the whole state as JSON to stdout.
+    Export(ConfigArg),
 }
 
 /// The optional positional fleet file that `run`, `serve`, `validate`, `status` and `export` take.
@@ -86,5 +97,17 @@ pub fn dispatch(args: Cli) -> anyhow::Result<Exit> {
     match &args.command {
         Command::Validate(a) => validate::run(&args.fleet_file(a.file.as_ref())),
         Command::Init(a) => init::run(a),
+        Command::Run(a) => run::run(&args.fleet_file(a.file.as_ref()), a),
+        Command::Status(a) => status::status(&args.fleet_file(a.file.as_ref()), a),
+        Command::Attempts(a) => status::attempts(&args.fleet_file(None), a),
+        Command::Export(a) => status::export(&args.fleet_file(a.file.as_ref())),
     }
+}
+
+/// The snake_case word of a status, outcome or state, as in the JSON.
+pub fn words<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
 }

@@ -1,10 +1,39 @@
-//! `loopd validate [CONFIG]` (being written).
+//! `loopd validate [CONFIG]`: every problem of the fleet, its loops and their tests files.
 
 use std::path::Path;
 
+use loopd_actors::config::{load_fleet, load_tests, validate_fleet};
+
 use super::Exit;
 
-/// Validates the fleet at `file` and prints the report.
-pub fn run(_file: &Path) -> anyhow::Result<Exit> {
-    anyhow::bail!("validate is not written yet")
+/// Validates the fleet at `file` and prints the report; [`Exit::Invalid`] when there is a problem.
+pub fn run(file: &Path) -> anyhow::Result<Exit> {
+    let report = validate_fleet(file);
+    if !report.is_empty() {
+        println!("{report}");
+        return Ok(Exit::Invalid);
+    }
+    // Valid, so both loads succeed; counting is only for the summary line.
+    let fleet = load_fleet(file).map_err(|r| anyhow::anyhow!("{r}"))?;
+    let tests: usize = fleet
+        .loops
+        .iter()
+        .map(|lp| load_tests(lp).map_or(0, |t| t.len()))
+        .sum();
+    let loops = fleet.loops.len();
+    println!(
+        "fleet `{}` is valid: {loops} loop{}, {tests} test{}",
+        file.display(),
+        plural(loops),
+        plural(tests)
+    );
+    Ok(Exit::Ok)
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
 }

@@ -11,6 +11,20 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod check;
+mod env;
+mod load;
+mod locate;
+mod report;
+mod schema_fix;
+mod tests;
+mod validate;
+
+pub use load::{load_fleet, load_fleet_with_env};
+pub use report::{Problem, Report};
+pub use tests::{load_tests, resolve_spec};
+pub use validate::{parse_loop_value, validate_fleet, validate_fleet_with_env};
+
 /// The fleet file as written by the user.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
@@ -36,6 +50,7 @@ pub struct FleetSettings {
     pub state_dir: PathBuf,
     /// How many agents may run at once across all loops. Default 1.
     #[serde(default = "default_max_concurrent_agents")]
+    #[schemars(range(min = 1))]
     pub max_concurrent_agents: usize,
 }
 
@@ -59,6 +74,7 @@ impl Default for FleetSettings {
 /// One loop: an agent driven through a tests file in one git working tree.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = schema_fix::accept_tests_file_alias)]
 pub struct LoopConfig {
     /// Unique in the fleet; `[A-Za-z0-9][A-Za-z0-9._-]{0,63}` (it becomes paths).
     pub name: String,
@@ -85,9 +101,11 @@ pub struct LoopConfig {
     pub model: Option<String>,
     /// Counted failures before a test is `failed`. Default 3.
     #[serde(default = "default_max_attempts")]
+    #[schemars(range(min = 1))]
     pub max_attempts: u32,
     /// 1 is highest. Default 5.
     #[serde(default = "default_priority")]
+    #[schemars(range(min = 1))]
     pub priority: u32,
     /// Let the healer try other strategies after `max_attempts`. Default false.
     #[serde(default)]
@@ -153,6 +171,7 @@ pub enum AgentConfig {
     /// Any command line agent.
     Command {
         /// argv; the rendered prompt is in the file named by `LOOPD_PROMPT_FILE`.
+        #[schemars(length(min = 1))]
         command: Vec<String>,
         /// Provider name shared by loops whose agents use the same API account. Default "command".
         #[serde(default = "default_command_provider")]

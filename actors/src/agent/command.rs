@@ -1,0 +1,191 @@
+//! Command agents: `api_error_exit_codes`, `api_error_patterns`, `billing_patterns` and the
+//! `LOOPD_RESULT_FILE` they may write.
+
+use std::io::Read;
+use std::path::Path;
+
+use regex::RegexSet;
+use serde_json::Value;
+
+use super::{truncate_chars, AgentReport, LineEvent, ProviderFailure, MAX_SUMMARY_CHARS};
+use crate::config::AgentConfig;
+
+/// Result files larger than this are not read.
+const MAX_RESULT_FILE: u64 = 1024 * 1024;
+/// Longest piece of evidence kept from an output line.
+const MAX_EVIDENCE: usize = 500;
+
+#[derive(Debug)]
+pub(super) struct CommandWatcher {
+    /// Exit codes that mean the API failed.
+    api_exit_codes: Vec<i32>,
+    /// `api_error_patterns`, the valid ones.
+    api: RegexSet,
+    /// `billing_patterns`, the valid ones.
+    billing: RegexSet,
+    /// The first line that matched a billing pattern.
+    billing_line: Option<String>,
+    /// The first line that matched an API error pattern, and the status it names.
+    api_line: Option<(Option<u16>, String)>,
+    /// Invalid patterns, and what the result file was like.
+    notes: Vec<String>,
+}
+
+fn compile(key: &str, patterns: &[String], notes: &mut Vec<String>) -> RegexSet {
+    let valid: Vec<&String> = patterns
+        .iter()
+        .filter(|p| match regex::Regex::new(p) {
+            Ok(_) => true,
+            Err(e) => {
+                notes.push(format!("ignored invalid {key} entry {p:?}: {e}"));
+                false
+            }
+        })
+        .collect();
+    RegexSet::new(valid).unwrap_or_else(|_| RegexSet::empty())
+}
+
+/// An HTTP status worth naming in a line: 429 or 5xx.
+pub(super) fn status_in(text: &str) -> Option<u16> {
+    static STATUS: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let re = STATUS.get_or_init(|| regex::Regex::new(r"\b(429|5[0-9]{2})\b").expect("valid"));
+    re.captures(text)?.get(1)?.as_str().parse().ok()
+}
+
+impl CommandWatcher {
+    pub(super) fn new(cfg: &AgentConfig) -> Self {
+        let mut notes = Vec::new();
+        let (codes, api, billing) = match cfg {
+            AgentConfig::Command {
+                api_error_exit_codes,
+                api_error_patterns,
+                billing_patterns,
+                ..
+            } => (
+                api_error_exit_codes.clone(),
+                compile("api_error_patterns", api_error_patterns, &mut notes),
+                compile("billing_patterns", billing_patterns, &mut notes),
+            ),
+            AgentConfig::ClaudeCode { .. } => (Vec::new(), RegexSet::empty(), RegexSet::empty()),
+        };
+        CommandWatcher {
+            api_exit_codes: codes,
+            api,
+            billing,
+            billing_line: None,
+            api_line: None,
+            notes,
+        }
+    }
+
+    pub(super) fn line(&mut self, line: &str) -> LineEvent {
+        if self.billing.is_match(line) {
+            self.billing_line
+                .get_or_insert_with(|| truncate_chars(line, MAX_EVIDENCE));
+            return LineEvent::Billing;
+        }
+        if self.api.is_match(line) {
+            let status = status_in(line);
+            self.api_line
+                .get_or_insert_with(|| (status, truncate_chars(line, MAX_EVIDENCE)));
+            return LineEvent::ApiError { status };
+        }
+        LineEvent::Output
+    }
+
+    pub(super) fn finish(mut self, exit_code: Option<i32>, result_file: &Path) -> AgentReport {
+        let mut report = AgentReport {
+            is_error: exit_code != Some(0),
+            ..AgentReport::default()
+        };
+        read_result_file(result_file, &mut report, &mut self.notes);
+        report.provider_failure = if let Some(message) = self.billing_line {
+            Some(ProviderFailure::OutOfCredits { message })
+        } else if let Some(code) = exit_code.filter(|c| self.api_exit_codes.contains(c)) {
+            Some(ProviderFailure::ApiError {
+                status: self.api_line.as_ref().and_then(|(s, _)| *s),
+                message: format!("exit code {code} is one of api_error_exit_codes"),
+            })
+        } else {
+            self.api_line
+                .map(|(status, message)| ProviderFailure::ApiError { status, message })
+        };
+        report.notes = self.notes;
+        report
+    }
+}
+
+/// Fills cost, tokens and summary from `{"cost_usd", "input_tokens", "output_tokens",
+/// "summary"}` (all optional). A missing file says nothing; a malformed one is a note.
+pub(super) fn read_result_file(path: &Path, report: &mut AgentReport, notes: &mut Vec<String>) {
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => {
+            notes.push(format!("cannot read result file {}: {e}", path.display()));
+            return;
+        }
+    };
+    let mut text = String::new();
+    if let Err(e) = file.take(MAX_RESULT_FILE + 1).read_to_string(&mut text) {
+        notes.push(format!("cannot read result file {}: {e}", path.display()));
+        return;
+    }
+    if text.len() as u64 > MAX_RESULT_FILE {
+        notes.push(format!(
+            "result file {} is larger than {MAX_RESULT_FILE} bytes; ignored",
+            path.display()
+        ));
+        return;
+    }
+    if text.trim().is_empty() {
+        return;
+    }
+    let value: Value = match serde_json::from_str(&text) {
+        Ok(Value::Object(map)) => Value::Object(map),
+        Ok(_) => {
+            notes.push(format!(
+                "result file {} is not a JSON object; ignored",
+                path.display()
+            ));
+            return;
+        }
+        Err(e) => {
+            notes.push(format!(
+                "result file {} is not valid JSON ({e}); ignored",
+                path.display()
+            ));
+            return;
+        }
+    };
+    let mut bad = |key: &str, expected: &str| {
+        notes.push(format!(
+            "result file {}: \"{key}\" should be {expected}; ignored",
+            path.display()
+        ))
+    };
+    match value.get("cost_usd") {
+        None | Some(Value::Null) => {}
+        Some(v) => match v.as_f64().filter(|c| c.is_finite() && *c >= 0.0) {
+            Some(cost) => report.cost_usd = cost,
+            None => bad("cost_usd", "a non-negative number"),
+        },
+    }
+    for (key, slot) in [
+        ("input_tokens", &mut report.input_tokens),
+        ("output_tokens", &mut report.output_tokens),
+    ] {
+        match value.get(key) {
+            None | Some(Value::Null) => {}
+            Some(v) => match v.as_u64() {
+                Some(n) => *slot = n,
+                None => bad(key, "a non-negative integer"),
+            },
+        }
+    }
+    match value.get("summary") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) => report.summary = Some(truncate_chars(s, MAX_SUMMARY_CHARS)),
+        Some(_) => bad("summary", "a string"),
+    }
+}

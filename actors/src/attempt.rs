@@ -1,0 +1,663 @@
+//! The attempt actor: one agent run on one test, then loopd's own run of verify.
+//!
+//! The actor owns the agent's process group for the life of the attempt. Its work runs on a tokio
+//! task (subprocess I/O must never block an actor); the actor is the task's mailbox: it takes
+//! `Cancel` from its loop and hands the finished [`AttemptRecord`] back to it.
+//!
+//! ```text
+//! spawn agent (own process group) ── lines ──> transcript, heartbeat, watcher
+//!        │ exit | stall_timeout | iteration_timeout | cancel
+//!        ▼
+//! end the whole group ─> verify (own group, verify_timeout) ─> classify ─> git checkpoint or
+//! save refs/loopd/attempts/<test>/<n> and reset ─> AttemptDone to the loop
+//! ```
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio::time::Instant;
+
+use crate::agent::{self, OutputWatcher, ProviderFailure};
+use crate::config::LoopConfig;
+use crate::git::Workdir;
+use crate::model::{AttemptRecord, Outcome};
+use crate::process::{self, OutputLine};
+use crate::runtime::{AttemptPaths, Ctx};
+use crate::store::Batch;
+
+/// How many lines of agent and verify output an attempt record keeps.
+const TAIL_LINES: usize = 40;
+/// How many bytes of verify output an attempt record keeps.
+const TAIL_BYTES: usize = 8 * 1024;
+/// How long output may keep coming after the agent exited (from children holding its pipes).
+const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
+
+/// Why an attempt is being cut short from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelReason {
+    /// loopd is shutting down, or the loop was stopped or paused with `--now`.
+    Interrupt,
+}
+
+/// Everything an attempt needs, prepared by its loop.
+#[derive(Debug)]
+pub struct AttemptPlan {
+    /// The fleet's shared context.
+    pub ctx: Ctx,
+    /// The loop's configuration (paths absolute, workdir set).
+    pub config: Arc<LoopConfig>,
+    /// The attempt record as stored when it started (no outcome yet).
+    pub record: AttemptRecord,
+    /// The test's verify command.
+    pub verify: String,
+    /// The test's own timeout, overriding the loop's `iteration_timeout`.
+    pub timeout: Option<Duration>,
+    /// The rendered prompt.
+    pub prompt: String,
+    /// Where the attempt's files go.
+    pub paths: AttemptPaths,
+    /// The last checkpoint (None when checkpoints are off).
+    pub checkpoint: Option<String>,
+    /// The agent slot, held until the attempt ends.
+    pub permit: Option<OwnedSemaphorePermit>,
+    /// Where the finished attempt is reported.
+    pub reply_to: ActorRef<crate::loop_actor::LoopMsg>,
+}
+
+/// What the attempt reports back: the final record and the checkpoint a pass produced.
+#[derive(Debug, Clone)]
+pub struct AttemptDone {
+    /// The finished attempt.
+    pub record: AttemptRecord,
+    /// The new checkpoint commit, when the attempt passed and checkpoints are on.
+    pub new_checkpoint: Option<String>,
+    /// What the agent's run said about its provider.
+    pub provider_failure: Option<ProviderFailure>,
+}
+
+/// Messages of the attempt actor.
+#[derive(Debug)]
+pub enum AttemptMsg {
+    /// Cut the attempt short: end the agent's process group and record the reason.
+    Cancel(CancelReason),
+    /// The runner task finished.
+    Finished(Box<AttemptDone>),
+}
+
+/// The attempt actor.
+pub struct AttemptActor;
+
+/// The attempt actor's state.
+pub struct AttemptState {
+    cancel: watch::Sender<Option<CancelReason>>,
+    reply_to: ActorRef<crate::loop_actor::LoopMsg>,
+}
+
+impl Actor for AttemptActor {
+    type Msg = AttemptMsg;
+    type State = AttemptState;
+    type Arguments = AttemptPlan;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<AttemptMsg>,
+        plan: AttemptPlan,
+    ) -> Result<AttemptState, ActorProcessingErr> {
+        let (cancel, cancelled) = watch::channel(None);
+        let reply_to = plan.reply_to.clone();
+        tokio::spawn(async move {
+            let done = run(plan, cancelled).await;
+            // If the actor is gone, the loop is gone too; the record is already final in memory
+            // only, and the next start reconciles the attempt as interrupted.
+            let _ = myself.send_message(AttemptMsg::Finished(Box::new(done)));
+        });
+        Ok(AttemptState { cancel, reply_to })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<AttemptMsg>,
+        msg: AttemptMsg,
+        state: &mut AttemptState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            AttemptMsg::Cancel(reason) => {
+                let _ = state.cancel.send(Some(reason));
+            }
+            AttemptMsg::Finished(done) => {
+                let _ = state
+                    .reply_to
+                    .send_message(crate::loop_actor::LoopMsg::AttemptDone(done));
+                myself.stop(None);
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<AttemptMsg>,
+        state: &mut AttemptState,
+    ) -> Result<(), ActorProcessingErr> {
+        // Stopping the actor must never leave the agent running (the runner ends its group).
+        let _ = state.cancel.send(Some(CancelReason::Interrupt));
+        Ok(())
+    }
+}
+
+/// How the agent's run ended, before verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AgentEnd {
+    Exited,
+    Stalled,
+    TimedOut,
+    Cancelled,
+    SpawnFailed,
+}
+
+async fn run(
+    plan: AttemptPlan,
+    mut cancelled: watch::Receiver<Option<CancelReason>>,
+) -> AttemptDone {
+    let AttemptPlan {
+        ctx,
+        config,
+        mut record,
+        verify,
+        timeout,
+        prompt,
+        paths,
+        checkpoint,
+        permit,
+        ..
+    } = plan;
+    let started = Instant::now();
+    let workdir = config.workdir.clone().expect("the loader fills in workdir");
+
+    let mut transcript = match open_transcript(&paths).await {
+        Ok(f) => Some(f),
+        Err(e) => {
+            record.reason = Some(format!("cannot write the transcript: {e}"));
+            None
+        }
+    };
+    let line = agent::command_line(
+        &config.agent,
+        config.model.as_deref(),
+        &prompt,
+        &paths.prompt,
+    );
+    let mut cmd = line.command();
+    cmd.current_dir(&workdir)
+        .envs(&config.env)
+        .env("LOOPD_PROMPT_FILE", &paths.prompt)
+        .env("LOOPD_RESULT_FILE", &paths.result)
+        .env("LOOPD_LOOP", &record.loop_name)
+        .env("LOOPD_TEST_ID", &record.test_id)
+        .env("LOOPD_ATTEMPT", record.number.to_string());
+
+    let mut watcher = OutputWatcher::new(&config.agent);
+    let mut tail = Tail::new(TAIL_LINES, TAIL_BYTES);
+    let mut exit_code = None;
+    let mut exit_signal = None;
+    let end = match process::spawn_group(cmd) {
+        Err(e) => {
+            record.reason = Some(format!(
+                "cannot start the agent `{}`: {e}",
+                line.program.display()
+            ));
+            AgentEnd::SpawnFailed
+        }
+        Ok(mut spawned) => {
+            record.process = Some(spawned.record.clone());
+            // Durable before the agent can do anything that matters: a crash from here on is
+            // reconciled by reaping this group.
+            let _ = ctx
+                .record(Batch {
+                    attempts: vec![record.clone()],
+                    ..Batch::default()
+                })
+                .await;
+            let mut lines = process::read_output(&mut spawned.child, process::DEFAULT_MAX_LINE);
+            let stall = config.stall_timeout;
+            let deadline = started + timeout.unwrap_or(config.iteration_timeout);
+            let mut last_output = Instant::now();
+            let mut status = None;
+            let mut lines_open = true;
+            let end = loop {
+                tokio::select! {
+                    line = lines.recv(), if lines_open => match line {
+                        Some(l) => {
+                            last_output = Instant::now();
+                            watcher.line(&l.text);
+                            tail.push(&l.text);
+                            write_line(&mut transcript, &l).await;
+                        }
+                        None => lines_open = false,
+                    },
+                    s = spawned.child.wait(), if status.is_none() => {
+                        status = Some(s);
+                        break AgentEnd::Exited;
+                    }
+                    _ = tokio::time::sleep_until(last_output + stall) => break AgentEnd::Stalled,
+                    _ = tokio::time::sleep_until(deadline) => break AgentEnd::TimedOut,
+                    _ = cancelled.changed() => break AgentEnd::Cancelled,
+                }
+            };
+            if end == AgentEnd::Exited {
+                // Children that inherited the pipes may still write for a moment.
+                let drain_until = Instant::now() + DRAIN_AFTER_EXIT;
+                while lines_open {
+                    match tokio::time::timeout_at(drain_until, lines.recv()).await {
+                        Ok(Some(l)) => {
+                            watcher.line(&l.text);
+                            tail.push(&l.text);
+                            write_line(&mut transcript, &l).await;
+                        }
+                        _ => lines_open = false,
+                    }
+                }
+            }
+            // Always end the group: the leader may be gone while its children live on.
+            process::end_group(&spawned.record, config.kill_grace).await;
+            let status = match status {
+                Some(s) => s.ok(),
+                None => spawned.child.wait().await.ok(),
+            };
+            if let Some(s) = status {
+                use std::os::unix::process::ExitStatusExt;
+                exit_code = s.code();
+                exit_signal = s.signal();
+            }
+            // The group is gone; the record no longer names live processes.
+            record.process = None;
+            end
+        }
+    };
+    if let Some(f) = transcript.as_mut() {
+        let _ = f.flush().await;
+    }
+    record.exit_code = exit_code;
+    record.exit_signal = exit_signal;
+    record.output_tail = tail.text();
+    let report = watcher.finish(exit_code, &paths.result);
+    record.cost_usd = report.cost_usd;
+    record.input_tokens = report.input_tokens;
+    record.output_tokens = report.output_tokens;
+    record.summary = report.summary.clone();
+    // The slot is for the agent; verify and git are loopd's own work.
+    drop(permit);
+
+    let git = checkpoint.as_ref().map(|_| Workdir::new(&workdir));
+    let outcome = if end == AgentEnd::Cancelled {
+        record.reason = Some("interrupted before the agent finished".into());
+        Outcome::Interrupted
+    } else {
+        let v = run_verify(&verify, &workdir, &config).await;
+        record.verify_exit = v.exit_code;
+        record.verify_tail = v.tail;
+        let unchanged = match (&git, &checkpoint) {
+            (Some(g), Some(c)) => g.unchanged_since(c).await.unwrap_or(false),
+            _ => false,
+        };
+        let (outcome, reason) = classify(
+            end,
+            exit_code,
+            exit_signal,
+            &report.provider_failure,
+            v.passed,
+            v.timed_out,
+            unchanged,
+            &config,
+        );
+        if record.reason.is_none() || outcome == Outcome::Passed {
+            record.reason = reason;
+        }
+        outcome
+    };
+    if matches!(
+        outcome,
+        Outcome::Failed | Outcome::NoChange | Outcome::AgentError
+    ) {
+        record.fingerprint = fingerprint(&record.verify_tail);
+    }
+
+    let mut new_checkpoint = None;
+    if let (Some(git), Some(checkpoint)) = (&git, &checkpoint) {
+        if outcome == Outcome::Passed {
+            match git
+                .commit_pass(
+                    &record.test_id,
+                    record.number,
+                    record.cost_usd,
+                    &commit_title(&record),
+                )
+                .await
+            {
+                Ok(c) => {
+                    record.commit = Some(c.clone());
+                    new_checkpoint = Some(c);
+                }
+                Err(e) => {
+                    record.reason = Some(format!("passed, but the checkpoint commit failed: {e}"))
+                }
+            }
+        } else {
+            match git
+                .save_attempt(&record.test_id, record.number, checkpoint)
+                .await
+            {
+                Ok(c) => record.commit = c,
+                Err(e) => tracing::warn!(error = %e, "could not save the attempt's changes"),
+            }
+            if let Err(e) = git.reset_to(checkpoint).await {
+                tracing::error!(error = %e, "could not reset the workdir to the checkpoint");
+            }
+        }
+    }
+
+    record.outcome = Some(outcome);
+    record.counted = outcome.counts(config.count_timeouts);
+    record.finished_at = Some(Utc::now());
+    record.duration_ms = Some(started.elapsed().as_millis() as u64);
+    AttemptDone {
+        record,
+        new_checkpoint,
+        provider_failure: report.provider_failure,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn classify(
+    end: AgentEnd,
+    exit_code: Option<i32>,
+    exit_signal: Option<i32>,
+    provider: &Option<ProviderFailure>,
+    verify_passed: bool,
+    verify_timed_out: bool,
+    unchanged: bool,
+    config: &LoopConfig,
+) -> (Outcome, Option<String>) {
+    // verify always runs and a pass always wins.
+    if verify_passed {
+        return (Outcome::Passed, None);
+    }
+    if let Some(p) = provider {
+        return match p {
+            ProviderFailure::OutOfCredits { message } => (
+                Outcome::OutOfCredits,
+                Some(format!("out of credits: {message}")),
+            ),
+            ProviderFailure::ApiError { status, message } => (
+                Outcome::ApiError,
+                Some(match status {
+                    Some(s) => format!("the provider's API failed (HTTP {s}): {message}"),
+                    None => format!("the provider's API failed: {message}"),
+                }),
+            ),
+        };
+    }
+    match end {
+        AgentEnd::Stalled => {
+            return (
+                Outcome::Stalled,
+                Some(format!(
+                    "no output for {}, the agent's process group was ended",
+                    humantime::format_duration(config.stall_timeout)
+                )),
+            )
+        }
+        AgentEnd::TimedOut => {
+            return (
+                Outcome::TimedOut,
+                Some("the agent overran its time limit; its process group was ended".into()),
+            )
+        }
+        AgentEnd::SpawnFailed => return (Outcome::AgentError, None),
+        AgentEnd::Exited | AgentEnd::Cancelled => {}
+    }
+    if exit_code != Some(0) {
+        let how = match (exit_code, exit_signal) {
+            (Some(c), _) => format!("exit status {c}"),
+            (None, Some(s)) => format!("signal {s}"),
+            _ => "an unknown status".into(),
+        };
+        return (
+            Outcome::AgentError,
+            Some(format!("the agent ended with {how}")),
+        );
+    }
+    if unchanged {
+        return (
+            Outcome::NoChange,
+            Some("verify failed and the agent changed nothing".into()),
+        );
+    }
+    if verify_timed_out {
+        return (
+            Outcome::Failed,
+            Some(format!(
+                "verify overran verify_timeout ({})",
+                humantime::format_duration(config.verify_timeout)
+            )),
+        );
+    }
+    (Outcome::Failed, Some("verify exited non-zero".into()))
+}
+
+fn commit_title(record: &AttemptRecord) -> String {
+    format!(
+        "loopd: {} passed (attempt {})",
+        record.test_id, record.number
+    )
+}
+
+/// The outcome of loopd's own run of verify.
+struct VerifyRun {
+    passed: bool,
+    timed_out: bool,
+    exit_code: Option<i32>,
+    tail: String,
+}
+
+/// Runs `verify` with bash in the workdir, in its own process group, bounded by `verify_timeout`.
+async fn run_verify(verify: &str, workdir: &PathBuf, config: &LoopConfig) -> VerifyRun {
+    let mut cmd = tokio::process::Command::new("bash");
+    cmd.arg("-c")
+        .arg(verify)
+        .current_dir(workdir)
+        .envs(&config.env);
+    let mut spawned = match process::spawn_group(cmd) {
+        Ok(s) => s,
+        Err(e) => {
+            return VerifyRun {
+                passed: false,
+                timed_out: false,
+                exit_code: None,
+                tail: format!("loopd could not run verify: {e}"),
+            }
+        }
+    };
+    let mut lines = process::read_output(&mut spawned.child, process::DEFAULT_MAX_LINE);
+    let mut tail = Tail::new(TAIL_LINES, TAIL_BYTES);
+    let deadline = Instant::now() + config.verify_timeout;
+    let mut status = None;
+    let mut lines_open = true;
+    let mut timed_out = false;
+    while status.is_none() || lines_open {
+        tokio::select! {
+            line = lines.recv(), if lines_open => match line {
+                Some(l) => tail.push(&l.text),
+                None => lines_open = false,
+            },
+            s = spawned.child.wait(), if status.is_none() => status = Some(s.ok()),
+            _ = tokio::time::sleep_until(deadline) => { timed_out = true; break; }
+        }
+        if status.is_some() && lines_open {
+            // A background child of verify may hold the pipe; do not wait on it forever.
+            if let Ok(Some(l)) = tokio::time::timeout(DRAIN_AFTER_EXIT, lines.recv()).await {
+                tail.push(&l.text);
+                continue;
+            }
+            break;
+        }
+    }
+    process::end_group(&spawned.record, config.kill_grace).await;
+    let exit_code = status.flatten().and_then(|s| s.code());
+    if timed_out {
+        tail.push(&format!(
+            "[loopd] verify overran verify_timeout ({}) and was killed",
+            humantime::format_duration(config.verify_timeout)
+        ));
+    }
+    VerifyRun {
+        passed: !timed_out && exit_code == Some(0),
+        timed_out,
+        exit_code: if timed_out { None } else { exit_code },
+        tail: tail.text(),
+    }
+}
+
+async fn open_transcript(paths: &AttemptPaths) -> std::io::Result<tokio::fs::File> {
+    tokio::fs::create_dir_all(&paths.dir).await?;
+    tokio::fs::File::create(&paths.transcript).await
+}
+
+async fn write_line(file: &mut Option<tokio::fs::File>, line: &OutputLine) {
+    if let Some(f) = file.as_mut() {
+        let ok = f.write_all(line.text.as_bytes()).await.is_ok()
+            && (line.truncated || f.write_all(b"\n").await.is_ok());
+        if !ok {
+            // A full disk must not end the attempt; the transcript just stops growing.
+            *file = None;
+        }
+    }
+}
+
+/// The last lines of some output, bounded in lines and bytes.
+struct Tail {
+    lines: std::collections::VecDeque<String>,
+    max_lines: usize,
+    max_bytes: usize,
+    bytes: usize,
+}
+
+impl Tail {
+    fn new(max_lines: usize, max_bytes: usize) -> Self {
+        Tail {
+            lines: Default::default(),
+            max_lines,
+            max_bytes,
+            bytes: 0,
+        }
+    }
+
+    fn push(&mut self, line: &str) {
+        let line: String = if line.len() > self.max_bytes {
+            let mut cut = self.max_bytes;
+            while !line.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            format!("{}…", &line[..cut])
+        } else {
+            line.to_string()
+        };
+        self.bytes += line.len();
+        self.lines.push_back(line);
+        while self.lines.len() > self.max_lines
+            || (self.bytes > self.max_bytes && self.lines.len() > 1)
+        {
+            if let Some(old) = self.lines.pop_front() {
+                self.bytes -= old.len();
+            }
+        }
+    }
+
+    fn text(&self) -> String {
+        self.lines
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// A fingerprint of a failure: verify's output with what changes from run to run (numbers,
+/// hex hashes, paths, timestamps) replaced, hashed. `None` when there is no output.
+pub fn fingerprint(output: &str) -> Option<String> {
+    let normalised = normalise(output);
+    if normalised.trim().is_empty() {
+        return None;
+    }
+    let digest = Sha256::digest(normalised.as_bytes());
+    Some(hex::encode(&digest[..8]))
+}
+
+/// Verify output with volatile parts replaced by placeholders.
+pub fn normalise(output: &str) -> String {
+    let mut out = String::with_capacity(output.len());
+    for word in output.split_whitespace() {
+        let w = if word.contains('/') {
+            "<path>".to_string()
+        } else if is_hash(word.trim_matches(|c: char| !c.is_ascii_alphanumeric())) {
+            "<hash>".to_string()
+        } else {
+            let mut s = String::new();
+            let mut in_digits = false;
+            for c in word.chars() {
+                if c.is_ascii_digit() {
+                    if !in_digits {
+                        s.push('#');
+                    }
+                    in_digits = true;
+                } else {
+                    in_digits = false;
+                    s.push(c);
+                }
+            }
+            s
+        };
+        out.push_str(&w);
+        out.push(' ');
+    }
+    out
+}
+
+fn is_hash(word: &str) -> bool {
+    word.len() >= 7
+        && word.chars().all(|c| c.is_ascii_hexdigit())
+        && word.chars().any(|c| c.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_last_lines_within_bounds() {
+        let mut t = Tail::new(3, 1000);
+        for i in 0..10 {
+            t.push(&format!("line {i}"));
+        }
+        assert_eq!(t.text(), "line 7\nline 8\nline 9");
+        let mut t = Tail::new(100, 10);
+        t.push(&"x".repeat(50));
+        assert!(t.text().len() <= 10 + '…'.len_utf8());
+    }
+
+    #[test]
+    fn fingerprints_ignore_numbers_paths_and_hashes() {
+        let a = fingerprint("test foo failed at /tmp/a1/x.rs:12 after 35ms (commit 1a2b3c4d5e)");
+        let b = fingerprint("test foo failed at /home/b/y.rs:99 after 7ms (commit ffee0011aa)");
+        let c = fingerprint("test bar failed at /tmp/a1/x.rs:12 after 35ms");
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(fingerprint("  \n"), None);
+    }
+}

@@ -1,0 +1,653 @@
+//! Loading a fleet: the fleet file, its includes, environment overrides, paths made absolute.
+//!
+//! Why not the `config` crate, which DESIGN.md names: its layering merges maps by key, but our
+//! loops are an array of tables keyed by their `name` (and split over included files), so a
+//! `LOOPD_LOOPS__AUTH__...` variable must first find *which* element it means; and `config` drops
+//! the source spans we need to report line numbers. So the fleet file is parsed with `toml_edit`
+//! (spans), converted to a `serde_json::Value`, overlaid with the environment by a small hand-written
+//! pass ([`super::env`]) that remembers which variable set which key, validated against the
+//! generated JSON Schema (every error at once), and only then deserialized.
+
+use std::path::{Component, Path, PathBuf};
+
+use serde_json::Value;
+use toml_edit::ImDocument;
+
+use super::check::{schema_errors, Dialect};
+use super::env::{self, Target};
+use super::locate::{line_of, Locator};
+use super::{AgentConfig, Fleet, FleetSettings, LoopConfig, Problem, Report};
+use crate::names::check_name;
+use crate::schema::by_name;
+
+/// Keys of a loop that hold humantime durations.
+const DURATION_KEYS: [&str; 4] = [
+    "iteration_timeout",
+    "stall_timeout",
+    "verify_timeout",
+    "kill_grace",
+];
+
+/// Loads the fleet at `path` with the process environment's `LOOPD_*` overrides.
+///
+/// Returns every structural problem at once (syntax, schema, names, durations, duplicate loop
+/// names, overrides that name no loop). It does not look at the file system beyond the fleet
+/// file and its includes: [`super::validate_fleet`] does.
+pub fn load_fleet(path: &Path) -> Result<Fleet, Report> {
+    load_fleet_with_env(path, std::env::vars())
+}
+
+/// [`load_fleet`] with the environment given explicitly (tests, or a daemon that filtered it).
+pub fn load_fleet_with_env(
+    path: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Fleet, Report> {
+    let loaded = load(path, env);
+    match loaded.fleet {
+        Some(fleet) if loaded.report.is_empty() => Ok(fleet),
+        _ => {
+            let mut report = loaded.report;
+            report.sort();
+            Err(report)
+        }
+    }
+}
+
+/// A file that was read, for turning pointers into lines.
+#[derive(Debug)]
+pub(crate) struct Doc {
+    /// The file as the user named it (relative names stay relative).
+    pub display: PathBuf,
+    /// Its folder, absolute: relative paths in it resolve against this.
+    pub dir: PathBuf,
+    /// Finds lines.
+    pub locator: Locator,
+    /// `(pointer, variable)` for every key an environment variable set.
+    pub env: Vec<(String, String)>,
+}
+
+impl Doc {
+    /// A problem at `pointer` in this file, with its line, or the variable that set it.
+    pub(crate) fn problem(&self, pointer: &str, expected: impl Into<String>) -> Problem {
+        let mut expected = expected.into();
+        let set_by = self.env.iter().find(|(p, _)| {
+            pointer == p || pointer.strip_prefix(p.as_str()).is_some_and(|r| r.starts_with('/'))
+        });
+        let line = match set_by {
+            Some((_, var)) => {
+                expected.push_str(&format!(" (set by ${var})"));
+                None
+            }
+            None => self.locator.line(pointer),
+        };
+        Problem {
+            file: self.display.clone(),
+            pointer: pointer.to_string(),
+            line,
+            expected,
+        }
+    }
+}
+
+/// Where one loop was written.
+#[derive(Debug, Clone)]
+pub(crate) struct Origin {
+    /// Index into [`Loaded::docs`].
+    pub doc: usize,
+    /// Pointer of the loop's table in that file (`/loops/0`, or empty for an included file).
+    pub pointer: String,
+}
+
+/// Everything a load found: the fleet when it is sound, each loop that could be read, problems.
+#[derive(Debug)]
+pub(crate) struct Loaded {
+    /// The fleet file, then each included file.
+    pub docs: Vec<Doc>,
+    /// The fleet, when there was no problem.
+    pub fleet: Option<Fleet>,
+    /// The loops that deserialized, with where they were written (paths resolved).
+    pub loops: Vec<(LoopConfig, Origin)>,
+    /// Names of every loop written, readable or not (for cross-loop references).
+    pub names: Vec<String>,
+    /// Every problem.
+    pub report: Report,
+}
+
+impl Loaded {
+    fn problem(&mut self, doc: usize, pointer: &str, expected: impl Into<String>) {
+        let p = self.docs[doc].problem(pointer, expected);
+        self.report.push(p);
+    }
+}
+
+/// One loop table before deserialization.
+struct Entry {
+    origin: Origin,
+    value: Value,
+    /// Top-level keys set from the environment: their relative paths resolve against the
+    /// current folder, not a file's.
+    from_env: Vec<String>,
+}
+
+/// Reads a TOML file into a [`Doc`] and its value, or the problem that stopped it.
+fn read_toml(display: &Path, abs: &Path) -> Result<(Doc, Value), Problem> {
+    let dir = abs.parent().map(Path::to_path_buf).unwrap_or_default();
+    let text = std::fs::read_to_string(abs).map_err(|e| {
+        let why = match e.kind() {
+            std::io::ErrorKind::NotFound => "no such file".to_string(),
+            _ => format!("cannot read it: {e}"),
+        };
+        Problem::new(display, "", why)
+    })?;
+    let doc = ImDocument::parse(text.clone()).map_err(|e| Problem {
+        file: display.to_path_buf(),
+        pointer: String::new(),
+        line: e.span().map(|s| line_of(&text, s.start)),
+        expected: format!("invalid TOML: {}", e.message().trim()),
+    })?;
+    let value = toml::from_str::<toml::Value>(&text)
+        .ok()
+        .and_then(|v| serde_json::to_value(v).ok())
+        .unwrap_or(Value::Null);
+    let doc = Doc {
+        display: display.to_path_buf(),
+        dir,
+        locator: Locator::Toml(doc),
+        env: Vec::new(),
+    };
+    Ok((doc, value))
+}
+
+/// The whole load; see the module documentation.
+pub(crate) fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Loaded {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let abs = clean(&cwd.join(path));
+    let mut loaded = Loaded {
+        docs: Vec::new(),
+        fleet: None,
+        loops: Vec::new(),
+        names: Vec::new(),
+        report: Report::default(),
+    };
+    let (doc, mut root) = match read_toml(path, &abs) {
+        Ok(x) => x,
+        Err(p) => {
+            loaded.report.push(p);
+            return loaded;
+        }
+    };
+    let fleet_dir = doc.dir.clone();
+    loaded.docs.push(doc);
+
+    let mut entries = Vec::new();
+    if let Some(Value::Array(loops)) = root.get("loops") {
+        for (i, value) in loops.iter().enumerate() {
+            let origin = Origin {
+                doc: 0,
+                pointer: format!("/loops/{i}"),
+            };
+            entries.push(Entry {
+                origin,
+                value: value.clone(),
+                from_env: Vec::new(),
+            });
+        }
+        root.as_object_mut().map(|o| o.remove("loops"));
+    }
+    read_includes(&mut loaded, &root, path, &fleet_dir, &mut entries);
+
+    let fleet_schema = by_name("fleet.schema.json").unwrap_or_default();
+    let loop_schema = by_name("loop.schema.json").unwrap_or_default();
+    let state_dir_from_env = apply_env(&mut loaded, &mut root, &mut entries, env, &fleet_schema);
+
+    for (pointer, expected) in schema_errors(&fleet_schema, &root, "", Dialect::Toml) {
+        loaded.problem(0, &pointer, expected);
+    }
+    let settings_ok = loaded.report.is_empty();
+
+    let settings = root
+        .get("fleet")
+        .cloned()
+        .map(serde_json::from_value::<FleetSettings>)
+        .unwrap_or_else(|| Ok(FleetSettings::default()));
+    let mut settings = match settings {
+        Ok(s) => s,
+        Err(e) => {
+            if settings_ok {
+                loaded.problem(0, "/fleet", e.to_string());
+            }
+            FleetSettings::default()
+        }
+    };
+    let state_base = if state_dir_from_env { &cwd } else { &fleet_dir };
+    settings.state_dir = clean(&state_base.join(&settings.state_dir));
+
+    let mut first_seen: Vec<(String, Origin)> = Vec::new();
+    for entry in entries {
+        let name = entry.value.get("name").and_then(Value::as_str);
+        if let Some(name) = name {
+            loaded.names.push(name.to_string());
+            if let Some((_, first)) = first_seen.iter().find(|(n, _)| n == name) {
+                let at = loaded.docs[first.doc].problem(&format!("{}/name", first.pointer), "");
+                let where_ = match at.line {
+                    Some(l) => format!("{}:{l}", at.file.display()),
+                    None => format!("{} {}", at.file.display(), first.pointer),
+                };
+                loaded.problem(
+                    entry.origin.doc,
+                    &format!("{}/name", entry.origin.pointer),
+                    format!("duplicate loop name `{name}` (first defined at {where_})"),
+                );
+            } else {
+                first_seen.push((name.to_string(), entry.origin.clone()));
+            }
+        }
+        let base = loaded.docs[entry.origin.doc].dir.clone();
+        match check_loop_value(&entry.value, &entry.origin.pointer, Dialect::Toml, &loop_schema) {
+            Ok(mut lp) => {
+                resolve_paths(&mut lp, &base, &cwd, &entry.from_env, &settings.state_dir);
+                loaded.loops.push((lp, entry.origin));
+            }
+            Err(problems) => {
+                for (pointer, expected) in problems {
+                    loaded.problem(entry.origin.doc, &pointer, expected);
+                }
+            }
+        }
+    }
+
+    if loaded.report.is_empty() {
+        loaded.fleet = Some(Fleet {
+            file: abs,
+            settings,
+            loops: loaded.loops.iter().map(|(lp, _)| lp.clone()).collect(),
+        });
+    }
+    loaded
+}
+
+/// Reads each file matched by `include` (relative to the fleet file) as one loop.
+fn read_includes(
+    loaded: &mut Loaded,
+    root: &Value,
+    path: &Path,
+    fleet_dir: &Path,
+    entries: &mut Vec<Entry>,
+) {
+    let Some(Value::Array(patterns)) = root.get("include") else {
+        return;
+    };
+    let display_dir = path.parent().unwrap_or(Path::new(""));
+    let mut seen: Vec<PathBuf> = Vec::new();
+    for (i, pattern) in patterns.iter().enumerate() {
+        // A non-string pattern is reported by the schema.
+        let Some(pattern) = pattern.as_str() else {
+            continue;
+        };
+        let full = format!(
+            "{}/{}",
+            glob::Pattern::escape(&fleet_dir.to_string_lossy()),
+            pattern
+        );
+        let matches = match glob::glob(&full) {
+            Ok(paths) => {
+                let mut m: Vec<PathBuf> = paths.filter_map(Result::ok).collect();
+                m.sort();
+                m
+            }
+            Err(e) => {
+                loaded.problem(0, &format!("/include/{i}"), format!("invalid glob pattern: {e}"));
+                continue;
+            }
+        };
+        let is_literal = !pattern.contains(['*', '?', '[']);
+        if matches.is_empty() && is_literal {
+            loaded.problem(0, &format!("/include/{i}"), format!("`{pattern}` does not exist"));
+        }
+        for abs in matches {
+            let abs = clean(&abs);
+            if seen.contains(&abs) || !abs.is_file() {
+                continue;
+            }
+            seen.push(abs.clone());
+            let rel = abs.strip_prefix(fleet_dir).unwrap_or(&abs);
+            let display = display_dir.join(rel);
+            match read_toml(&display, &abs) {
+                Ok((doc, value)) => {
+                    loaded.docs.push(doc);
+                    entries.push(Entry {
+                        origin: Origin {
+                            doc: loaded.docs.len() - 1,
+                            pointer: String::new(),
+                        },
+                        value,
+                        from_env: Vec::new(),
+                    });
+                }
+                Err(p) => loaded.report.push(p),
+            }
+        }
+    }
+}
+
+/// Applies the `LOOPD_*` overrides; returns whether `state_dir` came from the environment.
+fn apply_env(
+    loaded: &mut Loaded,
+    root: &mut Value,
+    entries: &mut [Entry],
+    env: impl IntoIterator<Item = (String, String)>,
+    fleet_schema: &Value,
+) -> bool {
+    let mut state_dir_from_env = false;
+    for var in env::read(env) {
+        let set = match &var.target {
+            Target::StateDir | Target::Fleet(_) => {
+                let keys: Vec<String> = match &var.target {
+                    Target::Fleet(keys) => keys.clone(),
+                    _ => vec!["state_dir".into()],
+                };
+                let mut path = vec!["fleet".to_string()];
+                path.extend(keys.iter().cloned());
+                if keys == ["state_dir"] {
+                    state_dir_from_env = true;
+                }
+                env::apply(root, "", &path, &var.raw, fleet_schema).map(|p| (0, p))
+            }
+            Target::Loop(rest) => {
+                let names: Vec<&str> = entries
+                    .iter()
+                    .map(|e| e.value.get("name").and_then(Value::as_str).unwrap_or(""))
+                    .collect();
+                match env::match_loop(rest, &names) {
+                    Some((i, keys)) => {
+                        let loop_schema = by_name("loop.schema.json").unwrap_or_default();
+                        let entry = &mut entries[i];
+                        entry.from_env.push(keys[0].clone());
+                        env::apply(&mut entry.value, "", &keys, &var.raw, &loop_schema)
+                            .map(|p| (entry.origin.doc, format!("{}{p}", entry.origin.pointer)))
+                    }
+                    None => Err(format!(
+                        "names no loop of this fleet (loops: {})",
+                        names.join(", ")
+                    )),
+                }
+            }
+        };
+        match set {
+            Ok((doc, pointer)) => loaded.docs[doc].env.push((pointer, var.var.clone())),
+            Err(why) => {
+                let p = Problem::new(loaded.docs[0].display.clone(), "", format!("${}: {why}", var.var));
+                loaded.report.push(p);
+            }
+        }
+    }
+    state_dir_from_env
+}
+
+/// Schema, name and duration checks of one loop value, then deserialization. Problems are
+/// `(pointer, expected)` with `prefix` in front of each pointer.
+pub(crate) fn check_loop_value(
+    value: &Value,
+    prefix: &str,
+    dialect: Dialect,
+    loop_schema: &Value,
+) -> Result<LoopConfig, Vec<(String, String)>> {
+    let mut problems = schema_errors(loop_schema, value, prefix, dialect);
+    if let Some(name) = value.get("name").and_then(Value::as_str) {
+        if let Err(why) = check_name(name) {
+            problems.push((format!("{prefix}/name"), format!("invalid loop name: {why}")));
+        }
+    }
+    for key in DURATION_KEYS {
+        if let Some(Value::String(s)) = value.get(key) {
+            if humantime::parse_duration(s).is_err() {
+                problems.push((
+                    format!("{prefix}/{key}"),
+                    format!("expected a duration such as \"30m\" or \"1h 30m\", found \"{s}\""),
+                ));
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    serde_json::from_value::<LoopConfig>(value.clone())
+        .map_err(|e| vec![(prefix.to_string(), e.to_string())])
+}
+
+/// Makes every path of `lp` absolute: against `base` (the folder of the file that named it), or
+/// `env_base` for keys set from the environment; fills the default workdir.
+pub(crate) fn resolve_paths(
+    lp: &mut LoopConfig,
+    base: &Path,
+    env_base: &Path,
+    from_env: &[String],
+    state_dir: &Path,
+) {
+    let base_of = |key: &str| {
+        if from_env.iter().any(|k| k == key) {
+            env_base
+        } else {
+            base
+        }
+    };
+    let abs = |key: &str, p: &Path| clean(&base_of(key).join(p));
+    lp.workdir = Some(match &lp.workdir {
+        Some(w) => abs("workdir", w),
+        None => state_dir.join("workdirs").join(&lp.name),
+    });
+    lp.tests_file = abs("tests_file", &lp.tests_file);
+    for (key, field) in [
+        ("specs_dir", &mut lp.specs_dir),
+        ("prompt_template", &mut lp.prompt_template),
+        ("workdir_template", &mut lp.workdir_template),
+    ] {
+        if let Some(p) = field {
+            *p = clean(&base_of(key).join(&*p));
+        }
+    }
+    // A bare program name is looked up on PATH; only a path (`./agent.sh`, `bin/claude`) is
+    // relative to the file. Without this, a relative program would be looked up in the workdir,
+    // the agent's current folder.
+    match &mut lp.agent {
+        AgentConfig::ClaudeCode {
+            binary: Some(binary),
+            ..
+        } if binary.to_string_lossy().contains('/') => *binary = abs("agent", binary),
+        AgentConfig::Command { command, .. } => {
+            if let Some(program) = command.first_mut().filter(|p| p.contains('/')) {
+                *program = abs("agent", Path::new(program.as_str()))
+                    .to_string_lossy()
+                    .into_owned();
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Drops `.` components (`/a/./b` → `/a/b`); `..` stays, as symlinks make it meaningful.
+pub(crate) fn clean(path: &Path) -> PathBuf {
+    path.components()
+        .filter(|c| !matches!(c, Component::CurDir))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, rel: &str, text: &str) {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    fn no_env() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    const FLEET: &str = r#"
+include = ["loops/*.toml"]
+
+[fleet]
+max_concurrent_agents = 2
+
+[[loops]]
+name = "auth"
+workdir = "./repos/auth"
+tests_file = "auth/tests.json"
+prompt_template = "prompt.md"
+[loops.agent]
+kind = "claude-code"
+binary = "bin/claude"
+"#;
+
+    #[test]
+    fn resolves_paths_against_the_file_that_names_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(root, "loopd.toml", FLEET);
+        write(
+            root,
+            "loops/billing.toml",
+            "name = \"billing\"\ntest_state_file = \"t.json\"\nspecs_dir = \"../specs\"\n\
+             [agent]\nkind = \"command\"\ncommand = [\"./agent.sh\"]\n",
+        );
+        let fleet = load_fleet_with_env(&root.join("loopd.toml"), no_env()).unwrap();
+        assert_eq!(fleet.file, root.join("loopd.toml"));
+        assert_eq!(fleet.settings.state_dir, root.join(".loopd"));
+        assert_eq!(fleet.settings.max_concurrent_agents, 2);
+        let names: Vec<_> = fleet.loops.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["auth", "billing"]);
+        let auth = &fleet.loops[0];
+        assert_eq!(auth.workdir.as_deref(), Some(root.join("repos/auth").as_path()));
+        assert_eq!(auth.tests_file, root.join("auth/tests.json"));
+        assert_eq!(auth.prompt_template, Some(root.join("prompt.md")));
+        assert_eq!(
+            auth.agent,
+            AgentConfig::ClaudeCode {
+                binary: Some(root.join("bin/claude")),
+                extra_args: vec![]
+            }
+        );
+        let billing = &fleet.loops[1];
+        assert_eq!(billing.tests_file, root.join("loops/t.json"));
+        assert_eq!(billing.specs_dir, Some(root.join("loops/../specs")));
+        // No workdir: under the state dir. A program path is relative to its file too.
+        assert_eq!(
+            billing.workdir,
+            Some(root.join(".loopd/workdirs/billing"))
+        );
+        let program = root.join("loops/agent.sh").to_string_lossy().into_owned();
+        assert!(matches!(&billing.agent, AgentConfig::Command { command, .. } if command == &[program]));
+    }
+
+    #[test]
+    fn a_bare_claude_binary_stays_on_path() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "loopd.toml", &FLEET.replace("bin/claude", "claude"));
+        let fleet = load_fleet_with_env(&dir.path().join("loopd.toml"), no_env()).unwrap();
+        assert!(matches!(
+            &fleet.loops[0].agent,
+            AgentConfig::ClaudeCode { binary: Some(b), .. } if b == Path::new("claude")
+        ));
+    }
+
+    #[test]
+    fn environment_overrides_keys_of_the_fleet_and_of_loops() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(root, "loopd.toml", FLEET);
+        write(
+            root,
+            "loops/web-ui.toml",
+            "name = \"web-ui\"\ntests_file = \"t.json\"\nagent = { kind = \"command\", command = [\"a\"] }\n",
+        );
+        let env = [
+            ("LOOPD_STATE_DIR", "/var/lib/loopd"),
+            ("LOOPD_FLEET__MAX_CONCURRENT_AGENTS", "4"),
+            ("LOOPD_LOOPS__AUTH__MAX_ATTEMPTS", "5"),
+            ("LOOPD_LOOPS__WEB_UI__AGENT__COMMAND", r#"["/tmp/b.sh", "--x"]"#),
+            ("LOOPD_LOOPS__WEB_UI__ENV__API_KEY", "123"),
+            ("LOOPD_LOOPS__AUTH__TESTS_FILE", "/abs/tests.json"),
+            ("LOOPD_PROMPT_FILE", "/nope"),
+            ("LOOPD_LOOP", "nope"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let fleet = load_fleet_with_env(&root.join("loopd.toml"), env).unwrap();
+        assert_eq!(fleet.settings.state_dir, Path::new("/var/lib/loopd"));
+        assert_eq!(fleet.settings.max_concurrent_agents, 4);
+        assert_eq!(fleet.loops[0].max_attempts, 5);
+        assert_eq!(fleet.loops[0].tests_file, Path::new("/abs/tests.json"));
+        let web = &fleet.loops[1];
+        assert_eq!(web.env.get("API_KEY").map(String::as_str), Some("123"));
+        assert!(matches!(&web.agent, AgentConfig::Command { command, .. } if command == &["/tmp/b.sh", "--x"]));
+        assert_eq!(web.workdir, Some(PathBuf::from("/var/lib/loopd/workdirs/web-ui")));
+    }
+
+    #[test]
+    fn a_bad_override_names_its_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "loopd.toml", FLEET);
+        let env = [
+            ("LOOPD_LOOPS__AUTH__MAX_ATTEMPTS", "abc"),
+            ("LOOPD_LOOPS__NOPE__PRIORITY", "1"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let report = load_fleet_with_env(Path::new(&dir.path().join("loopd.toml")), env)
+            .unwrap_err()
+            .to_string()
+            .replace(&dir.path().display().to_string(), "<dir>");
+        assert_eq!(
+            report,
+            "<dir>/loopd.toml: $LOOPD_LOOPS__NOPE__PRIORITY: names no loop of this fleet (loops: auth)\n\
+             <dir>/loopd.toml: /loops/0/max_attempts: expected an integer >= 1, found \"abc\" \
+             (set by $LOOPD_LOOPS__AUTH__MAX_ATTEMPTS)\n\
+             2 problems"
+        );
+    }
+
+    #[test]
+    fn reports_problems_in_included_files_with_their_own_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(root, "loopd.toml", FLEET);
+        write(
+            root,
+            "loops/x.toml",
+            "name = \"auth\"\ntests_file = \"t.json\"\npriority = 0\nstall_timeout = \"soon\"\n\
+             agent = { kind = \"command\", command = [\"a\"] }\n",
+        );
+        let report = load_fleet_with_env(&root.join("loopd.toml"), no_env()).unwrap_err();
+        let got: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+        let x = root.join("loops/x.toml");
+        assert_eq!(
+            got,
+            vec![
+                format!(
+                    "{}:1: /name: duplicate loop name `auth` (first defined at {}:8)",
+                    x.display(),
+                    root.join("loopd.toml").display()
+                ),
+                format!("{}:3: /priority: expected a number >= 1, found 0", x.display()),
+                format!(
+                    "{}:4: /stall_timeout: expected a duration such as \"30m\" or \"1h 30m\", found \"soon\"",
+                    x.display()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn syntax_errors_and_missing_files_are_one_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = load_fleet_with_env(&dir.path().join("nope.toml"), no_env()).unwrap_err();
+        assert_eq!(missing.len(), 1);
+        assert!(missing.problems[0].expected.ends_with("no such file"), "{missing}");
+        write(dir.path(), "bad.toml", "[fleet]\nstate_dir = \n");
+        let bad = load_fleet_with_env(&dir.path().join("bad.toml"), no_env()).unwrap_err();
+        assert_eq!(bad.len(), 1);
+        assert_eq!(bad.problems[0].line, Some(2));
+        assert!(bad.problems[0].expected.starts_with("invalid TOML"), "{bad}");
+    }
+}

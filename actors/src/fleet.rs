@@ -1,0 +1,258 @@
+//! The loops supervisor: one loop actor per loop, one_for_one, with Erlang restart intensity.
+//!
+//! A loop actor that fails is restarted after an exponential backoff; one that fails more than
+//! `max_restarts` times within `restart_window` is marked `crashed` (reason
+//! `restart_intensity`), an alert is raised, and the rest of the fleet keeps running. A loop that
+//! stops normally (finished, paused, stopped, crashed on bad input) is not restarted. When the
+//! last loop has stopped the supervisor reports that the fleet is done.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use tokio::sync::oneshot;
+
+use crate::config::LoopConfig;
+use crate::loop_actor::{LoopActor, LoopArgs, LoopMsg};
+use crate::model::{Event, EventKind, LoopRecord, LoopState};
+use crate::runtime::Ctx;
+use crate::store::Batch;
+
+/// Restart intensity of the loops supervisor.
+#[derive(Debug, Clone, Copy)]
+pub struct Intensity {
+    /// At most this many restarts of one loop ...
+    pub max_restarts: usize,
+    /// ... within this window; more and the loop is marked `crashed`.
+    pub window: Duration,
+    /// The first backoff; doubled for each restart still inside the window.
+    pub backoff: Duration,
+}
+
+impl Default for Intensity {
+    fn default() -> Self {
+        Intensity {
+            max_restarts: 5,
+            window: Duration::from_secs(60),
+            backoff: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Messages of the loops supervisor.
+#[derive(Debug)]
+pub enum FleetMsg {
+    /// Start (again) the loop of this name.
+    Restart(String),
+    /// Interrupt every loop (their attempts are recorded `interrupted`) and stop.
+    Shutdown,
+}
+
+/// Arguments of the loops supervisor.
+pub struct FleetArgs {
+    /// The fleet's shared context.
+    pub ctx: Ctx,
+    /// The loops to run.
+    pub loops: Vec<LoopConfig>,
+    /// Restart intensity.
+    pub intensity: Intensity,
+    /// Told when every loop has stopped.
+    pub done: oneshot::Sender<()>,
+}
+
+/// The loops supervisor.
+pub struct FleetSupervisor;
+
+/// Its state.
+pub struct FleetState {
+    ctx: Ctx,
+    intensity: Intensity,
+    configs: HashMap<String, Arc<LoopConfig>>,
+    running: HashMap<ActorId, (String, ActorRef<LoopMsg>)>,
+    restarts: HashMap<String, VecDeque<Instant>>,
+    pending_restarts: usize,
+    shutting_down: bool,
+    done: Option<oneshot::Sender<()>>,
+}
+
+impl Actor for FleetSupervisor {
+    type Msg = FleetMsg;
+    type State = FleetState;
+    type Arguments = FleetArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<FleetMsg>,
+        args: FleetArgs,
+    ) -> Result<FleetState, ActorProcessingErr> {
+        let mut state = FleetState {
+            ctx: args.ctx,
+            intensity: args.intensity,
+            configs: args
+                .loops
+                .into_iter()
+                .map(|c| (c.name.clone(), Arc::new(c)))
+                .collect(),
+            running: HashMap::new(),
+            restarts: HashMap::new(),
+            pending_restarts: 0,
+            shutting_down: false,
+            done: Some(args.done),
+        };
+        let mut names: Vec<String> = state.configs.keys().cloned().collect();
+        names.sort();
+        for name in names {
+            start_loop(&myself, &mut state, &name).await;
+        }
+        check_done(&mut state);
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<FleetMsg>,
+        msg: FleetMsg,
+        state: &mut FleetState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            FleetMsg::Restart(name) => {
+                state.pending_restarts = state.pending_restarts.saturating_sub(1);
+                if !state.shutting_down {
+                    start_loop(&myself, state, &name).await;
+                }
+                check_done(state);
+            }
+            FleetMsg::Shutdown => {
+                state.shutting_down = true;
+                for (_, actor) in state.running.values() {
+                    let _ = actor.send_message(LoopMsg::Interrupt);
+                }
+                state.pending_restarts = 0;
+                check_done(state);
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<FleetMsg>,
+        evt: SupervisionEvent,
+        state: &mut FleetState,
+    ) -> Result<(), ActorProcessingErr> {
+        match evt {
+            SupervisionEvent::ActorTerminated(cell, _, _) => {
+                state.running.remove(&cell.get_id());
+            }
+            SupervisionEvent::ActorFailed(cell, err) => {
+                if let Some((name, _)) = state.running.remove(&cell.get_id()) {
+                    tracing::error!(loop_name = %name, %err, "loop actor failed");
+                    if !state.shutting_down {
+                        restart_or_give_up(&myself, state, &name, &err.to_string()).await;
+                    }
+                }
+            }
+            SupervisionEvent::ActorStarted(_) => {}
+            other => tracing::debug!(?other, "unexpected supervision event"),
+        }
+        check_done(state);
+        Ok(())
+    }
+}
+
+async fn start_loop(myself: &ActorRef<FleetMsg>, state: &mut FleetState, name: &str) {
+    let Some(config) = state.configs.get(name).cloned() else {
+        return;
+    };
+    let args = LoopArgs {
+        ctx: state.ctx.clone(),
+        config,
+    };
+    match Actor::spawn_linked(None, LoopActor, args, myself.get_cell()).await {
+        Ok((actor, _)) => {
+            state
+                .running
+                .insert(actor.get_id(), (name.to_string(), actor));
+        }
+        // A failure in pre_start reaches only this caller, never the supervision events.
+        Err(e) => {
+            tracing::error!(loop_name = %name, error = %e, "loop actor failed to start");
+            restart_or_give_up(myself, state, name, &e.to_string()).await;
+        }
+    }
+}
+
+async fn restart_or_give_up(
+    myself: &ActorRef<FleetMsg>,
+    state: &mut FleetState,
+    name: &str,
+    error: &str,
+) {
+    let now = Instant::now();
+    let window = state.intensity.window;
+    let history = state.restarts.entry(name.to_string()).or_default();
+    while history
+        .front()
+        .is_some_and(|t| now.duration_since(*t) > window)
+    {
+        history.pop_front();
+    }
+    if history.len() >= state.intensity.max_restarts {
+        let reason = format!(
+            "restart_intensity: {} restarts within {}; last error: {error}",
+            history.len(),
+            humantime::format_duration(window)
+        );
+        mark_crashed(&state.ctx, name, &reason).await;
+        return;
+    }
+    let backoff = state
+        .intensity
+        .backoff
+        .saturating_mul(1 << history.len().min(16));
+    history.push_back(now);
+    state.pending_restarts += 1;
+    let name = name.to_string();
+    myself.send_after(backoff, move || FleetMsg::Restart(name));
+}
+
+async fn mark_crashed(ctx: &Ctx, name: &str, reason: &str) {
+    let owned = name.to_string();
+    let mut record = ctx
+        .read(move |s| s.get_loop(&owned))
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| LoopRecord::new(name));
+    record.state = LoopState::Crashed;
+    record.reason = Some(reason.to_string());
+    record.updated_at = Utc::now();
+    let result = ctx
+        .record(Batch {
+            loops: vec![record],
+            events: vec![
+                Event::new(EventKind::LoopState, name, "crashed")
+                    .with_data(serde_json::json!({"state": "crashed", "reason": reason})),
+                Event::new(
+                    EventKind::Alert,
+                    name,
+                    format!("loop `{name}` crashed: {reason}"),
+                ),
+            ],
+            ..Batch::default()
+        })
+        .await;
+    if let Err(e) = result {
+        tracing::error!(loop_name = %name, error = %e, "could not record the crash");
+    }
+}
+
+fn check_done(state: &mut FleetState) {
+    if state.running.is_empty() && state.pending_restarts == 0 {
+        if let Some(done) = state.done.take() {
+            let _ = done.send(());
+        }
+    }
+}

@@ -1,0 +1,373 @@
+use std::path::Path;
+
+use super::*;
+
+async fn sh(dir: &Path, script: &str) -> String {
+    let out = tokio::process::Command::new("sh")
+        .args(["-c", script])
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "agent")
+        .env("GIT_AUTHOR_EMAIL", "agent@example.com")
+        .env("GIT_COMMITTER_NAME", "agent")
+        .env("GIT_COMMITTER_EMAIL", "agent@example.com")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A fresh repository with one file committed as its checkpoint.
+async fn repo() -> (tempfile::TempDir, Workdir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let wd = Workdir::new(dir.path().join("w"));
+    wd.prepare(true, None).await.unwrap();
+    std::fs::write(wd.path().join("a.txt"), "one\n").unwrap();
+    std::fs::write(wd.path().join(".gitignore"), "*.log\n").unwrap();
+    let checkpoint = wd.ensure_checkpoint().await.unwrap();
+    (dir, wd, checkpoint)
+}
+
+#[tokio::test]
+async fn prepare_creates_inits_and_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = Workdir::new(dir.path().join("missing"));
+    let err = missing.prepare(false, None).await.unwrap_err();
+    assert!(err.to_string().contains("does not exist"), "{err}");
+    assert!(err.to_string().contains("missing"), "{err}");
+
+    let plain = dir.path().join("plain");
+    std::fs::create_dir(&plain).unwrap();
+    let err = Workdir::new(&plain).prepare(false, None).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("not the top level of a git repository"),
+        "{err}"
+    );
+
+    let template = dir.path().join("template");
+    std::fs::create_dir_all(template.join("src")).unwrap();
+    std::fs::write(template.join("src/lib.rs"), "// hi\n").unwrap();
+    std::fs::create_dir_all(template.join(".git")).unwrap();
+    let made = Workdir::new(dir.path().join("made"));
+    made.prepare(true, Some(&template)).await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(made.path().join("src/lib.rs")).unwrap(),
+        "// hi\n"
+    );
+    assert_eq!(made.head().await.unwrap(), None);
+    assert!(made.is_dirty().await.unwrap());
+    // Preparing again is a no-op.
+    made.prepare(false, None).await.unwrap();
+
+    // A folder inside another repository is not a workdir of its own.
+    let inner = made.path().join("src");
+    let err = Workdir::new(&inner).prepare(false, None).await.unwrap_err();
+    assert!(matches!(err, GitError::Workdir { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn checkpoint_of_an_empty_repo_and_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let wd = Workdir::new(dir.path());
+    wd.prepare(true, None).await.unwrap();
+    assert_eq!(wd.head().await.unwrap(), None);
+    let first = wd.ensure_checkpoint().await.unwrap();
+    assert_eq!(first.len(), 40);
+    assert_eq!(wd.head().await.unwrap().as_deref(), Some(first.as_str()));
+    assert_eq!(wd.ensure_checkpoint().await.unwrap(), first);
+    assert!(!wd.is_dirty().await.unwrap());
+}
+
+#[tokio::test]
+async fn dirty_counts_untracked_but_not_ignored() {
+    let (_dir, wd, _) = repo().await;
+    assert!(!wd.is_dirty().await.unwrap());
+    std::fs::write(wd.path().join("debug.log"), "x").unwrap();
+    assert!(!wd.is_dirty().await.unwrap());
+    std::fs::write(wd.path().join("new.txt"), "x").unwrap();
+    assert!(wd.is_dirty().await.unwrap());
+}
+
+#[tokio::test]
+async fn exclude_is_idempotent() {
+    let (_dir, wd, _) = repo().await;
+    wd.exclude(&[".loopd/", "LOOPD_*"]).await.unwrap();
+    wd.exclude(&[".loopd/", "LOOPD_*", "more"]).await.unwrap();
+    let text = std::fs::read_to_string(wd.path().join(".git/info/exclude")).unwrap();
+    assert_eq!(text.matches(".loopd/").count(), 1);
+    assert_eq!(text.matches("LOOPD_*").count(), 1);
+    assert!(text.contains("more"));
+    std::fs::create_dir(wd.path().join(".loopd")).unwrap();
+    std::fs::write(wd.path().join(".loopd/transcript"), "x").unwrap();
+    assert!(!wd.is_dirty().await.unwrap());
+}
+
+#[tokio::test]
+async fn unchanged_since_sees_every_kind_of_change() {
+    let (_dir, wd, cp) = repo().await;
+    assert!(wd.unchanged_since(&cp).await.unwrap());
+
+    std::fs::write(wd.path().join("ignored.log"), "x").unwrap();
+    assert!(
+        wd.unchanged_since(&cp).await.unwrap(),
+        "ignored files are not changes"
+    );
+
+    std::fs::write(wd.path().join("new.txt"), "x").unwrap();
+    assert!(!wd.unchanged_since(&cp).await.unwrap(), "untracked file");
+    std::fs::remove_file(wd.path().join("new.txt")).unwrap();
+
+    std::fs::write(wd.path().join("a.txt"), "two\n").unwrap();
+    assert!(!wd.unchanged_since(&cp).await.unwrap(), "modified file");
+
+    sh(wd.path(), "git commit -qam 'agent commit'").await;
+    assert!(!wd.is_dirty().await.unwrap());
+    assert!(!wd.unchanged_since(&cp).await.unwrap(), "committed change");
+
+    sh(wd.path(), "git revert --no-edit HEAD >/dev/null").await;
+    assert!(
+        wd.unchanged_since(&cp).await.unwrap(),
+        "commits that cancel out change nothing"
+    );
+    // The user's index was not disturbed by the snapshots.
+    assert_eq!(sh(wd.path(), "git status --porcelain").await, "");
+}
+
+#[tokio::test]
+async fn diff_summary_includes_untracked_and_is_bounded() {
+    let (_dir, wd, cp) = repo().await;
+    std::fs::write(wd.path().join("a.txt"), "one\ntwo\n").unwrap();
+    std::fs::write(wd.path().join("brand-new.rs"), "fn main() {}\n").unwrap();
+    let summary = wd.diff_summary(&cp).await.unwrap();
+    assert!(summary.contains("a.txt"), "{summary}");
+    assert!(summary.contains("brand-new.rs"), "{summary}");
+    assert!(summary.contains("2 files changed"), "{summary}");
+    // Untracked files stay untracked.
+    assert!(sh(wd.path(), "git status --porcelain")
+        .await
+        .contains("?? brand-new.rs"));
+
+    for i in 0..400 {
+        std::fs::write(
+            wd.path().join(format!("file-with-a-long-name-{i:04}.txt")),
+            "x\n",
+        )
+        .unwrap();
+    }
+    let summary = wd.diff_summary(&cp).await.unwrap();
+    assert!(summary.len() <= MAX_DIFF_SUMMARY + 100, "{}", summary.len());
+    assert!(summary.contains("more bytes"));
+
+    assert!(matches!(
+        wd.diff_summary("0000000").await,
+        Err(GitError::Command { .. })
+    ));
+}
+
+#[tokio::test]
+async fn commit_pass_adds_everything_with_trailers() {
+    let (_dir, wd, cp) = repo().await;
+    std::fs::write(wd.path().join("a.txt"), "two\n").unwrap();
+    std::fs::write(wd.path().join("new.txt"), "new\n").unwrap();
+    let commit = wd
+        .commit_pass("login", 2, 0.123456, "# Users can log in")
+        .await
+        .unwrap();
+    assert_ne!(commit, cp);
+    assert!(!wd.is_dirty().await.unwrap());
+    let message = sh(wd.path(), "git log -1 --format=%B").await;
+    assert_eq!(
+        message.trim_end(),
+        "# Users can log in\n\nLoopd-Test: login\nLoopd-Attempt: 2\nLoopd-Cost: 0.1235"
+    );
+    let trailers = sh(
+        wd.path(),
+        "git log -1 --format='%(trailers:key=Loopd-Test,valueonly)'",
+    )
+    .await;
+    assert_eq!(trailers.trim(), "login");
+    // loopd's identity only when git has none (this machine may have a global one).
+    let configured = sh(wd.path(), "git config user.name || true").await;
+    let expected = if configured.trim().is_empty() {
+        "loopd"
+    } else {
+        configured.trim()
+    };
+    assert_eq!(
+        sh(wd.path(), "git log -1 --format=%an").await.trim(),
+        expected
+    );
+    assert_eq!(
+        sh(wd.path(), &format!("git rev-parse {commit}^"))
+            .await
+            .trim(),
+        cp
+    );
+}
+
+#[tokio::test]
+async fn commit_pass_after_the_agent_committed() {
+    let (_dir, wd, cp) = repo().await;
+    std::fs::write(wd.path().join("a.txt"), "agent\n").unwrap();
+    sh(wd.path(), "git commit -qam 'agent did it'").await;
+    let agent_commit = wd.head().await.unwrap().unwrap();
+
+    // Nothing left: still a (empty) commit that carries the trailers.
+    let pass = wd.commit_pass("t1", 1, 0.0, "t1 passes").await.unwrap();
+    assert_ne!(pass, agent_commit);
+    assert_eq!(
+        sh(wd.path(), "git rev-parse HEAD^").await.trim(),
+        agent_commit
+    );
+    assert!(sh(wd.path(), "git log -1 --format=%B")
+        .await
+        .contains("Loopd-Cost: 0.0000"));
+    assert_eq!(sh(wd.path(), "git diff --stat HEAD^ HEAD").await, "");
+
+    // Something left after the agent's commit: only that goes in.
+    std::fs::write(wd.path().join("b.txt"), "b\n").unwrap();
+    sh(wd.path(), "git add b.txt && git commit -qm 'agent b'").await;
+    std::fs::write(wd.path().join("c.txt"), "c\n").unwrap();
+    wd.commit_pass("t2", 3, 1.5, "t2 passes").await.unwrap();
+    assert_eq!(
+        sh(wd.path(), "git show --format= --name-only HEAD")
+            .await
+            .trim(),
+        "c.txt"
+    );
+    assert_eq!(
+        sh(wd.path(), &format!("git rev-list --count {cp}..HEAD"))
+            .await
+            .trim(),
+        "4"
+    );
+}
+
+#[tokio::test]
+async fn save_attempt_keeps_everything_without_touching_head_or_index() {
+    let (_dir, wd, cp) = repo().await;
+    assert_eq!(
+        wd.save_attempt("t", 1, &cp).await.unwrap(),
+        None,
+        "nothing changed"
+    );
+
+    std::fs::write(wd.path().join("a.txt"), "agent commit\n").unwrap();
+    sh(wd.path(), "git commit -qam 'agent commit'").await;
+    let agent_head = wd.head().await.unwrap().unwrap();
+    std::fs::write(wd.path().join("staged.txt"), "staged\n").unwrap();
+    sh(wd.path(), "git add staged.txt").await;
+    std::fs::write(wd.path().join("untracked.txt"), "untracked\n").unwrap();
+    std::fs::write(wd.path().join("skip.log"), "ignored\n").unwrap();
+    let status_before = sh(wd.path(), "git status --porcelain").await;
+
+    let saved = wd.save_attempt("t", 1, &cp).await.unwrap().unwrap();
+    assert_eq!(
+        wd.head().await.unwrap().as_deref(),
+        Some(agent_head.as_str())
+    );
+    assert_eq!(sh(wd.path(), "git status --porcelain").await, status_before);
+
+    let r = attempt_ref("t", 1);
+    assert_eq!(r, "refs/loopd/attempts/t/1");
+    assert_eq!(
+        sh(wd.path(), &format!("git rev-parse {r}")).await.trim(),
+        saved
+    );
+    assert_eq!(
+        sh(wd.path(), &format!("git rev-parse {r}^")).await.trim(),
+        agent_head
+    );
+    let files = sh(wd.path(), &format!("git ls-tree -r --name-only {r}")).await;
+    let files: Vec<&str> = files.lines().collect();
+    assert_eq!(
+        files,
+        [".gitignore", "a.txt", "staged.txt", "untracked.txt"]
+    );
+    assert_eq!(
+        sh(wd.path(), &format!("git show {r}:untracked.txt")).await,
+        "untracked\n"
+    );
+    assert!(sh(wd.path(), &format!("git log -1 --format=%B {r}"))
+        .await
+        .contains("Loopd-Attempt: 1"));
+
+    // Then the reset: back to the checkpoint, untracked gone, ignored kept, ref still there.
+    wd.reset_to(&cp).await.unwrap();
+    assert_eq!(wd.head().await.unwrap().as_deref(), Some(cp.as_str()));
+    assert!(!wd.is_dirty().await.unwrap());
+    assert!(wd.unchanged_since(&cp).await.unwrap());
+    assert_eq!(
+        std::fs::read_to_string(wd.path().join("a.txt")).unwrap(),
+        "one\n"
+    );
+    assert!(!wd.path().join("untracked.txt").exists());
+    assert!(!wd.path().join("staged.txt").exists());
+    assert!(wd.path().join("skip.log").exists());
+    assert_eq!(
+        sh(wd.path(), &format!("git rev-parse {r}")).await.trim(),
+        saved
+    );
+}
+
+#[tokio::test]
+async fn save_attempt_with_only_untracked_files() {
+    let (_dir, wd, cp) = repo().await;
+    std::fs::create_dir_all(wd.path().join("new/dir")).unwrap();
+    std::fs::write(wd.path().join("new/dir/x.txt"), "x\n").unwrap();
+    let saved = wd.save_attempt("t", 7, &cp).await.unwrap().unwrap();
+    assert_eq!(
+        sh(wd.path(), &format!("git rev-parse {saved}^"))
+            .await
+            .trim(),
+        cp
+    );
+    assert_eq!(
+        sh(wd.path(), "git show refs/loopd/attempts/t/7:new/dir/x.txt").await,
+        "x\n"
+    );
+    wd.reset_to(&cp).await.unwrap();
+    assert!(!wd.path().join("new").exists());
+}
+
+#[tokio::test]
+async fn errors_name_the_workdir_the_command_and_stderr() {
+    let (_dir, wd, _) = repo().await;
+    let err = wd.reset_to("no-such-commit").await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains(&wd.path().display().to_string()), "{text}");
+    assert!(
+        text.contains("git reset -q --hard no-such-commit"),
+        "{text}"
+    );
+    assert!(text.contains("no-such-commit"), "{text}");
+    match err {
+        GitError::Command { stderr, .. } => assert!(!stderr.is_empty()),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn uses_the_repository_identity_when_there_is_one() {
+    let (_dir, wd, _) = repo().await;
+    sh(
+        wd.path(),
+        "git config user.name 'Ada' && git config user.email ada@example.com",
+    )
+    .await;
+    let fresh = Workdir::new(wd.path());
+    fresh.commit_pass("t", 1, 0.0, "t").await.unwrap();
+    assert_eq!(sh(wd.path(), "git log -1 --format=%an").await.trim(), "Ada");
+}
+
+#[test]
+fn bound_cuts_on_lines() {
+    assert_eq!(bound("short".into(), 10), "short");
+    let cut = bound("aaaa\nbbbb\ncccc\n".into(), 12);
+    assert_eq!(cut, "aaaa\nbbbb\n… (5 more bytes)\n");
+}

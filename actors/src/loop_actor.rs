@@ -1,0 +1,696 @@
+//! The loop actor: drives one loop through its tests, one attempt at a time.
+//!
+//! It keeps nothing in memory that the store does not also have: a restarted loop actor boots
+//! from the store, reconciles what its predecessor left running, and carries on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::agent::ProviderFailure;
+use crate::attempt::{AttemptActor, AttemptDone, AttemptMsg, AttemptPlan, CancelReason};
+use crate::config::{self, LoopConfig};
+use crate::git::Workdir;
+use crate::model::{
+    AttemptRecord, Event, EventKind, LoopRecord, LoopState, Outcome, TestRecord, TestStatus,
+};
+use crate::plan;
+use crate::prompt::{self, PromptInput};
+use crate::reconcile;
+use crate::runtime::Ctx;
+use crate::store::Batch;
+
+/// How long a loop waits before it looks again at tests that wait on other loops.
+const CROSS_LOOP_POLL: Duration = Duration::from_millis(500);
+/// First and last wait after an API error of the agent's provider.
+const API_BACKOFF_MIN: Duration = Duration::from_secs(1);
+const API_BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// Messages of a loop actor.
+#[derive(Debug)]
+pub enum LoopMsg {
+    /// Load the tests file, reconcile with the store, prepare the workdir.
+    Boot,
+    /// Look for the next runnable test.
+    Next,
+    /// The scheduler granted an agent slot.
+    SlotGranted(OwnedSemaphorePermit),
+    /// The running attempt finished.
+    AttemptDone(Box<AttemptDone>),
+    /// Interrupt the running attempt (recorded as `interrupted`) and stop.
+    Interrupt,
+}
+
+/// The loop actor.
+pub struct LoopActor;
+
+/// Arguments of a loop actor.
+#[derive(Debug, Clone)]
+pub struct LoopArgs {
+    /// The fleet's shared context.
+    pub ctx: Ctx,
+    /// The loop's configuration.
+    pub config: Arc<LoopConfig>,
+}
+
+/// A loop actor's state: a cache of its loop record and the attempt it runs.
+pub struct LoopActorState {
+    ctx: Ctx,
+    config: Arc<LoopConfig>,
+    record: LoopRecord,
+    template: String,
+    attempt: Option<ActorRef<AttemptMsg>>,
+    waiting_for_slot: bool,
+    stopping: bool,
+    api_errors_in_a_row: u32,
+}
+
+impl Actor for LoopActor {
+    type Msg = LoopMsg;
+    type State = LoopActorState;
+    type Arguments = LoopArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<LoopMsg>,
+        args: LoopArgs,
+    ) -> Result<LoopActorState, ActorProcessingErr> {
+        let name = args.config.name.clone();
+        let record = args
+            .ctx
+            .read(move |s| s.get_loop(&name))
+            .await?
+            .unwrap_or_else(|| LoopRecord::new(&args.config.name));
+        myself.send_message(LoopMsg::Boot)?;
+        Ok(LoopActorState {
+            ctx: args.ctx,
+            config: args.config,
+            record,
+            template: prompt::DEFAULT_TEMPLATE.to_string(),
+            attempt: None,
+            waiting_for_slot: false,
+            stopping: false,
+            api_errors_in_a_row: 0,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<LoopMsg>,
+        msg: LoopMsg,
+        state: &mut LoopActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            LoopMsg::Boot => boot(&myself, state).await?,
+            LoopMsg::Next => next(&myself, state).await?,
+            LoopMsg::SlotGranted(permit) => {
+                state.waiting_for_slot = false;
+                start_attempt(&myself, state, permit).await?
+            }
+            LoopMsg::AttemptDone(done) => {
+                state.attempt = None;
+                finish_attempt(&myself, state, *done).await?
+            }
+            LoopMsg::Interrupt => {
+                state.stopping = true;
+                match &state.attempt {
+                    Some(a) => a.send_message(AttemptMsg::Cancel(CancelReason::Interrupt))?,
+                    None => {
+                        set_state(state, LoopState::Idle, Some("interrupted")).await?;
+                        myself.stop(None)
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<LoopMsg>,
+        evt: SupervisionEvent,
+        state: &mut LoopActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match evt {
+            SupervisionEvent::ActorFailed(cell, err) => {
+                tracing::error!(loop_name = %state.config.name, actor = ?cell.get_id(), %err, "attempt actor failed");
+                if state.attempt.as_ref().map(|a| a.get_id()) == Some(cell.get_id()) {
+                    state.attempt = None;
+                    // Its runner may have been mid-way: reconcile from the store, then go on.
+                    reconcile_own(state).await?;
+                    myself.send_message(LoopMsg::Next)?;
+                }
+            }
+            SupervisionEvent::ActorTerminated(..) | SupervisionEvent::ActorStarted(_) => {}
+            other => {
+                tracing::debug!(loop_name = %state.config.name, ?other, "unexpected supervision event")
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Loads the tests file, syncs the store, reconciles what a predecessor left, readies git.
+async fn boot(
+    myself: &ActorRef<LoopMsg>,
+    state: &mut LoopActorState,
+) -> Result<(), ActorProcessingErr> {
+    let cfg = state.config.clone();
+    if let Some(reason) = state.record.reason.as_deref() {
+        if matches!(state.record.state, LoopState::Stopped | LoopState::Paused)
+            && reason == "by_user"
+        {
+            // A person's decision survives restarts.
+            myself.stop(None);
+            return Ok(());
+        }
+    }
+    let specs = match config::load_tests(&cfg) {
+        Ok(s) => s,
+        Err(report) => {
+            crash(myself, state, &format!("invalid tests file:\n{report}")).await?;
+            return Ok(());
+        }
+    };
+    if let Some(t) = cfg.prompt_template.as_ref() {
+        match tokio::fs::read_to_string(t).await {
+            Ok(text) => state.template = text,
+            Err(e) => {
+                crash(
+                    myself,
+                    state,
+                    &format!("cannot read prompt_template {}: {e}", t.display()),
+                )
+                .await?;
+                return Ok(());
+            }
+        }
+    }
+    reconcile_own(state).await?;
+    let checkpoint = if cfg.checkpoints {
+        match prepare_workdir(state.ctx.state_dir(), &cfg).await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                crash(myself, state, &e).await?;
+                return Ok(());
+            }
+        }
+    } else {
+        None
+    };
+    let name = cfg.name.clone();
+    let stored = state.ctx.read(move |s| s.list_tests(&name)).await?;
+    let mut changed = plan::sync_tests(&cfg.name, &stored, &specs);
+    // Tests left `running` by a predecessor have no live attempt any more.
+    let mut merged = merge(&stored, &changed);
+    for t in merged
+        .iter_mut()
+        .filter(|t| t.status == TestStatus::Running)
+    {
+        t.status = TestStatus::Pending;
+        changed.push(t.clone());
+    }
+    let others = external_snapshot(&state.ctx, &merged).await?;
+    changed.extend(plan::refresh_blocked(&merged, &|d: &str| {
+        others.get(d).copied().flatten()
+    }));
+    let mut batch = Batch {
+        tests: dedup_last(changed),
+        ..Batch::default()
+    };
+    state.record.checkpoint = checkpoint;
+    state.record.state = LoopState::Running;
+    state.record.reason = None;
+    state.record.started_at = Some(Utc::now());
+    state.record.updated_at = Utc::now();
+    batch.loops.push(state.record.clone());
+    batch
+        .events
+        .push(Event::new(EventKind::LoopState, &cfg.name, "running"));
+    state.ctx.record(batch).await?;
+    myself.send_message(LoopMsg::Next)?;
+    Ok(())
+}
+
+/// Creates and checks the workdir and returns the checkpoint to reset failed attempts to.
+pub async fn prepare_workdir(
+    state_dir: &std::path::Path,
+    cfg: &LoopConfig,
+) -> Result<String, String> {
+    let workdir = cfg.workdir.clone().expect("the loader fills in workdir");
+    let git = Workdir::new(&workdir);
+    git.prepare(cfg.init_workdir, cfg.workdir_template.as_deref())
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Ok(rel) = state_dir.strip_prefix(&workdir) {
+        // The state directory lives inside the workdir: keep it out of git's view.
+        let pattern = format!("/{}/", rel.display());
+        git.exclude(&[&pattern]).await.map_err(|e| e.to_string())?;
+    }
+    if git.head().await.map_err(|e| e.to_string())?.is_none() {
+        // A repository without commits (fresh from `init_workdir`, or a template just copied
+        // in): what is there becomes the first checkpoint.
+        return git.ensure_checkpoint().await.map_err(|e| e.to_string());
+    }
+    if !cfg.allow_dirty && git.is_dirty().await.map_err(|e| e.to_string())? {
+        return Err(format!(
+            "the workdir {} of loop `{}` has uncommitted changes (git status --porcelain is not empty); commit or stash them, or set allow_dirty = true",
+            workdir.display(),
+            cfg.name
+        ));
+    }
+    git.ensure_checkpoint().await.map_err(|e| e.to_string())
+}
+
+async fn reconcile_own(state: &mut LoopActorState) -> Result<(), ActorProcessingErr> {
+    let name = state.config.name.clone();
+    let record = state.ctx.read(move |s| s.get_loop(&name)).await?;
+    let checkpoint = record.and_then(|r| r.checkpoint);
+    reconcile::interrupted_attempts(&state.ctx, Some(&state.config), checkpoint.as_deref()).await?;
+    Ok(())
+}
+
+/// Picks the next runnable test and asks for a slot, or finishes the loop.
+async fn next(
+    myself: &ActorRef<LoopMsg>,
+    state: &mut LoopActorState,
+) -> Result<(), ActorProcessingErr> {
+    if state.attempt.is_some() || state.waiting_for_slot || state.stopping {
+        return Ok(());
+    }
+    if state.record.state != LoopState::Running {
+        return Ok(());
+    }
+    let name = state.config.name.clone();
+    let priority = state.config.priority;
+    let (runnable, finished) = state
+        .ctx
+        .read(move |s| -> Result<(bool, bool), crate::store::StoreError> {
+            let tests = s.list_tests(&name)?;
+            let external = |dep: &str| external_status(s, dep);
+            Ok((
+                plan::next_runnable(&tests, priority, &external).is_some(),
+                plan::is_finished(&tests),
+            ))
+        })
+        .await?;
+    if runnable {
+        state.waiting_for_slot = true;
+        let slots = state.ctx.slots();
+        let me = myself.clone();
+        tokio::spawn(async move {
+            if let Ok(permit) = slots.acquire_owned().await {
+                if me.send_message(LoopMsg::SlotGranted(permit)).is_err() {
+                    // The loop is gone; the permit is dropped here.
+                }
+            }
+        });
+    } else if finished {
+        set_state(state, LoopState::Finished, None).await?;
+        myself.stop(None);
+    } else {
+        // Pending tests wait on tests of other loops.
+        myself.send_after(CROSS_LOOP_POLL, || LoopMsg::Next);
+    }
+    Ok(())
+}
+
+/// The statuses of every `other-loop:ID` dependency of `tests`.
+async fn external_snapshot(
+    ctx: &Ctx,
+    tests: &[TestRecord],
+) -> Result<std::collections::HashMap<String, Option<TestStatus>>, ActorProcessingErr> {
+    let deps: Vec<String> = tests
+        .iter()
+        .flat_map(|t| t.spec.depends_on.iter())
+        .filter(|d| d.contains(':'))
+        .cloned()
+        .collect();
+    Ok(ctx
+        .read(move |s| {
+            deps.into_iter()
+                .map(|d| {
+                    let st = external_status(s, &d);
+                    (d, st)
+                })
+                .collect()
+        })
+        .await)
+}
+
+/// What another loop's test is, for `other-loop:ID` dependencies.
+fn external_status(store: &crate::store::Store, dep: &str) -> Option<TestStatus> {
+    let (other, id) = dep.split_once(':')?;
+    store.get_test(other, id).ok().flatten().map(|t| t.status)
+}
+
+/// Records the attempt as started (flushed) and spawns its actor.
+async fn start_attempt(
+    myself: &ActorRef<LoopMsg>,
+    state: &mut LoopActorState,
+    permit: OwnedSemaphorePermit,
+) -> Result<(), ActorProcessingErr> {
+    if state.stopping || state.record.state != LoopState::Running {
+        return Ok(());
+    }
+    let name = state.config.name.clone();
+    let priority = state.config.priority;
+    let picked = state
+        .ctx
+        .read(
+            move |s| -> Result<Option<(TestRecord, Vec<AttemptRecord>)>, crate::store::StoreError> {
+                let tests = s.list_tests(&name)?;
+                let external = |dep: &str| external_status(s, dep);
+                match plan::next_runnable(&tests, priority, &external) {
+                    Some(t) => {
+                        let history = s.list_attempts(&name, Some(&t.spec.id))?;
+                        Ok(Some((t.clone(), history)))
+                    }
+                    None => Ok(None),
+                }
+            },
+        )
+        .await?;
+    let Some((mut test, history)) = picked else {
+        drop(permit);
+        myself.send_message(LoopMsg::Next)?;
+        return Ok(());
+    };
+    let cfg = state.config.clone();
+    let number = test.attempts + 1;
+    let paths = state.ctx.attempt_paths(&cfg.name, &test.spec.id, number);
+    let spec_text = match config::resolve_spec(&cfg, &test.spec) {
+        Ok(s) => s,
+        Err(e) => format!("(loopd could not read the spec file: {e})"),
+    };
+    let prompt = prompt::render(
+        &state.template,
+        &PromptInput {
+            loop_name: &cfg.name,
+            test_id: &test.spec.id,
+            title: &test.spec.title,
+            spec: &spec_text,
+            verify: &test.spec.verify,
+            attempt: number,
+            max_attempts: cfg.max_attempts,
+            history: &history,
+            lessons: &[],
+        },
+    );
+    tokio::fs::create_dir_all(&paths.dir).await?;
+    tokio::fs::write(&paths.prompt, &prompt).await?;
+
+    test.attempts = number;
+    test.status = TestStatus::Running;
+    test.updated_at = Utc::now();
+    let record = AttemptRecord {
+        loop_name: cfg.name.clone(),
+        test_id: test.spec.id.clone(),
+        number,
+        outcome: None,
+        counted: false,
+        started_at: Utc::now(),
+        finished_at: None,
+        duration_ms: None,
+        exit_code: None,
+        exit_signal: None,
+        verify_exit: None,
+        verify_tail: String::new(),
+        output_tail: String::new(),
+        reason: None,
+        cost_usd: 0.0,
+        input_tokens: 0,
+        output_tokens: 0,
+        summary: None,
+        transcript: paths.transcript.clone(),
+        commit: None,
+        fingerprint: None,
+        process: None,
+    };
+    state
+        .ctx
+        .record(Batch {
+            tests: vec![test.clone()],
+            attempts: vec![record.clone()],
+            events: vec![Event::new(
+                EventKind::AttemptStarted,
+                &cfg.name,
+                format!("attempt {number} of {} started", test.spec.id),
+            )
+            .about(&test.spec.id, Some(number))],
+            ..Batch::default()
+        })
+        .await?;
+    let plan = AttemptPlan {
+        ctx: state.ctx.clone(),
+        config: cfg.clone(),
+        record,
+        verify: test.spec.verify.clone(),
+        timeout: test.spec.timeout,
+        prompt,
+        paths,
+        checkpoint: state.record.checkpoint.clone().filter(|_| cfg.checkpoints),
+        permit: Some(permit),
+        reply_to: myself.clone(),
+    };
+    let (actor, _) = Actor::spawn_linked(None, AttemptActor, plan, myself.get_cell()).await?;
+    state.attempt = Some(actor);
+    Ok(())
+}
+
+/// Records the outcome, the test's new status and what it does to its dependents, in one
+/// transaction.
+async fn finish_attempt(
+    myself: &ActorRef<LoopMsg>,
+    state: &mut LoopActorState,
+    done: AttemptDone,
+) -> Result<(), ActorProcessingErr> {
+    let cfg = state.config.clone();
+    let record = done.record;
+    let outcome = record.outcome.unwrap_or(Outcome::Interrupted);
+    let name = cfg.name.clone();
+    let test_id = record.test_id.clone();
+    let mut tests = state.ctx.read(move |s| s.list_tests(&name)).await?;
+    let external = external_snapshot(&state.ctx, &tests).await?;
+    let mut events = Vec::new();
+    let Some(pos) = tests.iter().position(|t| t.spec.id == test_id) else {
+        return Ok(());
+    };
+    {
+        let test = &mut tests[pos];
+        if record.counted {
+            test.counted_attempts += 1;
+        }
+        test.last_outcome = Some(outcome);
+        test.updated_at = Utc::now();
+        test.status = match outcome {
+            Outcome::Passed => {
+                test.commit = record.commit.clone();
+                test.reason = None;
+                events.push(
+                    Event::new(
+                        EventKind::TestPassed,
+                        &cfg.name,
+                        format!("{} passed", test_id),
+                    )
+                    .about(&test_id, Some(record.number)),
+                );
+                TestStatus::Passed
+            }
+            _ if record.counted && test.counted_attempts >= cfg.max_attempts => {
+                test.reason = Some(format!(
+                    "{} counted failures (max_attempts = {}); last: {}",
+                    test.counted_attempts,
+                    cfg.max_attempts,
+                    record.reason.as_deref().unwrap_or("failed")
+                ));
+                events.push(
+                    Event::new(
+                        EventKind::TestFailed,
+                        &cfg.name,
+                        format!("{} failed for good", test_id),
+                    )
+                    .about(&test_id, Some(record.number)),
+                );
+                TestStatus::Failed
+            }
+            _ => TestStatus::Pending,
+        };
+    }
+    let external = |d: &str| external.get(d).copied().flatten();
+    let unblocked_or_blocked = plan::refresh_blocked(&tests, &external);
+    for t in &unblocked_or_blocked {
+        if t.status == TestStatus::Blocked {
+            events.push(
+                Event::new(
+                    EventKind::TestBlocked,
+                    &cfg.name,
+                    format!("{} is blocked by {}", t.spec.id, t.blocked_by.join(", ")),
+                )
+                .about(&t.spec.id, None),
+            );
+        }
+    }
+    events.insert(
+        0,
+        Event::new(
+            EventKind::AttemptFinished,
+            &cfg.name,
+            format!(
+                "attempt {} of {}: {}",
+                record.number,
+                test_id,
+                serde_json::to_value(outcome)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default()
+            ),
+        )
+        .about(&test_id, Some(record.number))
+        .with_data(serde_json::json!({
+            "outcome": outcome,
+            "counted": record.counted,
+            "cost_usd": record.cost_usd,
+            "duration_ms": record.duration_ms,
+            "reason": record.reason,
+        })),
+    );
+    let mut changed = vec![tests[pos].clone()];
+    changed.extend(unblocked_or_blocked);
+    if let Some(c) = &done.new_checkpoint {
+        state.record.checkpoint = Some(c.clone());
+    }
+    state.record.updated_at = Utc::now();
+    let mut batch = Batch {
+        loops: vec![state.record.clone()],
+        tests: dedup_last(changed),
+        attempts: vec![record],
+        events,
+    };
+
+    if state.stopping {
+        state.record.state = LoopState::Idle;
+        state.record.reason = Some("interrupted".into());
+        batch.loops = vec![state.record.clone()];
+        state.ctx.record(batch).await?;
+        myself.stop(None);
+        return Ok(());
+    }
+    match (&done.provider_failure, outcome) {
+        (Some(ProviderFailure::OutOfCredits { message }), Outcome::OutOfCredits) => {
+            state.record.state = LoopState::Paused;
+            state.record.reason = Some("out_of_credits".into());
+            batch.loops = vec![state.record.clone()];
+            batch.events.push(
+                Event::new(
+                    EventKind::Alert,
+                    &cfg.name,
+                    format!(
+                        "provider `{}` is out of credits; loop paused: {message}",
+                        cfg.agent.provider()
+                    ),
+                )
+                .with_data(serde_json::json!({"reason": "out_of_credits"})),
+            );
+            state.ctx.record(batch).await?;
+            myself.stop(None);
+        }
+        (_, Outcome::ApiError) => {
+            state.api_errors_in_a_row += 1;
+            state.ctx.record(batch).await?;
+            let wait = backoff(state.api_errors_in_a_row);
+            myself.send_after(wait, || LoopMsg::Next);
+        }
+        _ => {
+            state.api_errors_in_a_row = 0;
+            state.ctx.record(batch).await?;
+            myself.send_message(LoopMsg::Next)?;
+        }
+    }
+    Ok(())
+}
+
+/// Exponential backoff with jitter, capped.
+fn backoff(errors_in_a_row: u32) -> Duration {
+    let base = API_BACKOFF_MIN.saturating_mul(1 << errors_in_a_row.min(10).saturating_sub(1));
+    let capped = base.min(API_BACKOFF_MAX);
+    let jitter = Duration::from_millis(u64::from(Utc::now().timestamp_subsec_millis()) % 250);
+    capped + jitter
+}
+
+async fn set_state(
+    state: &mut LoopActorState,
+    to: LoopState,
+    reason: Option<&str>,
+) -> Result<(), ActorProcessingErr> {
+    state.record.state = to;
+    state.record.reason = reason.map(String::from);
+    state.record.updated_at = Utc::now();
+    let word = serde_json::to_value(to)?
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    state
+        .ctx
+        .record(Batch {
+            loops: vec![state.record.clone()],
+            events: vec![Event::new(EventKind::LoopState, &state.config.name, word)
+                .with_data(serde_json::json!({"state": to, "reason": reason}))],
+            ..Batch::default()
+        })
+        .await?;
+    Ok(())
+}
+
+/// Marks the loop `crashed` with a reason a person can act on, raises an alert, stops.
+async fn crash(
+    myself: &ActorRef<LoopMsg>,
+    state: &mut LoopActorState,
+    reason: &str,
+) -> Result<(), ActorProcessingErr> {
+    tracing::error!(loop_name = %state.config.name, reason, "loop cannot run");
+    state.record.state = LoopState::Crashed;
+    state.record.reason = Some(reason.to_string());
+    state.record.updated_at = Utc::now();
+    state
+        .ctx
+        .record(Batch {
+            loops: vec![state.record.clone()],
+            events: vec![Event::new(
+                EventKind::Alert,
+                &state.config.name,
+                reason.to_string(),
+            )],
+            ..Batch::default()
+        })
+        .await?;
+    myself.stop(None);
+    Ok(())
+}
+
+/// `stored` with the records of `changed` in place of theirs.
+fn merge(stored: &[TestRecord], changed: &[TestRecord]) -> Vec<TestRecord> {
+    let mut out: Vec<TestRecord> = stored.to_vec();
+    for c in changed {
+        match out.iter_mut().find(|t| t.spec.id == c.spec.id) {
+            Some(t) => *t = c.clone(),
+            None => out.push(c.clone()),
+        }
+    }
+    out
+}
+
+/// Keeps the last record per test id (later changes win), in first-seen order.
+fn dedup_last(records: Vec<TestRecord>) -> Vec<TestRecord> {
+    let mut out: Vec<TestRecord> = Vec::new();
+    for r in records {
+        match out.iter_mut().find(|t| t.spec.id == r.spec.id) {
+            Some(t) => *t = r,
+            None => out.push(r),
+        }
+    }
+    out
+}

@@ -1,0 +1,438 @@
+//! The store: sled trees that hold the truth about progress.
+//!
+//! Trees: `loops` (name), `tests` (loop NUL id), `attempts` (loop NUL test NUL number),
+//! `events` (monotonic id), `lessons`, and `meta` (schema version). Records are JSON values,
+//! so a newer field can be added with a serde default. Everything that belongs together is written
+//! by [`Store::apply`] in one transaction and flushed before it returns, so an effect that depends
+//! on a write (spawning an agent, answering a client) never runs ahead of it.
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+
+use crate::model::{AttemptRecord, Event, LoopRecord, TestRecord};
+
+/// The layout version this build writes. A store with a higher one is refused, never overwritten.
+pub const SCHEMA_VERSION: u32 = 1;
+
+const VERSION_KEY: &[u8] = b"schema_version";
+
+/// What can go wrong with the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled could not open the database (most often: another loopd holds it).
+    #[error(
+        "cannot open the store at {path}: {source} (is another loopd using this state directory?)"
+    )]
+    Open {
+        /// The database folder.
+        path: PathBuf,
+        /// sled's error.
+        source: sled::Error,
+    },
+    /// The store was written by a newer loopd.
+    #[error("the store at {path} has schema version {found}, newer than the {supported} this loopd understands; upgrade loopd (the store was not changed)")]
+    NewerVersion {
+        /// The database folder.
+        path: PathBuf,
+        /// The version found in `meta`.
+        found: u32,
+        /// [`SCHEMA_VERSION`].
+        supported: u32,
+    },
+    /// A record could not be decoded.
+    #[error("corrupt record in tree `{tree}` at key `{key}`: {reason}")]
+    Corrupt {
+        /// The tree.
+        tree: &'static str,
+        /// The key, printable.
+        key: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// Any other sled failure (I/O).
+    #[error("store I/O error: {0}")]
+    Sled(#[from] sled::Error),
+}
+
+/// Result of store operations.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Records that change together: written in one transaction by [`Store::apply`].
+#[derive(Debug, Default, Clone)]
+pub struct Batch {
+    /// Loop records to write.
+    pub loops: Vec<LoopRecord>,
+    /// Test records to write.
+    pub tests: Vec<TestRecord>,
+    /// Attempt records to write.
+    pub attempts: Vec<AttemptRecord>,
+    /// Events to append (ids are assigned by the store).
+    pub events: Vec<Event>,
+}
+
+impl Batch {
+    /// True when there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.loops.is_empty()
+            && self.tests.is_empty()
+            && self.attempts.is_empty()
+            && self.events.is_empty()
+    }
+}
+
+/// The sled database of one state directory.
+#[derive(Clone)]
+pub struct Store {
+    path: PathBuf,
+    db: sled::Db,
+    loops: sled::Tree,
+    tests: sled::Tree,
+    attempts: sled::Tree,
+    events: sled::Tree,
+    lessons: sled::Tree,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store under `state_dir/store`, refusing a newer schema version.
+    pub fn open(state_dir: &Path) -> Result<Store> {
+        let path = state_dir.join("store");
+        let db = sled::Config::new()
+            .path(&path)
+            .open()
+            .map_err(|source| StoreError::Open {
+                path: path.clone(),
+                source,
+            })?;
+        let meta = db.open_tree("meta")?;
+        match meta.get(VERSION_KEY)? {
+            Some(raw) => {
+                let found = decode_u32(&raw).ok_or_else(|| StoreError::Corrupt {
+                    tree: "meta",
+                    key: "schema_version".into(),
+                    reason: format!("expected 4 bytes, found {}", raw.len()),
+                })?;
+                if found > SCHEMA_VERSION {
+                    return Err(StoreError::NewerVersion {
+                        path,
+                        found,
+                        supported: SCHEMA_VERSION,
+                    });
+                }
+            }
+            None => {
+                meta.insert(VERSION_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+                db.flush()?;
+            }
+        }
+        Ok(Store {
+            loops: db.open_tree("loops")?,
+            tests: db.open_tree("tests")?,
+            attempts: db.open_tree("attempts")?,
+            events: db.open_tree("events")?,
+            lessons: db.open_tree("lessons")?,
+            path,
+            db,
+        })
+    }
+
+    /// The database folder.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Makes every write so far durable.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Writes `batch` in one transaction, flushes, and returns its events with their ids.
+    pub fn apply(&self, mut batch: Batch) -> Result<Vec<Event>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        for event in &mut batch.events {
+            // generate_id is monotonic across restarts, which is all the journal needs.
+            event.id = self.db.generate_id()? + 1;
+        }
+        let encoded = Encoded::of(&batch)?;
+        (&self.loops, &self.tests, &self.attempts, &self.events)
+            .transaction(|(loops, tests, attempts, events)| {
+                for (k, v) in &encoded.loops {
+                    loops.insert(k.as_slice(), v.as_slice())?;
+                }
+                for (k, v) in &encoded.tests {
+                    tests.insert(k.as_slice(), v.as_slice())?;
+                }
+                for (k, v) in &encoded.attempts {
+                    attempts.insert(k.as_slice(), v.as_slice())?;
+                }
+                for (k, v) in &encoded.events {
+                    events.insert(k.as_slice(), v.as_slice())?;
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Storage(e) => StoreError::Sled(e),
+                TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
+            })?;
+        self.flush()?;
+        Ok(batch.events)
+    }
+
+    /// One loop's record.
+    pub fn get_loop(&self, name: &str) -> Result<Option<LoopRecord>> {
+        get(&self.loops, "loops", name.as_bytes())
+    }
+
+    /// Every loop, by name.
+    pub fn list_loops(&self) -> Result<Vec<LoopRecord>> {
+        scan(&self.loops, "loops", b"")
+    }
+
+    /// Removes a loop and everything recorded about it (tests, attempts); events stay.
+    pub fn delete_loop(&self, name: &str) -> Result<()> {
+        let prefix = key(&[name, ""]);
+        for tree in [&self.tests, &self.attempts] {
+            for k in tree.scan_prefix(&prefix).keys() {
+                tree.remove(k?)?;
+            }
+        }
+        self.loops.remove(name.as_bytes())?;
+        self.flush()
+    }
+
+    /// One test's record.
+    pub fn get_test(&self, loop_name: &str, id: &str) -> Result<Option<TestRecord>> {
+        get(&self.tests, "tests", &key(&[loop_name, id]))
+    }
+
+    /// Every test of a loop, in the tests file's order.
+    pub fn list_tests(&self, loop_name: &str) -> Result<Vec<TestRecord>> {
+        let mut tests: Vec<TestRecord> = scan(&self.tests, "tests", &key(&[loop_name, ""]))?;
+        tests.sort_by_key(|t| t.order);
+        Ok(tests)
+    }
+
+    /// One attempt.
+    pub fn get_attempt(
+        &self,
+        loop_name: &str,
+        test: &str,
+        n: u32,
+    ) -> Result<Option<AttemptRecord>> {
+        get(&self.attempts, "attempts", &attempt_key(loop_name, test, n))
+    }
+
+    /// Attempts of a loop (or of one of its tests), oldest first per test.
+    pub fn list_attempts(&self, loop_name: &str, test: Option<&str>) -> Result<Vec<AttemptRecord>> {
+        let prefix = match test {
+            Some(t) => key(&[loop_name, t, ""]),
+            None => key(&[loop_name, ""]),
+        };
+        let mut attempts: Vec<AttemptRecord> = scan(&self.attempts, "attempts", &prefix)?;
+        attempts.sort_by_key(|a| a.started_at);
+        Ok(attempts)
+    }
+
+    /// Attempts without an outcome: running now, or left behind by a loopd that died.
+    pub fn unfinished_attempts(&self) -> Result<Vec<AttemptRecord>> {
+        Ok(scan::<AttemptRecord>(&self.attempts, "attempts", b"")?
+            .into_iter()
+            .filter(|a| a.outcome.is_none())
+            .collect())
+    }
+
+    /// Events with an id greater than `after`, oldest first, at most `limit`.
+    pub fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
+        let start = (after + 1).to_be_bytes();
+        self.events
+            .range(start..)
+            .take(limit)
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode("events", &k, &v)
+            })
+            .collect()
+    }
+
+    /// The lessons tree, for the healer.
+    pub fn lessons(&self) -> &sled::Tree {
+        &self.lessons
+    }
+}
+
+/// The batch, serialized before the transaction so that its closure (which sled may run more
+/// than once) does nothing but insert.
+struct Encoded {
+    loops: Vec<(Vec<u8>, Vec<u8>)>,
+    tests: Vec<(Vec<u8>, Vec<u8>)>,
+    attempts: Vec<(Vec<u8>, Vec<u8>)>,
+    events: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Encoded {
+    fn of(batch: &Batch) -> Result<Encoded> {
+        Ok(Encoded {
+            loops: encode_all(&batch.loops, |l| l.name.as_bytes().to_vec())?,
+            tests: encode_all(&batch.tests, |t| key(&[&t.loop_name, &t.spec.id]))?,
+            attempts: encode_all(&batch.attempts, |a| {
+                attempt_key(&a.loop_name, &a.test_id, a.number)
+            })?,
+            events: encode_all(&batch.events, |e| e.id.to_be_bytes().to_vec())?,
+        })
+    }
+}
+
+fn encode_all<T: Serialize>(
+    items: &[T],
+    key_of: impl Fn(&T) -> Vec<u8>,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    items
+        .iter()
+        .map(|item| {
+            let value = serde_json::to_vec(item).map_err(|e| StoreError::Corrupt {
+                tree: "(encode)",
+                key: String::from_utf8_lossy(&key_of(item)).into_owned(),
+                reason: e.to_string(),
+            })?;
+            Ok((key_of(item), value))
+        })
+        .collect()
+}
+
+fn key(parts: &[&str]) -> Vec<u8> {
+    parts.join("\0").into_bytes()
+}
+
+fn attempt_key(loop_name: &str, test: &str, n: u32) -> Vec<u8> {
+    let mut k = key(&[loop_name, test, ""]);
+    k.extend_from_slice(&n.to_be_bytes());
+    k
+}
+
+fn decode_u32(raw: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(raw.try_into().ok()?))
+}
+
+fn decode<T: DeserializeOwned>(tree: &'static str, k: &[u8], v: &[u8]) -> Result<T> {
+    serde_json::from_slice(v).map_err(|e| StoreError::Corrupt {
+        tree,
+        key: String::from_utf8_lossy(k).replace('\0', "/"),
+        reason: e.to_string(),
+    })
+}
+
+fn get<T: DeserializeOwned>(tree: &sled::Tree, name: &'static str, k: &[u8]) -> Result<Option<T>> {
+    tree.get(k)?.map(|v| decode(name, k, &v)).transpose()
+}
+
+fn scan<T: DeserializeOwned>(
+    tree: &sled::Tree,
+    name: &'static str,
+    prefix: &[u8],
+) -> Result<Vec<T>> {
+    tree.scan_prefix(prefix)
+        .map(|kv| {
+            let (k, v) = kv?;
+            decode(name, &k, &v)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{EventKind, Origin};
+    use crate::tests_file::TestSpec;
+
+    fn spec(id: &str) -> TestSpec {
+        TestSpec {
+            id: id.into(),
+            title: id.into(),
+            spec: Some("build it".into()),
+            spec_file: None,
+            verify: "true".into(),
+            depends_on: vec![],
+            priority: None,
+            timeout: None,
+            tags: vec![],
+        }
+    }
+
+    #[test]
+    fn a_batch_is_written_together_and_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let mut t = TestRecord::new("auth", spec("T-1"), Origin::File);
+            t.order = 0;
+            let events = store
+                .apply(Batch {
+                    loops: vec![LoopRecord::new("auth")],
+                    tests: vec![t, TestRecord::new("auth-x", spec("T-2"), Origin::Api)],
+                    attempts: vec![],
+                    events: vec![
+                        Event::new(EventKind::LoopState, "auth", "a"),
+                        Event::new(EventKind::LoopState, "auth", "b"),
+                    ],
+                })
+                .unwrap();
+            assert!(events[0].id > 0 && events[1].id > events[0].id);
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.list_loops().unwrap().len(), 1);
+        // "auth" must not see the tests of "auth-x": keys are separated by NUL.
+        assert_eq!(store.list_tests("auth").unwrap().len(), 1);
+        assert_eq!(store.events_after(0, 10).unwrap().len(), 2);
+        let first = store.events_after(0, 1).unwrap()[0].id;
+        assert_eq!(store.events_after(first, 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_newer_store_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path().join("store")).unwrap();
+            db.open_tree("meta")
+                .unwrap()
+                .insert(VERSION_KEY, &99u32.to_be_bytes())
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(
+            matches!(err, StoreError::NewerVersion { found: 99, .. }),
+            "{err}"
+        );
+        let db = sled::open(dir.path().join("store")).unwrap();
+        let v = db
+            .open_tree("meta")
+            .unwrap()
+            .get(VERSION_KEY)
+            .unwrap()
+            .unwrap();
+        assert_eq!(decode_u32(&v), Some(99));
+    }
+
+    #[test]
+    fn a_corrupt_record_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.loops.insert("auth", b"{not json".as_slice()).unwrap();
+        let err = store.list_loops().unwrap_err().to_string();
+        assert!(
+            err.contains("tree `loops`") && err.contains("auth"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,245 @@
+//! The JSON shapes that `status --json`, `attempts --json`, `export` and the API print.
+//!
+//! `status --json` is `{"loops": [LOOP]}` where LOOP is exactly what `GET /api/loops/:id`
+//! returns (DESIGN.md, Contracts).
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{AttemptRecord, LoopRecord, LoopState, Origin, Outcome, TestRecord, TestStatus};
+use crate::store::{Store, StoreError};
+use crate::tests_file::TestSpec;
+
+/// The version `export` writes.
+pub const EXPORT_VERSION: &str = "1";
+
+/// `loopd status --json`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct StatusDoc {
+    /// Every loop in the store.
+    pub loops: Vec<LoopView>,
+}
+
+/// Counts of a loop's tests by status.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+pub struct Progress {
+    /// Tests that passed.
+    pub passed: usize,
+    /// Tests counted in `total` (every test not `removed`).
+    pub total: usize,
+    /// Tests that failed for good.
+    pub failed: usize,
+    /// Tests held back by a dependency.
+    pub blocked: usize,
+    /// Tests set aside.
+    pub skipped: usize,
+    /// Tests waiting for a person.
+    pub needs_human: usize,
+    /// Tests not attempted to the end yet (pending or running).
+    pub pending: usize,
+}
+
+/// One loop: its record, progress, and tests with their attempts.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct LoopView {
+    /// The loop's name.
+    pub name: String,
+    /// What it is doing.
+    pub status: LoopState,
+    /// Why it is paused, stopped or crashed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When it last started running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// The test being attempted now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_test: Option<String>,
+    /// The number of the attempt running now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_attempt: Option<u32>,
+    /// Counts of tests by status.
+    pub progress: Progress,
+    /// Attempts recorded for this loop.
+    pub attempts: usize,
+    /// Cost of all its attempts, in US dollars.
+    pub cost_usd: f64,
+    /// The last checkpoint commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<String>,
+    /// Its tests, in the tests file's order.
+    pub tests: Vec<TestView>,
+}
+
+/// One test with its attempts.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct TestView {
+    /// Its id.
+    pub id: String,
+    /// Its title.
+    pub title: String,
+    /// Where it is in its life.
+    pub status: TestStatus,
+    /// Why, where there is more to say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What holds it back, when blocked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocked_by: Vec<String>,
+    /// Attempts that counted toward `max_attempts`.
+    pub counted_attempts: u32,
+    /// Its checkpoint commit, when passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// Every attempt, oldest first.
+    pub attempts: Vec<AttemptRecord>,
+}
+
+/// `loopd attempts --json`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct AttemptsDoc {
+    /// The attempts, oldest first.
+    pub attempts: Vec<AttemptRecord>,
+}
+
+/// `loopd export`: the tests files plus progress.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ExportDoc {
+    /// [`EXPORT_VERSION`].
+    pub version: String,
+    /// Every loop.
+    pub loops: Vec<ExportLoop>,
+}
+
+/// One loop in an export.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ExportLoop {
+    /// Its name.
+    pub name: String,
+    /// Its state.
+    pub status: LoopState,
+    /// Why, for paused, stopped and crashed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Its tests: each a tests-file entry plus progress.
+    pub tests: Vec<ExportTest>,
+}
+
+/// A tests-file entry plus its progress.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ExportTest {
+    /// The definition, exactly as in a tests file.
+    #[serde(flatten)]
+    pub spec: TestSpec,
+    /// Where it is in its life.
+    pub status: TestStatus,
+    /// Where it came from.
+    pub origin: Origin,
+    /// Attempts started.
+    pub attempts: u32,
+    /// Attempts that counted.
+    pub counted_attempts: u32,
+    /// How the last attempt ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_outcome: Option<Outcome>,
+    /// Its checkpoint commit, when passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+}
+
+/// Counts tests by status.
+pub fn progress(tests: &[TestRecord]) -> Progress {
+    let mut p = Progress::default();
+    for t in tests {
+        match t.status {
+            TestStatus::Removed => continue,
+            TestStatus::Passed => p.passed += 1,
+            TestStatus::Failed => p.failed += 1,
+            TestStatus::Blocked => p.blocked += 1,
+            TestStatus::Skipped => p.skipped += 1,
+            TestStatus::NeedsHuman => p.needs_human += 1,
+            TestStatus::Pending | TestStatus::Running => p.pending += 1,
+        }
+        p.total += 1;
+    }
+    p
+}
+
+/// One loop as `GET /api/loops/:id` shows it.
+pub fn loop_view(store: &Store, record: &LoopRecord) -> Result<LoopView, StoreError> {
+    let tests = store.list_tests(&record.name)?;
+    let attempts = store.list_attempts(&record.name, None)?;
+    let running = attempts.iter().find(|a| a.outcome.is_none());
+    let mut views: Vec<TestView> = tests
+        .iter()
+        .map(|t| TestView {
+            id: t.spec.id.clone(),
+            title: t.spec.title.clone(),
+            status: t.status,
+            reason: t.reason.clone(),
+            blocked_by: t.blocked_by.clone(),
+            counted_attempts: t.counted_attempts,
+            commit: t.commit.clone(),
+            attempts: Vec::new(),
+        })
+        .collect();
+    for a in &attempts {
+        if let Some(v) = views.iter_mut().find(|v| v.id == a.test_id) {
+            v.attempts.push(a.clone());
+        }
+    }
+    Ok(LoopView {
+        name: record.name.clone(),
+        status: record.state,
+        reason: record.reason.clone(),
+        started_at: record.started_at,
+        current_test: running.map(|a| a.test_id.clone()),
+        current_attempt: running.map(|a| a.number),
+        progress: progress(&tests),
+        attempts: attempts.len(),
+        cost_usd: attempts.iter().map(|a| a.cost_usd).sum(),
+        checkpoint: record.checkpoint.clone(),
+        tests: views,
+    })
+}
+
+/// Every loop of the store.
+pub fn status(store: &Store) -> Result<StatusDoc, StoreError> {
+    let loops = store
+        .list_loops()?
+        .iter()
+        .map(|r| loop_view(store, r))
+        .collect::<Result<_, _>>()?;
+    Ok(StatusDoc { loops })
+}
+
+/// The whole state as tests files plus progress.
+pub fn export(store: &Store) -> Result<ExportDoc, StoreError> {
+    let mut loops = Vec::new();
+    for r in store.list_loops()? {
+        let tests = store
+            .list_tests(&r.name)?
+            .into_iter()
+            .map(|t| ExportTest {
+                spec: t.spec,
+                status: t.status,
+                origin: t.origin,
+                attempts: t.attempts,
+                counted_attempts: t.counted_attempts,
+                last_outcome: t.last_outcome,
+                commit: t.commit,
+            })
+            .collect();
+        loops.push(ExportLoop {
+            name: r.name,
+            status: r.state,
+            reason: r.reason,
+            tests,
+        });
+    }
+    Ok(ExportDoc {
+        version: EXPORT_VERSION.into(),
+        loops,
+    })
+}

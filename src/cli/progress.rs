@@ -1,0 +1,112 @@
+//! The live progress display of `loopd run`: one bar per loop on a terminal, one line per event
+//! otherwise (or with `--plain`).
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use loopd_actors::config::Fleet;
+use loopd_actors::model::{Event, EventKind};
+use loopd_actors::runtime::Ctx;
+use loopd_actors::view;
+
+/// The display.
+pub struct Progress {
+    bars: Option<(MultiProgress, HashMap<String, ProgressBar>)>,
+}
+
+impl Progress {
+    /// Shows every loop of `fleet` with its progress so far.
+    pub async fn new(ctx: &Ctx, fleet: &Fleet, plain: bool) -> anyhow::Result<Progress> {
+        let status = ctx.read(view::status).await?;
+        if plain || !std::io::stderr().is_terminal() {
+            for l in &fleet.loops {
+                let done = status
+                    .loops
+                    .iter()
+                    .find(|v| v.name == l.name)
+                    .map(|v| (v.progress.passed, v.progress.total));
+                if let Some((passed, total)) = done {
+                    eprintln!("[{}] resuming: {passed}/{total} passed", l.name);
+                }
+            }
+            return Ok(Progress { bars: None });
+        }
+        let mp = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        let style = ProgressStyle::with_template(
+            "{prefix:<16.bold} [{bar:24.green/white}] {pos}/{len} {elapsed:>4} {wide_msg}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> ");
+        let mut bars = HashMap::new();
+        for l in &fleet.loops {
+            let (passed, total) = status
+                .loops
+                .iter()
+                .find(|v| v.name == l.name)
+                .map(|v| (v.progress.passed, v.progress.total))
+                .unwrap_or((0, 0));
+            let bar = mp.add(ProgressBar::new(total as u64));
+            bar.set_style(style.clone());
+            bar.set_prefix(l.name.clone());
+            bar.set_position(passed as u64);
+            bar.set_message("starting");
+            bars.insert(l.name.clone(), bar);
+        }
+        Ok(Progress {
+            bars: Some((mp, bars)),
+        })
+    }
+
+    /// Reflects one recorded event.
+    pub fn event(&mut self, e: &Event) {
+        let Some((mp, bars)) = &self.bars else {
+            eprintln!(
+                "{} [{}] {}",
+                e.at.format("%H:%M:%S"),
+                e.loop_name,
+                e.message
+            );
+            return;
+        };
+        let Some(bar) = bars.get(&e.loop_name) else {
+            return;
+        };
+        match e.kind {
+            EventKind::AttemptStarted => bar.set_message(e.message.clone()),
+            EventKind::TestPassed => bar.inc(1),
+            EventKind::LoopState => bar.set_message(e.message.clone()),
+            EventKind::AttemptFinished
+            | EventKind::TestFailed
+            | EventKind::TestBlocked
+            | EventKind::Alert => {
+                let _ = mp.println(format!("[{}] {}", e.loop_name, e.message));
+            }
+            EventKind::TestChanged => {}
+        }
+    }
+
+    /// Redraws elapsed times.
+    pub fn tick(&self) {
+        if let Some((_, bars)) = &self.bars {
+            bars.values().for_each(ProgressBar::tick);
+        }
+    }
+
+    /// Prints a note above the bars.
+    pub fn note(&self, text: &str) {
+        match &self.bars {
+            Some((mp, _)) => {
+                let _ = mp.println(text);
+            }
+            None => eprintln!("{text}"),
+        }
+    }
+
+    /// Leaves the bars as they are and stops drawing.
+    pub fn finish(&mut self) {
+        if let Some((_, bars)) = &self.bars {
+            bars.values().for_each(ProgressBar::abandon);
+        }
+    }
+}

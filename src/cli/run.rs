@@ -1,0 +1,241 @@
+//! `loopd run [CONFIG]`: run the fleet in the foreground until every loop is finished.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use loopd_actors::config::{self, Fleet};
+use loopd_actors::fleet::{FleetArgs, FleetMsg, FleetSupervisor, Intensity};
+use loopd_actors::loop_actor::prepare_workdir;
+use loopd_actors::model::{Event, EventKind, LoopState, TestStatus};
+use loopd_actors::runtime::Ctx;
+use loopd_actors::statedir::StateDirLock;
+use loopd_actors::store::Store;
+use loopd_actors::{reconcile, view};
+use ractor::Actor;
+use tokio::sync::oneshot;
+
+use super::progress::Progress;
+use super::Exit;
+
+/// Arguments of `loopd run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The fleet file (default: `-c`, `LOOPD_CONFIG`, or `./loopd.toml`).
+    pub file: Option<std::path::PathBuf>,
+    /// Print one line per event instead of the live display.
+    #[arg(long)]
+    pub plain: bool,
+}
+
+/// Validates, reconciles, runs the fleet, prints the summary and maps it to an exit code.
+pub fn run(file: &Path, args: &RunArgs) -> anyhow::Result<Exit> {
+    let report = config::validate_fleet(file);
+    if !report.is_empty() {
+        eprintln!("{report}");
+        eprintln!("loopd run: refusing to start an invalid fleet");
+        return Ok(Exit::Invalid);
+    }
+    let fleet = match config::load_fleet(file) {
+        Ok(f) => f,
+        Err(report) => {
+            eprintln!("{report}");
+            return Ok(Exit::Invalid);
+        }
+    };
+    let lock = match StateDirLock::acquire(&fleet.settings.state_dir, "run") {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("loopd run: {e}");
+            return Ok(Exit::Invalid);
+        }
+    };
+    let store = match Store::open(&fleet.settings.state_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("loopd run: {e}");
+            return Ok(Exit::Invalid);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let exit = runtime.block_on(run_fleet(fleet, store, args.plain));
+    drop(lock);
+    exit
+}
+
+async fn run_fleet(fleet: Fleet, store: Store, plain: bool) -> anyhow::Result<Exit> {
+    let ctx = Ctx::new(
+        store,
+        &fleet.settings.state_dir,
+        fleet.settings.max_concurrent_agents,
+    );
+    // Attempts a dead predecessor left running become `interrupted`, before anything else.
+    for lp in &fleet.loops {
+        let name = lp.name.clone();
+        let checkpoint = ctx
+            .read(move |s| s.get_loop(&name))
+            .await?
+            .and_then(|r| r.checkpoint);
+        reconcile::interrupted_attempts(&ctx, Some(lp), checkpoint.as_deref()).await?;
+    }
+    reconcile::interrupted_attempts(&ctx, None, None).await?;
+    for lp in &fleet.loops {
+        if lp.checkpoints {
+            if let Err(e) = prepare_workdir(ctx.state_dir(), lp).await {
+                eprintln!("loopd run: {e}");
+                return Ok(Exit::Invalid);
+            }
+        }
+    }
+
+    let started = Instant::now();
+    let mut display = Progress::new(&ctx, &fleet, plain).await?;
+    let mut events = ctx.subscribe();
+    let (done_tx, mut done_rx) = oneshot::channel();
+    let (supervisor, handle) = Actor::spawn(
+        None,
+        FleetSupervisor,
+        FleetArgs {
+            ctx: ctx.clone(),
+            loops: fleet.loops.clone(),
+            intensity: Intensity::default(),
+            done: done_tx,
+        },
+    )
+    .await
+    .context("starting the loops supervisor")?;
+
+    let mut interrupted = false;
+    let mut finished_at: HashMap<String, Duration> = HashMap::new();
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = &mut done_rx => break,
+            e = events.recv() => {
+                if let Ok(e) = e {
+                    note_finish(&e, started, &mut finished_at);
+                    display.event(&e);
+                }
+            }
+            _ = tick.tick() => display.tick(),
+            _ = tokio::signal::ctrl_c(), if !interrupted => {
+                interrupted = true;
+                display.note("interrupted: ending the running agents' process groups ...");
+                supervisor.send_message(FleetMsg::Shutdown)?;
+            }
+            _ = sigterm.recv(), if !interrupted => {
+                interrupted = true;
+                display.note("SIGTERM: ending the running agents' process groups ...");
+                supervisor.send_message(FleetMsg::Shutdown)?;
+            }
+        }
+    }
+    // Events published just before the end.
+    while let Ok(e) = events.try_recv() {
+        note_finish(&e, started, &mut finished_at);
+        display.event(&e);
+    }
+    display.finish();
+    supervisor.stop(None);
+    let _ = handle.await;
+    ctx.store().flush()?;
+
+    let status = ctx.read(view::status).await?;
+    let names: Vec<&str> = fleet.loops.iter().map(|l| l.name.as_str()).collect();
+    let loops: Vec<&view::LoopView> = status
+        .loops
+        .iter()
+        .filter(|l| names.contains(&l.name.as_str()))
+        .collect();
+    print_summary(&loops, &finished_at, started.elapsed());
+    if interrupted {
+        return Ok(Exit::Interrupted);
+    }
+    let needs_person = loops.iter().any(|l| {
+        l.status == LoopState::Paused
+            && matches!(
+                l.reason.as_deref(),
+                Some("out_of_credits" | "budget_exhausted")
+            )
+    });
+    if needs_person {
+        return Ok(Exit::NeedsPerson);
+    }
+    let all_passed = loops.iter().all(|l| {
+        l.tests
+            .iter()
+            .all(|t| matches!(t.status, TestStatus::Passed | TestStatus::Removed))
+    });
+    Ok(if all_passed {
+        Exit::Ok
+    } else {
+        Exit::NotAllPassed
+    })
+}
+
+fn note_finish(e: &Event, started: Instant, finished_at: &mut HashMap<String, Duration>) {
+    if e.kind == EventKind::LoopState {
+        finished_at.insert(e.loop_name.clone(), started.elapsed());
+    }
+}
+
+fn print_summary(
+    loops: &[&view::LoopView],
+    finished_at: &HashMap<String, Duration>,
+    total: Duration,
+) {
+    println!();
+    println!(
+        "{:<20} {:<10} {:>6} {:>6} {:>7} {:>7} {:>7} {:>8} {:>9} {:>8}",
+        "LOOP",
+        "STATE",
+        "PASSED",
+        "FAILED",
+        "BLOCKED",
+        "SKIPPED",
+        "OTHER",
+        "ATTEMPTS",
+        "COST",
+        "WALL"
+    );
+    for l in loops {
+        let p = &l.progress;
+        let wall = finished_at.get(&l.name).copied().unwrap_or(total);
+        println!(
+            "{:<20} {:<10} {:>6} {:>6} {:>7} {:>7} {:>7} {:>8} {:>9} {:>8}",
+            l.name,
+            super::words(&l.status),
+            p.passed,
+            p.failed,
+            p.blocked,
+            p.skipped,
+            p.pending + p.needs_human,
+            l.attempts,
+            format!("${:.4}", l.cost_usd),
+            format!("{:.1}s", wall.as_secs_f64()),
+        );
+        if let Some(reason) = &l.reason {
+            if l.status != LoopState::Finished {
+                println!("  {}: {reason}", l.name);
+            }
+        }
+        for t in l.tests.iter().filter(|t| {
+            matches!(
+                t.status,
+                TestStatus::Failed | TestStatus::Blocked | TestStatus::NeedsHuman
+            )
+        }) {
+            println!(
+                "  {} {}: {}",
+                super::words(&t.status),
+                t.id,
+                t.reason.as_deref().unwrap_or("")
+            );
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! `loopd status [CONFIG] [--json]`, `loopd attempts LOOP [TEST] [--json]`, `loopd export`:
+//! read the store directly (while no daemon holds it).
+
+use std::path::{Path, PathBuf};
+
+use loopd_actors::config;
+use loopd_actors::model::AttemptRecord;
+use loopd_actors::statedir;
+use loopd_actors::store::Store;
+use loopd_actors::view;
+
+use super::{words, Exit};
+
+/// Arguments of `loopd status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// The fleet file (default: `-c`, `LOOPD_CONFIG`, or `./loopd.toml`).
+    pub file: Option<PathBuf>,
+    /// Print `{"loops": [LOOP]}` as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `loopd attempts`.
+#[derive(Debug, clap::Args)]
+pub struct AttemptsArgs {
+    /// The loop.
+    pub loop_name: String,
+    /// Only this test's attempts.
+    pub test: Option<String>,
+    /// Print `{"attempts": [...]}` as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Opens the store of the fleet at `file`, unless a live `run`/`serve` holds it.
+fn open_store(file: &Path) -> Result<Store, Exit> {
+    let fleet = config::load_fleet(file).map_err(|report| {
+        eprintln!("{report}");
+        Exit::Invalid
+    })?;
+    let dir = &fleet.settings.state_dir;
+    if let Some(d) = statedir::live_daemon(dir) {
+        eprintln!(
+            "loopd: `loopd {}` (pid {}) holds the state directory {}; ask it, or wait until it ends",
+            d.command,
+            d.pid,
+            dir.display()
+        );
+        return Err(Exit::NotAllPassed);
+    }
+    if !dir.join("store").exists() {
+        eprintln!(
+            "loopd: no store at {} yet (the fleet has never run)",
+            dir.join("store").display()
+        );
+        return Err(Exit::NotAllPassed);
+    }
+    Store::open(dir).map_err(|e| {
+        eprintln!("loopd: {e}");
+        Exit::Invalid
+    })
+}
+
+/// `loopd status`.
+pub fn status(file: &Path, args: &StatusArgs) -> anyhow::Result<Exit> {
+    let store = match open_store(file) {
+        Ok(s) => s,
+        Err(code) => return Ok(code),
+    };
+    let doc = view::status(&store)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(Exit::Ok);
+    }
+    for l in &doc.loops {
+        let p = &l.progress;
+        println!(
+            "{}  {}{}  {}/{} passed, {} failed, {} blocked, {} skipped  {} attempts  ${:.4}",
+            l.name,
+            words(&l.status),
+            l.reason
+                .as_ref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default(),
+            p.passed,
+            p.total,
+            p.failed,
+            p.blocked,
+            p.skipped,
+            l.attempts,
+            l.cost_usd
+        );
+        for t in &l.tests {
+            println!(
+                "  {:<24} {:<11} {:>2} attempts  {}",
+                t.id,
+                words(&t.status),
+                t.attempts.len(),
+                t.reason.as_deref().unwrap_or(&t.title)
+            );
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+/// `loopd attempts`.
+pub fn attempts(file: &Path, args: &AttemptsArgs) -> anyhow::Result<Exit> {
+    let store = match open_store(file) {
+        Ok(s) => s,
+        Err(code) => return Ok(code),
+    };
+    if store.get_loop(&args.loop_name)?.is_none() {
+        eprintln!("loopd: no loop named `{}` in the store", args.loop_name);
+        return Ok(Exit::Invalid);
+    }
+    let attempts = store.list_attempts(&args.loop_name, args.test.as_deref())?;
+    if args.json {
+        let doc = view::AttemptsDoc { attempts };
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(Exit::Ok);
+    }
+    println!(
+        "{:<20} {:>3} {:<14} {:>9} {:>5} {:>6} {:>9}  {:<10} TRANSCRIPT",
+        "TEST", "#", "OUTCOME", "DURATION", "EXIT", "VERIFY", "COST", "COMMIT"
+    );
+    for a in &attempts {
+        println!(
+            "{:<20} {:>3} {:<14} {:>9} {:>5} {:>6} {:>9}  {:<10} {}",
+            a.test_id,
+            a.number,
+            a.outcome
+                .map(|o| words(&o))
+                .unwrap_or_else(|| "running".into()),
+            a.duration_ms
+                .map(|d| format!("{:.1}s", d as f64 / 1000.0))
+                .unwrap_or_default(),
+            exit_words(a),
+            a.verify_exit.map(|c| c.to_string()).unwrap_or_default(),
+            format!("${:.4}", a.cost_usd),
+            a.commit
+                .as_deref()
+                .map(|c| &c[..c.len().min(10)])
+                .unwrap_or(""),
+            a.transcript.display()
+        );
+        if let Some(r) = &a.reason {
+            println!("{:<20}     {r}", "");
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+fn exit_words(a: &AttemptRecord) -> String {
+    match (a.exit_code, a.exit_signal) {
+        (Some(c), _) => c.to_string(),
+        (None, Some(s)) => format!("sig{s}"),
+        _ => String::new(),
+    }
+}
+
+/// `loopd export`: the whole state as JSON on stdout (never rewrites the tests file).
+pub fn export(file: &Path) -> anyhow::Result<Exit> {
+    let store = match open_store(file) {
+        Ok(s) => s,
+        Err(code) => return Ok(code),
+    };
+    println!("{}", serde_json::to_string_pretty(&view::export(&store)?)?);
+    Ok(Exit::Ok)
+}
