@@ -1,6 +1,7 @@
 //! The `loopd` binary: parse arguments, set up logging, hand over to a command, map its result to
 //! an exit code. Everything else lives in the `loopd-actors` library.
 
+mod api;
 mod cli;
 
 use std::process::ExitCode;

@@ -68,24 +68,23 @@ fn no_stray_schema_files() {
 #[test]
 fn example_files_validate_against_their_schemas() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let fleet: toml::Value = toml::from_str(
-        &std::fs::read_to_string(root.join("config/loopd.example.toml")).unwrap(),
-    )
-    .unwrap();
+    let fleet: toml::Value =
+        toml::from_str(&std::fs::read_to_string(root.join("config/loopd.example.toml")).unwrap())
+            .unwrap();
     let fleet = serde_json::to_value(fleet).unwrap();
     let tests: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(root.join("config/backend.tests.json")).unwrap(),
     )
     .unwrap();
-    for (schema, value) in [
-        ("fleet.schema.json", &fleet),
-        ("tests.schema.json", &tests),
-    ] {
+    for (schema, value) in [("fleet.schema.json", &fleet), ("tests.schema.json", &tests)] {
         let schema: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(schemas_dir().join(schema)).unwrap())
                 .unwrap();
         let validator = jsonschema::validator_for(&schema).unwrap();
-        let errors: Vec<String> = validator.iter_errors(value).map(|e| e.to_string()).collect();
+        let errors: Vec<String> = validator
+            .iter_errors(value)
+            .map(|e| e.to_string())
+            .collect();
         assert!(errors.is_empty(), "{schema}: {errors:?}");
     }
 }

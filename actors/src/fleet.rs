@@ -11,10 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::sync::oneshot;
 
 use crate::config::LoopConfig;
+use crate::control::{Control, ControlError};
 use crate::loop_actor::{LoopActor, LoopArgs, LoopMsg};
 use crate::model::{Event, EventKind, LoopRecord, LoopState};
 use crate::runtime::Ctx;
@@ -48,6 +49,8 @@ pub enum FleetMsg {
     Restart(String),
     /// Interrupt every loop (their attempts are recorded `interrupted`) and stop.
     Shutdown,
+    /// A request from a person or program.
+    Control(Control, RpcReplyPort<Result<(), ControlError>>),
 }
 
 /// Arguments of the loops supervisor.
@@ -75,6 +78,8 @@ pub struct FleetState {
     pending_restarts: usize,
     shutting_down: bool,
     done: Option<oneshot::Sender<()>>,
+    /// Loops being removed: they are forgotten by the store once their actor has stopped.
+    removals: HashMap<String, RpcReplyPort<Result<(), ControlError>>>,
 }
 
 impl Actor for FleetSupervisor {
@@ -100,7 +105,20 @@ impl Actor for FleetSupervisor {
             pending_restarts: 0,
             shutting_down: false,
             done: Some(args.done),
+            removals: HashMap::new(),
         };
+        // The registry: loops created through the API come back exactly as they were.
+        let registered = state
+            .ctx
+            .read(|s| s.list_loops())
+            .await?
+            .into_iter()
+            .filter_map(|r| r.config)
+            .filter(|c| !state.configs.contains_key(&c.name))
+            .collect::<Vec<_>>();
+        for c in registered {
+            state.configs.insert(c.name.clone(), Arc::new(c));
+        }
         let mut names: Vec<String> = state.configs.keys().cloned().collect();
         names.sort();
         for name in names {
@@ -124,6 +142,7 @@ impl Actor for FleetSupervisor {
                 }
                 check_done(state);
             }
+            FleetMsg::Control(request, reply) => control(&myself, state, request, reply).await,
             FleetMsg::Shutdown => {
                 state.shutting_down = true;
                 for (_, actor) in state.running.values() {
@@ -144,7 +163,13 @@ impl Actor for FleetSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match evt {
             SupervisionEvent::ActorTerminated(cell, _, _) => {
-                state.running.remove(&cell.get_id());
+                if let Some((name, _)) = state.running.remove(&cell.get_id()) {
+                    if let Some(reply) = state.removals.remove(&name) {
+                        let owned = name.clone();
+                        let result = state.ctx.read(move |s| s.delete_loop(&owned)).await;
+                        let _ = reply.send(result.map_err(ControlError::from));
+                    }
+                }
             }
             SupervisionEvent::ActorFailed(cell, err) => {
                 if let Some((name, _)) = state.running.remove(&cell.get_id()) {
@@ -163,12 +188,22 @@ impl Actor for FleetSupervisor {
 }
 
 async fn start_loop(myself: &ActorRef<FleetMsg>, state: &mut FleetState, name: &str) {
+    start_loop_with(myself, state, name, true).await
+}
+
+async fn start_loop_with(
+    myself: &ActorRef<FleetMsg>,
+    state: &mut FleetState,
+    name: &str,
+    autostart: bool,
+) {
     let Some(config) = state.configs.get(name).cloned() else {
         return;
     };
     let args = LoopArgs {
         ctx: state.ctx.clone(),
         config,
+        autostart,
     };
     match Actor::spawn_linked(None, LoopActor, args, myself.get_cell()).await {
         Ok((actor, _)) => {
@@ -254,5 +289,132 @@ fn check_done(state: &mut FleetState) {
         if let Some(done) = state.done.take() {
             let _ = done.send(());
         }
+    }
+}
+
+fn actor_of(state: &FleetState, name: &str) -> Option<ActorRef<LoopMsg>> {
+    state
+        .running
+        .values()
+        .find(|(n, _)| n == name)
+        .map(|(_, a)| a.clone())
+}
+
+async fn control(
+    myself: &ActorRef<FleetMsg>,
+    state: &mut FleetState,
+    request: Control,
+    reply: RpcReplyPort<Result<(), ControlError>>,
+) {
+    if state.shutting_down {
+        let _ = reply.send(Err(ControlError::Conflict("loopd is shutting down".into())));
+        return;
+    }
+    let name = request.loop_name().to_string();
+    match request {
+        Control::AddLoop { config, start } => {
+            if state.configs.contains_key(&name) {
+                let _ = reply.send(Err(ControlError::Conflict(format!(
+                    "a loop named `{name}` exists already"
+                ))));
+                return;
+            }
+            let mut record = LoopRecord::new(&name);
+            record.config = Some((*config).clone());
+            let result = state
+                .ctx
+                .record(Batch {
+                    loops: vec![record],
+                    events: vec![Event::new(EventKind::LoopState, &name, "created")
+                        .with_data(serde_json::json!({"state": "idle", "reason": "created"}))],
+                    ..Batch::default()
+                })
+                .await;
+            if let Err(e) = result {
+                let _ = reply.send(Err(e.into()));
+                return;
+            }
+            state.configs.insert(name.clone(), Arc::new(*config));
+            start_loop_with(myself, state, &name, start).await;
+            let _ = reply.send(Ok(()));
+        }
+        Control::RemoveLoop(_) => {
+            if state.configs.remove(&name).is_none() {
+                let _ = reply.send(Err(ControlError::UnknownLoop(name)));
+                return;
+            }
+            state.restarts.remove(&name);
+            match actor_of(state, &name) {
+                Some(actor) => {
+                    state.removals.insert(name, reply);
+                    let _ = actor.send_message(LoopMsg::Interrupt);
+                }
+                None => {
+                    let result = state.ctx.read(move |s| s.delete_loop(&name)).await;
+                    let _ = reply.send(result.map_err(ControlError::from));
+                }
+            }
+        }
+        other => {
+            if !state.configs.contains_key(&name) {
+                let _ = reply.send(Err(ControlError::UnknownLoop(name)));
+                return;
+            }
+            match actor_of(state, &name) {
+                Some(actor) => {
+                    if let Err(e) = actor.send_message(LoopMsg::Control(other, reply)) {
+                        tracing::error!(loop_name = %name, error = %e, "could not reach the loop actor");
+                    }
+                }
+                None if matches!(other, Control::Start(_) | Control::Resume(_)) => {
+                    // Crashed past its restart intensity: a person starts it afresh.
+                    state.restarts.remove(&name);
+                    start_loop(myself, state, &name).await;
+                    let _ = reply.send(Ok(()));
+                }
+                None => {
+                    let _ = reply.send(Err(ControlError::Conflict(format!(
+                        "loop `{name}` is not running (crashed?); start it first"
+                    ))));
+                }
+            }
+        }
+    }
+}
+
+/// How long a control request may take before the caller gives up.
+const CONTROL_TIMEOUT_MS: u64 = 10_000;
+
+/// What the API and the CLI use to drive a running fleet; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct FleetHandle {
+    actor: ActorRef<FleetMsg>,
+    ctx: Ctx,
+}
+
+impl FleetHandle {
+    /// A handle on a running loops supervisor.
+    pub fn new(actor: ActorRef<FleetMsg>, ctx: Ctx) -> Self {
+        FleetHandle { actor, ctx }
+    }
+
+    /// The fleet's shared context (store reads, events).
+    pub fn ctx(&self) -> &Ctx {
+        &self.ctx
+    }
+
+    /// Applies a request and waits for its answer.
+    pub async fn control(&self, request: Control) -> Result<(), ControlError> {
+        match ractor::call_t!(self.actor, FleetMsg::Control, CONTROL_TIMEOUT_MS, request) {
+            Ok(result) => result,
+            Err(e) => Err(ControlError::Internal(format!(
+                "the loops supervisor did not answer: {e}"
+            ))),
+        }
+    }
+
+    /// Interrupts every loop and stops the supervisor once they are down.
+    pub fn shutdown(&self) {
+        let _ = self.actor.send_message(FleetMsg::Shutdown);
     }
 }

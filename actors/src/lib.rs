@@ -25,6 +25,7 @@
 pub mod agent;
 pub mod attempt;
 pub mod config;
+pub mod control;
 pub mod fleet;
 pub mod git;
 pub mod loop_actor;

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::agent::ProviderFailure;
 use crate::attempt::{AttemptActor, AttemptDone, AttemptMsg, AttemptPlan, CancelReason};
 use crate::config::{self, LoopConfig};
+use crate::control::{Control, ControlError};
 use crate::git::Workdir;
 use crate::model::{
     AttemptRecord, Event, EventKind, LoopRecord, LoopState, Outcome, TestRecord, TestStatus,
@@ -42,6 +43,8 @@ pub enum LoopMsg {
     AttemptDone(Box<AttemptDone>),
     /// Interrupt the running attempt (recorded as `interrupted`) and stop.
     Interrupt,
+    /// A request from a person or program (the supervisor routes only this loop's requests).
+    Control(Control, RpcReplyPort<Result<(), ControlError>>),
 }
 
 /// The loop actor.
@@ -54,6 +57,8 @@ pub struct LoopArgs {
     pub ctx: Ctx,
     /// The loop's configuration.
     pub config: Arc<LoopConfig>,
+    /// Boot and run at once (a loop created with `start: false` waits for `Start`).
+    pub autostart: bool,
 }
 
 /// A loop actor's state: a cache of its loop record and the attempt it runs.
@@ -84,7 +89,9 @@ impl Actor for LoopActor {
             .read(move |s| s.get_loop(&name))
             .await?
             .unwrap_or_else(|| LoopRecord::new(&args.config.name));
-        myself.send_message(LoopMsg::Boot)?;
+        if args.autostart {
+            myself.send_message(LoopMsg::Boot)?;
+        }
         Ok(LoopActorState {
             ctx: args.ctx,
             config: args.config,
@@ -119,10 +126,16 @@ impl Actor for LoopActor {
                 match &state.attempt {
                     Some(a) => a.send_message(AttemptMsg::Cancel(CancelReason::Interrupt))?,
                     None => {
-                        set_state(state, LoopState::Idle, Some("interrupted")).await?;
+                        if state.record.state == LoopState::Running {
+                            set_state(state, LoopState::Idle, Some("interrupted")).await?;
+                        }
                         myself.stop(None)
                     }
                 }
+            }
+            LoopMsg::Control(request, reply) => {
+                let result = control(&myself, state, request).await;
+                let _ = reply.send(result);
             }
         }
         Ok(())
@@ -163,8 +176,8 @@ async fn boot(
         if matches!(state.record.state, LoopState::Stopped | LoopState::Paused)
             && reason == "by_user"
         {
-            // A person's decision survives restarts.
-            myself.stop(None);
+            // A person's decision survives restarts: stay, idle, until started or resumed.
+            reconcile_own(state).await?;
             return Ok(());
         }
     }
@@ -309,8 +322,8 @@ async fn next(
             }
         });
     } else if finished {
+        // The actor stays: a reset, skip or injected test brings the loop back to work.
         set_state(state, LoopState::Finished, None).await?;
-        myself.stop(None);
     } else {
         // Pending tests wait on tests of other loops.
         myself.send_after(CROSS_LOOP_POLL, || LoopMsg::Next);
@@ -572,8 +585,10 @@ async fn finish_attempt(
     };
 
     if state.stopping {
-        state.record.state = LoopState::Idle;
-        state.record.reason = Some("interrupted".into());
+        if state.record.state == LoopState::Running {
+            state.record.state = LoopState::Idle;
+            state.record.reason = Some("interrupted".into());
+        }
         batch.loops = vec![state.record.clone()];
         state.ctx.record(batch).await?;
         myself.stop(None);
@@ -595,8 +610,11 @@ async fn finish_attempt(
                 )
                 .with_data(serde_json::json!({"reason": "out_of_credits"})),
             );
+            batch.events.push(
+                Event::new(EventKind::LoopState, &cfg.name, "paused")
+                    .with_data(serde_json::json!({"state": "paused", "reason": "out_of_credits"})),
+            );
             state.ctx.record(batch).await?;
-            myself.stop(None);
         }
         (_, Outcome::ApiError) => {
             state.api_errors_in_a_row += 1;
@@ -659,15 +677,16 @@ async fn crash(
         .ctx
         .record(Batch {
             loops: vec![state.record.clone()],
-            events: vec![Event::new(
-                EventKind::Alert,
-                &state.config.name,
-                reason.to_string(),
-            )],
+            events: vec![
+                Event::new(EventKind::LoopState, &state.config.name, "crashed")
+                    .with_data(serde_json::json!({"state": "crashed", "reason": reason})),
+                Event::new(EventKind::Alert, &state.config.name, reason.to_string()),
+            ],
             ..Batch::default()
         })
         .await?;
-    myself.stop(None);
+    // The actor stays, so that `start` can try again once the cause is fixed.
+    let _ = myself;
     Ok(())
 }
 
@@ -693,4 +712,191 @@ fn dedup_last(records: Vec<TestRecord>) -> Vec<TestRecord> {
         }
     }
     out
+}
+
+/// Applies a person's or program's request to this loop.
+async fn control(
+    myself: &ActorRef<LoopMsg>,
+    state: &mut LoopActorState,
+    request: Control,
+) -> Result<(), ControlError> {
+    let internal = |e: ActorProcessingErr| ControlError::Internal(e.to_string());
+    match request {
+        Control::Pause { now, .. } => {
+            let already = state.record.state == LoopState::Paused
+                && state.record.reason.as_deref() == Some("by_user");
+            if !already {
+                set_state(state, LoopState::Paused, Some("by_user"))
+                    .await
+                    .map_err(internal)?;
+            }
+            if now {
+                cancel_attempt(state);
+            }
+        }
+        Control::Stop(_) => {
+            if state.record.state != LoopState::Stopped {
+                set_state(state, LoopState::Stopped, Some("by_user"))
+                    .await
+                    .map_err(internal)?;
+            }
+            cancel_attempt(state);
+        }
+        Control::Start(_) | Control::Resume(_) => {
+            if state.record.state == LoopState::Running {
+                return Ok(());
+            }
+            if state.attempt.is_some() {
+                // Paused without --now: the attempt still runs; carry on after it.
+                set_state(state, LoopState::Running, None)
+                    .await
+                    .map_err(internal)?;
+            } else {
+                state.record.state = LoopState::Idle;
+                state.record.reason = None;
+                myself
+                    .send_message(LoopMsg::Boot)
+                    .map_err(|e| ControlError::Internal(e.to_string()))?;
+            }
+        }
+        Control::ResetTest { test, .. } => {
+            let mut t = find_test(state, &test).await?;
+            refuse_running(&t)?;
+            t.status = TestStatus::Pending;
+            t.counted_attempts = 0;
+            t.reason = Some("reset by a person".into());
+            t.commit = None;
+            t.blocked_by.clear();
+            t.updated_at = Utc::now();
+            let event = Event::new(
+                EventKind::TestChanged,
+                &state.config.name,
+                format!("{test} was reset"),
+            )
+            .about(&test, None);
+            apply_test_changes(myself, state, vec![t], event).await?;
+        }
+        Control::SkipTest { test, .. } => {
+            let mut t = find_test(state, &test).await?;
+            refuse_running(&t)?;
+            t.status = TestStatus::Skipped;
+            t.reason = Some("skipped by a person".into());
+            t.blocked_by.clear();
+            t.updated_at = Utc::now();
+            let event = Event::new(
+                EventKind::TestChanged,
+                &state.config.name,
+                format!("{test} was skipped"),
+            )
+            .about(&test, None);
+            apply_test_changes(myself, state, vec![t], event).await?;
+        }
+        Control::InjectTests { tests, .. } => {
+            let name = state.config.name.clone();
+            let existing = state.ctx.read(move |s| s.list_tests(&name)).await?;
+            let taken: Vec<&str> = tests
+                .iter()
+                .map(|t| t.id.as_str())
+                .filter(|id| existing.iter().any(|e| e.spec.id == *id))
+                .collect();
+            if !taken.is_empty() {
+                return Err(ControlError::Conflict(format!(
+                    "loop `{}` already has tests {}",
+                    state.config.name,
+                    taken.join(", ")
+                )));
+            }
+            let mut order = existing.iter().map(|t| t.order).max().map_or(0, |o| o + 1);
+            let new: Vec<TestRecord> = tests
+                .into_iter()
+                .map(|spec| {
+                    let mut t =
+                        TestRecord::new(&state.config.name, spec, crate::model::Origin::Api);
+                    t.order = order;
+                    order += 1;
+                    t
+                })
+                .collect();
+            let ids: Vec<String> = new.iter().map(|t| t.spec.id.clone()).collect();
+            let event = Event::new(
+                EventKind::TestChanged,
+                &state.config.name,
+                format!("injected {}", ids.join(", ")),
+            )
+            .with_data(serde_json::json!({ "injected": ids }));
+            apply_test_changes(myself, state, new, event).await?;
+        }
+        Control::AddLoop { .. } | Control::RemoveLoop(_) => {
+            return Err(ControlError::Internal(
+                "fleet requests go to the supervisor, not to a loop".into(),
+            ))
+        }
+    }
+    Ok(())
+}
+
+fn refuse_running(t: &TestRecord) -> Result<(), ControlError> {
+    if t.status == TestStatus::Running {
+        return Err(ControlError::Conflict(format!(
+            "test `{}` is running; pause the loop with --now first",
+            t.spec.id
+        )));
+    }
+    Ok(())
+}
+
+fn cancel_attempt(state: &LoopActorState) {
+    if let Some(a) = &state.attempt {
+        let _ = a.send_message(AttemptMsg::Cancel(CancelReason::Interrupt));
+    }
+}
+
+async fn find_test(state: &LoopActorState, test: &str) -> Result<TestRecord, ControlError> {
+    let (name, id) = (state.config.name.clone(), test.to_string());
+    state
+        .ctx
+        .read(move |s| s.get_test(&name, &id))
+        .await?
+        .ok_or_else(|| ControlError::UnknownTest {
+            loop_name: state.config.name.clone(),
+            test: test.to_string(),
+        })
+}
+
+/// Writes changed tests with what they do to blocking, and puts a finished loop back to work.
+async fn apply_test_changes(
+    myself: &ActorRef<LoopMsg>,
+    state: &mut LoopActorState,
+    changed: Vec<TestRecord>,
+    event: Event,
+) -> Result<(), ControlError> {
+    let name = state.config.name.clone();
+    let stored = state.ctx.read(move |s| s.list_tests(&name)).await?;
+    let merged = merge(&stored, &changed);
+    let others = external_snapshot(&state.ctx, &merged)
+        .await
+        .map_err(|e| ControlError::Internal(e.to_string()))?;
+    let mut all = changed;
+    all.extend(plan::refresh_blocked(&merged, &|d: &str| {
+        others.get(d).copied().flatten()
+    }));
+    let mut batch = Batch {
+        tests: dedup_last(all),
+        events: vec![event],
+        ..Batch::default()
+    };
+    if state.record.state == LoopState::Finished {
+        state.record.state = LoopState::Running;
+        state.record.reason = None;
+        state.record.updated_at = Utc::now();
+        batch.loops.push(state.record.clone());
+        batch.events.push(Event::new(
+            EventKind::LoopState,
+            &state.config.name,
+            "running",
+        ));
+    }
+    state.ctx.record(batch).await?;
+    let _ = myself.send_message(LoopMsg::Next);
+    Ok(())
 }

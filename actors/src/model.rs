@@ -127,6 +127,10 @@ pub struct LoopRecord {
     pub started_at: Option<DateTime<Utc>>,
     /// When this record last changed.
     pub updated_at: DateTime<Utc>,
+    /// The configuration of a loop created through the API (the registry brings it back after
+    /// a restart); `None` for loops of the fleet file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<crate::config::LoopConfig>,
 }
 
 impl LoopRecord {
@@ -139,6 +143,7 @@ impl LoopRecord {
             checkpoint: None,
             started_at: None,
             updated_at: Utc::now(),
+            config: None,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! `loopd run [CONFIG]`: run the fleet in the foreground until every loop is finished.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -110,6 +110,8 @@ async fn run_fleet(fleet: Fleet, store: Store, plain: bool) -> anyhow::Result<Ex
     .context("starting the loops supervisor")?;
 
     let mut interrupted = false;
+    let mut settled = false;
+    let mut booted: HashSet<String> = HashSet::new();
     let mut finished_at: HashMap<String, Duration> = HashMap::new();
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -120,6 +122,14 @@ async fn run_fleet(fleet: Fleet, store: Store, plain: bool) -> anyhow::Result<Ex
                 if let Ok(e) = e {
                     note_finish(&e, started, &mut finished_at);
                     display.event(&e);
+                    if e.kind == EventKind::LoopState {
+                        booted.insert(e.loop_name.clone());
+                    }
+                    if !settled && !interrupted && booted.len() >= fleet.loops.len() && all_settled(&ctx, &fleet).await? {
+                        // Every loop is finished or waits for a person: the run is over.
+                        settled = true;
+                        supervisor.send_message(FleetMsg::Shutdown)?;
+                    }
                 }
             }
             _ = tick.tick() => display.tick(),
@@ -176,6 +186,27 @@ async fn run_fleet(fleet: Fleet, store: Store, plain: bool) -> anyhow::Result<Ex
     } else {
         Exit::NotAllPassed
     })
+}
+
+/// True when no loop of `fleet` can make progress without a person: finished, crashed,
+/// stopped, or paused for a reason other than a person's pause (which `resume` undoes).
+async fn all_settled(ctx: &Ctx, fleet: &Fleet) -> anyhow::Result<bool> {
+    let names: Vec<String> = fleet.loops.iter().map(|l| l.name.clone()).collect();
+    let records = ctx
+        .read(move |s| {
+            names
+                .iter()
+                .map(|n| s.get_loop(n))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?;
+    Ok(records.iter().all(|r| {
+        r.as_ref().is_some_and(|r| match r.state {
+            LoopState::Finished | LoopState::Crashed | LoopState::Stopped => true,
+            LoopState::Paused => r.reason.as_deref() != Some("by_user"),
+            LoopState::Idle | LoopState::Running => false,
+        })
+    }))
 }
 
 fn note_finish(e: &Event, started: Instant, finished_at: &mut HashMap<String, Duration>) {

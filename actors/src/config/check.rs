@@ -89,10 +89,16 @@ fn describe(
             out.push((path, format!("missing required key `{key}`")));
         }
         ValidationErrorKind::Minimum { limit } => {
-            out.push((path, format!("expected a number >= {limit}, found {}", found())));
+            out.push((
+                path,
+                format!("expected a number >= {limit}, found {}", found()),
+            ));
         }
         ValidationErrorKind::Maximum { limit } => {
-            out.push((path, format!("expected a number <= {limit}, found {}", found())));
+            out.push((
+                path,
+                format!("expected a number <= {limit}, found {}", found()),
+            ));
         }
         ValidationErrorKind::MinItems { limit } => {
             let s = if *limit == 1 { "" } else { "s" };
@@ -108,10 +114,16 @@ fn describe(
             ));
         }
         ValidationErrorKind::Constant { expected_value } => {
-            out.push((path, format!("expected {expected_value}, found {}", found())));
+            out.push((
+                path,
+                format!("expected {expected_value}, found {}", found()),
+            ));
         }
         ValidationErrorKind::Enum { options } => {
-            out.push((path, format!("expected one of {options}, found {}", found())));
+            out.push((
+                path,
+                format!("expected one of {options}, found {}", found()),
+            ));
         }
         ValidationErrorKind::OneOfNotValid { context } | ValidationErrorKind::AnyOf { context } => {
             one_of(root, instance_root, &path, context, dialect, out)
@@ -182,27 +194,29 @@ fn one_of(
             .collect()
     };
     let per_branch: Vec<Vec<String>> = context.iter().map(required_in).collect();
-    if let Some(common) = per_branch
-        .first()
-        .and_then(|first| first.iter().find(|k| per_branch.iter().all(|b| b.contains(k))))
-    {
+    if let Some(common) = per_branch.first().and_then(|first| {
+        first
+            .iter()
+            .find(|k| per_branch.iter().all(|b| b.contains(k)))
+    }) {
         out.push((path.to_string(), format!("missing required key `{common}`")));
         return;
     }
-    let only_required = context.iter().all(|b| b.len() == 1) && per_branch.iter().all(|b| b.len() == 1);
+    let only_required =
+        context.iter().all(|b| b.len() == 1) && per_branch.iter().all(|b| b.len() == 1);
     if only_required && !per_branch.is_empty() {
         let keys: Vec<String> = per_branch.iter().map(|b| format!("`{}`", b[0])).collect();
         out.push((
             path.to_string(),
-            format!("missing required key {} (or {})", keys[0], keys[1..].join(" or ")),
+            format!(
+                "missing required key {} (or {})",
+                keys[0],
+                keys[1..].join(" or ")
+            ),
         ));
         return;
     }
-    let all: Vec<String> = context
-        .iter()
-        .flatten()
-        .map(|e| e.to_string())
-        .collect();
+    let all: Vec<String> = context.iter().flatten().map(|e| e.to_string()).collect();
     out.push((
         path.to_string(),
         format!("expected one of several shapes: {}", all.join("; ")),
@@ -273,7 +287,9 @@ fn distance(a: &str, b: &str) -> usize {
         row[0] = i + 1;
         for j in 0..b.len() {
             let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != b[j])).min(row[j] + 1).min(cur + 1);
+            row[j + 1] = (prev + usize::from(ca != b[j]))
+                .min(row[j] + 1)
+                .min(cur + 1);
             prev = cur;
         }
     }

@@ -47,7 +47,13 @@ pub fn load_fleet_with_env(
         Some(fleet) if loaded.report.is_empty() => Ok(fleet),
         _ => {
             let mut report = loaded.report;
-            report.sort();
+            report.sort_with_files(
+                &loaded
+                    .docs
+                    .iter()
+                    .map(|d| d.display.clone())
+                    .collect::<Vec<_>>(),
+            );
             Err(report)
         }
     }
@@ -71,7 +77,10 @@ impl Doc {
     pub(crate) fn problem(&self, pointer: &str, expected: impl Into<String>) -> Problem {
         let mut expected = expected.into();
         let set_by = self.env.iter().find(|(p, _)| {
-            pointer == p || pointer.strip_prefix(p.as_str()).is_some_and(|r| r.starts_with('/'))
+            pointer == p
+                || pointer
+                    .strip_prefix(p.as_str())
+                    .is_some_and(|r| r.starts_with('/'))
         });
         let line = match set_by {
             Some((_, var)) => {
@@ -243,16 +252,18 @@ pub(crate) fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>)
             }
         }
         let base = loaded.docs[entry.origin.doc].dir.clone();
-        match check_loop_value(&entry.value, &entry.origin.pointer, Dialect::Toml, &loop_schema) {
-            Ok(mut lp) => {
-                resolve_paths(&mut lp, &base, &cwd, &entry.from_env, &settings.state_dir);
-                loaded.loops.push((lp, entry.origin));
-            }
-            Err(problems) => {
-                for (pointer, expected) in problems {
-                    loaded.problem(entry.origin.doc, &pointer, expected);
-                }
-            }
+        let (lp, problems) = check_loop_value(
+            &entry.value,
+            &entry.origin.pointer,
+            Dialect::Toml,
+            &loop_schema,
+        );
+        for (pointer, expected) in problems {
+            loaded.problem(entry.origin.doc, &pointer, expected);
+        }
+        if let Some(mut lp) = lp {
+            resolve_paths(&mut lp, &base, &cwd, &entry.from_env, &settings.state_dir);
+            loaded.loops.push((lp, entry.origin));
         }
     }
 
@@ -296,13 +307,21 @@ fn read_includes(
                 m
             }
             Err(e) => {
-                loaded.problem(0, &format!("/include/{i}"), format!("invalid glob pattern: {e}"));
+                loaded.problem(
+                    0,
+                    &format!("/include/{i}"),
+                    format!("invalid glob pattern: {e}"),
+                );
                 continue;
             }
         };
         let is_literal = !pattern.contains(['*', '?', '[']);
         if matches.is_empty() && is_literal {
-            loaded.problem(0, &format!("/include/{i}"), format!("`{pattern}` does not exist"));
+            loaded.problem(
+                0,
+                &format!("/include/{i}"),
+                format!("`{pattern}` does not exist"),
+            );
         }
         for abs in matches {
             let abs = clean(&abs);
@@ -376,7 +395,11 @@ fn apply_env(
         match set {
             Ok((doc, pointer)) => loaded.docs[doc].env.push((pointer, var.var.clone())),
             Err(why) => {
-                let p = Problem::new(loaded.docs[0].display.clone(), "", format!("${}: {why}", var.var));
+                let p = Problem::new(
+                    loaded.docs[0].display.clone(),
+                    "",
+                    format!("${}: {why}", var.var),
+                );
                 loaded.report.push(p);
             }
         }
@@ -385,22 +408,29 @@ fn apply_env(
 }
 
 /// Schema, name and duration checks of one loop value, then deserialization. Problems are
-/// `(pointer, expected)` with `prefix` in front of each pointer.
+/// `(pointer, expected)` with `prefix` in front of each pointer. The loop is returned whenever it
+/// deserializes (an invalid name does not stop it), so its files can be checked too.
 pub(crate) fn check_loop_value(
     value: &Value,
     prefix: &str,
     dialect: Dialect,
     loop_schema: &Value,
-) -> Result<LoopConfig, Vec<(String, String)>> {
+) -> (Option<LoopConfig>, Vec<(String, String)>) {
     let mut problems = schema_errors(loop_schema, value, prefix, dialect);
+    let schema_ok = problems.is_empty();
     if let Some(name) = value.get("name").and_then(Value::as_str) {
         if let Err(why) = check_name(name) {
-            problems.push((format!("{prefix}/name"), format!("invalid loop name: {why}")));
+            problems.push((
+                format!("{prefix}/name"),
+                format!("invalid loop name: {why}"),
+            ));
         }
     }
+    let mut durations_ok = true;
     for key in DURATION_KEYS {
         if let Some(Value::String(s)) = value.get(key) {
             if humantime::parse_duration(s).is_err() {
+                durations_ok = false;
                 problems.push((
                     format!("{prefix}/{key}"),
                     format!("expected a duration such as \"30m\" or \"1h 30m\", found \"{s}\""),
@@ -408,11 +438,16 @@ pub(crate) fn check_loop_value(
             }
         }
     }
-    if !problems.is_empty() {
-        return Err(problems);
+    if !(schema_ok && durations_ok) {
+        return (None, problems);
     }
-    serde_json::from_value::<LoopConfig>(value.clone())
-        .map_err(|e| vec![(prefix.to_string(), e.to_string())])
+    match serde_json::from_value::<LoopConfig>(value.clone()) {
+        Ok(lp) => (Some(lp), problems),
+        Err(e) => {
+            problems.push((prefix.to_string(), e.to_string()));
+            (None, problems)
+        }
+    }
 }
 
 /// Makes every path of `lp` absolute: against `base` (the folder of the file that named it), or
@@ -465,11 +500,22 @@ pub(crate) fn resolve_paths(
     }
 }
 
-/// Drops `.` components (`/a/./b` → `/a/b`); `..` stays, as symlinks make it meaningful.
+/// Lexically normalizes a path: drops `.`, and folds `..` into the component before it
+/// (`/a/./b/../c` → `/a/c`), as paths in reports should read the way the user thinks of them.
 pub(crate) fn clean(path: &Path) -> PathBuf {
-    path.components()
-        .filter(|c| !matches!(c, Component::CurDir))
-        .collect()
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -520,7 +566,10 @@ binary = "bin/claude"
         let names: Vec<_> = fleet.loops.iter().map(|l| l.name.as_str()).collect();
         assert_eq!(names, ["auth", "billing"]);
         let auth = &fleet.loops[0];
-        assert_eq!(auth.workdir.as_deref(), Some(root.join("repos/auth").as_path()));
+        assert_eq!(
+            auth.workdir.as_deref(),
+            Some(root.join("repos/auth").as_path())
+        );
         assert_eq!(auth.tests_file, root.join("auth/tests.json"));
         assert_eq!(auth.prompt_template, Some(root.join("prompt.md")));
         assert_eq!(
@@ -532,20 +581,23 @@ binary = "bin/claude"
         );
         let billing = &fleet.loops[1];
         assert_eq!(billing.tests_file, root.join("loops/t.json"));
-        assert_eq!(billing.specs_dir, Some(root.join("loops/../specs")));
+        assert_eq!(billing.specs_dir, Some(root.join("specs")));
         // No workdir: under the state dir. A program path is relative to its file too.
-        assert_eq!(
-            billing.workdir,
-            Some(root.join(".loopd/workdirs/billing"))
-        );
+        assert_eq!(billing.workdir, Some(root.join(".loopd/workdirs/billing")));
         let program = root.join("loops/agent.sh").to_string_lossy().into_owned();
-        assert!(matches!(&billing.agent, AgentConfig::Command { command, .. } if command == &[program]));
+        assert!(
+            matches!(&billing.agent, AgentConfig::Command { command, .. } if command == &[program])
+        );
     }
 
     #[test]
     fn a_bare_claude_binary_stays_on_path() {
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), "loopd.toml", &FLEET.replace("bin/claude", "claude"));
+        write(
+            dir.path(),
+            "loopd.toml",
+            &FLEET.replace("bin/claude", "claude"),
+        );
         let fleet = load_fleet_with_env(&dir.path().join("loopd.toml"), no_env()).unwrap();
         assert!(matches!(
             &fleet.loops[0].agent,
@@ -567,7 +619,10 @@ binary = "bin/claude"
             ("LOOPD_STATE_DIR", "/var/lib/loopd"),
             ("LOOPD_FLEET__MAX_CONCURRENT_AGENTS", "4"),
             ("LOOPD_LOOPS__AUTH__MAX_ATTEMPTS", "5"),
-            ("LOOPD_LOOPS__WEB_UI__AGENT__COMMAND", r#"["/tmp/b.sh", "--x"]"#),
+            (
+                "LOOPD_LOOPS__WEB_UI__AGENT__COMMAND",
+                r#"["/tmp/b.sh", "--x"]"#,
+            ),
             ("LOOPD_LOOPS__WEB_UI__ENV__API_KEY", "123"),
             ("LOOPD_LOOPS__AUTH__TESTS_FILE", "/abs/tests.json"),
             ("LOOPD_PROMPT_FILE", "/nope"),
@@ -581,8 +636,13 @@ binary = "bin/claude"
         assert_eq!(fleet.loops[0].tests_file, Path::new("/abs/tests.json"));
         let web = &fleet.loops[1];
         assert_eq!(web.env.get("API_KEY").map(String::as_str), Some("123"));
-        assert!(matches!(&web.agent, AgentConfig::Command { command, .. } if command == &["/tmp/b.sh", "--x"]));
-        assert_eq!(web.workdir, Some(PathBuf::from("/var/lib/loopd/workdirs/web-ui")));
+        assert!(
+            matches!(&web.agent, AgentConfig::Command { command, .. } if command == &["/tmp/b.sh", "--x"])
+        );
+        assert_eq!(
+            web.workdir,
+            Some(PathBuf::from("/var/lib/loopd/workdirs/web-ui"))
+        );
     }
 
     #[test]
@@ -643,11 +703,17 @@ binary = "bin/claude"
         let dir = tempfile::tempdir().unwrap();
         let missing = load_fleet_with_env(&dir.path().join("nope.toml"), no_env()).unwrap_err();
         assert_eq!(missing.len(), 1);
-        assert!(missing.problems[0].expected.ends_with("no such file"), "{missing}");
+        assert!(
+            missing.problems[0].expected.ends_with("no such file"),
+            "{missing}"
+        );
         write(dir.path(), "bad.toml", "[fleet]\nstate_dir = \n");
         let bad = load_fleet_with_env(&dir.path().join("bad.toml"), no_env()).unwrap_err();
         assert_eq!(bad.len(), 1);
         assert_eq!(bad.problems[0].line, Some(2));
-        assert!(bad.problems[0].expected.starts_with("invalid TOML"), "{bad}");
+        assert!(
+            bad.problems[0].expected.starts_with("invalid TOML"),
+            "{bad}"
+        );
     }
 }

@@ -19,7 +19,11 @@ pub struct Problem {
 
 impl Problem {
     /// A problem without a line.
-    pub fn new(file: impl Into<PathBuf>, pointer: impl Into<String>, expected: impl Into<String>) -> Self {
+    pub fn new(
+        file: impl Into<PathBuf>,
+        pointer: impl Into<String>,
+        expected: impl Into<String>,
+    ) -> Self {
         Problem {
             file: file.into(),
             pointer: pointer.into(),
@@ -82,7 +86,12 @@ impl Report {
     /// Orders problems by file (in order of first appearance), then line, then pointer, and drops
     /// exact duplicates.
     pub fn sort(&mut self) {
-        let mut files: Vec<PathBuf> = Vec::new();
+        self.sort_with_files(&[]);
+    }
+
+    /// Like [`Report::sort`], with the files of `order` first, in that order.
+    pub fn sort_with_files(&mut self, order: &[PathBuf]) {
+        let mut files: Vec<PathBuf> = order.to_vec();
         for p in &self.problems {
             if !files.contains(&p.file) {
                 files.push(p.file.clone());

@@ -118,7 +118,8 @@ pub(crate) fn read_tests(lp: &LoopConfig) -> LoadedTests {
             let msg = e.to_string();
             let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
             out.locator = Locator::None;
-            out.problems.push((String::new(), format!("invalid JSON at line {line}: {msg}")));
+            out.problems
+                .push((String::new(), format!("invalid JSON at line {line}: {msg}")));
             return out;
         }
     };
@@ -189,7 +190,10 @@ fn check_tests(lp: &LoopConfig, out: &mut LoadedTests) {
             _ => {}
         }
         if t.verify.trim().is_empty() {
-            problems.push((at("verify"), "expected a non-empty verify command".to_string()));
+            problems.push((
+                at("verify"),
+                "expected a non-empty verify command".to_string(),
+            ));
         }
     }
     for (i, t) in &out.tests {
@@ -369,7 +373,8 @@ mod tests {
                     specs.join("missing.md").display()
                 ),
                 "Some(5) /tests/3 missing `spec` or `spec_file`".into(),
-                "Some(6) /tests/4/timeout expected a duration such as \"20m\", found \"soon\"".into(),
+                "Some(6) /tests/4/timeout expected a duration such as \"20m\", found \"soon\""
+                    .into(),
             ]
         );
     }
@@ -394,11 +399,17 @@ mod tests {
     #[test]
     fn invalid_json_names_its_line() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("tests.json"), "{\"tests\": [\n  {\"id\": }\n]}").unwrap();
+        std::fs::write(
+            dir.path().join("tests.json"),
+            "{\"tests\": [\n  {\"id\": }\n]}",
+        )
+        .unwrap();
         let report = load_tests(&lp(dir.path())).unwrap_err();
         assert_eq!(report.len(), 1);
         assert!(
-            report.problems[0].expected.starts_with("invalid JSON at line 2: "),
+            report.problems[0]
+                .expected
+                .starts_with("invalid JSON at line 2: "),
             "{}",
             report
         );

@@ -38,7 +38,14 @@ pub fn validate_fleet_with_env(
     for t in tests.iter().flatten() {
         report.extend(t.report());
     }
-    report.sort();
+    // Files in a stable order: the fleet file, its includes, then tests files by loop.
+    let order: Vec<_> = loaded
+        .docs
+        .iter()
+        .map(|d| d.display.clone())
+        .chain(tests.iter().flatten().map(|t| t.file.clone()))
+        .collect();
+    report.sort_with_files(&order);
     report
 }
 
@@ -52,16 +59,16 @@ pub fn parse_loop_value(
     state_dir: &Path,
 ) -> Result<LoopConfig, Report> {
     let schema = by_name("loop.schema.json").unwrap_or_default();
-    let mut lp = check_loop_value(&value, "", Dialect::Json, &schema).map_err(|problems| {
-        let mut report = Report::default();
-        for (pointer, expected) in problems {
-            report.push(Problem::new("", pointer, expected));
-        }
-        report.sort();
-        report
-    })?;
-    resolve_paths(&mut lp, base_dir, base_dir, &[], state_dir);
+    let (lp, problems) = check_loop_value(&value, "", Dialect::Json, &schema);
     let mut report = Report::default();
+    for (pointer, expected) in problems {
+        report.push(Problem::new("", pointer, expected));
+    }
+    let Some(mut lp) = lp.filter(|_| report.is_empty()) else {
+        report.sort();
+        return Err(report);
+    };
+    resolve_paths(&mut lp, base_dir, base_dir, &[], state_dir);
     let file_problems = check_loop_files(&lp);
     let tests_file_ok = !file_problems.iter().any(|(k, _)| k == "/tests_file");
     for (pointer, expected) in file_problems {
@@ -79,7 +86,10 @@ fn check_loop_files(lp: &LoopConfig) -> Vec<(String, String)> {
     let mut push = |key: &str, msg: String| out.push((format!("/{key}"), msg));
     if let Some(w) = &lp.workdir {
         if w.exists() && !w.is_dir() {
-            push("workdir", format!("the workdir `{}` is not a folder", w.display()));
+            push(
+                "workdir",
+                format!("the workdir `{}` is not a folder", w.display()),
+            );
         } else if !w.exists() && !lp.init_workdir {
             push(
                 "workdir",
@@ -93,7 +103,10 @@ fn check_loop_files(lp: &LoopConfig) -> Vec<(String, String)> {
     if !lp.tests_file.is_file() {
         push(
             "tests_file",
-            format!("the tests file `{}` does not exist", lp.tests_file.display()),
+            format!(
+                "the tests file `{}` does not exist",
+                lp.tests_file.display()
+            ),
         );
     }
     if let Some(p) = lp.prompt_template.as_ref().filter(|p| !p.is_file()) {
@@ -126,9 +139,18 @@ fn check_loop_files(lp: &LoopConfig) -> Vec<(String, String)> {
     // Only a path can be checked here; a bare name is looked up on PATH when the agent starts.
     if let Some((key, program)) = program.filter(|(_, p)| p.is_absolute()) {
         if !program.is_file() {
-            push(key, format!("the agent program `{}` does not exist", program.display()));
+            push(
+                key,
+                format!("the agent program `{}` does not exist", program.display()),
+            );
         } else if !is_executable(&program) {
-            push(key, format!("the agent program `{}` is not executable", program.display()));
+            push(
+                key,
+                format!(
+                    "the agent program `{}` is not executable",
+                    program.display()
+                ),
+            );
         }
     }
     out
@@ -187,7 +209,10 @@ fn cross_check(
         for c in &t.cross {
             let expected = match index.get(c.other_loop.as_str()) {
                 None if names.contains(&c.other_loop) => continue, // that loop has problems
-                None => format!("unknown loop `{}` in `{}:{}`", c.other_loop, c.other_loop, c.id),
+                None => format!(
+                    "unknown loop `{}` in `{}:{}`",
+                    c.other_loop, c.other_loop, c.id
+                ),
                 Some(&o) => match &tests[o] {
                     Some(other) if other.index_of(&c.id).is_none() => {
                         format!("unknown test id `{}` in loop `{}`", c.id, c.other_loop)
@@ -205,7 +230,11 @@ fn cross_check(
         }
         let label = |n: &usize| {
             let (l, k) = nodes[*n];
-            format!("{}:{}", loops[l].0.name, tests[l].as_ref().map_or("", |t| &t.tests[k].1.id))
+            format!(
+                "{}:{}",
+                loops[l].0.name,
+                tests[l].as_ref().map_or("", |t| &t.tests[k].1.id)
+            )
         };
         let names: Vec<String> = cycle.iter().map(label).collect();
         let (l, k) = nodes[cycle[0]];
@@ -213,8 +242,53 @@ fn cross_check(
             let at = format!("/tests/{}/depends_on", t.tests[k].0);
             report.push(t.problem(
                 &at,
-                format!("dependency cycle across loops: {} -> {}", names.join(" -> "), names[0]),
+                format!(
+                    "dependency cycle across loops: {} -> {}",
+                    names.join(" -> "),
+                    names[0]
+                ),
             ));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_a_loop_body_with_paths_against_the_fleet_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("t.json"),
+            r#"{"tests": [{"id": "a", "title": "A", "spec": "s", "verify": "true"}]}"#,
+        )
+        .unwrap();
+        let body = json!({"name": "api", "tests_file": "t.json", "init_workdir": true,
+                          "agent": {"kind": "command", "command": ["true"]}});
+        let lp = parse_loop_value(body, dir.path(), &dir.path().join("state")).unwrap();
+        assert_eq!(lp.tests_file, dir.path().join("t.json"));
+        assert_eq!(lp.workdir, Some(dir.path().join("state/workdirs/api")));
+    }
+
+    #[test]
+    fn refuses_a_bad_loop_body_with_every_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = json!({"name": "a/b", "tests_file": 3, "max_attempts": 0,
+                          "agent": {"kind": "command", "command": ["true"], "extra": 1}});
+        let report = parse_loop_value(body, dir.path(), dir.path()).unwrap_err();
+        assert_eq!(
+            report.to_string(),
+            "/agent/extra: unknown key `extra`\n\
+             /max_attempts: expected a number >= 1, found 0\n\
+             /name: invalid loop name: `a/b` contains `/`; only letters, digits, `.`, `_` and `-` are allowed\n\
+             /tests_file: expected a string, found 3\n\
+             4 problems"
+        );
+        let body = json!({"name": "ok", "tests_file": "missing.json",
+                          "agent": {"kind": "claude-code"}});
+        let report = parse_loop_value(body, dir.path(), dir.path()).unwrap_err();
+        assert_eq!(report.len(), 2, "{report}"); // workdir and tests file
     }
 }

@@ -1,0 +1,521 @@
+//! `/api/loops/...`: the registry, control, tests, health and transcripts.
+//!
+//! Reads go straight to the store; changes go through the loops supervisor ([`Control`]) and
+//! answer with the state after the change, so `start|stop|pause|resume` twice answer the same.
+//! An attempt is addressed as `TEST:N` (`CALC-2:1`): a test id never contains `:`.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use loopd_actors::config::LoopConfig;
+use loopd_actors::control::Control;
+use loopd_actors::model::{AttemptRecord, LoopState, Outcome};
+use loopd_actors::view::{self, LoopView, Progress, TestView};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::body;
+use super::error::{check_name, ApiError, Code};
+use super::ApiState;
+
+/// The default and largest page of `GET /api/loops`.
+pub const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+
+/// `GET /api/loops`: one page of loops, by name.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct LoopPage {
+    /// The loops of this page, each exactly as `GET /api/loops/:id` returns it.
+    pub loops: Vec<LoopView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /api/loops/:id/tests`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct TestList {
+    /// The loop's tests with their attempts, in the tests file's order.
+    pub tests: Vec<TestView>,
+}
+
+/// `GET /api/loops/:id/health`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Health {
+    /// The loop.
+    pub name: String,
+    /// What it is doing.
+    pub status: LoopState,
+    /// Why it is paused, stopped or crashed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The test being attempted now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_test: Option<String>,
+    /// The number of the attempt running now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_attempt: Option<u32>,
+    /// When the running attempt started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_started_at: Option<DateTime<Utc>>,
+    /// When the running agent last printed a line (its transcript last grew).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat: Option<DateTime<Utc>>,
+    /// Seconds since `last_heartbeat`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_age_seconds: Option<f64>,
+    /// Counts of tests by status.
+    pub progress: Progress,
+    /// How the last finished attempt ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_outcome: Option<Outcome>,
+    /// Attempts that ended `api_error`, `stalled` or `timed_out` among the last ten.
+    pub recent_trouble: usize,
+}
+
+/// One entry of `GET /api/loops/:id/transcripts`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct TranscriptEntry {
+    /// The attempt's address, `TEST:N`.
+    pub attempt: String,
+    /// The test.
+    pub test: String,
+    /// The attempt number.
+    pub number: u32,
+    /// How it ended; absent while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// The transcript's size in bytes (0 when there is no file).
+    pub bytes: u64,
+    /// Where to fetch it.
+    pub url: String,
+}
+
+/// `GET /api/loops/:id/transcripts`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct TranscriptList {
+    /// Every attempt of the loop, oldest first.
+    pub transcripts: Vec<TranscriptEntry>,
+}
+
+async fn loop_view(state: &ApiState, name: &str) -> Result<LoopView, ApiError> {
+    check_name("loop", name)?;
+    let owned = name.to_string();
+    let view = state
+        .ctx()
+        .read(move |s| {
+            s.get_loop(&owned)?
+                .map(|r| view::loop_view(s, &r))
+                .transpose()
+        })
+        .await?;
+    view.ok_or_else(|| ApiError::no_loop(name))
+}
+
+fn query_flag(q: &HashMap<String, String>, key: &str) -> Result<bool, ApiError> {
+    match q.get(key).map(String::as_str) {
+        None | Some("false" | "0") => Ok(false),
+        Some("" | "true" | "1") => Ok(true),
+        Some(other) => Err(ApiError::new(
+            Code::BadRequest,
+            format!("`{key}` must be true or false, found `{other}`"),
+        )),
+    }
+}
+
+/// `GET /api/loops?limit=N&cursor=NAME`.
+pub async fn list(
+    State(state): State<ApiState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<LoopPage>, ApiError> {
+    let limit = match q.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+            _ => {
+                return Err(ApiError::new(
+                    Code::BadRequest,
+                    format!("`limit` must be an integer from 1 to {MAX_LIMIT}, found `{l}`"),
+                ))
+            }
+        },
+    };
+    let cursor = q.get("cursor").cloned().unwrap_or_default();
+    let page = state
+        .ctx()
+        .read(move |s| -> Result<LoopPage, ApiError> {
+            let records = s.list_loops()?;
+            let mut after = records.iter().filter(|r| r.name > cursor);
+            let loops = after
+                .by_ref()
+                .take(limit)
+                .map(|r| view::loop_view(s, r))
+                .collect::<Result<Vec<_>, _>>()?;
+            let next_cursor = match after.next() {
+                Some(_) => loops.last().map(|l| l.name.clone()),
+                None => None,
+            };
+            Ok(LoopPage { loops, next_cursor })
+        })
+        .await?;
+    Ok(Json(page))
+}
+
+/// `GET /api/loops/:id`.
+pub async fn get_one(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<LoopView>, ApiError> {
+    Ok(Json(loop_view(&state, &id).await?))
+}
+
+/// `POST /api/loops[?start=true]`: a loop config, as in the fleet file.
+pub async fn create(
+    State(state): State<ApiState>,
+    Query(q): Query<HashMap<String, String>>,
+    bytes: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    let value = body::json(&bytes?)?;
+    let start = query_flag(&q, "start")?;
+    if value.get("template").is_some() {
+        return Err(ApiError::new(
+            Code::NotImplemented,
+            "creating a loop from a template is not available in this daemon; send a loop config",
+        ));
+    }
+    if let Some(name) = value.get("name").and_then(|n| n.as_str()) {
+        // Refuse a name that could escape the state directory before anything looks at paths.
+        if let Err(why) = loopd_actors::names::check_name(name) {
+            return Err(ApiError::invalid(
+                "loop",
+                &loopd_actors::config::Problem::new("", "/name", format!("invalid loop name: {why}"))
+                    .into(),
+            ));
+        }
+    }
+    let state_dir = state.ctx().state_dir().to_path_buf();
+    let fleet_dir = state.inner.fleet_dir.clone();
+    let config = tokio::task::spawn_blocking(move || body::loop_config(value, &fleet_dir, &state_dir))
+        .await
+        .map_err(ApiError::internal)??;
+    let name = config.name.clone();
+    state
+        .control(Control::AddLoop {
+            config: Box::new(config),
+            start,
+        })
+        .await?;
+    let view = loop_view(&state, &name).await?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/api/loops/{name}"))],
+        Json(view),
+    )
+        .into_response())
+}
+
+/// `DELETE /api/loops/:id`.
+pub async fn remove(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    loop_view(&state, &id).await?;
+    state.control(Control::RemoveLoop(id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn change(state: ApiState, id: String, request: Control) -> Result<Json<LoopView>, ApiError> {
+    loop_view(&state, &id).await?;
+    state.control(request).await?;
+    Ok(Json(loop_view(&state, &id).await?))
+}
+
+/// `POST /api/loops/:id/start`.
+pub async fn start(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<LoopView>, ApiError> {
+    change(state, id.clone(), Control::Start(id)).await
+}
+
+/// `POST /api/loops/:id/stop`.
+pub async fn stop(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<LoopView>, ApiError> {
+    change(state, id.clone(), Control::Stop(id)).await
+}
+
+/// `POST /api/loops/:id/pause[?now=true]`.
+pub async fn pause(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<LoopView>, ApiError> {
+    let now = query_flag(&q, "now")?;
+    change(state, id.clone(), Control::Pause { name: id, now }).await
+}
+
+/// `POST /api/loops/:id/resume`.
+pub async fn resume(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<LoopView>, ApiError> {
+    change(state, id.clone(), Control::Resume(id)).await
+}
+
+/// `GET /api/loops/:id/tests`.
+pub async fn tests(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<TestList>, ApiError> {
+    Ok(Json(TestList {
+        tests: loop_view(&state, &id).await?.tests,
+    }))
+}
+
+/// `POST /api/loops/:id/tests`: `{"tests": [...]}` or `[...]`, validated, injected live.
+pub async fn inject(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    bytes: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    check_name("loop", &id)?;
+    let value = body::json(&bytes?)?;
+    let name = id.clone();
+    let (record, existing) = state
+        .ctx()
+        .read(move |s| -> Result<_, ApiError> {
+            let record = s.get_loop(&name)?;
+            let tests = s.list_tests(&name)?;
+            Ok((record, tests))
+        })
+        .await?;
+    let record = record.ok_or_else(|| ApiError::no_loop(&id))?;
+    let lp = record
+        .config
+        .clone()
+        .or_else(|| state.inner.file_loops.get(&id).cloned())
+        .map_or_else(|| bare_config(&id), Ok)?;
+    let specs: Vec<_> = existing.into_iter().map(|t| t.spec).collect();
+    let tests = tokio::task::spawn_blocking(move || body::injected_tests(value, &lp, &specs))
+        .await
+        .map_err(ApiError::internal)??;
+    let ids: Vec<String> = tests.iter().map(|t| t.id.clone()).collect();
+    state
+        .control(Control::InjectTests {
+            loop_name: id.clone(),
+            tests,
+        })
+        .await?;
+    let all = loop_view(&state, &id).await?.tests;
+    let injected = all.into_iter().filter(|t| ids.contains(&t.id)).collect();
+    Ok((StatusCode::CREATED, Json(TestList { tests: injected })).into_response())
+}
+
+/// A loop config good enough to check tests against, for a loop whose config is unknown here.
+fn bare_config(name: &str) -> Result<LoopConfig, ApiError> {
+    serde_json::from_value(serde_json::json!({
+        "name": name,
+        "tests_file": "tests.json",
+        "agent": {"kind": "command", "command": ["true"]},
+    }))
+    .map_err(ApiError::internal)
+}
+
+async fn test_change(
+    state: ApiState,
+    id: String,
+    test: String,
+    request: Control,
+) -> Result<Json<TestView>, ApiError> {
+    check_name("test", &test)?;
+    let view = loop_view(&state, &id).await?;
+    if !view.tests.iter().any(|t| t.id == test) {
+        return Err(ApiError::no_test(&id, &test));
+    }
+    state.control(request).await?;
+    loop_view(&state, &id)
+        .await?
+        .tests
+        .into_iter()
+        .find(|t| t.id == test)
+        .map(Json)
+        .ok_or_else(|| ApiError::no_test(&id, &test))
+}
+
+/// `POST /api/loops/:id/tests/:test/reset`.
+pub async fn reset(
+    State(state): State<ApiState>,
+    Path((id, test)): Path<(String, String)>,
+) -> Result<Json<TestView>, ApiError> {
+    let request = Control::ResetTest {
+        loop_name: id.clone(),
+        test: test.clone(),
+    };
+    test_change(state, id, test, request).await
+}
+
+/// `POST /api/loops/:id/tests/:test/skip`.
+pub async fn skip(
+    State(state): State<ApiState>,
+    Path((id, test)): Path<(String, String)>,
+) -> Result<Json<TestView>, ApiError> {
+    let request = Control::SkipTest {
+        loop_name: id.clone(),
+        test: test.clone(),
+    };
+    test_change(state, id, test, request).await
+}
+
+/// The running attempt's last sign of life: when its transcript last grew.
+pub fn heartbeat(a: &AttemptRecord) -> DateTime<Utc> {
+    std::fs::metadata(&a.transcript)
+        .and_then(|m| m.modified())
+        .map(DateTime::<Utc>::from)
+        .unwrap_or(a.started_at)
+        .max(a.started_at)
+}
+
+/// Seconds from `then` to now (never negative).
+pub fn age_seconds(then: DateTime<Utc>) -> f64 {
+    let now: DateTime<Utc> = SystemTime::now().into();
+    ((now - then).num_milliseconds().max(0) as f64) / 1000.0
+}
+
+/// `GET /api/loops/:id/health`.
+pub async fn health(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Health>, ApiError> {
+    let view = loop_view(&state, &id).await?;
+    let mut attempts: Vec<&AttemptRecord> = view.tests.iter().flat_map(|t| &t.attempts).collect();
+    attempts.sort_by_key(|a| a.started_at);
+    let running = attempts.iter().find(|a| a.outcome.is_none());
+    let last_heartbeat = running.map(|a| heartbeat(a));
+    let recent_trouble = attempts
+        .iter()
+        .rev()
+        .take(10)
+        .filter(|a| {
+            matches!(
+                a.outcome,
+                Some(Outcome::ApiError | Outcome::Stalled | Outcome::TimedOut)
+            )
+        })
+        .count();
+    Ok(Json(Health {
+        name: view.name.clone(),
+        status: view.status,
+        reason: view.reason.clone(),
+        current_test: view.current_test.clone(),
+        current_attempt: view.current_attempt,
+        attempt_started_at: running.map(|a| a.started_at),
+        last_heartbeat,
+        heartbeat_age_seconds: last_heartbeat.map(age_seconds),
+        progress: view.progress.clone(),
+        last_outcome: attempts.iter().rev().find_map(|a| a.outcome),
+        recent_trouble,
+    }))
+}
+
+/// `GET /api/loops/:id/transcripts`.
+pub async fn transcripts(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<TranscriptList>, ApiError> {
+    let view = loop_view(&state, &id).await?;
+    let mut attempts: Vec<&AttemptRecord> = view.tests.iter().flat_map(|t| &t.attempts).collect();
+    attempts.sort_by_key(|a| a.started_at);
+    let transcripts = attempts
+        .into_iter()
+        .map(|a| {
+            let address = format!("{}:{}", a.test_id, a.number);
+            TranscriptEntry {
+                url: format!("/api/loops/{id}/transcripts/{address}"),
+                attempt: address,
+                test: a.test_id.clone(),
+                number: a.number,
+                outcome: a.outcome,
+                started_at: a.started_at,
+                bytes: std::fs::metadata(&a.transcript).map_or(0, |m| m.len()),
+            }
+        })
+        .collect();
+    Ok(Json(TranscriptList { transcripts }))
+}
+
+/// Splits `TEST:N` (or `TEST/N` once percent-decoded).
+pub fn parse_attempt(address: &str) -> Result<(String, u32), ApiError> {
+    let bad = || {
+        ApiError::new(
+            Code::BadRequest,
+            format!("an attempt is addressed as TEST:N (e.g. `CALC-2:1`), found `{address}`"),
+        )
+    };
+    let (test, n) = address
+        .rsplit_once(':')
+        .or_else(|| address.rsplit_once('/'))
+        .ok_or_else(bad)?;
+    check_name("test", test)?;
+    let n: u32 = n.parse().map_err(|_| bad())?;
+    Ok((test.to_string(), n))
+}
+
+/// `GET /api/loops/:id/transcripts/:attempt[?offset=BYTES]`: the transcript as text.
+pub async fn transcript(
+    State(state): State<ApiState>,
+    Path((id, address)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    check_name("loop", &id)?;
+    let (test, n) = parse_attempt(&address)?;
+    let offset: u64 = match q.get("offset") {
+        None => 0,
+        Some(o) => o.parse().map_err(|_| {
+            ApiError::new(Code::BadRequest, format!("`offset` must be a byte count, found `{o}`"))
+        })?,
+    };
+    let (l, t) = (id.clone(), test.clone());
+    let (record, attempt) = state
+        .ctx()
+        .read(move |s| -> Result<_, ApiError> {
+            Ok((s.get_loop(&l)?, s.get_attempt(&l, &t, n)?))
+        })
+        .await?;
+    if record.is_none() {
+        return Err(ApiError::no_loop(&id));
+    }
+    let attempt = attempt.ok_or_else(|| {
+        ApiError::new(
+            Code::AttemptNotFound,
+            format!("loop `{id}` has no attempt {test}:{n}"),
+        )
+    })?;
+    let text = match tokio::fs::read(&attempt.transcript).await {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(ApiError::internal(e)),
+    };
+    let size = text.len() as u64;
+    let start = offset.min(size) as usize;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_string()),
+            (
+                header::HeaderName::from_static("x-loopd-size"),
+                size.to_string(),
+            ),
+        ],
+        text[start..].to_vec(),
+    )
+        .into_response())
+}

@@ -1,0 +1,156 @@
+//! `GET /metrics`: the fleet in the Prometheus text format (version 0.0.4), computed from the
+//! store at each scrape, so the figures survive restarts and never disagree with the API.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use loopd_actors::model::{LoopState, Outcome, TestStatus};
+use loopd_actors::store::Store;
+
+use super::error::ApiError;
+use super::loops::{age_seconds, heartbeat};
+use super::ApiState;
+
+const LOOP_STATES: [LoopState; 6] = [
+    LoopState::Idle,
+    LoopState::Running,
+    LoopState::Paused,
+    LoopState::Stopped,
+    LoopState::Finished,
+    LoopState::Crashed,
+];
+
+const TEST_STATUSES: [TestStatus; 8] = [
+    TestStatus::Pending,
+    TestStatus::Running,
+    TestStatus::Passed,
+    TestStatus::Failed,
+    TestStatus::Blocked,
+    TestStatus::Skipped,
+    TestStatus::NeedsHuman,
+    TestStatus::Removed,
+];
+
+fn word<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+/// Escapes a label value (`\`, `"` and newlines).
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// `GET /metrics`.
+pub async fn serve(State(state): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
+    let text = state.ctx().read(render).await?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        text,
+    ))
+}
+
+/// The whole exposition.
+pub fn render(store: &Store) -> Result<String, loopd_actors::store::StoreError> {
+    let loops = store.list_loops()?;
+    let mut out = String::new();
+    let mut by_state: BTreeMap<String, usize> =
+        LOOP_STATES.iter().map(|s| (word(s), 0)).collect();
+    for l in &loops {
+        *by_state.entry(word(&l.state)).or_default() += 1;
+    }
+    head(&mut out, "loopd_loops", "gauge", "Loops by state.");
+    for (s, n) in &by_state {
+        let _ = writeln!(out, "loopd_loops{{state=\"{s}\"}} {n}");
+    }
+
+    let mut tests = String::new();
+    let mut attempts = String::new();
+    let mut cost = String::new();
+    let mut tokens = String::new();
+    let mut beats = String::new();
+    for l in &loops {
+        let name = label(&l.name);
+        let mut counts: BTreeMap<String, usize> =
+            TEST_STATUSES.iter().map(|s| (word(s), 0)).collect();
+        for t in store.list_tests(&l.name)? {
+            *counts.entry(word(&t.status)).or_default() += 1;
+        }
+        for (s, n) in counts {
+            let _ = writeln!(tests, "loopd_tests{{loop=\"{name}\",status=\"{s}\"}} {n}");
+        }
+        let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+        let (mut usd, mut input, mut output) = (0.0, 0u64, 0u64);
+        for a in store.list_attempts(&l.name, None)? {
+            usd += a.cost_usd;
+            input += a.input_tokens;
+            output += a.output_tokens;
+            match a.outcome {
+                Some(o) => *outcomes.entry(word::<Outcome>(&o)).or_default() += 1,
+                None => {
+                    let age = age_seconds(heartbeat(&a));
+                    let _ = writeln!(
+                        beats,
+                        "loopd_heartbeat_age_seconds{{loop=\"{name}\",test=\"{}\"}} {age:.3}",
+                        label(&a.test_id)
+                    );
+                }
+            }
+        }
+        for (o, n) in outcomes {
+            let _ = writeln!(
+                attempts,
+                "loopd_attempts_total{{loop=\"{name}\",outcome=\"{o}\"}} {n}"
+            );
+        }
+        let _ = writeln!(cost, "loopd_cost_usd_total{{loop=\"{name}\"}} {usd}");
+        let _ = writeln!(
+            tokens,
+            "loopd_tokens_total{{loop=\"{name}\",kind=\"input\"}} {input}\n\
+             loopd_tokens_total{{loop=\"{name}\",kind=\"output\"}} {output}"
+        );
+    }
+    head(&mut out, "loopd_tests", "gauge", "Tests by loop and status.");
+    out.push_str(&tests);
+    head(
+        &mut out,
+        "loopd_attempts_total",
+        "counter",
+        "Finished attempts by loop and outcome.",
+    );
+    out.push_str(&attempts);
+    head(
+        &mut out,
+        "loopd_cost_usd_total",
+        "counter",
+        "Cost reported by the agents, in US dollars.",
+    );
+    out.push_str(&cost);
+    head(
+        &mut out,
+        "loopd_tokens_total",
+        "counter",
+        "Tokens reported by the agents.",
+    );
+    out.push_str(&tokens);
+    head(
+        &mut out,
+        "loopd_heartbeat_age_seconds",
+        "gauge",
+        "Seconds since a running attempt's agent last printed a line.",
+    );
+    out.push_str(&beats);
+
+    Ok(out)
+}
+
+fn head(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}

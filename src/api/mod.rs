@@ -1,0 +1,176 @@
+//! The HTTP API of a running fleet (axum): REST under `/api`, the SSE tail, `/metrics`,
+//! `/healthz`, `/readyz` and the OpenAPI document.
+//!
+//! # Layout
+//! - `error`: [`ApiError`], the one JSON error shape with stable codes.
+//! - `auth`: the bearer token (where it comes from) and the middleware that asks for it.
+//! - `loops`: loops, tests, control, health, transcripts.
+//! - `body`: reading and validating request bodies (size limit, JSON pointers).
+//! - `events`: `GET /api/events`, server-sent events resumable with `Last-Event-ID`.
+//! - `metrics`: `GET /metrics` in the Prometheus text format.
+//! - `openapi`: `GET /api/openapi.json`, built from the route table and the Rust types.
+//! - `server`: binding, `daemon.json`, graceful shutdown.
+
+pub mod auth;
+mod body;
+pub mod error;
+mod events;
+mod loops;
+mod metrics;
+pub mod openapi;
+pub mod server;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::future::BoxFuture;
+use loopd_actors::config::LoopConfig;
+use loopd_actors::control::{Control, ControlError};
+use loopd_actors::runtime::Ctx;
+use serde_json::json;
+
+pub use auth::{AuthPolicy, Token};
+pub use error::{ApiError, Code};
+
+/// The largest request body accepted (413 beyond).
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// What drives the fleet: the loops supervisor's handle in the daemon.
+pub trait Controller: Send + Sync + 'static {
+    /// Sends one control request and waits for its answer.
+    fn control(&self, request: Control) -> BoxFuture<'_, Result<(), ControlError>>;
+}
+
+/// Everything a request handler may use; cheap to clone.
+#[derive(Clone)]
+pub struct ApiState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Reads (store) and live events.
+    ctx: Ctx,
+    /// Changes (the loops supervisor).
+    controller: Arc<dyn Controller>,
+    /// Relative paths in `POST /api/loops` bodies resolve against this (the fleet file's folder).
+    fleet_dir: PathBuf,
+    /// The fleet file's loops, for validating tests injected into them (API-created loops keep
+    /// their config in the store).
+    file_loops: HashMap<String, LoopConfig>,
+    /// Set once the supervisor has started its loops; `/readyz` says 503 before.
+    ready: AtomicBool,
+}
+
+impl ApiState {
+    /// The state of an API over `ctx`, driving the fleet through `controller`.
+    pub fn new(
+        ctx: Ctx,
+        controller: Arc<dyn Controller>,
+        fleet_dir: PathBuf,
+        file_loops: Vec<LoopConfig>,
+    ) -> Self {
+        ApiState {
+            inner: Arc::new(Inner {
+                ctx,
+                controller,
+                fleet_dir,
+                file_loops: file_loops
+                    .into_iter()
+                    .map(|l| (l.name.clone(), l))
+                    .collect(),
+                ready: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Marks the fleet as started (or not), for `/readyz`.
+    pub fn set_ready(&self, ready: bool) {
+        self.inner.ready.store(ready, Ordering::SeqCst);
+    }
+
+    fn ctx(&self) -> &Ctx {
+        &self.inner.ctx
+    }
+
+    async fn control(&self, request: Control) -> Result<(), ApiError> {
+        self.inner
+            .controller
+            .control(request)
+            .await
+            .map_err(control_error)
+    }
+}
+
+fn control_error(e: ControlError) -> ApiError {
+    match e {
+        ControlError::UnknownLoop(name) => ApiError::no_loop(&name),
+        ControlError::UnknownTest { loop_name, test } => ApiError::no_test(&loop_name, &test),
+        ControlError::Conflict(m) => ApiError::new(Code::Conflict, m),
+        ControlError::Invalid(m) => ApiError::new(Code::BadRequest, m),
+        ControlError::Internal(m) => ApiError::internal(m),
+    }
+}
+
+/// The whole HTTP surface. `auth` decides who may do what.
+pub fn router(state: ApiState, auth: AuthPolicy) -> Router {
+    let api = Router::new()
+        .route("/loops", get(loops::list).post(loops::create))
+        .route("/loops/{id}", get(loops::get_one).delete(loops::remove))
+        .route("/loops/{id}/start", post(loops::start))
+        .route("/loops/{id}/stop", post(loops::stop))
+        .route("/loops/{id}/pause", post(loops::pause))
+        .route("/loops/{id}/resume", post(loops::resume))
+        .route("/loops/{id}/tests", get(loops::tests).post(loops::inject))
+        .route("/loops/{id}/tests/{test}/reset", post(loops::reset))
+        .route("/loops/{id}/tests/{test}/skip", post(loops::skip))
+        .route("/loops/{id}/health", get(loops::health))
+        .route("/loops/{id}/transcripts", get(loops::transcripts))
+        .route("/loops/{id}/transcripts/{attempt}", get(loops::transcript))
+        .route("/events", get(events::stream))
+        .route("/openapi.json", get(openapi::serve));
+    Router::new()
+        .nest("/api", api)
+        .route("/metrics", get(metrics::serve))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(auth),
+            auth::require_token,
+        ))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
+    if state.inner.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, Json(json!({"status": "ready"}))).into_response()
+    } else {
+        ApiError::new(Code::Unavailable, "the fleet is not running").into_response()
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(Code::NotFound, "no such route; see /api/openapi.json")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        Code::MethodNotAllowed,
+        "this route does not take that method; see /api/openapi.json",
+    )
+}
