@@ -56,8 +56,14 @@ printf '{"cost_usd": 0.4242, "input_tokens": 1234, "output_tokens": 56, "summary
 
     // The transcript holds what the agent printed.
     let transcript = std::fs::read_to_string(fleet.transcript("T1", 1)).unwrap();
-    assert!(transcript.contains("working on T1, attempt 1"), "{transcript}");
-    assert_eq!(a["transcript"], fleet.transcript("T1", 1).display().to_string());
+    assert!(
+        transcript.contains("working on T1, attempt 1"),
+        "{transcript}"
+    );
+    assert_eq!(
+        a["transcript"],
+        fleet.transcript("T1", 1).display().to_string()
+    );
 
     // One new commit on top of the initial one, holding the agent's work and the trailers.
     let head = fleet.git(&["rev-parse", "HEAD"]).trim().to_string();
@@ -80,7 +86,8 @@ printf '{"cost_usd": 0.4242, "input_tokens": 1234, "output_tokens": 56, "summary
 
 #[test]
 fn fail_then_pass_carries_verify_output_into_the_next_prompt_and_keeps_the_failed_diff() {
-    let marker = "VERIFY-SAYS-7f3a91";
+    // Verify computes the marker, so the verify command quoted in every prompt does not hold it.
+    let marker = "VERIFY-SAYS-10191";
     let fleet = Fleet::new()
         .set("max_attempts", "3")
         .tests(json!([{
@@ -88,7 +95,7 @@ fn fail_then_pass_carries_verify_output_into_the_next_prompt_and_keeps_the_faile
             "title": "answer.txt holds 42",
             "spec": "Write 42 into answer.txt.",
             "verify": format!(
-                "grep -qx 42 answer.txt || {{ echo \"{marker}: answer.txt holds $(cat answer.txt 2>/dev/null)\"; exit 1; }}"
+                "grep -qx 42 answer.txt || {{ echo \"VERIFY-SAYS-$((7000 + 3191)): answer.txt holds $(cat answer.txt 2>/dev/null)\"; exit 1; }}"
             ),
         }]))
         .agent(
@@ -111,13 +118,17 @@ fi
     assert_eq!(attempts[0]["counted"], true);
     assert_eq!(attempts[0]["verify_exit"], 1);
     let tail = attempts[0]["verify_tail"].as_str().unwrap_or("");
-    assert!(tail.contains(&format!("{marker}: answer.txt holds 41")), "{tail}");
+    assert!(
+        tail.contains(&format!("{marker}: answer.txt holds 41")),
+        "{tail}"
+    );
     assert_eq!(outcome(&attempts[1]), "passed");
     assert_eq!(fleet.test_status("T1")["counted_attempts"], 1);
 
     // The second prompt carries the first attempt's verify output; the first could not.
     let first = std::fs::read_to_string(fleet.prompt("T1", 1)).unwrap();
     let second = std::fs::read_to_string(fleet.prompt("T1", 2)).unwrap();
+    assert!(first.contains("VERIFY-SAYS-$((7000 + 3191))"), "{first}");
     assert!(!first.contains(marker), "{first}");
     assert!(
         second.contains(&format!("{marker}: answer.txt holds 41")),
@@ -137,7 +148,11 @@ fi
     );
     // ... and the workdir was reset before attempt 2: it saw only the checkpoint's files.
     let seen_by_2 = std::fs::read_to_string(fleet.root().join("seen.2")).unwrap();
-    assert_eq!(seen_by_2.trim(), "README", "attempt 2 started in {seen_by_2:?}");
+    assert_eq!(
+        seen_by_2.trim(),
+        "README",
+        "attempt 2 started in {seen_by_2:?}"
+    );
     assert!(!fleet.workdir().join("scratch-from-attempt-1.txt").exists());
     assert!(!fleet.git_ok(&["cat-file", "-e", "HEAD:scratch-from-attempt-1.txt"]));
     assert_eq!(fleet.git(&["show", "HEAD:answer.txt"]), "42\n");
@@ -283,7 +298,10 @@ fn export_prints_tests_and_progress_and_never_rewrites_the_tests_file() {
         .agent(r#"echo ok > done.txt; echo "$LOOPD_ATTEMPT" > "n-$LOOPD_TEST_ID.txt""#)
         .write();
     let tests_before = std::fs::read(fleet.tests_file()).unwrap();
-    let mtime_before = std::fs::metadata(fleet.tests_file()).unwrap().modified().unwrap();
+    let mtime_before = std::fs::metadata(fleet.tests_file())
+        .unwrap()
+        .modified()
+        .unwrap();
     fleet.run().expect_code(1);
 
     let doc = fleet.cmd(&["export", "loopd.toml"]).json();
@@ -308,7 +326,10 @@ fn export_prints_tests_and_progress_and_never_rewrites_the_tests_file() {
     // The user's file is input only.
     assert_eq!(std::fs::read(fleet.tests_file()).unwrap(), tests_before);
     assert_eq!(
-        std::fs::metadata(fleet.tests_file()).unwrap().modified().unwrap(),
+        std::fs::metadata(fleet.tests_file())
+            .unwrap()
+            .modified()
+            .unwrap(),
         mtime_before
     );
 }

@@ -20,13 +20,14 @@ use chrono::Utc;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::agent::{self, OutputWatcher, ProviderFailure};
 use crate::config::LoopConfig;
 use crate::git::Workdir;
 use crate::model::{AttemptRecord, Outcome};
+use crate::monitor::{AttemptKey, Heartbeat, MonitorMsg};
 use crate::process::{self, OutputLine};
 use crate::runtime::{AttemptPaths, Ctx};
 use crate::store::Batch;
@@ -43,6 +44,10 @@ const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
 pub enum CancelReason {
     /// loopd is shutting down, or the loop was stopped or paused with `--now`.
     Interrupt,
+    /// The monitor saw no output for `stall_timeout`.
+    Stalled,
+    /// The monitor saw the attempt overrun its time limit.
+    TimedOut,
 }
 
 /// Everything an attempt needs, prepared by its loop.
@@ -65,7 +70,7 @@ pub struct AttemptPlan {
     /// The last checkpoint (None when checkpoints are off).
     pub checkpoint: Option<String>,
     /// The agent slot, held until the attempt ends.
-    pub permit: Option<OwnedSemaphorePermit>,
+    pub permit: Option<crate::scheduler::Slot>,
     /// Where the finished attempt is reported.
     pub reply_to: ActorRef<crate::loop_actor::LoopMsg>,
 }
@@ -111,11 +116,12 @@ impl Actor for AttemptActor {
     ) -> Result<AttemptState, ActorProcessingErr> {
         let (cancel, cancelled) = watch::channel(None);
         let reply_to = plan.reply_to.clone();
+        let me = myself.clone();
         tokio::spawn(async move {
-            let done = run(plan, cancelled).await;
+            let done = run(plan, cancelled, me.clone()).await;
             // If the actor is gone, the loop is gone too; the record is already final in memory
             // only, and the next start reconciles the attempt as interrupted.
-            let _ = myself.send_message(AttemptMsg::Finished(Box::new(done)));
+            let _ = me.send_message(AttemptMsg::Finished(Box::new(done)));
         });
         Ok(AttemptState { cancel, reply_to })
     }
@@ -164,6 +170,7 @@ enum AgentEnd {
 async fn run(
     plan: AttemptPlan,
     mut cancelled: watch::Receiver<Option<CancelReason>>,
+    myself: ActorRef<AttemptMsg>,
 ) -> AttemptDone {
     let AttemptPlan {
         ctx,
@@ -225,16 +232,28 @@ async fn run(
                 })
                 .await;
             let mut lines = process::read_output(&mut spawned.child, process::DEFAULT_MAX_LINE);
-            let stall = config.stall_timeout;
-            let deadline = started + timeout.unwrap_or(config.iteration_timeout);
-            let mut last_output = Instant::now();
+            // The monitor alone decides stalled and timed out; it tells us through `cancelled`.
+            let heartbeat = Heartbeat::new();
+            let key = AttemptKey {
+                loop_name: record.loop_name.clone(),
+                test_id: record.test_id.clone(),
+                number: record.number,
+            };
+            let monitor = ctx.monitor();
+            monitor.send(MonitorMsg::Watch {
+                key: key.clone(),
+                heartbeat: heartbeat.clone(),
+                stall_timeout: config.stall_timeout,
+                time_limit: timeout.unwrap_or(config.iteration_timeout),
+                attempt: myself.clone(),
+            });
             let mut status = None;
             let mut lines_open = true;
             let end = loop {
                 tokio::select! {
                     line = lines.recv(), if lines_open => match line {
                         Some(l) => {
-                            last_output = Instant::now();
+                            heartbeat.beat();
                             watcher.line(&l.text);
                             tail.push(&l.text);
                             write_line(&mut transcript, &l).await;
@@ -245,9 +264,11 @@ async fn run(
                         status = Some(s);
                         break AgentEnd::Exited;
                     }
-                    _ = tokio::time::sleep_until(last_output + stall) => break AgentEnd::Stalled,
-                    _ = tokio::time::sleep_until(deadline) => break AgentEnd::TimedOut,
-                    _ = cancelled.changed() => break AgentEnd::Cancelled,
+                    _ = cancelled.changed() => break match *cancelled.borrow() {
+                        Some(CancelReason::Stalled) => AgentEnd::Stalled,
+                        Some(CancelReason::TimedOut) => AgentEnd::TimedOut,
+                        _ => AgentEnd::Cancelled,
+                    },
                 }
             };
             if end == AgentEnd::Exited {
@@ -266,6 +287,7 @@ async fn run(
             }
             // Always end the group: the leader may be gone while its children live on.
             process::end_group(&spawned.record, config.kill_grace).await;
+            monitor.send(MonitorMsg::Unwatch(key));
             let status = match status {
                 Some(s) => s.ok(),
                 None => spawned.child.wait().await.ok(),

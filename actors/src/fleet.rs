@@ -18,6 +18,7 @@ use crate::config::LoopConfig;
 use crate::control::{Control, ControlError};
 use crate::loop_actor::{LoopActor, LoopArgs, LoopMsg};
 use crate::model::{Event, EventKind, LoopRecord, LoopState};
+use crate::monitor::MonitorMsg;
 use crate::runtime::Ctx;
 use crate::store::Batch;
 
@@ -61,6 +62,8 @@ pub struct FleetArgs {
     pub loops: Vec<LoopConfig>,
     /// Restart intensity.
     pub intensity: Intensity,
+    /// How long a loop paused for lack of credits waits before it probes again.
+    pub credit_probe_interval: Duration,
     /// Told when every loop has stopped.
     pub done: oneshot::Sender<()>,
 }
@@ -72,6 +75,7 @@ pub struct FleetSupervisor;
 pub struct FleetState {
     ctx: Ctx,
     intensity: Intensity,
+    credit_probe_interval: Duration,
     configs: HashMap<String, Arc<LoopConfig>>,
     running: HashMap<ActorId, (String, ActorRef<LoopMsg>)>,
     restarts: HashMap<String, VecDeque<Instant>>,
@@ -95,6 +99,7 @@ impl Actor for FleetSupervisor {
         let mut state = FleetState {
             ctx: args.ctx,
             intensity: args.intensity,
+            credit_probe_interval: args.credit_probe_interval,
             configs: args
                 .loops
                 .into_iter()
@@ -162,9 +167,19 @@ impl Actor for FleetSupervisor {
         state: &mut FleetState,
     ) -> Result<(), ActorProcessingErr> {
         match evt {
-            SupervisionEvent::ActorTerminated(cell, _, _) => {
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
                 if let Some((name, _)) = state.running.remove(&cell.get_id()) {
-                    if let Some(reply) = state.removals.remove(&name) {
+                    state
+                        .ctx
+                        .monitor()
+                        .send(MonitorMsg::UnwatchLoop(name.clone()));
+                    if reason.as_deref() == Some("killed")
+                        && !state.shutting_down
+                        && !state.removals.contains_key(&name)
+                    {
+                        // Killed by the monitor for not answering: a failure like a panic.
+                        restart_or_give_up(&myself, state, &name, "stopped answering").await;
+                    } else if let Some(reply) = state.removals.remove(&name) {
                         let owned = name.clone();
                         let result = state.ctx.read(move |s| s.delete_loop(&owned)).await;
                         let _ = reply.send(result.map_err(ControlError::from));
@@ -173,6 +188,10 @@ impl Actor for FleetSupervisor {
             }
             SupervisionEvent::ActorFailed(cell, err) => {
                 if let Some((name, _)) = state.running.remove(&cell.get_id()) {
+                    state
+                        .ctx
+                        .monitor()
+                        .send(MonitorMsg::UnwatchLoop(name.clone()));
                     tracing::error!(loop_name = %name, %err, "loop actor failed");
                     if !state.shutting_down {
                         restart_or_give_up(&myself, state, &name, &err.to_string()).await;
@@ -204,9 +223,14 @@ async fn start_loop_with(
         ctx: state.ctx.clone(),
         config,
         autostart,
+        credit_probe_interval: state.credit_probe_interval,
     };
     match Actor::spawn_linked(None, LoopActor, args, myself.get_cell()).await {
         Ok((actor, _)) => {
+            state
+                .ctx
+                .monitor()
+                .send(MonitorMsg::WatchLoop(name.to_string(), actor.clone()));
             state
                 .running
                 .insert(actor.get_id(), (name.to_string(), actor));

@@ -6,9 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::scheduler::{Grant, ProviderReport, Slot};
 use chrono::Utc;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use tokio::sync::OwnedSemaphorePermit;
 
 use crate::agent::ProviderFailure;
 use crate::attempt::{AttemptActor, AttemptDone, AttemptMsg, AttemptPlan, CancelReason};
@@ -26,9 +26,6 @@ use crate::store::Batch;
 
 /// How long a loop waits before it looks again at tests that wait on other loops.
 const CROSS_LOOP_POLL: Duration = Duration::from_millis(500);
-/// First and last wait after an API error of the agent's provider.
-const API_BACKOFF_MIN: Duration = Duration::from_secs(1);
-const API_BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 /// Messages of a loop actor.
 #[derive(Debug)]
@@ -38,7 +35,13 @@ pub enum LoopMsg {
     /// Look for the next runnable test.
     Next,
     /// The scheduler granted an agent slot.
-    SlotGranted(OwnedSemaphorePermit),
+    SlotGranted(Slot),
+    /// The scheduler says the agent's provider is out of credits.
+    ProviderPaused(String),
+    /// Time to see whether the provider has credits again.
+    ProbeCredits,
+    /// The monitor's liveness check.
+    Ping(RpcReplyPort<()>),
     /// The running attempt finished.
     AttemptDone(Box<AttemptDone>),
     /// Interrupt the running attempt (recorded as `interrupted`) and stop.
@@ -59,6 +62,8 @@ pub struct LoopArgs {
     pub config: Arc<LoopConfig>,
     /// Boot and run at once (a loop created with `start: false` waits for `Start`).
     pub autostart: bool,
+    /// How long a loop paused for lack of credits waits before it tries again.
+    pub credit_probe_interval: Duration,
 }
 
 /// A loop actor's state: a cache of its loop record and the attempt it runs.
@@ -70,7 +75,8 @@ pub struct LoopActorState {
     attempt: Option<ActorRef<AttemptMsg>>,
     waiting_for_slot: bool,
     stopping: bool,
-    api_errors_in_a_row: u32,
+    /// How long a loop paused for lack of credits waits before it tries again.
+    credit_probe_interval: Duration,
 }
 
 impl Actor for LoopActor {
@@ -100,7 +106,7 @@ impl Actor for LoopActor {
             attempt: None,
             waiting_for_slot: false,
             stopping: false,
-            api_errors_in_a_row: 0,
+            credit_probe_interval: args.credit_probe_interval,
         })
     }
 
@@ -111,13 +117,37 @@ impl Actor for LoopActor {
         state: &mut LoopActorState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            LoopMsg::Boot => boot(&myself, state).await?,
-            LoopMsg::Next => next(&myself, state).await?,
+            LoopMsg::Boot => {
+                crate::fault::point("loop_boot", &state.config.name).await;
+                boot(&myself, state).await?
+            }
+            LoopMsg::Next => {
+                crate::fault::point("loop_next", &state.config.name).await;
+                next(&myself, state).await?
+            }
             LoopMsg::SlotGranted(permit) => {
                 state.waiting_for_slot = false;
                 start_attempt(&myself, state, permit).await?
             }
+            LoopMsg::ProviderPaused(message) => {
+                state.waiting_for_slot = false;
+                pause_for_credits(&myself, state, &message, Vec::new()).await?;
+            }
+            LoopMsg::Ping(reply) => {
+                crate::fault::point("loop_ping", &state.config.name).await;
+                let _ = reply.send(());
+            }
+            LoopMsg::ProbeCredits => {
+                let paused_for_credits = state.record.state == LoopState::Paused
+                    && state.record.reason.as_deref() == Some("out_of_credits");
+                if paused_for_credits {
+                    set_state(state, LoopState::Running, None).await?;
+                    myself.send_message(LoopMsg::Next)?;
+                }
+            }
             LoopMsg::AttemptDone(done) => {
+                // Before anything is recorded: a restart must find the attempt unfinished.
+                crate::fault::point("loop_attempt_done", &state.config.name).await;
                 state.attempt = None;
                 finish_attempt(&myself, state, *done).await?
             }
@@ -312,13 +342,23 @@ async fn next(
         .await?;
     if runnable {
         state.waiting_for_slot = true;
-        let slots = state.ctx.slots();
+        let scheduler = state.ctx.scheduler().clone();
         let me = myself.clone();
+        let (name, priority, provider) = (
+            state.config.name.clone(),
+            state.config.priority,
+            state.config.agent.provider().to_string(),
+        );
         tokio::spawn(async move {
-            if let Ok(permit) = slots.acquire_owned().await {
-                if me.send_message(LoopMsg::SlotGranted(permit)).is_err() {
-                    // The loop is gone; the permit is dropped here.
+            // If the loop is gone when the grant comes, the slot is dropped and given back.
+            match scheduler.acquire(&name, priority, &provider).await {
+                Some(Grant::Slot(slot)) => {
+                    let _ = me.send_message(LoopMsg::SlotGranted(slot));
                 }
+                Some(Grant::ProviderPaused { message }) => {
+                    let _ = me.send_message(LoopMsg::ProviderPaused(message));
+                }
+                None => {}
             }
         });
     } else if finished {
@@ -364,7 +404,7 @@ fn external_status(store: &crate::store::Store, dep: &str) -> Option<TestStatus>
 async fn start_attempt(
     myself: &ActorRef<LoopMsg>,
     state: &mut LoopActorState,
-    permit: OwnedSemaphorePermit,
+    permit: Slot,
 ) -> Result<(), ActorProcessingErr> {
     if state.stopping || state.record.state != LoopState::Running {
         return Ok(());
@@ -594,36 +634,34 @@ async fn finish_attempt(
         myself.stop(None);
         return Ok(());
     }
+    let provider = cfg.agent.provider();
     match (&done.provider_failure, outcome) {
         (Some(ProviderFailure::OutOfCredits { message }), Outcome::OutOfCredits) => {
-            state.record.state = LoopState::Paused;
-            state.record.reason = Some("out_of_credits".into());
-            batch.loops = vec![state.record.clone()];
-            batch.events.push(
-                Event::new(
-                    EventKind::Alert,
-                    &cfg.name,
-                    format!(
-                        "provider `{}` is out of credits; loop paused: {message}",
-                        cfg.agent.provider()
-                    ),
-                )
-                .with_data(serde_json::json!({"reason": "out_of_credits"})),
-            );
-            batch.events.push(
-                Event::new(EventKind::LoopState, &cfg.name, "paused")
-                    .with_data(serde_json::json!({"state": "paused", "reason": "out_of_credits"})),
-            );
-            state.ctx.record(batch).await?;
+            state
+                .ctx
+                .scheduler()
+                .report(provider, ProviderReport::OutOfCredits(message.clone()));
+            let message = message.clone();
+            pause_for_credits(myself, state, &message, vec![batch]).await?;
         }
         (_, Outcome::ApiError) => {
-            state.api_errors_in_a_row += 1;
+            // The scheduler holds every loop of this provider back until the backoff has passed.
+            state
+                .ctx
+                .scheduler()
+                .report(provider, ProviderReport::ApiError);
             state.ctx.record(batch).await?;
-            let wait = backoff(state.api_errors_in_a_row);
-            myself.send_after(wait, || LoopMsg::Next);
+            myself.send_message(LoopMsg::Next)?;
+        }
+        (_, Outcome::Interrupted) => {
+            state.ctx.record(batch).await?;
+            myself.send_message(LoopMsg::Next)?;
         }
         _ => {
-            state.api_errors_in_a_row = 0;
+            state
+                .ctx
+                .scheduler()
+                .report(provider, ProviderReport::Healthy);
             state.ctx.record(batch).await?;
             myself.send_message(LoopMsg::Next)?;
         }
@@ -631,12 +669,43 @@ async fn finish_attempt(
     Ok(())
 }
 
-/// Exponential backoff with jitter, capped.
-fn backoff(errors_in_a_row: u32) -> Duration {
-    let base = API_BACKOFF_MIN.saturating_mul(1 << errors_in_a_row.min(10).saturating_sub(1));
-    let capped = base.min(API_BACKOFF_MAX);
-    let jitter = Duration::from_millis(u64::from(Utc::now().timestamp_subsec_millis()) % 250);
-    capped + jitter
+/// Pauses the loop because its provider has no credits (with `before` written in the same
+/// transaction), and schedules a probe after `credit_probe_interval`.
+async fn pause_for_credits(
+    myself: &ActorRef<LoopMsg>,
+    state: &mut LoopActorState,
+    message: &str,
+    before: Vec<Batch>,
+) -> Result<(), ActorProcessingErr> {
+    let mut batch = Batch::default();
+    for b in before {
+        batch.loops.extend(b.loops);
+        batch.tests.extend(b.tests);
+        batch.attempts.extend(b.attempts);
+        batch.events.extend(b.events);
+    }
+    state.record.state = LoopState::Paused;
+    state.record.reason = Some("out_of_credits".into());
+    state.record.updated_at = Utc::now();
+    batch.loops = vec![state.record.clone()];
+    batch.events.push(
+        Event::new(
+            EventKind::Alert,
+            &state.config.name,
+            format!(
+                "provider `{}` is out of credits; loop paused: {message}",
+                state.config.agent.provider()
+            ),
+        )
+        .with_data(serde_json::json!({"reason": "out_of_credits"})),
+    );
+    batch.events.push(
+        Event::new(EventKind::LoopState, &state.config.name, "paused")
+            .with_data(serde_json::json!({"state": "paused", "reason": "out_of_credits"})),
+    );
+    state.ctx.record(batch).await?;
+    myself.send_after(state.credit_probe_interval, || LoopMsg::ProbeCredits);
+    Ok(())
 }
 
 async fn set_state(
@@ -745,6 +814,13 @@ async fn control(
         Control::Start(_) | Control::Resume(_) => {
             if state.record.state == LoopState::Running {
                 return Ok(());
+            }
+            if state.record.reason.as_deref() == Some("out_of_credits") {
+                // A person says the credits are back: every loop of the provider may go.
+                state
+                    .ctx
+                    .scheduler()
+                    .resume_provider(state.config.agent.provider());
             }
             if state.attempt.is_some() {
                 // Paused without --now: the attempt still runs; carry on after it.

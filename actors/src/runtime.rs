@@ -4,9 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tokio::sync::{broadcast, Semaphore};
+use tokio::sync::broadcast;
 
 use crate::model::Event;
+use crate::monitor::{Monitor, MonitorConfig};
+use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::store::{Batch, Store, StoreError};
 
 /// Shared by the fleet's actors; cheap to clone.
@@ -21,23 +23,70 @@ struct Inner {
     store: Store,
     /// Where transcripts, prompts and generated workdirs live.
     state_dir: PathBuf,
-    /// One permit per agent that may run at once, across all loops.
-    slots: Arc<Semaphore>,
+    /// The agent slots and the providers' health (set once, right after creation).
+    scheduler: std::sync::OnceLock<Scheduler>,
+    /// Heartbeats, stall and time limits, loop liveness (set once, right after creation).
+    monitor: std::sync::OnceLock<Monitor>,
     /// Every recorded event, for the progress display, SSE and webhooks.
     events: broadcast::Sender<Event>,
 }
 
 impl Ctx {
-    /// A context over an open store.
-    pub fn new(store: Store, state_dir: &Path, max_concurrent_agents: usize) -> Ctx {
+    /// A context over an open store, without a scheduler (enough for reads and records).
+    pub fn new(store: Store, state_dir: &Path) -> Ctx {
         let (events, _) = broadcast::channel(4096);
         Ctx {
             inner: Arc::new(Inner {
                 store,
                 state_dir: state_dir.to_path_buf(),
-                slots: Arc::new(Semaphore::new(max_concurrent_agents.max(1))),
+                scheduler: std::sync::OnceLock::new(),
+                monitor: std::sync::OnceLock::new(),
                 events,
             }),
+        }
+    }
+
+    /// A context with its scheduler running.
+    pub async fn start(
+        store: Store,
+        state_dir: &Path,
+        scheduler: SchedulerConfig,
+    ) -> Result<Ctx, ractor::SpawnErr> {
+        let ctx = Ctx::new(store, state_dir);
+        Self::start_with(ctx, scheduler, MonitorConfig::default()).await
+    }
+
+    /// [`Ctx::start`] with the monitor's settings.
+    pub async fn start_with(
+        ctx: Ctx,
+        scheduler: SchedulerConfig,
+        monitor: MonitorConfig,
+    ) -> Result<Ctx, ractor::SpawnErr> {
+        let s = Scheduler::start(ctx.clone(), scheduler).await?;
+        let _ = ctx.inner.scheduler.set(s);
+        let m = Monitor::start(ctx.clone(), monitor).await?;
+        let _ = ctx.inner.monitor.set(m);
+        Ok(ctx)
+    }
+
+    /// The monitor.
+    ///
+    /// # Panics
+    /// When the context was made with [`Ctx::new`] rather than [`Ctx::start`].
+    pub fn monitor(&self) -> &Monitor {
+        self.inner
+            .monitor
+            .get()
+            .expect("a context that runs loops is made by Ctx::start")
+    }
+
+    /// Stops the scheduler and the monitor.
+    pub fn stop_services(&self) {
+        if let Some(s) = self.inner.scheduler.get() {
+            s.stop();
+        }
+        if let Some(m) = self.inner.monitor.get() {
+            m.stop();
         }
     }
 
@@ -51,9 +100,15 @@ impl Ctx {
         &self.inner.state_dir
     }
 
-    /// The agent slots.
-    pub fn slots(&self) -> Arc<Semaphore> {
-        self.inner.slots.clone()
+    /// The scheduler (agent slots, provider backoff and pauses).
+    ///
+    /// # Panics
+    /// When the context was made with [`Ctx::new`] rather than [`Ctx::start`].
+    pub fn scheduler(&self) -> &Scheduler {
+        self.inner
+            .scheduler
+            .get()
+            .expect("a context that runs loops is made by Ctx::start")
     }
 
     /// Subscribes to recorded events.

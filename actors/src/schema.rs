@@ -15,6 +15,12 @@ pub fn generate() -> Vec<(&'static str, Value)> {
         ("fleet.schema.json", schema_of::<FleetFile>()),
         ("loop.schema.json", schema_of::<LoopConfig>()),
         ("tests.schema.json", schema_of::<TestsFile>()),
+        ("status.schema.json", schema_of::<crate::view::StatusDoc>()),
+        (
+            "attempts.schema.json",
+            schema_of::<crate::view::AttemptsDoc>(),
+        ),
+        ("export.schema.json", schema_of::<crate::view::ExportDoc>()),
     ]
 }
 

@@ -16,9 +16,8 @@ pub fn json(bytes: &Bytes) -> Result<Value, ApiError> {
         return Err(ApiError::new(Code::BadRequest, "expected a JSON body"));
     }
     serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::new(Code::BadRequest, format!("the body is not valid JSON: {e}")).with_details(
-            json!({"line": e.line(), "column": e.column()}),
-        )
+        ApiError::new(Code::BadRequest, format!("the body is not valid JSON: {e}"))
+            .with_details(json!({"line": e.line(), "column": e.column()}))
     })
 }
 
@@ -31,7 +30,12 @@ pub fn loop_config(
     if !value.is_object() {
         return Err(ApiError::invalid(
             "loop",
-            &Problem::new("", "", "expected a JSON object (a loop, as in the fleet file)").into(),
+            &Problem::new(
+                "",
+                "",
+                "expected a JSON object (a loop, as in the fleet file)",
+            )
+            .into(),
         ));
     }
     config::parse_loop_value(value, fleet_dir, state_dir).map_err(|r| ApiError::invalid("loop", &r))
@@ -61,7 +65,11 @@ pub fn injected_tests(
     let given = match doc.get("tests") {
         Some(Value::Array(items)) => items.clone(),
         _ => {
-            let pointer = if doc.get("tests").is_some() { "/tests" } else { "" };
+            let pointer = if doc.get("tests").is_some() {
+                "/tests"
+            } else {
+                ""
+            };
             return Err(ApiError::invalid(
                 "tests",
                 &Problem::new("", pointer, "expected `tests`, an array of tests").into(),
@@ -71,8 +79,12 @@ pub fn injected_tests(
     if given.is_empty() {
         return Err(ApiError::invalid(
             "tests",
-            &Problem::new("", if bare { "" } else { "/tests" }, "expected at least one test")
-                .into(),
+            &Problem::new(
+                "",
+                if bare { "" } else { "/tests" },
+                "expected at least one test",
+            )
+            .into(),
         ));
     }
     // The loop's tests first, so that dependencies on them and duplicate ids are found by the
@@ -87,8 +99,11 @@ pub fn injected_tests(
     merged["tests"] = Value::Array(all);
     let dir = tempfile::tempdir().map_err(ApiError::internal)?;
     let file = dir.path().join("tests.json");
-    std::fs::write(&file, serde_json::to_vec_pretty(&merged).map_err(ApiError::internal)?)
-        .map_err(ApiError::internal)?;
+    std::fs::write(
+        &file,
+        serde_json::to_vec_pretty(&merged).map_err(ApiError::internal)?,
+    )
+    .map_err(ApiError::internal)?;
     let mut probe = lp.clone();
     probe.tests_file = file;
     let report = match config::load_tests(&probe) {
@@ -156,7 +171,10 @@ mod tests {
 
     #[test]
     fn pointers_point_into_the_body() {
-        assert_eq!(map_pointer("/tests/5/id", 3, false).as_deref(), Some("/tests/2/id"));
+        assert_eq!(
+            map_pointer("/tests/5/id", 3, false).as_deref(),
+            Some("/tests/2/id")
+        );
         assert_eq!(map_pointer("/tests/5", 3, true).as_deref(), Some("/2"));
         assert_eq!(map_pointer("/tests/1/id", 3, true), None);
         assert_eq!(map_pointer("/extra", 3, false).as_deref(), Some("/extra"));

@@ -88,9 +88,11 @@ pub async fn stream(
     // Subscribe here, before the journal is read in the task: nothing can fall between the two.
     let live = state.ctx().subscribe();
     tokio::spawn(pump(state.ctx().clone(), live, filter, tx));
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|e| (Ok(e), rx))
-    });
+    let stream =
+        futures_util::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
+        );
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 

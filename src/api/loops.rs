@@ -196,16 +196,21 @@ pub async fn create(
         if let Err(why) = loopd_actors::names::check_name(name) {
             return Err(ApiError::invalid(
                 "loop",
-                &loopd_actors::config::Problem::new("", "/name", format!("invalid loop name: {why}"))
-                    .into(),
+                &loopd_actors::config::Problem::new(
+                    "",
+                    "/name",
+                    format!("invalid loop name: {why}"),
+                )
+                .into(),
             ));
         }
     }
     let state_dir = state.ctx().state_dir().to_path_buf();
     let fleet_dir = state.inner.fleet_dir.clone();
-    let config = tokio::task::spawn_blocking(move || body::loop_config(value, &fleet_dir, &state_dir))
-        .await
-        .map_err(ApiError::internal)??;
+    let config =
+        tokio::task::spawn_blocking(move || body::loop_config(value, &fleet_dir, &state_dir))
+            .await
+            .map_err(ApiError::internal)??;
     let name = config.name.clone();
     state
         .control(Control::AddLoop {
@@ -481,15 +486,16 @@ pub async fn transcript(
     let offset: u64 = match q.get("offset") {
         None => 0,
         Some(o) => o.parse().map_err(|_| {
-            ApiError::new(Code::BadRequest, format!("`offset` must be a byte count, found `{o}`"))
+            ApiError::new(
+                Code::BadRequest,
+                format!("`offset` must be a byte count, found `{o}`"),
+            )
         })?,
     };
     let (l, t) = (id.clone(), test.clone());
     let (record, attempt) = state
         .ctx()
-        .read(move |s| -> Result<_, ApiError> {
-            Ok((s.get_loop(&l)?, s.get_attempt(&l, &t, n)?))
-        })
+        .read(move |s| -> Result<_, ApiError> { Ok((s.get_loop(&l)?, s.get_attempt(&l, &t, n)?)) })
         .await?;
     if record.is_none() {
         return Err(ApiError::no_loop(&id));
@@ -509,7 +515,10 @@ pub async fn transcript(
     let start = offset.min(size) as usize;
     Ok((
         [
-            (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_string()),
+            (
+                header::CONTENT_TYPE,
+                "text/plain; charset=utf-8".to_string(),
+            ),
             (
                 header::HeaderName::from_static("x-loopd-size"),
                 size.to_string(),

@@ -52,7 +52,10 @@ fn label(v: &str) -> String {
 pub async fn serve(State(state): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
     let text = state.ctx().read(render).await?;
     Ok((
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         text,
     ))
 }
@@ -61,8 +64,7 @@ pub async fn serve(State(state): State<ApiState>) -> Result<impl IntoResponse, A
 pub fn render(store: &Store) -> Result<String, loopd_actors::store::StoreError> {
     let loops = store.list_loops()?;
     let mut out = String::new();
-    let mut by_state: BTreeMap<String, usize> =
-        LOOP_STATES.iter().map(|s| (word(s), 0)).collect();
+    let mut by_state: BTreeMap<String, usize> = LOOP_STATES.iter().map(|s| (word(s), 0)).collect();
     for l in &loops {
         *by_state.entry(word(&l.state)).or_default() += 1;
     }
@@ -117,7 +119,12 @@ pub fn render(store: &Store) -> Result<String, loopd_actors::store::StoreError> 
              loopd_tokens_total{{loop=\"{name}\",kind=\"output\"}} {output}"
         );
     }
-    head(&mut out, "loopd_tests", "gauge", "Tests by loop and status.");
+    head(
+        &mut out,
+        "loopd_tests",
+        "gauge",
+        "Tests by loop and status.",
+    );
     out.push_str(&tests);
     head(
         &mut out,

@@ -38,7 +38,7 @@ use loopd_actors::control::{Control, ControlError};
 use loopd_actors::runtime::Ctx;
 use serde_json::json;
 
-pub use auth::{AuthPolicy, Token};
+pub use auth::AuthPolicy;
 pub use error::{ApiError, Code};
 
 /// The largest request body accepted (413 beyond).

@@ -62,7 +62,8 @@ pub async fn start(
 ) -> anyhow::Result<ApiServer> {
     use anyhow::Context;
     let ctx = handle.ctx().clone();
-    let token = auth::load_or_create(ctx.state_dir()).context("reading or creating the API token")?;
+    let token =
+        auth::load_or_create(ctx.state_dir()).context("reading or creating the API token")?;
     let listener = tokio::net::TcpListener::bind(&config.bind)
         .await
         .with_context(|| format!("cannot listen on {}", config.bind))?;
@@ -71,12 +72,7 @@ pub async fn start(
         token,
         everything: !addr.ip().is_loopback(),
     };
-    let state = ApiState::new(
-        ctx,
-        Arc::new(handle),
-        config.fleet_dir,
-        config.loops,
-    );
+    let state = ApiState::new(ctx, Arc::new(handle), config.fleet_dir, config.loops);
     let app = router(state.clone(), policy);
     let pid = std::process::id() as i32;
     lock.write_info(&DaemonInfo {

@@ -1,8 +1,12 @@
 //! One file a command, and the one enum that dispatches them.
 
+mod client;
+pub(crate) mod fleet_start;
 mod init;
+mod logs;
 mod progress;
 mod run;
+mod serve;
 mod status;
 mod validate;
 
@@ -58,6 +62,26 @@ pub enum Command {
     Attempts(status::AttemptsArgs),
     /// Write the whole state as JSON to stdout.
     Export(ConfigArg),
+    /// Run the fleet as a daemon and serve the HTTP API until SIGTERM or Ctrl-C.
+    Serve(serve::ServeArgs),
+    /// List loops: state, progress, current test, attempts, cost.
+    Ls(client::LsArgs),
+    /// Start a loop (undoes stop and pause; restarts a crashed loop).
+    Start(client::LoopArgs),
+    /// Stop a loop at once (its running attempt is interrupted).
+    Stop(client::LoopArgs),
+    /// Pause a loop: the running attempt finishes, no new one starts (`--now` interrupts it).
+    Pause(client::PauseArgs),
+    /// Resume a paused loop.
+    Resume(client::LoopArgs),
+    /// Make a test pending again, its counted attempts cleared.
+    Reset(client::TestArgs),
+    /// Set a test aside (`skipped`), releasing its dependents.
+    Skip(client::TestArgs),
+    /// Add tests to a running loop (tests-file format, validated by the daemon).
+    AddTest(client::AddTestArgs),
+    /// Show an attempt's transcript, or follow the fleet live with `-f`.
+    Logs(logs::LogsArgs),
 }
 
 /// The optional positional fleet file that `run`, `serve`, `validate`, `status` and `export` take.
@@ -101,6 +125,16 @@ pub fn dispatch(args: Cli) -> anyhow::Result<Exit> {
         Command::Status(a) => status::status(&args.fleet_file(a.file.as_ref()), a),
         Command::Attempts(a) => status::attempts(&args.fleet_file(None), a),
         Command::Export(a) => status::export(&args.fleet_file(a.file.as_ref())),
+        Command::Serve(a) => serve::serve(&args.fleet_file(a.file.as_ref()), a),
+        Command::Ls(a) => client::ls(&args.fleet_file(None), a),
+        Command::Start(a) => client::loop_action(&args.fleet_file(None), "start", a),
+        Command::Stop(a) => client::loop_action(&args.fleet_file(None), "stop", a),
+        Command::Pause(a) => client::pause(&args.fleet_file(None), a),
+        Command::Resume(a) => client::loop_action(&args.fleet_file(None), "resume", a),
+        Command::Reset(a) => client::test_action(&args.fleet_file(None), "reset", a),
+        Command::Skip(a) => client::test_action(&args.fleet_file(None), "skip", a),
+        Command::AddTest(a) => client::add_test(&args.fleet_file(None), a),
+        Command::Logs(a) => logs::logs(&args.fleet_file(None), a),
     }
 }
 

@@ -5,16 +5,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use loopd_actors::config::{self, Fleet};
-use loopd_actors::fleet::{FleetArgs, FleetMsg, FleetSupervisor, Intensity};
-use loopd_actors::loop_actor::prepare_workdir;
+use loopd_actors::config::Fleet;
+use loopd_actors::fleet::FleetMsg;
 use loopd_actors::model::{Event, EventKind, LoopState, TestStatus};
 use loopd_actors::runtime::Ctx;
 use loopd_actors::statedir::StateDirLock;
 use loopd_actors::store::Store;
-use loopd_actors::{reconcile, view};
-use ractor::Actor;
-use tokio::sync::oneshot;
+use loopd_actors::view;
 
 use super::progress::Progress;
 use super::Exit;
@@ -31,83 +28,46 @@ pub struct RunArgs {
 
 /// Validates, reconciles, runs the fleet, prints the summary and maps it to an exit code.
 pub fn run(file: &Path, args: &RunArgs) -> anyhow::Result<Exit> {
-    let report = config::validate_fleet(file);
-    if !report.is_empty() {
-        eprintln!("{report}");
-        eprintln!("loopd run: refusing to start an invalid fleet");
-        return Ok(Exit::Invalid);
-    }
-    let fleet = match config::load_fleet(file) {
-        Ok(f) => f,
-        Err(report) => {
-            eprintln!("{report}");
-            return Ok(Exit::Invalid);
-        }
-    };
-    let lock = match StateDirLock::acquire(&fleet.settings.state_dir, "run") {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("loopd run: {e}");
-            return Ok(Exit::Invalid);
-        }
-    };
-    let store = match Store::open(&fleet.settings.state_dir) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("loopd run: {e}");
-            return Ok(Exit::Invalid);
-        }
+    let prepared = match super::fleet_start::prepare(file, "run") {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let exit = runtime.block_on(run_fleet(fleet, store, args.plain));
+    let super::fleet_start::Prepared { fleet, lock, store } = prepared;
+    let exit = runtime.block_on(run_fleet(fleet, store, &lock, args.plain));
     drop(lock);
     exit
 }
 
-async fn run_fleet(fleet: Fleet, store: Store, plain: bool) -> anyhow::Result<Exit> {
-    let ctx = Ctx::new(
-        store,
-        &fleet.settings.state_dir,
-        fleet.settings.max_concurrent_agents,
-    );
-    // Attempts a dead predecessor left running become `interrupted`, before anything else.
-    for lp in &fleet.loops {
-        let name = lp.name.clone();
-        let checkpoint = ctx
-            .read(move |s| s.get_loop(&name))
-            .await?
-            .and_then(|r| r.checkpoint);
-        reconcile::interrupted_attempts(&ctx, Some(lp), checkpoint.as_deref()).await?;
-    }
-    reconcile::interrupted_attempts(&ctx, None, None).await?;
-    for lp in &fleet.loops {
-        if lp.checkpoints {
-            if let Err(e) = prepare_workdir(ctx.state_dir(), lp).await {
-                eprintln!("loopd run: {e}");
-                return Ok(Exit::Invalid);
-            }
+async fn run_fleet(
+    fleet: Fleet,
+    store: Store,
+    lock: &StateDirLock,
+    plain: bool,
+) -> anyhow::Result<Exit> {
+    let ctx = match super::fleet_start::open_ctx(&fleet, store).await? {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            eprintln!("loopd run: {e}");
+            return Ok(Exit::Invalid);
         }
-    }
+    };
 
     let started = Instant::now();
     let mut display = Progress::new(&ctx, &fleet, plain).await?;
     let mut events = ctx.subscribe();
-    let (done_tx, mut done_rx) = oneshot::channel();
-    let (supervisor, handle) = Actor::spawn(
-        None,
-        FleetSupervisor,
-        FleetArgs {
-            ctx: ctx.clone(),
-            loops: fleet.loops.clone(),
-            intensity: Intensity::default(),
-            done: done_tx,
-        },
-    )
-    .await
-    .context("starting the loops supervisor")?;
+    let started_fleet = super::fleet_start::spawn(&ctx, &fleet).await?;
+    let (supervisor, handle, mut done_rx) = (
+        started_fleet.supervisor,
+        started_fleet.join,
+        started_fleet.done,
+    );
+    // The same API as `serve`, on a free loopback port recorded in daemon.json.
+    let api =
+        super::serve::start_api(&started_fleet.handle, lock, &fleet, "127.0.0.1:0", "run").await;
 
     let mut interrupted = false;
     let mut settled = false;
@@ -151,6 +111,9 @@ async fn run_fleet(fleet: Fleet, store: Store, plain: bool) -> anyhow::Result<Ex
         display.event(&e);
     }
     display.finish();
+    if let Some(api) = api {
+        api.stop().await;
+    }
     supervisor.stop(None);
     let _ = handle.await;
     ctx.store().flush()?;

@@ -34,7 +34,7 @@ pub struct AttemptsArgs {
 }
 
 /// Opens the store of the fleet at `file`, unless a live `run`/`serve` holds it.
-fn open_store(file: &Path) -> Result<Store, Exit> {
+pub(super) fn open_store(file: &Path) -> Result<Store, Exit> {
     let fleet = config::load_fleet(file).map_err(|report| {
         eprintln!("{report}");
         Exit::Invalid
@@ -64,11 +64,17 @@ fn open_store(file: &Path) -> Result<Store, Exit> {
 
 /// `loopd status`.
 pub fn status(file: &Path, args: &StatusArgs) -> anyhow::Result<Exit> {
-    let store = match open_store(file) {
-        Ok(s) => s,
-        Err(code) => return Ok(code),
+    let doc = match super::client::Client::for_fleet(file) {
+        // A daemon holds the store: ask it (same JSON shape).
+        Some(client) => match client.status() {
+            Ok(doc) => doc,
+            Err(super::client::Failed(code)) => return Ok(code),
+        },
+        None => match open_store(file) {
+            Ok(store) => view::status(&store)?,
+            Err(code) => return Ok(code),
+        },
     };
-    let doc = view::status(&store)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(Exit::Ok);
@@ -106,15 +112,23 @@ pub fn status(file: &Path, args: &StatusArgs) -> anyhow::Result<Exit> {
 
 /// `loopd attempts`.
 pub fn attempts(file: &Path, args: &AttemptsArgs) -> anyhow::Result<Exit> {
-    let store = match open_store(file) {
-        Ok(s) => s,
-        Err(code) => return Ok(code),
+    let attempts = if let Some(client) = super::client::Client::for_fleet(file) {
+        // A daemon holds the store: ask it (same JSON shape).
+        match client.attempts(&args.loop_name, args.test.as_deref()) {
+            Ok(doc) => doc.attempts,
+            Err(super::client::Failed(code)) => return Ok(code),
+        }
+    } else {
+        let store = match open_store(file) {
+            Ok(s) => s,
+            Err(code) => return Ok(code),
+        };
+        if store.get_loop(&args.loop_name)?.is_none() {
+            eprintln!("loopd: no loop named `{}` in the store", args.loop_name);
+            return Ok(Exit::Invalid);
+        }
+        store.list_attempts(&args.loop_name, args.test.as_deref())?
     };
-    if store.get_loop(&args.loop_name)?.is_none() {
-        eprintln!("loopd: no loop named `{}` in the store", args.loop_name);
-        return Ok(Exit::Invalid);
-    }
-    let attempts = store.list_attempts(&args.loop_name, args.test.as_deref())?;
     if args.json {
         let doc = view::AttemptsDoc { attempts };
         println!("{}", serde_json::to_string_pretty(&doc)?);

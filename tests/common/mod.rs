@@ -61,14 +61,21 @@ impl Fleet {
             .tempdir()
             .expect("create a temporary folder");
         // Canonical, so that paths loopd prints and records compare equal to ours.
-        let root = dir.path().canonicalize().expect("canonicalize the temp dir");
+        let root = dir
+            .path()
+            .canonicalize()
+            .expect("canonicalize the temp dir");
         let work = root.join("work");
         std::fs::create_dir_all(&work).unwrap();
         git_in(&work, &["init", "-q"]);
         git_in(&work, &["config", "user.name", "loopd e2e"]);
         git_in(&work, &["config", "user.email", "e2e@localhost"]);
         git_in(&work, &["config", "commit.gpgsign", "false"]);
-        std::fs::write(work.join("README"), "a workdir for loopd's end-to-end tests\n").unwrap();
+        std::fs::write(
+            work.join("README"),
+            "a workdir for loopd's end-to-end tests\n",
+        )
+        .unwrap();
         git_in(&work, &["add", "README"]);
         git_in(&work, &["commit", "-q", "-m", "initial"]);
         let mut fleet = Fleet {
@@ -449,11 +456,9 @@ pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
 
 /// Waits until `file` exists and contains `needle`.
 pub fn wait_for_text(file: &Path, needle: &str) {
-    wait_until(
-        &format!("`{needle}` in {}", file.display()),
-        WAIT,
-        || std::fs::read_to_string(file).is_ok_and(|t| t.contains(needle)),
-    );
+    wait_until(&format!("`{needle}` in {}", file.display()), WAIT, || {
+        std::fs::read_to_string(file).is_ok_and(|t| t.contains(needle))
+    });
 }
 
 /// The pids listed one a line in `file` (which must exist).
@@ -493,7 +498,8 @@ pub fn group_members(pgid: i32) -> Vec<i32> {
         .into_iter()
         .filter(|&pid| {
             stat_fields(pid).is_some_and(|f| {
-                !matches!(f[0].as_str(), "Z" | "X") && f.get(2).and_then(|g| g.parse().ok()) == Some(pgid)
+                !matches!(f[0].as_str(), "Z" | "X")
+                    && f.get(2).and_then(|g| g.parse().ok()) == Some(pgid)
             })
         })
         .collect()

@@ -39,11 +39,15 @@
 //!   (the result line's keys come in no fixed order: `"type":"result"` is not first) and exits 0.
 //! * **overloaded**: every request gets HTTP 529 `overloaded_error`. The CLI prints
 //!   `{"type":"system","subtype":"api_retry","attempt":1,"max_retries":10,"retry_delay_ms":507,"error_status":529,"error":"overloaded",...}`
-//!   and `attempt":2` (about 0.5 s and 1 s later), then gives up after the third 529 (with a
-//!   custom base URL; against the real API it retries for much longer) with
+//!   and `attempt":2` (about 0.5 s and 1 s later), then gives up after the third 529 with
 //!   `{"type":"assistant","message":{"model":"<synthetic>","content":[{"type":"text","text":"API Error: Repeated 529 Overloaded errors. …"}],...},"error":"server_error","is_api_error_message":true,"api_error_status":529,"api_error_type":"overloaded_error",...}`
 //!   `{"type":"result","subtype":"success","is_error":true,"api_error_status":529,"terminal_reason":"api_error","result":"API Error: Repeated 529 …","total_cost_usd":0,...}`
-//!   and exits 1, about 2 s after the start.
+//!   and exits 1, about 2 s after the start. That is without `IS_SANDBOX` in the environment.
+//!   With `IS_SANDBOX=1` (set on this workplace's machines, and CI may inherit it) it retries up
+//!   to `max_retries` (10) times with growing delays, about three minutes of `api_retry` lines,
+//!   before the same ending (DESIGN.md's "keeps retrying for minutes").
+//!   `CLAUDE_CODE_MAX_RETRIES=N` sets the number of retries in both cases. `API_TIMEOUT_MS`
+//!   does not end the **hang** below.
 //! * **billing**: every request gets HTTP 400 `invalid_request_error` "Your credit balance is too
 //!   low …". No retry; within about a second:
 //!   `{"type":"assistant","message":{"model":"<synthetic>","content":[{"type":"text","text":"Credit balance is too low"}],...},"error":"billing_error","is_api_error_message":true,"api_error_status":400,"api_error_type":"invalid_request_error",...}`

@@ -17,12 +17,12 @@ mod load;
 mod locate;
 mod report;
 mod schema_fix;
-mod tests;
+mod tests_check;
 mod validate;
 
 pub use load::{load_fleet, load_fleet_with_env};
 pub use report::{Problem, Report};
-pub use tests::{load_tests, resolve_spec};
+pub use tests_check::{load_tests, resolve_spec};
 pub use validate::{parse_loop_value, validate_fleet, validate_fleet_with_env};
 
 /// The fleet file as written by the user.

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::check::Dialect;
 use super::load::{check_loop_value, load, resolve_paths};
-use super::tests::{find_cycles, read_tests, LoadedTests};
+use super::tests_check::{find_cycles, read_tests, LoadedTests};
 use super::{AgentConfig, LoopConfig, Problem, Report};
 use crate::schema::by_name;
 

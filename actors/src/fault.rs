@@ -1,0 +1,103 @@
+//! Fault injection for tests: `LOOPD_TEST_FAULT` makes a named point of a loop's actor panic or
+//! hang, so supervision can be tested end to end against the built binary.
+//!
+//! The variable holds comma-separated specs `ACTION:POINT:LOOP[:TIMES]`: ACTION is `panic` or
+//! `hang`, POINT one of `loop_boot`, `loop_next`, `loop_attempt_done`, `loop_ping`, LOOP a loop
+//! name, TIMES how often it fires (default: every time). Counters live in the process, so a
+//! loop restarted by its supervisor sees how often it already fired. Not for production use.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+/// The variable that configures faults.
+pub const ENV: &str = "LOOPD_TEST_FAULT";
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Action {
+    Panic,
+    Hang,
+}
+
+#[derive(Debug)]
+struct Spec {
+    action: Action,
+    point: String,
+    loop_name: String,
+    times: Option<u32>,
+}
+
+fn specs() -> &'static Mutex<Vec<(Spec, u32)>> {
+    static SPECS: OnceLock<Mutex<Vec<(Spec, u32)>>> = OnceLock::new();
+    SPECS.get_or_init(|| {
+        let parsed = std::env::var(ENV).map(|v| parse(&v)).unwrap_or_default();
+        Mutex::new(parsed.into_iter().map(|s| (s, 0)).collect())
+    })
+}
+
+fn parse(value: &str) -> Vec<Spec> {
+    value
+        .split(',')
+        .filter_map(|part| {
+            let mut it = part.trim().split(':');
+            let action = match it.next()? {
+                "panic" => Action::Panic,
+                "hang" => Action::Hang,
+                other => {
+                    tracing::warn!(spec = part, "{ENV}: unknown action `{other}`");
+                    return None;
+                }
+            };
+            Some(Spec {
+                action,
+                point: it.next()?.to_string(),
+                loop_name: it.next()?.to_string(),
+                times: it.next().and_then(|t| t.parse().ok()),
+            })
+        })
+        .collect()
+}
+
+fn fire(point: &str, loop_name: &str) -> Option<Action> {
+    let mut specs = specs().lock().unwrap_or_else(|e| e.into_inner());
+    let mut counts: HashMap<usize, u32> = HashMap::new();
+    for (i, (spec, fired)) in specs.iter().enumerate() {
+        if spec.point == point
+            && spec.loop_name == loop_name
+            && spec.times.is_none_or(|t| *fired < t)
+        {
+            counts.insert(i, *fired + 1);
+        }
+    }
+    let (&i, &n) = counts.iter().next()?;
+    specs[i].1 = n;
+    Some(specs[i].0.action)
+}
+
+/// A point where a fault may be injected: panics, or returns a future that never ends, when
+/// `LOOPD_TEST_FAULT` says so for this point and loop.
+pub async fn point(name: &str, loop_name: &str) {
+    match fire(name, loop_name) {
+        Some(Action::Panic) => panic!("{ENV}: injected panic at {name} of loop `{loop_name}`"),
+        Some(Action::Hang) => {
+            tracing::warn!(point = name, loop_name, "{ENV}: hanging");
+            std::future::pending::<()>().await
+        }
+        None => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse_with_and_without_counts() {
+        let s = parse("panic:loop_boot:a:2, hang:loop_ping:b,bogus:x:y");
+        assert_eq!(s.len(), 2);
+        assert_eq!((s[0].action, s[0].times), (Action::Panic, Some(2)));
+        assert_eq!(
+            (s[1].action, s[1].point.as_str(), s[1].times),
+            (Action::Hang, "loop_ping", None)
+        );
+    }
+}

@@ -1,0 +1,314 @@
+//! The monitor: the one place that decides an attempt is `stalled` (no output for
+//! `stall_timeout`) or has overrun its time (`iteration_timeout`, or the test's `timeout`), and
+//! that a loop actor stopped answering.
+//!
+//! Every line of agent output is a heartbeat: the attempt's runner stamps a shared
+//! [`Heartbeat`]; the monitor reads the stamps on a short tick, so a quiet agent is noticed
+//! within one tick of its timeout without a message per line. A loop actor that does not answer
+//! a liveness ping within `ping_timeout` is killed; its supervisor restarts it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::attempt::{AttemptMsg, CancelReason};
+use crate::loop_actor::LoopMsg;
+use crate::model::{Event, EventKind};
+use crate::runtime::Ctx;
+use crate::store::Batch;
+
+/// How often the monitor looks at every attempt's heartbeat.
+pub const TICK: Duration = Duration::from_millis(50);
+
+/// The output clock of one attempt, stamped by its runner on every line.
+#[derive(Debug)]
+pub struct Heartbeat {
+    started: Instant,
+    /// Milliseconds after `started` of the last output line.
+    last_output_ms: AtomicU64,
+    /// Lines seen so far.
+    lines: AtomicU64,
+}
+
+impl Heartbeat {
+    /// A heartbeat that starts now.
+    pub fn new() -> Arc<Heartbeat> {
+        Arc::new(Heartbeat {
+            started: Instant::now(),
+            last_output_ms: AtomicU64::new(0),
+            lines: AtomicU64::new(0),
+        })
+    }
+
+    /// One line of output.
+    pub fn beat(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.last_output_ms.store(ms, Ordering::Relaxed);
+        self.lines.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Time since the last output (or since the start, before any).
+    pub fn quiet_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_output_ms.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last)
+    }
+}
+
+/// Identifies an attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AttemptKey {
+    /// The loop.
+    pub loop_name: String,
+    /// The test.
+    pub test_id: String,
+    /// The attempt number.
+    pub number: u32,
+}
+
+/// What the monitor knows about a running attempt, for `status` and the health endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct AttemptHealth {
+    /// The loop.
+    pub loop_name: String,
+    /// The test.
+    pub test_id: String,
+    /// The attempt number.
+    pub attempt: u32,
+    /// Seconds since the agent started.
+    pub running_for_s: f64,
+    /// Seconds since the agent's last output line (the last heartbeat).
+    pub since_heartbeat_s: f64,
+    /// Output lines so far.
+    pub lines: u64,
+    /// No output for more than half of `stall_timeout`: likely stuck, killed at the full timeout.
+    pub stuck: bool,
+}
+
+/// Messages of the monitor.
+#[derive(Debug)]
+pub enum MonitorMsg {
+    /// Watch a starting attempt.
+    Watch {
+        /// Which attempt.
+        key: AttemptKey,
+        /// Its output clock.
+        heartbeat: Arc<Heartbeat>,
+        /// Longest allowed silence.
+        stall_timeout: Duration,
+        /// Longest allowed run.
+        time_limit: Duration,
+        /// Where to send the verdict.
+        attempt: ActorRef<AttemptMsg>,
+    },
+    /// The attempt's agent is gone.
+    Unwatch(AttemptKey),
+    /// Ping a loop actor now and then.
+    WatchLoop(String, ActorRef<LoopMsg>),
+    /// Stop pinging it.
+    UnwatchLoop(String),
+    /// Look at every heartbeat.
+    Tick,
+    /// Ping every loop actor.
+    PingLoops,
+    /// A loop did not answer.
+    LoopSilent(String),
+    /// Running attempts, for health reports.
+    Health(RpcReplyPort<Vec<AttemptHealth>>),
+}
+
+/// Monitor settings.
+#[derive(Debug, Clone, Copy)]
+pub struct MonitorConfig {
+    /// How often loop actors are pinged.
+    pub ping_interval: Duration,
+    /// How long a loop actor may take to answer.
+    pub ping_timeout: Duration,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        MonitorConfig {
+            ping_interval: Duration::from_secs(10),
+            ping_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Handle to the monitor.
+#[derive(Debug, Clone)]
+pub struct Monitor {
+    actor: ActorRef<MonitorMsg>,
+}
+
+impl Monitor {
+    /// Starts the monitor.
+    pub async fn start(ctx: Ctx, config: MonitorConfig) -> Result<Monitor, ractor::SpawnErr> {
+        let (actor, _) = Actor::spawn(None, MonitorActor, (ctx, config)).await?;
+        Ok(Monitor { actor })
+    }
+
+    /// Sends a message to the monitor (lost only if it is gone, at shutdown).
+    pub fn send(&self, msg: MonitorMsg) {
+        let _ = self.actor.send_message(msg);
+    }
+
+    /// Running attempts and their heartbeats.
+    pub async fn health(&self) -> Vec<AttemptHealth> {
+        ractor::call_t!(self.actor, MonitorMsg::Health, 2000).unwrap_or_default()
+    }
+
+    /// Stops the monitor.
+    pub fn stop(&self) {
+        self.actor.stop(None);
+    }
+}
+
+struct MonitorActor;
+
+struct Watched {
+    heartbeat: Arc<Heartbeat>,
+    stall_timeout: Duration,
+    time_limit: Duration,
+    attempt: ActorRef<AttemptMsg>,
+    verdict_sent: bool,
+}
+
+struct MonitorState {
+    ctx: Ctx,
+    config: MonitorConfig,
+    attempts: HashMap<AttemptKey, Watched>,
+    loops: HashMap<String, ActorRef<LoopMsg>>,
+}
+
+impl Actor for MonitorActor {
+    type Msg = MonitorMsg;
+    type State = MonitorState;
+    type Arguments = (Ctx, MonitorConfig);
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<MonitorMsg>,
+        (ctx, config): (Ctx, MonitorConfig),
+    ) -> Result<MonitorState, ActorProcessingErr> {
+        myself.send_interval(TICK, || MonitorMsg::Tick);
+        myself.send_interval(config.ping_interval, || MonitorMsg::PingLoops);
+        Ok(MonitorState {
+            ctx,
+            config,
+            attempts: HashMap::new(),
+            loops: HashMap::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<MonitorMsg>,
+        msg: MonitorMsg,
+        state: &mut MonitorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            MonitorMsg::Watch {
+                key,
+                heartbeat,
+                stall_timeout,
+                time_limit,
+                attempt,
+            } => {
+                state.attempts.insert(
+                    key,
+                    Watched {
+                        heartbeat,
+                        stall_timeout,
+                        time_limit,
+                        attempt,
+                        verdict_sent: false,
+                    },
+                );
+            }
+            MonitorMsg::Unwatch(key) => {
+                state.attempts.remove(&key);
+            }
+            MonitorMsg::WatchLoop(name, actor) => {
+                state.loops.insert(name, actor);
+            }
+            MonitorMsg::UnwatchLoop(name) => {
+                state.loops.remove(&name);
+            }
+            MonitorMsg::Tick => {
+                for w in state.attempts.values_mut().filter(|w| !w.verdict_sent) {
+                    let verdict = if w.heartbeat.started.elapsed() >= w.time_limit {
+                        Some(CancelReason::TimedOut)
+                    } else if w.heartbeat.quiet_for() >= w.stall_timeout {
+                        Some(CancelReason::Stalled)
+                    } else {
+                        None
+                    };
+                    if let Some(reason) = verdict {
+                        w.verdict_sent = true;
+                        let _ = w.attempt.send_message(AttemptMsg::Cancel(reason));
+                    }
+                }
+            }
+            MonitorMsg::PingLoops => {
+                for (name, actor) in &state.loops {
+                    let (name, actor, me) = (name.clone(), actor.clone(), myself.clone());
+                    let timeout = state.config.ping_timeout.as_millis() as u64;
+                    tokio::spawn(async move {
+                        if ractor::call_t!(actor, LoopMsg::Ping, timeout).is_err()
+                            && actor.get_status() == ractor::ActorStatus::Running
+                        {
+                            let _ = me.send_message(MonitorMsg::LoopSilent(name));
+                        }
+                    });
+                }
+            }
+            MonitorMsg::LoopSilent(name) => {
+                if let Some(actor) = state.loops.remove(&name) {
+                    tracing::error!(loop_name = %name, "loop actor stopped answering; killing it");
+                    // Its supervisor sees it terminate as killed and restarts it from the store.
+                    actor.kill();
+                    let _ = state
+                        .ctx
+                        .record(Batch {
+                            events: vec![Event::new(
+                                EventKind::Alert,
+                                &name,
+                                format!(
+                                    "loop `{name}` did not answer within {}; restarted",
+                                    humantime::format_duration(state.config.ping_timeout)
+                                ),
+                            )],
+                            ..Batch::default()
+                        })
+                        .await;
+                }
+            }
+            MonitorMsg::Health(reply) => {
+                let health = state
+                    .attempts
+                    .iter()
+                    .map(|(k, w)| {
+                        let quiet = w.heartbeat.quiet_for();
+                        AttemptHealth {
+                            loop_name: k.loop_name.clone(),
+                            test_id: k.test_id.clone(),
+                            attempt: k.number,
+                            running_for_s: w.heartbeat.started.elapsed().as_secs_f64(),
+                            since_heartbeat_s: quiet.as_secs_f64(),
+                            lines: w.heartbeat.lines.load(Ordering::Relaxed),
+                            stuck: quiet * 2 > w.stall_timeout,
+                        }
+                    })
+                    .collect();
+                let _ = reply.send(health);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,476 @@
+//! The scheduler: the fleet's agent slots, granted by priority with aging, and what each
+//! provider's health allows.
+//!
+//! - `max_concurrent_agents` slots are shared by every loop. Waiting requests are ordered by
+//!   their loop's priority (1 first) minus one level per `aging` waited, so a low-priority loop is
+//!   delayed, never starved; ties go first come, first served.
+//! - An API error of a provider starts a provider-wide exponential backoff with jitter and a cap:
+//!   no loop of that provider gets a slot until it has passed. After `alert_after` errors in a
+//!   row an alert event is raised.
+//! - Out of credits pauses the provider: its loops are told so instead of getting a slot, until
+//!   a person resumes it or `credit_probe_interval` has passed, when one probe attempt is let
+//!   through.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::model::{Event, EventKind};
+use crate::runtime::Ctx;
+use crate::store::Batch;
+
+/// Scheduler settings.
+#[derive(Debug, Clone, Copy)]
+pub struct SchedulerConfig {
+    /// Agent slots shared by all loops.
+    pub slots: usize,
+    /// How long a request waits to climb one priority level.
+    pub aging: Duration,
+    /// First backoff after an API error.
+    pub backoff_min: Duration,
+    /// Longest backoff.
+    pub backoff_max: Duration,
+    /// API errors in a row before an alert.
+    pub alert_after: u32,
+    /// How long a provider stays paused for lack of credits before a probe.
+    pub credit_probe_interval: Duration,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            slots: 1,
+            aging: Duration::from_secs(30),
+            backoff_min: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            alert_after: 3,
+            credit_probe_interval: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// The answer to a slot request.
+#[derive(Debug)]
+pub enum Grant {
+    /// A slot: held until dropped.
+    Slot(Slot),
+    /// The provider is out of credits; the loop should pause.
+    ProviderPaused {
+        /// Why, for the loop's record.
+        message: String,
+    },
+}
+
+/// An agent slot; dropping it gives it back.
+#[derive(Debug)]
+pub struct Slot {
+    scheduler: ActorRef<SchedulerMsg>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let _ = self.scheduler.send_message(SchedulerMsg::Release);
+    }
+}
+
+/// What an attempt's end says about its provider.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProviderReport {
+    /// The provider answered (whatever the agent made of it).
+    Healthy,
+    /// An API error (429, 5xx, 529, network).
+    ApiError,
+    /// The credit balance is empty.
+    OutOfCredits(String),
+}
+
+/// Messages of the scheduler.
+#[derive(Debug)]
+pub enum SchedulerMsg {
+    /// Ask for a slot; the answer comes on `reply` when granted.
+    Acquire {
+        /// The asking loop (for withdrawals and the queue's view).
+        loop_name: String,
+        /// Its priority (1 is highest).
+        priority: u32,
+        /// Its agent's provider.
+        provider: String,
+        /// Where the grant goes.
+        reply: oneshot::Sender<Grant>,
+    },
+    /// A slot was given back.
+    Release,
+    /// How an attempt's provider fared.
+    Report {
+        /// The provider.
+        provider: String,
+        /// What happened.
+        report: ProviderReport,
+    },
+    /// A person resumed a provider's loops: lift its credit pause and backoff.
+    ResumeProvider(String),
+    /// Re-examine the queue (a backoff ended).
+    Wake,
+}
+
+/// Handle to the scheduler, for loops.
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    actor: ActorRef<SchedulerMsg>,
+}
+
+impl Scheduler {
+    /// Starts the scheduler.
+    pub async fn start(ctx: Ctx, config: SchedulerConfig) -> Result<Scheduler, ractor::SpawnErr> {
+        let (actor, _) = Actor::spawn(None, SchedulerActor, (ctx, config)).await?;
+        Ok(Scheduler { actor })
+    }
+
+    /// Waits for a slot (or learns that the provider is paused). `None` if the scheduler is gone.
+    pub async fn acquire(&self, loop_name: &str, priority: u32, provider: &str) -> Option<Grant> {
+        let (reply, rx) = oneshot::channel();
+        self.actor
+            .send_message(SchedulerMsg::Acquire {
+                loop_name: loop_name.to_string(),
+                priority,
+                provider: provider.to_string(),
+                reply,
+            })
+            .ok()?;
+        rx.await.ok()
+    }
+
+    /// Tells the scheduler how a provider fared.
+    pub fn report(&self, provider: &str, report: ProviderReport) {
+        let _ = self.actor.send_message(SchedulerMsg::Report {
+            provider: provider.to_string(),
+            report,
+        });
+    }
+
+    /// Lifts a provider's credit pause and backoff.
+    pub fn resume_provider(&self, provider: &str) {
+        let _ = self
+            .actor
+            .send_message(SchedulerMsg::ResumeProvider(provider.to_string()));
+    }
+
+    /// Stops the scheduler.
+    pub fn stop(&self) {
+        self.actor.stop(None);
+    }
+}
+
+struct SchedulerActor;
+
+struct Waiting {
+    loop_name: String,
+    priority: u32,
+    provider: String,
+    since: Instant,
+    seq: u64,
+    reply: oneshot::Sender<Grant>,
+}
+
+#[derive(Default)]
+struct ProviderHealth {
+    errors_in_a_row: u32,
+    backoff_until: Option<Instant>,
+    paused: Option<(Instant, String)>,
+}
+
+struct SchedulerState {
+    ctx: Ctx,
+    config: SchedulerConfig,
+    free: usize,
+    queue: Vec<Waiting>,
+    seq: u64,
+    providers: HashMap<String, ProviderHealth>,
+}
+
+impl Actor for SchedulerActor {
+    type Msg = SchedulerMsg;
+    type State = SchedulerState;
+    type Arguments = (Ctx, SchedulerConfig);
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<SchedulerMsg>,
+        (ctx, config): (Ctx, SchedulerConfig),
+    ) -> Result<SchedulerState, ActorProcessingErr> {
+        Ok(SchedulerState {
+            ctx,
+            free: config.slots.max(1),
+            config,
+            queue: Vec::new(),
+            seq: 0,
+            providers: HashMap::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SchedulerMsg>,
+        msg: SchedulerMsg,
+        state: &mut SchedulerState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SchedulerMsg::Acquire {
+                loop_name,
+                priority,
+                provider,
+                reply,
+            } => {
+                state.seq += 1;
+                state.queue.push(Waiting {
+                    loop_name,
+                    priority,
+                    provider,
+                    since: Instant::now(),
+                    seq: state.seq,
+                    reply,
+                });
+            }
+            SchedulerMsg::Release => state.free += 1,
+            SchedulerMsg::Report { provider, report } => {
+                report_provider(&myself, state, &provider, report).await
+            }
+            SchedulerMsg::ResumeProvider(provider) => {
+                state.providers.remove(&provider);
+            }
+            SchedulerMsg::Wake => {}
+        }
+        dispatch(&myself, state);
+        Ok(())
+    }
+}
+
+async fn report_provider(
+    myself: &ActorRef<SchedulerMsg>,
+    state: &mut SchedulerState,
+    provider: &str,
+    report: ProviderReport,
+) {
+    let config = state.config;
+    let health = state.providers.entry(provider.to_string()).or_default();
+    let mut alert = None;
+    match report {
+        ProviderReport::Healthy => {
+            health.errors_in_a_row = 0;
+            health.backoff_until = None;
+            health.paused = None;
+        }
+        ProviderReport::ApiError => {
+            health.errors_in_a_row += 1;
+            let wait = backoff(
+                health.errors_in_a_row,
+                config.backoff_min,
+                config.backoff_max,
+            );
+            health.backoff_until = Some(Instant::now() + wait);
+            myself.send_after(wait, || SchedulerMsg::Wake);
+            if health.errors_in_a_row == config.alert_after {
+                alert = Some(format!(
+                    "provider `{provider}`: {} API errors in a row; backing off {}",
+                    health.errors_in_a_row,
+                    humantime::format_duration(Duration::from_millis(wait.as_millis() as u64))
+                ));
+            }
+        }
+        ProviderReport::OutOfCredits(message) => {
+            if health.paused.is_none() {
+                alert = Some(format!(
+                    "provider `{provider}` is out of credits; its loops are paused: {message}"
+                ));
+            }
+            health.paused = Some((Instant::now(), message));
+            myself.send_after(config.credit_probe_interval, || SchedulerMsg::Wake);
+        }
+    }
+    if let Some(message) = alert {
+        let event = Event::new(EventKind::Alert, "", message)
+            .with_data(serde_json::json!({"provider": provider}));
+        if let Err(e) = state
+            .ctx
+            .record(Batch {
+                events: vec![event],
+                ..Batch::default()
+            })
+            .await
+        {
+            tracing::error!(error = %e, "could not record a provider alert");
+        }
+    }
+}
+
+/// Exponential backoff with jitter, capped.
+pub fn backoff(errors_in_a_row: u32, min: Duration, max: Duration) -> Duration {
+    let exp = errors_in_a_row.saturating_sub(1).min(20);
+    let base = min.saturating_mul(1u32 << exp).min(max);
+    // Up to a quarter of the base, so loops of one provider do not come back in lockstep.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let jitter = base.mul_f64(f64::from(nanos % 1000) / 4000.0);
+    base + jitter
+}
+
+/// Grants what can be granted: free slots to the best waiting request whose provider allows it;
+/// tells the waiters of a paused provider so.
+fn dispatch(myself: &ActorRef<SchedulerMsg>, state: &mut SchedulerState) {
+    let now = Instant::now();
+    let probe = state.config.credit_probe_interval;
+    // A paused provider past its probe interval lets one attempt through as a probe.
+    for health in state.providers.values_mut() {
+        if let Some((since, _)) = &health.paused {
+            if now.duration_since(*since) >= probe {
+                health.paused = None;
+            }
+        }
+    }
+    let mut i = 0;
+    while i < state.queue.len() {
+        let paused = state
+            .providers
+            .get(&state.queue[i].provider)
+            .and_then(|h| h.paused.as_ref().map(|(_, m)| m.clone()));
+        if let Some(message) = paused {
+            let w = state.queue.remove(i);
+            let _ = w.reply.send(Grant::ProviderPaused { message });
+            continue;
+        }
+        if state.queue[i].reply.is_closed() {
+            state.queue.remove(i);
+            continue;
+        }
+        i += 1;
+    }
+    while state.free > 0 {
+        let aging = state.config.aging.as_secs_f64().max(0.001);
+        let best = state
+            .queue
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| {
+                state
+                    .providers
+                    .get(&w.provider)
+                    .and_then(|h| h.backoff_until)
+                    .is_none_or(|until| until <= now)
+            })
+            .min_by(|(_, a), (_, b)| {
+                let ea = f64::from(a.priority) - now.duration_since(a.since).as_secs_f64() / aging;
+                let eb = f64::from(b.priority) - now.duration_since(b.since).as_secs_f64() / aging;
+                ea.total_cmp(&eb).then(a.seq.cmp(&b.seq))
+            })
+            .map(|(i, _)| i);
+        let Some(i) = best else { break };
+        let w = state.queue.remove(i);
+        let slot = Slot {
+            scheduler: myself.clone(),
+        };
+        state.free -= 1;
+        if let Err(Grant::Slot(slot)) = w.reply.send(Grant::Slot(slot)) {
+            // The loop gave up waiting; the slot comes straight back through Release.
+            drop(slot);
+        }
+        tracing::debug!(loop_name = %w.loop_name, "slot granted");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> (tempfile::TempDir, Ctx) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let ctx = Ctx::new(store, dir.path());
+        (dir, ctx)
+    }
+
+    #[tokio::test]
+    async fn higher_priority_goes_first_and_aging_prevents_starvation() {
+        let (_d, ctx) = ctx();
+        let s = Scheduler::start(
+            ctx,
+            SchedulerConfig {
+                slots: 1,
+                aging: Duration::from_millis(200),
+                ..SchedulerConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+        let first = s.acquire("a", 5, "p").await.unwrap();
+        // Queue: low (priority 9) then high (priority 1); high wins.
+        let s2 = s.clone();
+        let low = tokio::spawn(async move { s2.acquire("low", 9, "p").await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let s3 = s.clone();
+        let high = tokio::spawn(async move { s3.acquire("high", 1, "p").await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(first);
+        let granted = high.await.unwrap().unwrap();
+        assert!(!low.is_finished());
+        // The low one has waited; after 8 aging periods it outranks a fresh priority-1 request.
+        tokio::time::sleep(Duration::from_millis(1800)).await;
+        let s4 = s.clone();
+        let fresh = tokio::spawn(async move { s4.acquire("fresh", 1, "p").await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(granted);
+        assert!(matches!(low.await.unwrap(), Some(Grant::Slot(_))));
+        assert!(!fresh.is_finished());
+    }
+
+    #[tokio::test]
+    async fn an_api_error_backs_off_its_provider_only() {
+        let (_d, ctx) = ctx();
+        let s = Scheduler::start(
+            ctx,
+            SchedulerConfig {
+                slots: 4,
+                backoff_min: Duration::from_millis(400),
+                ..SchedulerConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+        s.report("anthropic", ProviderReport::ApiError);
+        let start = Instant::now();
+        let other = s.acquire("b", 5, "command").await.unwrap();
+        assert!(start.elapsed() < Duration::from_millis(300));
+        let backed_off = s.acquire("a", 5, "anthropic").await.unwrap();
+        assert!(start.elapsed() >= Duration::from_millis(400));
+        drop((other, backed_off));
+    }
+
+    #[tokio::test]
+    async fn out_of_credits_tells_the_providers_loops_until_resumed() {
+        let (_d, ctx) = ctx();
+        let s = Scheduler::start(ctx, SchedulerConfig::default())
+            .await
+            .unwrap();
+        s.report(
+            "anthropic",
+            ProviderReport::OutOfCredits("balance too low".into()),
+        );
+        assert!(matches!(
+            s.acquire("a", 5, "anthropic").await,
+            Some(Grant::ProviderPaused { .. })
+        ));
+        assert!(matches!(
+            s.acquire("b", 5, "command").await,
+            Some(Grant::Slot(_))
+        ));
+        s.resume_provider("anthropic");
+        assert!(matches!(
+            s.acquire("a", 5, "anthropic").await,
+            Some(Grant::Slot(_))
+        ));
+    }
+}

@@ -1,0 +1,123 @@
+//! The start-up that `run` and `serve` share: validate, load, take the state directory, open the
+//! store, reconcile what a dead predecessor left, ready the workdirs, start the loops supervisor.
+
+use std::path::Path;
+
+use anyhow::Context;
+use loopd_actors::config::{self, Fleet};
+use loopd_actors::fleet::{FleetArgs, FleetHandle, FleetMsg, FleetSupervisor, Intensity};
+use loopd_actors::loop_actor::prepare_workdir;
+use loopd_actors::reconcile;
+use loopd_actors::runtime::Ctx;
+use loopd_actors::scheduler::SchedulerConfig;
+use loopd_actors::statedir::StateDirLock;
+use loopd_actors::store::Store;
+use ractor::{Actor, ActorRef};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::Exit;
+
+/// A valid fleet whose state directory this process holds.
+pub struct Prepared {
+    /// The loaded fleet, paths absolute.
+    pub fleet: Fleet,
+    /// Held until the process ends; `daemon.json` goes with it.
+    pub lock: StateDirLock,
+    /// The open store.
+    pub store: Store,
+}
+
+/// Validates and loads the fleet, takes the state directory for `command` and opens the store;
+/// every refusal is printed and mapped to [`Exit::Invalid`].
+pub fn prepare(file: &Path, command: &str) -> Result<Prepared, Exit> {
+    let report = config::validate_fleet(file);
+    if !report.is_empty() {
+        eprintln!("{report}");
+        eprintln!("loopd {command}: refusing to start an invalid fleet");
+        return Err(Exit::Invalid);
+    }
+    let fleet = config::load_fleet(file).map_err(|report| {
+        eprintln!("{report}");
+        Exit::Invalid
+    })?;
+    let lock = StateDirLock::acquire(&fleet.settings.state_dir, command).map_err(|e| {
+        eprintln!("loopd {command}: {e}");
+        Exit::Invalid
+    })?;
+    let store = Store::open(&fleet.settings.state_dir).map_err(|e| {
+        eprintln!("loopd {command}: {e}");
+        Exit::Invalid
+    })?;
+    Ok(Prepared { fleet, lock, store })
+}
+
+/// The fleet's context, after attempts left `running` became `interrupted` and the workdirs of
+/// loops with checkpoints are ready. `Err` is a message for the user (a workdir refused).
+pub async fn open_ctx(fleet: &Fleet, store: Store) -> anyhow::Result<Result<Ctx, String>> {
+    let ctx = Ctx::start(
+        store,
+        &fleet.settings.state_dir,
+        SchedulerConfig {
+            slots: fleet.settings.max_concurrent_agents,
+            ..SchedulerConfig::default()
+        },
+    )
+    .await?;
+    // Attempts a dead predecessor left running become `interrupted`, before anything else.
+    for lp in &fleet.loops {
+        let name = lp.name.clone();
+        let checkpoint = ctx
+            .read(move |s| s.get_loop(&name))
+            .await?
+            .and_then(|r| r.checkpoint);
+        reconcile::interrupted_attempts(&ctx, Some(lp), checkpoint.as_deref()).await?;
+    }
+    reconcile::interrupted_attempts(&ctx, None, None).await?;
+    for lp in &fleet.loops {
+        if lp.checkpoints {
+            if let Err(e) = prepare_workdir(ctx.state_dir(), lp).await {
+                return Ok(Err(e));
+            }
+        }
+    }
+    Ok(Ok(ctx))
+}
+
+/// A running loops supervisor.
+pub struct Started {
+    /// The actor, for `FleetMsg::Shutdown` and `stop`.
+    pub supervisor: ActorRef<FleetMsg>,
+    /// Resolves when the actor has stopped.
+    pub join: JoinHandle<()>,
+    /// Told when every loop has stopped.
+    pub done: oneshot::Receiver<()>,
+    /// What the API drives the fleet with.
+    pub handle: FleetHandle,
+}
+
+/// Starts the loops supervisor over `ctx` with the fleet file's loops (the registry adds the
+/// loops created through the API).
+pub async fn spawn(ctx: &Ctx, fleet: &Fleet) -> anyhow::Result<Started> {
+    let (done_tx, done) = oneshot::channel();
+    let (supervisor, join) = Actor::spawn(
+        None,
+        FleetSupervisor,
+        FleetArgs {
+            ctx: ctx.clone(),
+            loops: fleet.loops.clone(),
+            intensity: Intensity::default(),
+            credit_probe_interval: SchedulerConfig::default().credit_probe_interval,
+            done: done_tx,
+        },
+    )
+    .await
+    .context("starting the loops supervisor")?;
+    let handle = FleetHandle::new(supervisor.clone(), ctx.clone());
+    Ok(Started {
+        supervisor,
+        join,
+        done,
+        handle,
+    })
+}

@@ -1,0 +1,229 @@
+//! `loopd serve [CONFIG] [--bind ADDR]`: run the fleet as a daemon and serve the API until
+//! SIGTERM or Ctrl-C. Unlike `run` it does not end when the loops are done: new loops, injected
+//! tests and resets put it back to work.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use loopd_actors::config::{self, Fleet};
+use loopd_actors::control::Control;
+use loopd_actors::fleet::FleetHandle;
+use loopd_actors::statedir::StateDirLock;
+use loopd_actors::store::Store;
+use tokio::signal::unix::{signal, SignalKind};
+
+use super::fleet_start;
+use super::Exit;
+use crate::api::server::{self, ApiConfig, ApiServer, DEFAULT_BIND};
+
+/// Arguments of `loopd serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The fleet file (default: `-c`, `LOOPD_CONFIG`, or `./loopd.toml`).
+    pub file: Option<PathBuf>,
+    /// Where the API listens (`host:port`; port 0 picks a free one). Default 127.0.0.1:7433.
+    #[arg(long, env = "LOOPD_BIND")]
+    pub bind: Option<String>,
+}
+
+/// Runs the daemon until a signal; 0 after a graceful stop.
+pub fn serve(file: &Path, args: &ServeArgs) -> anyhow::Result<Exit> {
+    let prepared = match fleet_start::prepare(file, "serve") {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let bind = args.bind.clone().unwrap_or_else(|| DEFAULT_BIND.into());
+    let fleet_start::Prepared { fleet, lock, store } = prepared;
+    let exit = runtime.block_on(serve_fleet(file, fleet, store, &lock, &bind));
+    drop(lock);
+    exit
+}
+
+/// Starts the API for a fleet that `run` or `serve` started, and says it is ready.
+pub async fn try_start_api(
+    handle: &FleetHandle,
+    lock: &StateDirLock,
+    fleet: &Fleet,
+    bind: &str,
+    command: &'static str,
+) -> anyhow::Result<ApiServer> {
+    let fleet_dir = fleet
+        .file
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let fleet_dir = std::fs::canonicalize(&fleet_dir).unwrap_or(fleet_dir);
+    let api = server::start(
+        handle.clone(),
+        lock,
+        ApiConfig {
+            bind: bind.to_string(),
+            command,
+            fleet_dir,
+            loops: fleet.loops.clone(),
+        },
+    )
+    .await?;
+    api.state.set_ready(true);
+    Ok(api)
+}
+
+/// [`try_start_api`] for `run`, where the API is a convenience: a failure is a warning.
+pub async fn start_api(
+    handle: &FleetHandle,
+    lock: &StateDirLock,
+    fleet: &Fleet,
+    bind: &str,
+    command: &'static str,
+) -> Option<ApiServer> {
+    match try_start_api(handle, lock, fleet, bind, command).await {
+        Ok(api) => Some(api),
+        Err(e) => {
+            eprintln!("loopd {command}: the API is not available: {e:#}");
+            None
+        }
+    }
+}
+
+async fn serve_fleet(
+    file: &Path,
+    fleet: Fleet,
+    store: Store,
+    lock: &StateDirLock,
+    bind: &str,
+) -> anyhow::Result<Exit> {
+    let ctx = match fleet_start::open_ctx(&fleet, store).await? {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            eprintln!("loopd serve: {e}");
+            return Ok(Exit::Invalid);
+        }
+    };
+    let started = fleet_start::spawn(&ctx, &fleet).await?;
+    let mut done = started.done;
+    let api = match try_start_api(&started.handle, lock, &fleet, bind, "serve").await {
+        Ok(api) => api,
+        Err(e) => {
+            eprintln!("loopd serve: {e:#}");
+            started.handle.shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(30), &mut done).await;
+            started.supervisor.stop(None);
+            let _ = started.join.await;
+            return Ok(Exit::Invalid);
+        }
+    };
+    println!("loopd serve: listening on http://{}", api.addr);
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    let mut watchdog = tokio::time::interval(watchdog_interval());
+
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let mut done_fired = false;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = sigterm.recv() => break,
+            _ = sighup.recv() => reload(file, &fleet, &started.handle).await,
+            _ = &mut done, if !done_fired => done_fired = true,
+            _ = watchdog.tick() => {
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+            }
+        }
+    }
+    eprintln!("loopd serve: stopping: ending the running agents' process groups ...");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    api.state.set_ready(false);
+    started.handle.shutdown();
+    if !done_fired {
+        let _ = tokio::time::timeout(Duration::from_secs(60), &mut done).await;
+    }
+    // Attempts end as `interrupted` once their process groups are down; wait for the record.
+    for _ in 0..600 {
+        let running = ctx
+            .read(|s| s.unfinished_attempts())
+            .await
+            .map(|a| a.len())
+            .unwrap_or(0);
+        if running == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    api.stop().await;
+    started.supervisor.stop(None);
+    let _ = started.join.await;
+    ctx.store().flush()?;
+    Ok(Exit::Ok)
+}
+
+/// Half the systemd watchdog period, or an hour when there is no watchdog.
+fn watchdog_interval() -> Duration {
+    let mut usec = 0;
+    if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
+        Duration::from_micros(usec / 2)
+    } else {
+        Duration::from_secs(3600)
+    }
+}
+
+/// SIGHUP: re-reads the fleet file. An invalid one is refused with its report and the running
+/// fleet is left as it is; loops new to the file are added and started. Loops removed from or
+/// changed in the file are reported: applying those needs a restart (their history stays).
+async fn reload(file: &Path, running: &Fleet, handle: &FleetHandle) {
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+    let file = file.to_path_buf();
+    let checked = tokio::task::spawn_blocking(move || {
+        let report = config::validate_fleet(&file);
+        if report.is_empty() {
+            config::load_fleet(&file)
+        } else {
+            Err(report)
+        }
+    })
+    .await;
+    let new = match checked {
+        Ok(Ok(f)) => f,
+        Ok(Err(report)) => {
+            eprintln!("loopd serve: SIGHUP: the new fleet file is invalid; the old one keeps running\n{report}");
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+            return;
+        }
+        Err(e) => {
+            eprintln!("loopd serve: SIGHUP: {e}");
+            return;
+        }
+    };
+    for lp in &new.loops {
+        match running.loops.iter().find(|l| l.name == lp.name) {
+            None => {
+                let request = Control::AddLoop {
+                    config: Box::new(lp.clone()),
+                    start: true,
+                };
+                match handle.control(request).await {
+                    Ok(()) => eprintln!("loopd serve: SIGHUP: added loop `{}`", lp.name),
+                    Err(e) => eprintln!("loopd serve: SIGHUP: loop `{}`: {e}", lp.name),
+                }
+            }
+            Some(old) if old != lp => eprintln!(
+                "loopd serve: SIGHUP: loop `{}` changed; restart loopd to apply the change",
+                lp.name
+            ),
+            Some(_) => {}
+        }
+    }
+    for old in &running.loops {
+        if !new.loops.iter().any(|l| l.name == old.name) {
+            eprintln!(
+                "loopd serve: SIGHUP: loop `{}` is gone from the file; remove it with `DELETE /api/loops/{}` or restart",
+                old.name, old.name
+            );
+        }
+    }
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+}
