@@ -136,6 +136,11 @@ fn a_silent_agent_is_stalled_and_its_group_ended() {
     let a = &fleet.attempts("T1")[0];
     assert_eq!(outcome(a), "stalled", "{a:#}");
     assert_eq!(a["counted"], true);
+    let reason = a["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("2s"),
+        "the reason does not give stall_timeout: {reason}"
+    );
     let transcript = std::fs::read_to_string(fleet.transcript("T1", 1)).unwrap();
     assert!(transcript.contains("thinking ..."), "{transcript}");
     let pids = read_pids(&fleet.root().join("pids.1"));
@@ -218,6 +223,12 @@ esac"#
     assert_eq!(outcome(a), "interrupted", "{a:#}");
     assert_eq!(a["counted"], false);
     assert_eq!(fleet.test_status("FIRST")["status"], "passed");
+    // What the interrupted attempt left is saved under its ref, and the workdir is clean.
+    assert_eq!(
+        fleet.git(&["show", "refs/loopd/attempts/SECOND/1:scribble.txt"]),
+        "scribble\n"
+    );
+    assert_eq!(fleet.git(&["status", "--porcelain"]), "");
 
     fleet.write_agent(
         r#"echo "$LOOPD_TEST_ID" >> "$ROOT/attempted"
@@ -484,8 +495,11 @@ fn a_dirty_workdir_is_refused_unless_allow_dirty() {
     assert_eq!(fleet.test_status("T1")["status"], "passed");
 }
 
+/// A sled tree's name and its key-value pairs, in key order.
+type TreeDump = (Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>);
+
 /// Every tree of the sled store at `dir`, key by key.
-fn dump_store(dir: &std::path::Path) -> Vec<(Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>)> {
+fn dump_store(dir: &std::path::Path) -> Vec<TreeDump> {
     let db = sled::open(dir).expect("open the store with sled");
     let mut names = db.tree_names();
     names.sort();

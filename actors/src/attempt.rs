@@ -69,6 +69,9 @@ pub struct AttemptPlan {
     pub paths: AttemptPaths,
     /// The last checkpoint (None when checkpoints are off).
     pub checkpoint: Option<String>,
+    /// `(test id, verify)` of the loop's passed tests, re-run after a pass when `regression`
+    /// is on.
+    pub regression_checks: Vec<(String, String)>,
     /// The agent slot, held until the attempt ends.
     pub permit: Option<crate::scheduler::Slot>,
     /// Where the finished attempt is reported.
@@ -182,6 +185,7 @@ async fn run(
         paths,
         checkpoint,
         permit,
+        regression_checks,
         ..
     } = plan;
     let started = Instant::now();
@@ -317,7 +321,7 @@ async fn run(
     drop(permit);
 
     let git = checkpoint.as_ref().map(|_| Workdir::new(&workdir));
-    let outcome = if end == AgentEnd::Cancelled {
+    let mut outcome = if end == AgentEnd::Cancelled {
         record.reason = Some("interrupted before the agent finished".into());
         Outcome::Interrupted
     } else {
@@ -365,6 +369,29 @@ async fn run(
                 Ok(c) => {
                     record.commit = Some(c.clone());
                     new_checkpoint = Some(c);
+                    if let Some(broken) =
+                        first_regression(&regression_checks, &workdir, &config).await
+                    {
+                        // Keep the pass under the attempt's ref, and go back to the checkpoint.
+                        outcome = Outcome::Regression;
+                        record.reason = Some(format!(
+                            "verify passed, but it broke {} which passed before; the commit was rolled back",
+                            broken.0
+                        ));
+                        record.verify_tail = broken.1;
+                        record.fingerprint = fingerprint(&record.verify_tail);
+                        new_checkpoint = None;
+                        match git
+                            .save_attempt(&record.test_id, record.number, checkpoint)
+                            .await
+                        {
+                            Ok(saved) => record.commit = saved,
+                            Err(e) => tracing::warn!(error = %e, "could not save the attempt"),
+                        }
+                        if let Err(e) = git.reset_to(checkpoint).await {
+                            tracing::error!(error = %e, "could not roll back a regression");
+                        }
+                    }
                 }
                 Err(e) => {
                     record.reason = Some(format!("passed, but the checkpoint commit failed: {e}"))
@@ -471,6 +498,21 @@ fn classify(
         );
     }
     (Outcome::Failed, Some("verify exited non-zero".into()))
+}
+
+/// The first earlier-passed test whose verify now fails, with its output tail.
+async fn first_regression(
+    checks: &[(String, String)],
+    workdir: &PathBuf,
+    config: &LoopConfig,
+) -> Option<(String, String)> {
+    for (id, verify) in checks {
+        let v = run_verify(verify, workdir, config).await;
+        if !v.passed {
+            return Some((id.clone(), v.tail));
+        }
+    }
+    None
 }
 
 fn commit_title(record: &AttemptRecord) -> String {

@@ -33,6 +33,17 @@ pub struct Intensity {
     pub backoff: Duration,
 }
 
+impl Intensity {
+    /// The restart intensity a fleet file asks for.
+    pub fn from_settings(s: &crate::config::FleetSettings) -> Self {
+        Intensity {
+            max_restarts: s.max_restarts,
+            window: s.restart_window,
+            backoff: s.restart_backoff,
+        }
+    }
+}
+
 impl Default for Intensity {
     fn default() -> Self {
         Intensity {

@@ -19,6 +19,7 @@
 //! - `agent`: agent presets (command, claude-code) and what their output means.
 //! - `git`: checkpoints, attempt refs, resets.
 //! - `prompt`: rendering the prompt of one attempt.
+//! - `healer`: diagnoses, repeated failures, lessons, heal strategies (pure functions).
 //! - `attempt`, `loop_actor`, `fleet`: the actors.
 #![deny(missing_docs)]
 
@@ -29,6 +30,7 @@ pub mod control;
 pub mod fault;
 pub mod fleet;
 pub mod git;
+pub mod healer;
 pub mod loop_actor;
 pub mod model;
 pub mod monitor;

@@ -257,9 +257,11 @@ async fn boot(
         changed.push(t.clone());
     }
     let others = external_snapshot(&state.ctx, &merged).await?;
-    changed.extend(plan::refresh_blocked(&merged, &|d: &str| {
-        others.get(d).copied().flatten()
-    }));
+    changed.extend(plan::refresh_blocked(
+        &merged,
+        run_past(&cfg),
+        &|d: &str| others.get(d).copied().flatten(),
+    ));
     let mut batch = Batch {
         tests: dedup_last(changed),
         ..Batch::default()
@@ -329,13 +331,14 @@ async fn next(
     }
     let name = state.config.name.clone();
     let priority = state.config.priority;
+    let run_past = run_past(&state.config);
     let (runnable, finished) = state
         .ctx
         .read(move |s| -> Result<(bool, bool), crate::store::StoreError> {
             let tests = s.list_tests(&name)?;
             let external = |dep: &str| external_status(s, dep);
             Ok((
-                plan::next_runnable(&tests, priority, &external).is_some(),
+                plan::next_runnable(&tests, priority, run_past, &external).is_some(),
                 plan::is_finished(&tests),
             ))
         })
@@ -400,6 +403,14 @@ fn external_status(store: &crate::store::Store, dep: &str) -> Option<TestStatus>
     store.get_test(other, id).ok().flatten().map(|t| t.status)
 }
 
+/// Whether dependents run past a test that failed for good (`on_blocked = "skip"`).
+fn run_past(cfg: &LoopConfig) -> bool {
+    cfg.on_blocked == crate::config::OnBlocked::Skip
+}
+
+/// The test picked to run, its earlier attempts, and `(id, verify)` of the passed tests.
+type Picked = (TestRecord, Vec<AttemptRecord>, Vec<(String, String)>);
+
 /// Records the attempt as started (flushed) and spawns its actor.
 async fn start_attempt(
     myself: &ActorRef<LoopMsg>,
@@ -411,23 +422,29 @@ async fn start_attempt(
     }
     let name = state.config.name.clone();
     let priority = state.config.priority;
+    let run_past = run_past(&state.config);
     let picked = state
         .ctx
         .read(
-            move |s| -> Result<Option<(TestRecord, Vec<AttemptRecord>)>, crate::store::StoreError> {
+            move |s| -> Result<Option<Picked>, crate::store::StoreError> {
                 let tests = s.list_tests(&name)?;
                 let external = |dep: &str| external_status(s, dep);
-                match plan::next_runnable(&tests, priority, &external) {
+                match plan::next_runnable(&tests, priority, run_past, &external) {
                     Some(t) => {
                         let history = s.list_attempts(&name, Some(&t.spec.id))?;
-                        Ok(Some((t.clone(), history)))
+                        let passed = tests
+                            .iter()
+                            .filter(|o| o.status == TestStatus::Passed && o.spec.id != t.spec.id)
+                            .map(|o| (o.spec.id.clone(), o.spec.verify.clone()))
+                            .collect();
+                        Ok(Some((t.clone(), history, passed)))
                     }
                     None => Ok(None),
                 }
             },
         )
         .await?;
-    let Some((mut test, history)) = picked else {
+    let Some((mut test, history, passed)) = picked else {
         drop(permit);
         myself.send_message(LoopMsg::Next)?;
         return Ok(());
@@ -507,6 +524,7 @@ async fn start_attempt(
         paths,
         checkpoint: state.record.checkpoint.clone().filter(|_| cfg.checkpoints),
         permit: Some(permit),
+        regression_checks: if cfg.regression { passed } else { Vec::new() },
         reply_to: myself.clone(),
     };
     let (actor, _) = Actor::spawn_linked(None, AttemptActor, plan, myself.get_cell()).await?;
@@ -574,7 +592,7 @@ async fn finish_attempt(
         };
     }
     let external = |d: &str| external.get(d).copied().flatten();
-    let unblocked_or_blocked = plan::refresh_blocked(&tests, &external);
+    let unblocked_or_blocked = plan::refresh_blocked(&tests, run_past(&cfg), &external);
     for t in &unblocked_or_blocked {
         if t.status == TestStatus::Blocked {
             events.push(
@@ -953,9 +971,11 @@ async fn apply_test_changes(
         .await
         .map_err(|e| ControlError::Internal(e.to_string()))?;
     let mut all = changed;
-    all.extend(plan::refresh_blocked(&merged, &|d: &str| {
-        others.get(d).copied().flatten()
-    }));
+    all.extend(plan::refresh_blocked(
+        &merged,
+        run_past(&state.config),
+        &|d: &str| others.get(d).copied().flatten(),
+    ));
     let mut batch = Batch {
         tests: dedup_last(all),
         events: vec![event],

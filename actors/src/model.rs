@@ -181,6 +181,18 @@ pub struct TestRecord {
     pub commit: Option<String>,
     /// When this record last changed.
     pub updated_at: DateTime<Utc>,
+    /// What the healer made of the failures once `max_attempts` was reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnosis: Option<crate::healer::Diagnosis>,
+    /// The strategy of the next attempt while the healer is at work (`auto_heal`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heal_strategy: Option<crate::healer::HealStrategy>,
+    /// Heal attempts that failed, against the heal budget.
+    #[serde(default)]
+    pub heal_attempts: u32,
+    /// What the heal attempts cost, in US dollars, against the heal budget.
+    #[serde(default)]
+    pub heal_cost_usd: f64,
 }
 
 impl TestRecord {
@@ -199,6 +211,10 @@ impl TestRecord {
             reason: None,
             commit: None,
             updated_at: Utc::now(),
+            diagnosis: None,
+            heal_strategy: None,
+            heal_attempts: 0,
+            heal_cost_usd: 0.0,
         }
     }
 }

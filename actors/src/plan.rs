@@ -60,10 +60,12 @@ pub fn sync_tests(loop_name: &str, stored: &[TestRecord], specs: &[TestSpec]) ->
     changed
 }
 
-/// What a dependency's status means for a test that waits on it.
-fn dependency_state(status: Option<TestStatus>) -> DepState {
+/// What a dependency's status means for a test that waits on it. With `run_past_failed` (the
+/// loop's `on_blocked = "skip"`), a dependency that failed for good no longer holds it back.
+fn dependency_state(status: Option<TestStatus>, run_past_failed: bool) -> DepState {
     match status {
         Some(s) if s.releases_dependents() => DepState::Done,
+        Some(TestStatus::Failed | TestStatus::NeedsHuman) if run_past_failed => DepState::Done,
         Some(TestStatus::Pending | TestStatus::Running) => DepState::Waiting,
         // failed, needs_human, blocked, removed, or an unknown id: it will not pass on its own.
         _ => DepState::Stuck,
@@ -83,6 +85,7 @@ enum DepState {
 /// records that changed. Iterates to a fixed point, so blocking is transitive.
 pub fn refresh_blocked(
     tests: &[TestRecord],
+    run_past_failed: bool,
     external: &dyn Fn(&str) -> Option<TestStatus>,
 ) -> Vec<TestRecord> {
     let mut current: Vec<TestRecord> = tests.to_vec();
@@ -107,7 +110,7 @@ pub fn refresh_blocked(
                 .spec
                 .depends_on
                 .iter()
-                .filter(|d| dependency_state(lookup(d)) == DepState::Stuck)
+                .filter(|d| dependency_state(lookup(d), run_past_failed) == DepState::Stuck)
                 .cloned()
                 .collect();
             let (status, reason) = if stuck.is_empty() {
@@ -146,6 +149,7 @@ pub fn refresh_blocked(
 pub fn next_runnable<'a>(
     tests: &'a [TestRecord],
     loop_priority: u32,
+    run_past_failed: bool,
     external: &dyn Fn(&str) -> Option<TestStatus>,
 ) -> Option<&'a TestRecord> {
     let status: HashMap<&str, TestStatus> = tests
@@ -162,7 +166,7 @@ pub fn next_runnable<'a>(
                 } else {
                     status.get(d.as_str()).copied()
                 };
-                dependency_state(s) == DepState::Done
+                dependency_state(s, run_past_failed) == DepState::Done
             })
         })
         .min_by_key(|t| (t.spec.priority.unwrap_or(loop_priority), t.order))
@@ -234,7 +238,7 @@ mod tests {
             rec("c", &["b"], TestStatus::Pending),
             rec("d", &[], TestStatus::Pending),
         ];
-        let changed = refresh_blocked(&tests, &none);
+        let changed = refresh_blocked(&tests, false, &none);
         let ids: Vec<_> = changed
             .iter()
             .map(|t| (t.spec.id.as_str(), t.status))
@@ -249,7 +253,7 @@ mod tests {
         after[0].status = TestStatus::Skipped;
         after[1] = changed[0].clone();
         after[2] = changed[1].clone();
-        let changed = refresh_blocked(&after, &none);
+        let changed = refresh_blocked(&after, false, &none);
         assert!(changed.iter().all(|t| t.status == TestStatus::Pending));
         assert_eq!(changed.len(), 2);
     }
@@ -264,23 +268,34 @@ mod tests {
         for (i, t) in tests.iter_mut().enumerate() {
             t.order = i as u32;
         }
-        assert_eq!(next_runnable(&tests, 5, &none).unwrap().spec.id, "a");
+        assert_eq!(next_runnable(&tests, 5, false, &none).unwrap().spec.id, "a");
         tests[2].spec.priority = Some(1);
-        assert_eq!(next_runnable(&tests, 5, &none).unwrap().spec.id, "c");
+        assert_eq!(next_runnable(&tests, 5, false, &none).unwrap().spec.id, "c");
         tests[2].status = TestStatus::Passed;
         tests[0].status = TestStatus::Passed;
-        assert_eq!(next_runnable(&tests, 5, &none).unwrap().spec.id, "b");
+        assert_eq!(next_runnable(&tests, 5, false, &none).unwrap().spec.id, "b");
         tests[1].status = TestStatus::Passed;
-        assert!(next_runnable(&tests, 5, &none).is_none());
+        assert!(next_runnable(&tests, 5, false, &none).is_none());
         assert!(is_finished(&tests));
+    }
+
+    #[test]
+    fn on_blocked_skip_runs_dependents_past_a_failed_test() {
+        let tests = vec![
+            rec("a", &[], TestStatus::Failed),
+            rec("b", &["a"], TestStatus::Pending),
+        ];
+        assert!(next_runnable(&tests, 5, false, &none).is_none());
+        assert_eq!(next_runnable(&tests, 5, true, &none).unwrap().spec.id, "b");
+        assert!(refresh_blocked(&tests, true, &none).is_empty());
     }
 
     #[test]
     fn cross_loop_dependencies_ask_the_other_loop() {
         let tests = vec![rec("a", &["other:X"], TestStatus::Pending)];
-        assert!(next_runnable(&tests, 5, &|_| Some(TestStatus::Running)).is_none());
-        assert!(next_runnable(&tests, 5, &|_| Some(TestStatus::Passed)).is_some());
-        let blocked = refresh_blocked(&tests, &|_| Some(TestStatus::Failed));
+        assert!(next_runnable(&tests, 5, false, &|_| Some(TestStatus::Running)).is_none());
+        assert!(next_runnable(&tests, 5, false, &|_| Some(TestStatus::Passed)).is_some());
+        let blocked = refresh_blocked(&tests, false, &|_| Some(TestStatus::Failed));
         assert_eq!(blocked[0].status, TestStatus::Blocked);
     }
 }

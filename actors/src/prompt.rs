@@ -2,9 +2,11 @@
 //!
 //! Placeholders: `{{loop}}`, `{{test.id}}`, `{{test.title}}`, `{{test.spec}}`, `{{test.verify}}`,
 //! `{{attempt}}`, `{{max_attempts}}`, `{{history}}` (earlier attempts: outcome, reason, verify's
-//! output tail, diff summary) and `{{lessons}}`. Unknown placeholders are left as they are, so a
+//! output tail, diff summary; when the latest failure repeats an earlier one, which attempts
+//! failed that way and a request for another approach) and `{{lessons}}`. Unknown placeholders are left as they are, so a
 //! template can talk about `{{...}}` syntax of its own.
 
+use crate::healer;
 use crate::model::{AttemptRecord, Outcome};
 
 /// The template used when a loop names none.
@@ -119,6 +121,29 @@ fn history(attempts: &[AttemptRecord]) -> String {
         }
     }
     out.push_str("\nThe repository was reset to the last good state after each failed attempt.\n");
+    if let Some(r) = healer::repeated_failure(attempts) {
+        out.push_str(&repeated_note(&r));
+    }
+    out
+}
+
+/// The note that an approach failed the same way more than once, and must not be tried again.
+fn repeated_note(r: &healer::RepeatedFailure) -> String {
+    let mut out = format!(
+        "\n# The same failure again\nAttempts {} failed the same way:\n\n    {}\n",
+        healer::list_numbers(&r.attempts),
+        r.error_line
+    );
+    if !r.summaries.is_empty() {
+        out.push_str("\nWhat those attempts did, in the agent's words:\n");
+        for (n, s) in &r.summaries {
+            out.push_str(&format!("- attempt {n}: {s}\n"));
+        }
+    }
+    out.push_str(
+        "\nThat approach does not work, and trying it again will fail again. Take a different \
+         approach: find the cause of this error first, then change something else than before.\n",
+    );
     out
 }
 
@@ -216,6 +241,43 @@ mod tests {
         assert!(p.contains("Attempt 1: failed"));
         assert!(p.contains("assertion failed: left == right"));
         assert!(p.contains("attempt 2 of 3"));
+    }
+
+    #[test]
+    fn a_repeated_failure_is_named_and_another_approach_asked_for() {
+        let mut a1 = crate::healer::testing::attempt(
+            1,
+            Outcome::Failed,
+            "test login ... FAILED\nassertion failed: status == 200 (got 500) at src/login.rs:41",
+        );
+        a1.summary = Some("Added a /login route returning the session".into());
+        let a2 = crate::healer::testing::attempt(
+            2,
+            Outcome::Failed,
+            "test login ... FAILED\nassertion failed: status == 200 (got 503) at src/login.rs:44",
+        );
+        assert_eq!(a1.fingerprint, a2.fingerprint);
+        let p = render(DEFAULT_TEMPLATE, &input(&[a1.clone(), a2], "x"));
+        assert!(
+            p.contains("# The same failure again\nAttempts 1 and 2 failed the same way:"),
+            "{p}"
+        );
+        assert!(
+            p.contains("    assertion failed: status == # (got #) at <path>\n"),
+            "{p}"
+        );
+        assert!(
+            p.contains("- attempt 1: Added a /login route returning the session"),
+            "{p}"
+        );
+        assert!(p.contains("Take a different approach"), "{p}");
+
+        // A different failure second: nothing repeated, no note.
+        let other =
+            crate::healer::testing::attempt(2, Outcome::Failed, "error: no such table `users`");
+        let p = render(DEFAULT_TEMPLATE, &input(&[a1, other], "x"));
+        assert!(!p.contains("same failure"), "{p}");
+        assert!(!p.contains("different approach"), "{p}");
     }
 
     #[test]

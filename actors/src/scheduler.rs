@@ -39,6 +39,20 @@ pub struct SchedulerConfig {
     pub credit_probe_interval: Duration,
 }
 
+impl SchedulerConfig {
+    /// The scheduler a fleet file asks for.
+    pub fn from_settings(s: &crate::config::FleetSettings) -> Self {
+        SchedulerConfig {
+            slots: s.max_concurrent_agents,
+            aging: s.aging,
+            backoff_min: Duration::from_secs(1).min(s.api_backoff_max),
+            backoff_max: s.api_backoff_max,
+            alert_after: s.api_alert_after,
+            credit_probe_interval: s.credit_probe_interval,
+        }
+    }
+}
+
 impl Default for SchedulerConfig {
     fn default() -> Self {
         SchedulerConfig {

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
+use crate::healer::Lesson;
 use crate::model::{AttemptRecord, Event, LoopRecord, TestRecord};
 
 /// The layout version this build writes. A store with a higher one is refused, never overwritten.
@@ -268,6 +269,29 @@ impl Store {
     /// The lessons tree, for the healer.
     pub fn lessons(&self) -> &sled::Tree {
         &self.lessons
+    }
+
+    /// Records a lesson (keyed by fingerprint, loop and test: a later pass of the same test
+    /// replaces its lesson) and flushes.
+    pub fn put_lesson(&self, lesson: &Lesson) -> Result<()> {
+        let k = key(&[&lesson.fingerprint, &lesson.loop_name, &lesson.test_id]);
+        let v = serde_json::to_vec(lesson).map_err(|e| StoreError::Corrupt {
+            tree: "(encode)",
+            key: String::from_utf8_lossy(&k).replace('\0', "/"),
+            reason: e.to_string(),
+        })?;
+        self.lessons.insert(k, v)?;
+        self.flush()
+    }
+
+    /// Lessons learned from failures with `fingerprint`, in any loop.
+    pub fn lessons_for(&self, fingerprint: &str) -> Result<Vec<Lesson>> {
+        scan(&self.lessons, "lessons", &key(&[fingerprint, ""]))
+    }
+
+    /// Every lesson, by fingerprint.
+    pub fn all_lessons(&self) -> Result<Vec<Lesson>> {
+        scan(&self.lessons, "lessons", b"")
     }
 }
 

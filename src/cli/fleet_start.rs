@@ -58,10 +58,7 @@ pub async fn open_ctx(fleet: &Fleet, store: Store) -> anyhow::Result<Result<Ctx,
     let ctx = Ctx::start(
         store,
         &fleet.settings.state_dir,
-        SchedulerConfig {
-            slots: fleet.settings.max_concurrent_agents,
-            ..SchedulerConfig::default()
-        },
+        SchedulerConfig::from_settings(&fleet.settings),
     )
     .await?;
     // Attempts a dead predecessor left running become `interrupted`, before anything else.
@@ -106,8 +103,8 @@ pub async fn spawn(ctx: &Ctx, fleet: &Fleet) -> anyhow::Result<Started> {
         FleetArgs {
             ctx: ctx.clone(),
             loops: fleet.loops.clone(),
-            intensity: Intensity::default(),
-            credit_probe_interval: SchedulerConfig::default().credit_probe_interval,
+            intensity: Intensity::from_settings(&fleet.settings),
+            credit_probe_interval: fleet.settings.credit_probe_interval,
             done: done_tx,
         },
     )

@@ -3,6 +3,7 @@
 mod client;
 pub(crate) mod fleet_start;
 mod init;
+mod insights;
 mod logs;
 mod progress;
 mod run;
@@ -82,6 +83,8 @@ pub enum Command {
     AddTest(client::AddTestArgs),
     /// Show an attempt's transcript, or follow the fleet live with `-f`.
     Logs(logs::LogsArgs),
+    /// The most frequent failure patterns and the lessons learned (from the store).
+    Insights(insights::InsightsArgs),
 }
 
 /// The optional positional fleet file that `run`, `serve`, `validate`, `status` and `export` take.
@@ -135,6 +138,10 @@ pub fn dispatch(args: Cli) -> anyhow::Result<Exit> {
         Command::Skip(a) => client::test_action(&args.fleet_file(None), "skip", a),
         Command::AddTest(a) => client::add_test(&args.fleet_file(None), a),
         Command::Logs(a) => logs::logs(&args.fleet_file(None), a),
+        Command::Insights(a) => {
+            let (config, lp) = a.split();
+            insights::insights(&args.fleet_file(config.as_ref()), lp.as_deref(), a)
+        }
     }
 }
 

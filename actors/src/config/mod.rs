@@ -52,6 +52,56 @@ pub struct FleetSettings {
     #[serde(default = "default_max_concurrent_agents")]
     #[schemars(range(min = 1))]
     pub max_concurrent_agents: usize,
+    /// Restart intensity: a loop actor restarted more than this many times within
+    /// `restart_window` is marked `crashed`. Default 5.
+    #[serde(default = "default_max_restarts")]
+    pub max_restarts: usize,
+    /// Restart intensity window. Default "60s".
+    #[serde(default = "default_restart_window", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub restart_window: Duration,
+    /// First backoff before restarting a crashed loop actor; doubled per restart in the window.
+    /// Default "100ms".
+    #[serde(default = "default_restart_backoff", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub restart_backoff: Duration,
+    /// How long a waiting slot request takes to climb one priority level. Default "30s".
+    #[serde(default = "default_aging", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub aging: Duration,
+    /// Longest provider-wide backoff after API errors. Default "5m".
+    #[serde(default = "default_api_backoff_max", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub api_backoff_max: Duration,
+    /// API errors in a row before an alert. Default 3.
+    #[serde(default = "default_api_alert_after")]
+    pub api_alert_after: u32,
+    /// How long a provider out of credits stays paused before loopd probes it. Default "15m".
+    #[serde(default = "default_credit_probe_interval", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub credit_probe_interval: Duration,
+}
+
+fn default_max_restarts() -> usize {
+    5
+}
+fn default_restart_window() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_restart_backoff() -> Duration {
+    Duration::from_millis(100)
+}
+fn default_aging() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_api_backoff_max() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_api_alert_after() -> u32 {
+    3
+}
+fn default_credit_probe_interval() -> Duration {
+    Duration::from_secs(15 * 60)
 }
 
 fn default_state_dir() -> PathBuf {
@@ -67,6 +117,13 @@ impl Default for FleetSettings {
         FleetSettings {
             state_dir: default_state_dir(),
             max_concurrent_agents: default_max_concurrent_agents(),
+            max_restarts: default_max_restarts(),
+            restart_window: default_restart_window(),
+            restart_backoff: default_restart_backoff(),
+            aging: default_aging(),
+            api_backoff_max: default_api_backoff_max(),
+            api_alert_after: default_api_alert_after(),
+            credit_probe_interval: default_credit_probe_interval(),
         }
     }
 }
@@ -132,6 +189,30 @@ pub struct LoopConfig {
     /// Commit each pass and reset failures to the last checkpoint. Default true.
     #[serde(default = "default_true")]
     pub checkpoints: bool,
+    /// What happens to tests behind a test that failed for good: `wait` for a person, `skip`
+    /// the blocker and run them anyway, or `heal` the blocker first. Default "wait".
+    #[serde(default)]
+    pub on_blocked: OnBlocked,
+    /// After a pass, re-run the verify commands of tests that passed before; a broken one rolls
+    /// the new commit back (outcome `regression`). Default false.
+    #[serde(default)]
+    pub regression: bool,
+    /// With `auto_heal`: extra attempts the healer may spend on a test after `max_attempts`.
+    /// Default 2.
+    #[serde(default = "default_heal_attempts")]
+    pub heal_attempts: u32,
+    /// With `auto_heal`: dollars the healer may spend on a test after `max_attempts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heal_budget_usd: Option<f64>,
+    /// With `auto_heal`: a stronger model for the healer's last strategy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heal_model: Option<String>,
+    /// Dollars this loop may spend in all; reaching it pauses the loop (`budget_exhausted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_usd: Option<f64>,
+    /// Attempts this loop may make in all; reaching it pauses the loop (`budget_exhausted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts_total: Option<u32>,
     /// The prompt template file. Default: the built-in template.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_template: Option<PathBuf>,
@@ -162,6 +243,22 @@ fn default_kill_grace() -> Duration {
 }
 fn default_true() -> bool {
     true
+}
+fn default_heal_attempts() -> u32 {
+    2
+}
+
+/// A loop's `on_blocked` policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnBlocked {
+    /// Dependents stay `blocked` until a person resets or skips the blocker.
+    #[default]
+    Wait,
+    /// The blocker is set aside (`skipped`) and the dependents run past it.
+    Skip,
+    /// The healer works on the blocker first (as with `auto_heal`), then escalates.
+    Heal,
 }
 
 /// The `[loops.agent]` table: which coding agent a loop drives.

@@ -1,0 +1,327 @@
+//! End-to-end tests of the control plane: the real `loopd serve` (and `run`) on port 0, driven
+//! by the CLI and by HTTP, with a scripted agent.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use common::{wait_until, Fleet, LOOP, WAIT};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::{json, Value};
+
+/// A `loopd serve` the test started; killed when dropped.
+struct Daemon {
+    child: Child,
+    addr: String,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(fleet: &Fleet) -> Daemon {
+        let log = fleet.root().join(format!("serve-{}.log", std::process::id()));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = fleet
+            .loopd(&["serve", "loopd.toml", "--bind", "127.0.0.1:0"])
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("spawn loopd serve");
+        let info = fleet.state_dir().join("daemon.json");
+        let mut addr = String::new();
+        wait_until("daemon.json with an address", WAIT, || {
+            let Ok(text) = std::fs::read_to_string(&info) else {
+                return false;
+            };
+            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            match v["addr"].as_str() {
+                Some(a) if v["pid"] == child.id() => {
+                    addr = a.to_string();
+                    true
+                }
+                _ => false,
+            }
+        });
+        Daemon { child, addr, log }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then the exit code (within 30 s).
+    fn terminate(mut self) -> i32 {
+        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).unwrap();
+        for _ in 0..1500 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("loopd serve did not stop on SIGTERM\n{}", self.log());
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn token(fleet: &Fleet) -> String {
+    std::fs::read_to_string(fleet.state_dir().join("token")).unwrap()
+}
+
+fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+fn spec(id: &str, deps: &[&str]) -> Value {
+    json!({"id": id, "title": id, "spec": format!("make {id}"), "verify": format!("test -f {id}.done"), "depends_on": deps})
+}
+
+/// T1 waits for `go` in the fleet's folder; every test passes by creating `<TEST>.done`.
+fn gated_fleet() -> Fleet {
+    Fleet::new()
+        .tests(json!([spec("T1", &[]), spec("T2", &["T1"])]))
+        .agent(
+            "if [ \"$LOOPD_TEST_ID\" = T1 ]; then while [ ! -f ../go ]; do sleep 0.05; done; fi\n\
+             echo \"working on $LOOPD_TEST_ID\"\n\
+             touch \"$LOOPD_TEST_ID.done\"",
+        )
+        .write()
+}
+
+fn test_of<'a>(lp: &'a Value, id: &str) -> &'a Value {
+    lp["tests"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["id"] == id))
+        .unwrap_or_else(|| panic!("no test {id} in {lp:#}"))
+}
+
+fn wait_loop(fleet: &Fleet, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
+    let mut last = Value::Null;
+    wait_until(what, WAIT, || {
+        last = fleet.loop_status();
+        cond(&last)
+    });
+    last
+}
+
+#[test]
+fn serve_is_driven_by_the_cli_and_http_and_keeps_its_registry() {
+    let fleet = gated_fleet();
+    let daemon = Daemon::start(&fleet);
+    let mode = std::fs::metadata(fleet.state_dir().join("token")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(mode.permissions().mode() & 0o777, 0o600);
+
+    // The lock: a second daemon and a run are refused and told who holds the state.
+    for cmd in [&["serve", "loopd.toml", "--bind", "127.0.0.1:0"][..], &["run", "loopd.toml"]] {
+        let second = fleet.cmd(cmd);
+        assert_eq!(second.code(), 2, "{second}");
+        assert!(second.stderr.contains("in use by `loopd serve`"), "{second}");
+    }
+
+    // 401, 403, 413 and a path-like name over a real socket.
+    let client = http();
+    let pause = daemon.url("/api/loops/main/pause");
+    assert_eq!(client.post(&pause).send().unwrap().status(), 401);
+    assert_eq!(
+        client.post(&pause).bearer_auth("wrong").send().unwrap().status(),
+        403
+    );
+    // An oversized body is refused from its Content-Length, before it is read (a client that
+    // keeps sending may see the connection closed instead of the answer, so send only headers).
+    {
+        use std::io::{Read, Write};
+        let mut tcp = std::net::TcpStream::connect(&daemon.addr).unwrap();
+        write!(
+            tcp,
+            "POST /api/loops HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: 2097152\r\n\r\n",
+            token(&fleet)
+        )
+        .unwrap();
+        let mut answer = [0u8; 64];
+        let n = tcp.read(&mut answer).unwrap();
+        let head = String::from_utf8_lossy(&answer[..n]);
+        assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    }
+    let resp = client
+        .post(daemon.url("/api/loops"))
+        .bearer_auth(token(&fleet))
+        .json(&json!({"name": "../x", "tests_file": "tests.json", "agent": {"kind": "command", "command": ["true"]}}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 422);
+    let body: Value = resp.json().unwrap();
+    assert_eq!(body["error"]["details"]["problems"][0]["pointer"], "/name", "{body}");
+    assert!(!daemon.log().contains(&token(&fleet)), "the token was logged");
+
+    // `logs -f` follows the transcripts live.
+    let logs_out = fleet.root().join("logs.out");
+    let mut logs = fleet
+        .loopd(&["-c", "loopd.toml", "logs", "-f", LOOP])
+        .stdout(std::fs::File::create(&logs_out).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    // While T1 runs: inject T3 through the CLI, pause (T1 finishes, nothing new starts).
+    wait_loop(&fleet, "T1 to run", |l| l["current_test"] == "T1");
+    let added = fleet.cmd(&[
+        "-c",
+        "loopd.toml",
+        "add-test",
+        LOOP,
+        &spec("T3", &["T1"]).to_string(),
+    ]);
+    assert_eq!(added.code(), 0, "{added}");
+    let bad = fleet.cmd(&["-c", "loopd.toml", "add-test", LOOP, r#"{"id": "T4", "title": "x", "verify": ""}"#]);
+    assert_eq!(bad.code(), 2, "{bad}");
+    assert!(bad.stderr.contains("/0/verify"), "{bad}");
+    let paused = fleet.cmd(&["-c", "loopd.toml", "pause", LOOP]);
+    assert_eq!(paused.code(), 0, "{paused}");
+    std::fs::write(fleet.root().join("go"), "").unwrap();
+    let lp = wait_loop(&fleet, "the paused loop to settle", |l| {
+        l["status"] == "paused" && l.get("current_test").is_none()
+    });
+    assert_eq!(lp["attempts"], 1, "{lp:#}");
+    assert_eq!(test_of(&lp, "T1")["status"], "passed");
+    assert_eq!(test_of(&lp, "T3")["status"], "pending");
+
+    // Skip T2, resume: T3 passes; reset T3: it runs again.
+    assert_eq!(fleet.cmd(&["-c", "loopd.toml", "skip", LOOP, "T2"]).code(), 0);
+    assert_eq!(fleet.cmd(&["-c", "loopd.toml", "resume", LOOP]).code(), 0);
+    wait_loop(&fleet, "T3 to pass", |l| test_of(l, "T3")["status"] == "passed");
+    assert_eq!(test_of(&fleet.loop_status(), "T2")["status"], "skipped");
+    assert_eq!(fleet.cmd(&["-c", "loopd.toml", "reset", LOOP, "T3"]).code(), 0);
+    wait_loop(&fleet, "T3 to pass again", |l| {
+        let t = test_of(l, "T3");
+        t["status"] == "passed" && t["attempts"].as_array().unwrap().len() == 2
+    });
+    let unknown = fleet.cmd(&["-c", "loopd.toml", "reset", LOOP, "NOPE"]);
+    assert_eq!(unknown.code(), 2, "{unknown}");
+    assert!(unknown.stderr.contains("test_not_found"), "{unknown}");
+
+    wait_until("logs -f to show T3's output", WAIT, || {
+        std::fs::read_to_string(&logs_out).is_ok_and(|t| t.contains("working on T3"))
+    });
+    let _ = logs.kill();
+    let _ = logs.wait();
+
+    // `ls --json` and `status --json` (through the API) agree with GET /api/loops/:id.
+    let ls = fleet.cmd(&["-c", "loopd.toml", "ls", "--json"]).json();
+    let get: Value = client
+        .get(daemon.url("/api/loops/main"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(ls["loops"][0], get);
+    assert_eq!(fleet.status()["loops"][0], get);
+
+    // A loop created through the API survives a restart.
+    std::fs::write(
+        fleet.root().join("extra.json"),
+        json!({"tests": [spec("E1", &[])]}).to_string(),
+    )
+    .unwrap();
+    let resp = client
+        .post(daemon.url("/api/loops?start=true"))
+        .bearer_auth(token(&fleet))
+        .json(&json!({"name": "extra", "init_workdir": true, "tests_file": "extra.json",
+                      "agent": {"kind": "command", "command": [fleet.root().join("agent.sh")]}}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    wait_until("extra to pass E1", WAIT, || {
+        let v: Value = client
+            .get(daemon.url("/api/loops/extra"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        v["progress"]["passed"] == 1
+    });
+    let log = daemon.log();
+    assert_eq!(daemon.terminate(), 0, "{log}");
+    assert!(!fleet.state_dir().join("daemon.json").exists());
+
+    let daemon = Daemon::start(&fleet);
+    let resp = client.get(daemon.url("/api/loops/extra")).send().unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().unwrap();
+    assert_eq!(test_of(&v, "E1")["status"], "passed");
+    let lp = fleet.loop_status();
+    assert_eq!(test_of(&lp, "T3")["status"], "passed");
+    assert_eq!(test_of(&lp, "T2")["status"], "skipped");
+    assert_eq!(daemon.terminate(), 0);
+}
+
+#[test]
+fn run_serves_the_api_while_it_runs() {
+    let fleet = gated_fleet();
+    let mut run = fleet.spawn_run();
+    let info = fleet.state_dir().join("daemon.json");
+    wait_until("run to record its API address", WAIT, || {
+        std::fs::read_to_string(&info).is_ok_and(|t| t.contains("\"addr\""))
+    });
+    // Client commands work during a run: through its API.
+    let lp = wait_loop(&fleet, "T1 to run", |l| l["current_test"] == "T1");
+    assert_eq!(lp["status"], "running");
+    let attempts = fleet.cmd(&["-c", "loopd.toml", "attempts", LOOP, "--json"]);
+    assert_eq!(attempts.code(), 0, "{attempts}");
+    assert!(run.is_running());
+    std::fs::write(fleet.root().join("go"), "").unwrap();
+    let done = run.wait(Duration::from_secs(60));
+    assert_eq!(done.code(), 0, "{done}");
+    assert!(!info.exists());
+}
+
+#[test]
+fn sse_over_a_socket_resumes_with_last_event_id() {
+    let fleet = Fleet::new()
+        .tests(json!([spec("T1", &[]), spec("T2", &["T1"])]))
+        .agent("touch \"$LOOPD_TEST_ID.done\"")
+        .write();
+    let daemon = Daemon::start(&fleet);
+    wait_loop(&fleet, "the loop to finish", |l| l["status"] == "finished");
+    let read = |last: Option<&str>, n: usize| -> Vec<String> {
+        let mut req = http().get(daemon.url("/api/events?loop=main"));
+        req = match last {
+            Some(id) => req.header("Last-Event-ID", id),
+            None => req.query(&[("after", "0")]),
+        };
+        let resp = req.send().unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut ids = Vec::new();
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(resp).lines() {
+            if let Some(id) = line.unwrap().strip_prefix("id: ") {
+                ids.push(id.to_string());
+                if ids.len() == n {
+                    break;
+                }
+            }
+        }
+        ids
+    };
+    let all = read(None, 6);
+    let first = read(None, 3);
+    assert_eq!(first, all[..3]);
+    let rest = read(Some(&first[2]), 3);
+    assert_eq!(rest, all[3..6]);
+    assert_eq!(daemon.terminate(), 0);
+}
