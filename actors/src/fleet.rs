@@ -73,8 +73,8 @@ pub struct FleetArgs {
     pub loops: Vec<LoopConfig>,
     /// Restart intensity.
     pub intensity: Intensity,
-    /// How long a loop paused for lack of credits waits before it probes again.
-    pub credit_probe_interval: Duration,
+    /// The `[fleet]` settings (credit probe interval, fleet-wide budgets).
+    pub settings: crate::config::FleetSettings,
     /// Told when every loop has stopped.
     pub done: oneshot::Sender<()>,
 }
@@ -86,7 +86,7 @@ pub struct FleetSupervisor;
 pub struct FleetState {
     ctx: Ctx,
     intensity: Intensity,
-    credit_probe_interval: Duration,
+    settings: Arc<crate::config::FleetSettings>,
     configs: HashMap<String, Arc<LoopConfig>>,
     running: HashMap<ActorId, (String, ActorRef<LoopMsg>)>,
     restarts: HashMap<String, VecDeque<Instant>>,
@@ -110,7 +110,7 @@ impl Actor for FleetSupervisor {
         let mut state = FleetState {
             ctx: args.ctx,
             intensity: args.intensity,
-            credit_probe_interval: args.credit_probe_interval,
+            settings: Arc::new(args.settings),
             configs: args
                 .loops
                 .into_iter()
@@ -234,7 +234,7 @@ async fn start_loop_with(
         ctx: state.ctx.clone(),
         config,
         autostart,
-        credit_probe_interval: state.credit_probe_interval,
+        fleet: state.settings.clone(),
     };
     match Actor::spawn_linked(None, LoopActor, args, myself.get_cell()).await {
         Ok((actor, _)) => {

@@ -62,8 +62,8 @@ pub struct LoopArgs {
     pub config: Arc<LoopConfig>,
     /// Boot and run at once (a loop created with `start: false` waits for `Start`).
     pub autostart: bool,
-    /// How long a loop paused for lack of credits waits before it tries again.
-    pub credit_probe_interval: Duration,
+    /// The `[fleet]` settings (credit probe interval, fleet-wide budgets).
+    pub fleet: Arc<crate::config::FleetSettings>,
 }
 
 /// A loop actor's state: a cache of its loop record and the attempt it runs.
@@ -75,8 +75,8 @@ pub struct LoopActorState {
     attempt: Option<ActorRef<AttemptMsg>>,
     waiting_for_slot: bool,
     stopping: bool,
-    /// How long a loop paused for lack of credits waits before it tries again.
-    credit_probe_interval: Duration,
+    /// The `[fleet]` settings.
+    fleet: Arc<crate::config::FleetSettings>,
 }
 
 impl Actor for LoopActor {
@@ -106,7 +106,7 @@ impl Actor for LoopActor {
             attempt: None,
             waiting_for_slot: false,
             stopping: false,
-            credit_probe_interval: args.credit_probe_interval,
+            fleet: args.fleet,
         })
     }
 
@@ -344,6 +344,18 @@ async fn next(
         })
         .await?;
     if runnable {
+        if let Some(why) = budget_exhausted(state).await? {
+            set_state(state, LoopState::Paused, Some("budget_exhausted")).await?;
+            state
+                .ctx
+                .record(Batch {
+                    events: vec![Event::new(EventKind::Alert, &state.config.name, why)
+                        .with_data(serde_json::json!({"reason": "budget_exhausted"}))],
+                    ..Batch::default()
+                })
+                .await?;
+            return Ok(());
+        }
         state.waiting_for_slot = true;
         let scheduler = state.ctx.scheduler().clone();
         let me = myself.clone();
@@ -395,6 +407,68 @@ async fn external_snapshot(
                 .collect()
         })
         .await)
+}
+
+/// Why no new attempt may start for lack of budget (the loop's or the fleet's), if so.
+async fn budget_exhausted(state: &LoopActorState) -> Result<Option<String>, ActorProcessingErr> {
+    let cfg = state.config.clone();
+    let fleet = state.fleet.clone();
+    let check_fleet = fleet.budget_usd.is_some() || fleet.max_attempts_total.is_some();
+    let check_loop = cfg.budget_usd.is_some() || cfg.max_attempts_total.is_some();
+    if !check_fleet && !check_loop {
+        return Ok(None);
+    }
+    let why = state
+        .ctx
+        .read(
+            move |s| -> Result<Option<String>, crate::store::StoreError> {
+                let spent = |name: &str| -> Result<(u32, f64), crate::store::StoreError> {
+                    let a = s.list_attempts(name, None)?;
+                    Ok((a.len() as u32, a.iter().map(|a| a.cost_usd).sum()))
+                };
+                let over = |what: &str,
+                            (n, usd): (u32, f64),
+                            max_n: Option<u32>,
+                            max_usd: Option<f64>| {
+                    if let Some(m) = max_n.filter(|m| n >= *m) {
+                        return Some(format!(
+                            "{what} made {n} attempts (max_attempts_total = {m}); paused"
+                        ));
+                    }
+                    if let Some(m) = max_usd.filter(|m| usd >= *m) {
+                        return Some(format!("{what} spent ${usd:.4} (budget_usd = {m}); paused"));
+                    }
+                    None
+                };
+                if check_loop {
+                    let why = over(
+                        &format!("loop `{}`", cfg.name),
+                        spent(&cfg.name)?,
+                        cfg.max_attempts_total,
+                        cfg.budget_usd,
+                    );
+                    if why.is_some() {
+                        return Ok(why);
+                    }
+                }
+                if check_fleet {
+                    let mut total = (0u32, 0f64);
+                    for l in s.list_loops()? {
+                        let (n, usd) = spent(&l.name)?;
+                        total = (total.0 + n, total.1 + usd);
+                    }
+                    return Ok(over(
+                        "the fleet",
+                        total,
+                        fleet.max_attempts_total,
+                        fleet.budget_usd,
+                    ));
+                }
+                Ok(None)
+            },
+        )
+        .await?;
+    Ok(why)
 }
 
 /// What another loop's test is, for `other-loop:ID` dependencies.
@@ -722,7 +796,7 @@ async fn pause_for_credits(
             .with_data(serde_json::json!({"state": "paused", "reason": "out_of_credits"})),
     );
     state.ctx.record(batch).await?;
-    myself.send_after(state.credit_probe_interval, || LoopMsg::ProbeCredits);
+    myself.send_after(state.fleet.credit_probe_interval, || LoopMsg::ProbeCredits);
     Ok(())
 }
 

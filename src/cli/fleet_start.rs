@@ -104,7 +104,7 @@ pub async fn spawn(ctx: &Ctx, fleet: &Fleet) -> anyhow::Result<Started> {
             ctx: ctx.clone(),
             loops: fleet.loops.clone(),
             intensity: Intensity::from_settings(&fleet.settings),
-            credit_probe_interval: fleet.settings.credit_probe_interval,
+            settings: fleet.settings.clone(),
             done: done_tx,
         },
     )

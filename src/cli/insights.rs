@@ -90,7 +90,7 @@ fn collect(store: &Store, loop_name: Option<&str>) -> anyhow::Result<InsightsDoc
             })
         })
         .collect();
-    lessons.sort_by(|a, b| b.learned_at.cmp(&a.learned_at));
+    lessons.sort_by_key(|l| std::cmp::Reverse(l.learned_at));
     Ok(InsightsDoc { patterns, lessons })
 }
 

@@ -80,6 +80,12 @@ pub struct FleetSettings {
     #[serde(default = "default_credit_probe_interval", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub credit_probe_interval: Duration,
+    /// Dollars the whole fleet may spend; reaching it pauses every loop (`budget_exhausted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_usd: Option<f64>,
+    /// Attempts the whole fleet may make; reaching it pauses every loop (`budget_exhausted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts_total: Option<u32>,
 }
 
 fn default_max_restarts() -> usize {
@@ -124,6 +130,8 @@ impl Default for FleetSettings {
             api_backoff_max: default_api_backoff_max(),
             api_alert_after: default_api_alert_after(),
             credit_probe_interval: default_credit_probe_interval(),
+            budget_usd: None,
+            max_attempts_total: None,
         }
     }
 }

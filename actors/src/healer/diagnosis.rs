@@ -91,7 +91,7 @@ pub fn diagnose(test: &TestRecord, history: &[AttemptRecord]) -> Diagnosis {
             .count += 1;
     }
     let mut classes: Vec<OutcomeCount> = by_outcome.into_values().collect();
-    classes.sort_by(|a, b| b.count.cmp(&a.count));
+    classes.sort_by_key(|c| std::cmp::Reverse(c.count));
 
     let mut by_fingerprint: BTreeMap<&str, Vec<&AttemptRecord>> = BTreeMap::new();
     for a in &failures {
@@ -113,7 +113,7 @@ pub fn diagnose(test: &TestRecord, history: &[AttemptRecord]) -> Diagnosis {
                 .unwrap_or_default(),
         })
         .collect();
-    repeated.sort_by(|a, b| b.count.cmp(&a.count));
+    repeated.sort_by_key(|r| std::cmp::Reverse(r.count));
 
     let last_errors: Vec<LastError> = failures
         .iter()

@@ -101,7 +101,7 @@ pub fn lessons_for_prompt(store: &Store, fingerprints: &[String]) -> Vec<String>
             Err(e) => tracing::warn!(error = %e, "cannot read lessons"),
         }
     }
-    found.sort_by(|a, b| b.learned_at.cmp(&a.learned_at));
+    found.sort_by_key(|l| std::cmp::Reverse(l.learned_at));
     found.dedup_by(|a, b| a.loop_name == b.loop_name && a.test_id == b.test_id);
     found.iter().take(MAX_LESSONS).map(phrase).collect()
 }
