@@ -87,6 +87,8 @@ mod tests {
             attempt(5, Outcome::Passed, "ok"),
             b,
         ];
+        let mut h = h;
+        h[5].started_at = chrono::Utc::now(); // billing fails last
         let p = failure_patterns(&h);
         assert_eq!(p.len(), 2);
         assert_eq!(p[0].count, 3);
