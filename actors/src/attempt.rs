@@ -229,12 +229,28 @@ async fn run(
             record.process = Some(spawned.record.clone());
             // Durable before the agent can do anything that matters: a crash from here on is
             // reconciled by reaping this group.
-            let _ = ctx
+            let recorded = ctx
                 .record(Batch {
                     attempts: vec![record.clone()],
                     ..Batch::default()
                 })
                 .await;
+            if let Err(e) = recorded {
+                // A group the store does not know could not be reaped after a crash: never let
+                // such an agent run.
+                tracing::error!(error = %e, "could not record the agent's process group; ending it");
+                process::end_group(&spawned.record, config.kill_grace).await;
+                let _ = spawned.child.wait().await;
+                record.process = None;
+                record.reason = Some(format!(
+                    "loopd could not record the agent's process group: {e}"
+                ));
+                return AttemptDone {
+                    new_checkpoint: None,
+                    provider_failure: None,
+                    record: finish_interrupted(record, started),
+                };
+            }
             let mut lines = process::read_output(&mut spawned.child, process::DEFAULT_MAX_LINE);
             // The monitor alone decides stalled and timed out; it tells us through `cancelled`.
             let heartbeat = Heartbeat::new();
@@ -420,6 +436,15 @@ async fn run(
         new_checkpoint,
         provider_failure: report.provider_failure,
     }
+}
+
+/// The record of an attempt cut short before its agent could do anything.
+fn finish_interrupted(mut record: AttemptRecord, started: Instant) -> AttemptRecord {
+    record.outcome = Some(Outcome::Interrupted);
+    record.counted = false;
+    record.finished_at = Some(Utc::now());
+    record.duration_ms = Some(started.elapsed().as_millis() as u64);
+    record
 }
 
 #[allow(clippy::too_many_arguments)]

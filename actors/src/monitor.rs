@@ -131,6 +131,16 @@ pub struct MonitorConfig {
     pub ping_timeout: Duration,
 }
 
+impl MonitorConfig {
+    /// The monitor a fleet file asks for.
+    pub fn from_settings(s: &crate::config::FleetSettings) -> Self {
+        MonitorConfig {
+            ping_interval: s.ping_interval,
+            ping_timeout: s.ping_timeout,
+        }
+    }
+}
+
 impl Default for MonitorConfig {
     fn default() -> Self {
         MonitorConfig {

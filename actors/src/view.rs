@@ -198,7 +198,7 @@ pub fn loop_view(store: &Store, record: &LoopRecord) -> Result<LoopView, StoreEr
         current_attempt: running.map(|a| a.number),
         progress: progress(&tests),
         attempts: attempts.len(),
-        cost_usd: attempts.iter().map(|a| a.cost_usd).sum(),
+        cost_usd: attempts.iter().fold(0.0, |sum, a| sum + a.cost_usd),
         checkpoint: record.checkpoint.clone(),
         tests: views,
     })

@@ -9,6 +9,7 @@ use loopd_actors::fleet::{FleetArgs, FleetHandle, FleetMsg, FleetSupervisor, Int
 use loopd_actors::loop_actor::prepare_workdir;
 use loopd_actors::reconcile;
 use loopd_actors::runtime::Ctx;
+use loopd_actors::monitor::MonitorConfig;
 use loopd_actors::scheduler::SchedulerConfig;
 use loopd_actors::statedir::StateDirLock;
 use loopd_actors::store::Store;
@@ -55,10 +56,10 @@ pub fn prepare(file: &Path, command: &str) -> Result<Prepared, Exit> {
 /// The fleet's context, after attempts left `running` became `interrupted` and the workdirs of
 /// loops with checkpoints are ready. `Err` is a message for the user (a workdir refused).
 pub async fn open_ctx(fleet: &Fleet, store: Store) -> anyhow::Result<Result<Ctx, String>> {
-    let ctx = Ctx::start(
-        store,
-        &fleet.settings.state_dir,
+    let ctx = Ctx::start_with(
+        Ctx::new(store, &fleet.settings.state_dir),
         SchedulerConfig::from_settings(&fleet.settings),
+        MonitorConfig::from_settings(&fleet.settings),
     )
     .await?;
     // Attempts a dead predecessor left running become `interrupted`, before anything else.

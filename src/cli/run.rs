@@ -139,11 +139,13 @@ async fn run_fleet(
     if needs_person {
         return Ok(Exit::NeedsPerson);
     }
-    let all_passed = loops.iter().all(|l| {
-        l.tests
-            .iter()
-            .all(|t| matches!(t.status, TestStatus::Passed | TestStatus::Removed))
-    });
+    // A crashed loop never passed its tests, even when it crashed before loading them.
+    let all_passed = loops.iter().all(|l| l.status != LoopState::Crashed)
+        && loops.iter().all(|l| {
+            l.tests
+                .iter()
+                .all(|t| matches!(t.status, TestStatus::Passed | TestStatus::Removed))
+        });
     Ok(if all_passed {
         Exit::Ok
     } else {

@@ -361,7 +361,7 @@ pub struct Running {
 }
 
 impl Running {
-    fn spawn(mut cmd: Command) -> Running {
+    pub fn spawn(mut cmd: Command) -> Running {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn loopd");
         let stdout = child.stdout.take().map(drain);

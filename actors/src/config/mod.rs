@@ -80,6 +80,14 @@ pub struct FleetSettings {
     #[serde(default = "default_credit_probe_interval", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub credit_probe_interval: Duration,
+    /// How often the monitor checks that every loop actor still answers. Default "10s".
+    #[serde(default = "default_ping", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub ping_interval: Duration,
+    /// How long a loop actor may take to answer before it is killed and restarted. Default "10s".
+    #[serde(default = "default_ping", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub ping_timeout: Duration,
     /// Dollars the whole fleet may spend; reaching it pauses every loop (`budget_exhausted`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget_usd: Option<f64>,
@@ -106,6 +114,9 @@ fn default_api_backoff_max() -> Duration {
 fn default_api_alert_after() -> u32 {
     3
 }
+fn default_ping() -> Duration {
+    Duration::from_secs(10)
+}
 fn default_credit_probe_interval() -> Duration {
     Duration::from_secs(15 * 60)
 }
@@ -130,6 +141,8 @@ impl Default for FleetSettings {
             api_backoff_max: default_api_backoff_max(),
             api_alert_after: default_api_alert_after(),
             credit_probe_interval: default_credit_probe_interval(),
+            ping_interval: default_ping(),
+            ping_timeout: default_ping(),
             budget_usd: None,
             max_attempts_total: None,
         }

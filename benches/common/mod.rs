@@ -1,0 +1,213 @@
+//! Helpers shared by the loopd benchmarks (each bench includes this file with `mod common;`).
+//!
+//! Every bench drives the release `loopd` binary that cargo built for it
+//! (`env!("CARGO_BIN_EXE_loopd")`), in a fresh temporary directory, and prints its figures
+//! beside a baseline measured in the same run.
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The loopd binary built by cargo for this bench (release with `cargo bench`).
+pub fn loopd() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_loopd"))
+}
+
+/// A fresh temporary directory, removed on drop unless `LOOPD_BENCH_KEEP` is set.
+pub struct Scratch {
+    dir: Option<tempfile::TempDir>,
+    path: PathBuf,
+}
+
+impl Scratch {
+    /// Creates it under `$TMPDIR`.
+    pub fn new(label: &str) -> Scratch {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("loopd-bench-{label}-"))
+            .tempdir()
+            .expect("creating a temporary directory");
+        let path = dir.path().to_path_buf();
+        if std::env::var_os("LOOPD_BENCH_KEEP").is_some() {
+            eprintln!("keeping {}", path.display());
+            let _ = dir.keep();
+            Scratch { dir: None, path }
+        } else {
+            Scratch {
+                dir: Some(dir),
+                path,
+            }
+        }
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        let _ = &self.dir;
+        &self.path
+    }
+}
+
+/// A number from the environment (`LOOPD_BENCH_*`), else `default`.
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Writes a tests file with one test per `(id, verify)`.
+pub fn write_tests(path: &Path, tests: &[(String, String)]) {
+    let tests: Vec<serde_json::Value> = tests
+        .iter()
+        .map(|(id, verify)| {
+            serde_json::json!({
+                "id": id,
+                "title": format!("bench test {id}"),
+                "spec": "Benchmark: nothing to build.",
+                "verify": verify,
+            })
+        })
+        .collect();
+    fs::write(
+        path,
+        serde_json::to_string_pretty(&serde_json::json!({ "tests": tests })).unwrap(),
+    )
+    .expect("writing the tests file");
+}
+
+/// Writes an executable bash script.
+pub fn write_script(path: &Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::write(path, format!("#!/usr/bin/env bash\n{body}")).expect("writing a script");
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Runs `loopd run FLEET --plain` in `dir` (its output discarded) and returns its wall time.
+pub fn loopd_run(dir: &Path, fleet: &str) -> (Duration, ExitStatus) {
+    let t = Instant::now();
+    let status = Command::new(loopd())
+        .args(["run", fleet, "--plain"])
+        .current_dir(dir)
+        .env_remove("LOOPD_CONFIG")
+        .env_remove("LOOPD_STATE_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("running loopd");
+    (t.elapsed(), status)
+}
+
+/// One attempt as `loopd attempts LOOP --json` prints it (the fields the benches use).
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub test_id: String,
+    pub number: u32,
+    pub outcome: String,
+    /// Seconds since the epoch.
+    pub started_at: f64,
+    /// Seconds since the epoch.
+    pub finished_at: f64,
+    pub duration_ms: f64,
+}
+
+fn epoch_secs(v: &serde_json::Value) -> f64 {
+    let s = v.as_str().unwrap_or_default();
+    let t = chrono::DateTime::parse_from_rfc3339(s).expect("an RFC 3339 time");
+    t.timestamp() as f64 + f64::from(t.timestamp_subsec_nanos()) * 1e-9
+}
+
+/// The recorded attempts of one loop (the daemon must be gone: this reads the store).
+pub fn attempts(dir: &Path, fleet: &str, loop_name: &str) -> Vec<Attempt> {
+    let out = Command::new(loopd())
+        .args(["attempts", loop_name, "--json", "-c", fleet])
+        .current_dir(dir)
+        .env_remove("LOOPD_ADDR")
+        .output()
+        .expect("running loopd attempts");
+    assert!(
+        out.status.success(),
+        "loopd attempts failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("attempts JSON");
+    v["attempts"]
+        .as_array()
+        .expect("an attempts array")
+        .iter()
+        .map(|a| Attempt {
+            test_id: a["test_id"].as_str().unwrap_or_default().to_string(),
+            number: a["number"].as_u64().unwrap_or(0) as u32,
+            outcome: a["outcome"].as_str().unwrap_or_default().to_string(),
+            started_at: epoch_secs(&a["started_at"]),
+            finished_at: epoch_secs(&a["finished_at"]),
+            duration_ms: a["duration_ms"].as_f64().unwrap_or(f64::NAN),
+        })
+        .collect()
+}
+
+/// Now, in seconds since the epoch (the clock bash's `$EPOCHREALTIME` and loopd's records use).
+pub fn now_epoch() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Nearest-rank percentile of `values` (sorted here); NaN when empty.
+pub fn percentile(values: &[f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let rank = ((q / 100.0) * v.len() as f64).ceil() as usize;
+    v[rank.clamp(1, v.len()) - 1]
+}
+
+/// Arithmetic mean; NaN when empty.
+pub fn mean(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len() as f64
+}
+
+/// One line describing the machine: cores, CPU model, memory.
+pub fn machine() -> String {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, m)| m.trim().to_string())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_kb: u64 = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    format!(
+        "{cores} cores, {model}, {:.1} GiB RAM",
+        mem_kb as f64 / 1024.0 / 1024.0
+    )
+}
+
+/// Prints the bench's header.
+pub fn header(name: &str, what: &str) {
+    println!("== {name}: {what}");
+    println!("   machine: {}", machine());
+    println!("   loopd:   {}", loopd().display());
+}
+
+/// Marks a figure against its aim.
+pub fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "meets the aim"
+    } else {
+        "MISSES the aim"
+    }
+}
