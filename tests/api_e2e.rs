@@ -21,7 +21,9 @@ struct Daemon {
 
 impl Daemon {
     fn start(fleet: &Fleet) -> Daemon {
-        let log = fleet.root().join(format!("serve-{}.log", std::process::id()));
+        let log = fleet
+            .root()
+            .join(format!("serve-{}.log", std::process::id()));
         let out = std::fs::File::create(&log).unwrap();
         let child = fleet
             .loopd(&["serve", "loopd.toml", "--bind", "127.0.0.1:0"])
@@ -127,10 +129,16 @@ fn serve_is_driven_by_the_cli_and_http_and_keeps_its_registry() {
     assert_eq!(mode.permissions().mode() & 0o777, 0o600);
 
     // The lock: a second daemon and a run are refused and told who holds the state.
-    for cmd in [&["serve", "loopd.toml", "--bind", "127.0.0.1:0"][..], &["run", "loopd.toml"]] {
+    for cmd in [
+        &["serve", "loopd.toml", "--bind", "127.0.0.1:0"][..],
+        &["run", "loopd.toml"],
+    ] {
         let second = fleet.cmd(cmd);
         assert_eq!(second.code(), 2, "{second}");
-        assert!(second.stderr.contains("in use by `loopd serve`"), "{second}");
+        assert!(
+            second.stderr.contains("in use by `loopd serve`"),
+            "{second}"
+        );
     }
 
     // 401, 403, 413 and a path-like name over a real socket.
@@ -138,7 +146,12 @@ fn serve_is_driven_by_the_cli_and_http_and_keeps_its_registry() {
     let pause = daemon.url("/api/loops/main/pause");
     assert_eq!(client.post(&pause).send().unwrap().status(), 401);
     assert_eq!(
-        client.post(&pause).bearer_auth("wrong").send().unwrap().status(),
+        client
+            .post(&pause)
+            .bearer_auth("wrong")
+            .send()
+            .unwrap()
+            .status(),
         403
     );
     // An oversized body is refused from its Content-Length, before it is read (a client that
@@ -166,8 +179,14 @@ fn serve_is_driven_by_the_cli_and_http_and_keeps_its_registry() {
         .unwrap();
     assert_eq!(resp.status(), 422);
     let body: Value = resp.json().unwrap();
-    assert_eq!(body["error"]["details"]["problems"][0]["pointer"], "/name", "{body}");
-    assert!(!daemon.log().contains(&token(&fleet)), "the token was logged");
+    assert_eq!(
+        body["error"]["details"]["problems"][0]["pointer"], "/name",
+        "{body}"
+    );
+    assert!(
+        !daemon.log().contains(&token(&fleet)),
+        "the token was logged"
+    );
 
     // `logs -f` follows the transcripts live.
     let logs_out = fleet.root().join("logs.out");
@@ -188,7 +207,13 @@ fn serve_is_driven_by_the_cli_and_http_and_keeps_its_registry() {
         &spec("T3", &["T1"]).to_string(),
     ]);
     assert_eq!(added.code(), 0, "{added}");
-    let bad = fleet.cmd(&["-c", "loopd.toml", "add-test", LOOP, r#"{"id": "T4", "title": "x", "verify": ""}"#]);
+    let bad = fleet.cmd(&[
+        "-c",
+        "loopd.toml",
+        "add-test",
+        LOOP,
+        r#"{"id": "T4", "title": "x", "verify": ""}"#,
+    ]);
     assert_eq!(bad.code(), 2, "{bad}");
     assert!(bad.stderr.contains("/0/verify"), "{bad}");
     let paused = fleet.cmd(&["-c", "loopd.toml", "pause", LOOP]);
@@ -202,11 +227,19 @@ fn serve_is_driven_by_the_cli_and_http_and_keeps_its_registry() {
     assert_eq!(test_of(&lp, "T3")["status"], "pending");
 
     // Skip T2, resume: T3 passes; reset T3: it runs again.
-    assert_eq!(fleet.cmd(&["-c", "loopd.toml", "skip", LOOP, "T2"]).code(), 0);
+    assert_eq!(
+        fleet.cmd(&["-c", "loopd.toml", "skip", LOOP, "T2"]).code(),
+        0
+    );
     assert_eq!(fleet.cmd(&["-c", "loopd.toml", "resume", LOOP]).code(), 0);
-    wait_loop(&fleet, "T3 to pass", |l| test_of(l, "T3")["status"] == "passed");
+    wait_loop(&fleet, "T3 to pass", |l| {
+        test_of(l, "T3")["status"] == "passed"
+    });
     assert_eq!(test_of(&fleet.loop_status(), "T2")["status"], "skipped");
-    assert_eq!(fleet.cmd(&["-c", "loopd.toml", "reset", LOOP, "T3"]).code(), 0);
+    assert_eq!(
+        fleet.cmd(&["-c", "loopd.toml", "reset", LOOP, "T3"]).code(),
+        0
+    );
     wait_loop(&fleet, "T3 to pass again", |l| {
         let t = test_of(l, "T3");
         t["status"] == "passed" && t["attempts"].as_array().unwrap().len() == 2
@@ -241,8 +274,10 @@ fn serve_is_driven_by_the_cli_and_http_and_keeps_its_registry() {
     let resp = client
         .post(daemon.url("/api/loops?start=true"))
         .bearer_auth(token(&fleet))
-        .json(&json!({"name": "extra", "init_workdir": true, "tests_file": "extra.json",
-                      "agent": {"kind": "command", "command": [fleet.root().join("agent.sh")]}}))
+        .json(
+            &json!({"name": "extra", "init_workdir": true, "tests_file": "extra.json",
+                      "agent": {"kind": "command", "command": [fleet.root().join("agent.sh")]}}),
+        )
         .send()
         .unwrap();
     assert_eq!(resp.status(), 201);

@@ -190,6 +190,12 @@ async fn run(
     } = plan;
     let started = Instant::now();
     let workdir = config.workdir.clone().expect("the loader fills in workdir");
+    let attempt_key = crate::runtime::attempt_key(
+        ctx.state_dir(),
+        &record.loop_name,
+        &record.test_id,
+        record.number,
+    );
 
     let mut transcript = match open_transcript(&paths).await {
         Ok(f) => Some(f),
@@ -211,7 +217,8 @@ async fn run(
         .env("LOOPD_RESULT_FILE", &paths.result)
         .env("LOOPD_LOOP", &record.loop_name)
         .env("LOOPD_TEST_ID", &record.test_id)
-        .env("LOOPD_ATTEMPT", record.number.to_string());
+        .env("LOOPD_ATTEMPT", record.number.to_string())
+        .env("LOOPD_ATTEMPT_KEY", &attempt_key);
 
     let mut watcher = OutputWatcher::new(&config.agent);
     let mut tail = Tail::new(TAIL_LINES, TAIL_BYTES);
@@ -341,7 +348,7 @@ async fn run(
         record.reason = Some("interrupted before the agent finished".into());
         Outcome::Interrupted
     } else {
-        let v = run_verify(&verify, &workdir, &config).await;
+        let v = run_verify(&verify, &workdir, &config, &attempt_key).await;
         record.verify_exit = v.exit_code;
         record.verify_tail = v.tail;
         let unchanged = match (&git, &checkpoint) {
@@ -386,7 +393,7 @@ async fn run(
                     record.commit = Some(c.clone());
                     new_checkpoint = Some(c);
                     if let Some(broken) =
-                        first_regression(&regression_checks, &workdir, &config).await
+                        first_regression(&regression_checks, &workdir, &config, &attempt_key).await
                     {
                         // Keep the pass under the attempt's ref, and go back to the checkpoint.
                         outcome = Outcome::Regression;
@@ -530,9 +537,10 @@ async fn first_regression(
     checks: &[(String, String)],
     workdir: &PathBuf,
     config: &LoopConfig,
+    key: &str,
 ) -> Option<(String, String)> {
     for (id, verify) in checks {
-        let v = run_verify(verify, workdir, config).await;
+        let v = run_verify(verify, workdir, config, key).await;
         if !v.passed {
             return Some((id.clone(), v.tail));
         }
@@ -556,12 +564,14 @@ struct VerifyRun {
 }
 
 /// Runs `verify` with bash in the workdir, in its own process group, bounded by `verify_timeout`.
-async fn run_verify(verify: &str, workdir: &PathBuf, config: &LoopConfig) -> VerifyRun {
+async fn run_verify(verify: &str, workdir: &PathBuf, config: &LoopConfig, key: &str) -> VerifyRun {
     let mut cmd = tokio::process::Command::new("bash");
     cmd.arg("-c")
         .arg(verify)
         .current_dir(workdir)
-        .envs(&config.env);
+        .envs(&config.env)
+        // Found and ended by the next start if loopd dies while verify runs.
+        .env("LOOPD_ATTEMPT_KEY", key);
     let mut spawned = match process::spawn_group(cmd) {
         Ok(s) => s,
         Err(e) => {

@@ -137,6 +137,23 @@ impl Actor for FleetSupervisor {
         }
         let mut names: Vec<String> = state.configs.keys().cloned().collect();
         names.sort();
+        // Every loop of the fleet is in the registry from the first moment the fleet runs, so
+        // that status and the API list it before its actor has booted.
+        let known = state.ctx.read(|s| s.list_loops()).await?;
+        let new: Vec<LoopRecord> = names
+            .iter()
+            .filter(|n| !known.iter().any(|k| &k.name == *n))
+            .map(|n| LoopRecord::new(n))
+            .collect();
+        if !new.is_empty() {
+            state
+                .ctx
+                .record(Batch {
+                    loops: new,
+                    ..Batch::default()
+                })
+                .await?;
+        }
         for name in names {
             start_loop(&myself, &mut state, &name).await;
         }

@@ -21,6 +21,8 @@
 //! - `prompt`: rendering the prompt of one attempt.
 //! - `healer`: diagnoses, repeated failures, lessons, heal strategies (pure functions).
 //! - `attempt`, `loop_actor`, `fleet`: the actors.
+//! - `notifier`: webhooks, signed and retried, decoupled from the loops.
+//! - `templates`: the loop factory (loops made from templates with `{{var}}` placeholders).
 #![deny(missing_docs)]
 
 pub mod agent;
@@ -35,6 +37,7 @@ pub mod loop_actor;
 pub mod model;
 pub mod monitor;
 pub mod names;
+pub mod notifier;
 pub mod plan;
 pub mod process;
 pub mod prompt;
@@ -44,5 +47,6 @@ pub mod scheduler;
 pub mod schema;
 pub mod statedir;
 pub mod store;
+pub mod templates;
 pub mod tests_file;
 pub mod view;

@@ -15,6 +15,7 @@ use crate::attempt::{AttemptActor, AttemptDone, AttemptMsg, AttemptPlan, CancelR
 use crate::config::{self, LoopConfig};
 use crate::control::{Control, ControlError};
 use crate::git::Workdir;
+use crate::healer::HealStrategy;
 use crate::model::{
     AttemptRecord, Event, EventKind, LoopRecord, LoopState, Outcome, TestRecord, TestStatus,
 };
@@ -332,17 +333,47 @@ async fn next(
     let name = state.config.name.clone();
     let priority = state.config.priority;
     let run_past = run_past(&state.config);
-    let (runnable, finished) = state
+    let (runnable, finished, reblocked) = state
         .ctx
-        .read(move |s| -> Result<(bool, bool), crate::store::StoreError> {
+        .read(move |s| -> Result<_, crate::store::StoreError> {
             let tests = s.list_tests(&name)?;
             let external = |dep: &str| external_status(s, dep);
             Ok((
                 plan::next_runnable(&tests, priority, run_past, &external).is_some(),
                 plan::is_finished(&tests),
+                // Tests of other loops change under us: block or unblock on what they are now.
+                plan::refresh_blocked(&tests, run_past, &external),
             ))
         })
         .await?;
+    if !reblocked.is_empty() {
+        let events = reblocked
+            .iter()
+            .map(|t| {
+                let what = if t.status == TestStatus::Blocked {
+                    format!("{} is blocked by {}", t.spec.id, t.blocked_by.join(", "))
+                } else {
+                    format!("{} is no longer blocked", t.spec.id)
+                };
+                let kind = if t.status == TestStatus::Blocked {
+                    EventKind::TestBlocked
+                } else {
+                    EventKind::TestChanged
+                };
+                Event::new(kind, &state.config.name, what).about(&t.spec.id, None)
+            })
+            .collect();
+        state
+            .ctx
+            .record(Batch {
+                tests: reblocked,
+                events,
+                ..Batch::default()
+            })
+            .await?;
+        myself.send_message(LoopMsg::Next)?;
+        return Ok(());
+    }
     if runnable {
         if let Some(why) = budget_exhausted(state).await? {
             set_state(state, LoopState::Paused, Some("budget_exhausted")).await?;
@@ -472,9 +503,17 @@ async fn budget_exhausted(state: &LoopActorState) -> Result<Option<String>, Acto
 }
 
 /// What another loop's test is, for `other-loop:ID` dependencies.
+/// A test the other loop has not loaded yet (it may not have booted) is waited for, not a
+/// blocker: `validate` already refuses references to tests that exist nowhere.
 fn external_status(store: &crate::store::Store, dep: &str) -> Option<TestStatus> {
     let (other, id) = dep.split_once(':')?;
-    store.get_test(other, id).ok().flatten().map(|t| t.status)
+    Some(
+        store
+            .get_test(other, id)
+            .ok()
+            .flatten()
+            .map_or(TestStatus::Pending, |t| t.status),
+    )
 }
 
 /// Whether dependents run past a test that failed for good (`on_blocked = "skip"`).
@@ -483,7 +522,12 @@ fn run_past(cfg: &LoopConfig) -> bool {
 }
 
 /// The test picked to run, its earlier attempts, and `(id, verify)` of the passed tests.
-type Picked = (TestRecord, Vec<AttemptRecord>, Vec<(String, String)>);
+type Picked = (
+    TestRecord,
+    Vec<AttemptRecord>,
+    Vec<(String, String)>,
+    Vec<String>,
+);
 
 /// Records the attempt as started (flushed) and spawns its actor.
 async fn start_attempt(
@@ -511,26 +555,36 @@ async fn start_attempt(
                             .filter(|o| o.status == TestStatus::Passed && o.spec.id != t.spec.id)
                             .map(|o| (o.spec.id.clone(), o.spec.verify.clone()))
                             .collect();
-                        Ok(Some((t.clone(), history, passed)))
+                        let lessons = crate::healer::lessons_for_prompt(
+                            s,
+                            &crate::healer::history_fingerprints(&history),
+                        );
+                        Ok(Some((t.clone(), history, passed, lessons)))
                     }
                     None => Ok(None),
                 }
             },
         )
         .await?;
-    let Some((mut test, history, passed)) = picked else {
+    let Some((mut test, history, passed, lessons)) = picked else {
         drop(permit);
         myself.send_message(LoopMsg::Next)?;
         return Ok(());
     };
-    let cfg = state.config.clone();
+    let mut cfg = state.config.clone();
     let number = test.attempts + 1;
     let paths = state.ctx.attempt_paths(&cfg.name, &test.spec.id, number);
+    let strategy = test.heal_strategy.clone();
+    if let Some(HealStrategy::StrongerModel(model)) = &strategy {
+        let mut stronger = (*cfg).clone();
+        stronger.model = Some(model.clone());
+        cfg = Arc::new(stronger);
+    }
     let spec_text = match config::resolve_spec(&cfg, &test.spec) {
         Ok(s) => s,
         Err(e) => format!("(loopd could not read the spec file: {e})"),
     };
-    let prompt = prompt::render(
+    let mut prompt = prompt::render(
         &state.template,
         &PromptInput {
             loop_name: &cfg.name,
@@ -540,10 +594,21 @@ async fn start_attempt(
             verify: &test.spec.verify,
             attempt: number,
             max_attempts: cfg.max_attempts,
-            history: &history,
-            lessons: &[],
+            // A fresh start forgets the earlier attempts on purpose.
+            history: if strategy == Some(HealStrategy::FreshStart) {
+                &[]
+            } else {
+                &history
+            },
+            lessons: &lessons,
         },
     );
+    if matches!(
+        strategy,
+        Some(HealStrategy::AlternativePrompt | HealStrategy::StrongerModel(_))
+    ) {
+        prompt.push_str(&crate::healer::alternative_prompt(&history));
+    }
     tokio::fs::create_dir_all(&paths.dir).await?;
     tokio::fs::write(&paths.prompt, &prompt).await?;
 
@@ -618,7 +683,14 @@ async fn finish_attempt(
     let outcome = record.outcome.unwrap_or(Outcome::Interrupted);
     let name = cfg.name.clone();
     let test_id = record.test_id.clone();
+    let history_of = (name.clone(), test_id.clone());
     let mut tests = state.ctx.read(move |s| s.list_tests(&name)).await?;
+    let mut history = state
+        .ctx
+        .read(move |s| s.list_attempts(&history_of.0, Some(&history_of.1)))
+        .await?;
+    history.retain(|a| a.number != record.number);
+    history.push(record.clone());
     let external = external_snapshot(&state.ctx, &tests).await?;
     let mut events = Vec::new();
     let Some(pos) = tests.iter().position(|t| t.spec.id == test_id) else {
@@ -635,6 +707,7 @@ async fn finish_attempt(
             Outcome::Passed => {
                 test.commit = record.commit.clone();
                 test.reason = None;
+                test.heal_strategy = None;
                 events.push(
                     Event::new(
                         EventKind::TestPassed,
@@ -646,21 +719,39 @@ async fn finish_attempt(
                 TestStatus::Passed
             }
             _ if record.counted && test.counted_attempts >= cfg.max_attempts => {
-                test.reason = Some(format!(
-                    "{} counted failures (max_attempts = {}); last: {}",
-                    test.counted_attempts,
-                    cfg.max_attempts,
-                    record.reason.as_deref().unwrap_or("failed")
-                ));
-                events.push(
+                // The healer diagnoses from the recorded history and, with auto_heal (or
+                // on_blocked = "heal"), picks another strategy within the heal budget.
+                let policy = crate::healer::HealPolicy {
+                    auto_heal: cfg.auto_heal || cfg.on_blocked == crate::config::OnBlocked::Heal,
+                    heal_model: cfg.heal_model.clone(),
+                    budget_attempts: Some(cfg.heal_attempts),
+                    budget_usd: cfg.heal_budget_usd,
+                };
+                let d = crate::healer::on_exhausted(test, &history, &policy);
+                test.reason = Some(d.reason.clone());
+                let event = if d.alert {
+                    Event::new(
+                        EventKind::Alert,
+                        &cfg.name,
+                        format!("{test_id} needs a person: {}", d.reason),
+                    )
+                    .with_data(serde_json::json!({ "diagnosis": test.diagnosis }))
+                } else if d.status == TestStatus::Failed {
                     Event::new(
                         EventKind::TestFailed,
                         &cfg.name,
-                        format!("{} failed for good", test_id),
+                        format!("{test_id} failed for good: {}", d.reason),
                     )
-                    .about(&test_id, Some(record.number)),
-                );
-                TestStatus::Failed
+                    .with_data(serde_json::json!({ "diagnosis": test.diagnosis }))
+                } else {
+                    Event::new(
+                        EventKind::TestChanged,
+                        &cfg.name,
+                        format!("{test_id}: {}", d.reason),
+                    )
+                };
+                events.push(event.about(&test_id, Some(record.number)));
+                d.status
             }
             _ => TestStatus::Pending,
         };
@@ -705,6 +796,24 @@ async fn finish_attempt(
     );
     let mut changed = vec![tests[pos].clone()];
     changed.extend(unblocked_or_blocked);
+    if outcome == Outcome::Passed {
+        // Before the checkpoint moves: what the pass changed since the last one.
+        let diff = match (&state.record.checkpoint, &cfg.workdir, cfg.checkpoints) {
+            (Some(old), Some(w), true) => crate::git::Workdir::new(w)
+                .diff_summary(old)
+                .await
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        let (l, t) = (cfg.name.clone(), test_id.clone());
+        let history = state
+            .ctx
+            .read(move |s| s.list_attempts(&l, Some(&t)))
+            .await?;
+        if let Some(lesson) = crate::healer::lesson_from_pass(&history, &record, &diff) {
+            state.ctx.read(move |s| s.put_lesson(&lesson)).await?;
+        }
+    }
     if let Some(c) = &done.new_checkpoint {
         state.record.checkpoint = Some(c.clone());
     }
@@ -920,11 +1029,10 @@ async fn control(
                     .await
                     .map_err(internal)?;
             } else {
+                // Boot here rather than by message, so the caller's answer shows the loop running.
                 state.record.state = LoopState::Idle;
                 state.record.reason = None;
-                myself
-                    .send_message(LoopMsg::Boot)
-                    .map_err(|e| ControlError::Internal(e.to_string()))?;
+                boot(myself, state).await.map_err(internal)?;
             }
         }
         Control::ResetTest { test, .. } => {
@@ -932,6 +1040,7 @@ async fn control(
             refuse_running(&t)?;
             t.status = TestStatus::Pending;
             t.counted_attempts = 0;
+            crate::healer::reset_healing(&mut t);
             t.reason = Some("reset by a person".into());
             t.commit = None;
             t.blocked_by.clear();

@@ -166,5 +166,43 @@ pub async fn reap_orphans(record: &ProcessRecord, grace: Duration) -> usize {
     end_group(record, grace).await.members
 }
 
+/// Processes whose environment holds `var=value` exactly: how an agent is found after a crash
+/// that came between its spawn and the record of its process group. loopd gives every agent a
+/// unique `LOOPD_ATTEMPT_KEY` (it names the state directory and the attempt), so a match is a
+/// process loopd started for that attempt, or one of its descendants.
+pub fn find_by_env(var: &str, value: &str) -> Vec<i32> {
+    let needle = format!("{var}={value}");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// Ends the processes that carry `var=value` in their environment, and their process groups
+/// (SIGKILL: they are leftovers of a crash). Returns how many were found.
+pub fn kill_by_env(var: &str, value: &str) -> usize {
+    use nix::sys::signal::{kill, killpg, Signal};
+    use nix::unistd::{getpgid, Pid};
+    let pids = find_by_env(var, value);
+    for &pid in &pids {
+        let pid = Pid::from_raw(pid);
+        if let Ok(pgid) = getpgid(Some(pid)) {
+            // Agents lead their own group; never signal loopd's own group.
+            if pgid != getpgid(None).unwrap_or(pgid) {
+                let _ = killpg(pgid, Signal::SIGKILL);
+            }
+        }
+        let _ = kill(pid, Signal::SIGKILL);
+    }
+    pids.len()
+}
+
 #[cfg(test)]
 mod tests;

@@ -35,6 +35,18 @@ pub async fn interrupted_attempts(
         if let Some(p) = attempt.process.take() {
             reaped = process::reap_orphans(&p, grace).await;
         }
+        // An agent spawned just before a crash may not have its group recorded yet; it (and
+        // any descendant) still carries the attempt's unique key in its environment.
+        let key = crate::runtime::attempt_key(
+            ctx.state_dir(),
+            &attempt.loop_name,
+            &attempt.test_id,
+            attempt.number,
+        );
+        reaped +=
+            tokio::task::spawn_blocking(move || process::kill_by_env("LOOPD_ATTEMPT_KEY", &key))
+                .await
+                .unwrap_or(0);
         if let (Some(cfg), Some(cp)) = (loop_cfg, checkpoint) {
             if cfg.checkpoints {
                 if let Some(wd) = &cfg.workdir {

@@ -29,6 +29,9 @@ struct Inner {
     monitor: std::sync::OnceLock<Monitor>,
     /// Every recorded event, for the progress display, SSE and webhooks.
     events: broadcast::Sender<Event>,
+    /// Held across id assignment, the transaction and the publish, so that events reach
+    /// subscribers in journal order (SSE resumes by id and must neither skip nor repeat).
+    journal: std::sync::Mutex<()>,
 }
 
 impl Ctx {
@@ -42,6 +45,7 @@ impl Ctx {
                 scheduler: std::sync::OnceLock::new(),
                 monitor: std::sync::OnceLock::new(),
                 events,
+                journal: std::sync::Mutex::new(()),
             }),
         }
     }
@@ -119,15 +123,18 @@ impl Ctx {
     /// Writes `batch` in one flushed transaction off the runtime's threads, then publishes its
     /// events.
     pub async fn record(&self, batch: Batch) -> Result<Vec<Event>, StoreError> {
-        let store = self.inner.store.clone();
-        let events = tokio::task::spawn_blocking(move || store.apply(batch))
-            .await
-            .expect("store task panicked")?;
-        for e in &events {
-            // Nobody listening is fine.
-            let _ = self.inner.events.send(e.clone());
-        }
-        Ok(events)
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let _order = inner.journal.lock().unwrap_or_else(|e| e.into_inner());
+            let events = inner.store.apply(batch)?;
+            for e in &events {
+                // Nobody listening is fine.
+                let _ = inner.events.send(e.clone());
+            }
+            Ok(events)
+        })
+        .await
+        .expect("store task panicked")
     }
 
     /// Runs a read against the store off the runtime's threads.
@@ -153,6 +160,14 @@ impl Ctx {
             dir,
         }
     }
+}
+
+/// The value of `LOOPD_ATTEMPT_KEY` for an attempt: unique to the state directory and the
+/// attempt, so that its processes can be found after a crash.
+pub fn attempt_key(state_dir: &Path, loop_name: &str, test_id: &str, n: u32) -> String {
+    use sha2::Digest;
+    let dir = sha2::Sha256::digest(state_dir.as_os_str().as_encoded_bytes());
+    format!("{}/{loop_name}/{test_id}/{n}", hex::encode(&dir[..6]))
 }
 
 /// The files of one attempt, under `<state_dir>/transcripts/<loop>/<test>/`.

@@ -1,7 +1,8 @@
 //! The store: sled trees that hold the truth about progress.
 //!
 //! Trees: `loops` (name), `tests` (loop NUL id), `attempts` (loop NUL test NUL number),
-//! `events` (monotonic id), `lessons`, and `meta` (schema version). Records are JSON values,
+//! `events` (monotonic id), `lessons`, `deliveries` (event id, webhook URL: the webhook delivery
+//! log) and `meta` (schema version). Records are JSON values,
 //! so a newer field can be added with a serde default. Everything that belongs together is written
 //! by [`Store::apply`] in one transaction and flushed before it returns, so an effect that depends
 //! on a write (spawning an agent, answering a client) never runs ahead of it.
@@ -14,6 +15,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 
 use crate::healer::Lesson;
 use crate::model::{AttemptRecord, Event, LoopRecord, TestRecord};
+use crate::notifier::DeliveryRecord;
 
 /// The layout version this build writes. A store with a higher one is refused, never overwritten.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -94,6 +96,8 @@ pub struct Store {
     attempts: sled::Tree,
     events: sled::Tree,
     lessons: sled::Tree,
+    /// The webhook delivery log, keyed by event id then endpoint URL.
+    deliveries: sled::Tree,
 }
 
 impl std::fmt::Debug for Store {
@@ -140,6 +144,7 @@ impl Store {
             attempts: db.open_tree("attempts")?,
             events: db.open_tree("events")?,
             lessons: db.open_tree("lessons")?,
+            deliveries: db.open_tree("deliveries")?,
             path,
             db,
         })
@@ -266,6 +271,14 @@ impl Store {
             .collect()
     }
 
+    /// The id of the newest event in the journal (0 when it is empty).
+    pub fn last_event_id(&self) -> Result<u64> {
+        Ok(match self.events.last()? {
+            Some((k, _)) => decode_u64(&k).unwrap_or(0),
+            None => 0,
+        })
+    }
+
     /// The lessons tree, for the healer.
     pub fn lessons(&self) -> &sled::Tree {
         &self.lessons
@@ -293,6 +306,45 @@ impl Store {
     pub fn all_lessons(&self) -> Result<Vec<Lesson>> {
         scan(&self.lessons, "lessons", b"")
     }
+}
+
+impl Store {
+    /// Records (or updates) one webhook delivery. Not flushed: the log is for people, and a
+    /// delivery lost in a crash is at worst tried again by nobody.
+    pub fn put_delivery(&self, d: &DeliveryRecord) -> Result<()> {
+        let k = delivery_key(d.event_id, &d.url);
+        let v = serde_json::to_vec(d).map_err(|e| StoreError::Corrupt {
+            tree: "(encode)",
+            key: format!("{}/{}", d.event_id, d.url),
+            reason: e.to_string(),
+        })?;
+        self.deliveries.insert(k, v)?;
+        Ok(())
+    }
+
+    /// The delivery of event `event_id` to `url`.
+    pub fn get_delivery(&self, event_id: u64, url: &str) -> Result<Option<DeliveryRecord>> {
+        get(&self.deliveries, "deliveries", &delivery_key(event_id, url))
+    }
+
+    /// Deliveries of events with an id greater than `after`, oldest event first, at most `limit`.
+    pub fn deliveries_after(&self, after: u64, limit: usize) -> Result<Vec<DeliveryRecord>> {
+        let start = (after + 1).to_be_bytes();
+        self.deliveries
+            .range(start..)
+            .take(limit)
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode("deliveries", &k, &v)
+            })
+            .collect()
+    }
+}
+
+fn delivery_key(event_id: u64, url: &str) -> Vec<u8> {
+    let mut k = event_id.to_be_bytes().to_vec();
+    k.extend_from_slice(url.as_bytes());
+    k
 }
 
 /// The batch, serialized before the transaction so that its closure (which sled may run more
@@ -342,6 +394,10 @@ fn attempt_key(loop_name: &str, test: &str, n: u32) -> Vec<u8> {
     let mut k = key(&[loop_name, test, ""]);
     k.extend_from_slice(&n.to_be_bytes());
     k
+}
+
+fn decode_u64(raw: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(raw.try_into().ok()?))
 }
 
 fn decode_u32(raw: &[u8]) -> Option<u32> {

@@ -92,6 +92,12 @@ pub struct TestView {
     /// Its checkpoint commit, when passed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
+    /// The healer's diagnosis, once `max_attempts` was reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnosis: Option<crate::healer::Diagnosis>,
+    /// The healer's current strategy, while it heals this test.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heal_strategy: Option<crate::healer::HealStrategy>,
     /// Every attempt, oldest first.
     pub attempts: Vec<AttemptRecord>,
 }
@@ -181,6 +187,8 @@ pub fn loop_view(store: &Store, record: &LoopRecord) -> Result<LoopView, StoreEr
             blocked_by: t.blocked_by.clone(),
             counted_attempts: t.counted_attempts,
             commit: t.commit.clone(),
+            diagnosis: t.diagnosis.clone(),
+            heal_strategy: t.heal_strategy.clone(),
             attempts: Vec::new(),
         })
         .collect();

@@ -186,10 +186,7 @@ pub async fn create(
     let value = body::json(&bytes?)?;
     let start = query_flag(&q, "start")?;
     if value.get("template").is_some() {
-        return Err(ApiError::new(
-            Code::NotImplemented,
-            "creating a loop from a template is not available in this daemon; send a loop config",
-        ));
+        return create_from_template(&state, value, start).await;
     }
     if let Some(name) = value.get("name").and_then(|n| n.as_str()) {
         // Refuse a name that could escape the state directory before anything looks at paths.
@@ -219,6 +216,116 @@ pub async fn create(
         })
         .await?;
     let view = loop_view(&state, &name).await?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/api/loops/{name}"))],
+        Json(view),
+    )
+        .into_response())
+}
+
+/// `POST /api/loops` with `{"template": NAME, "vars": {...}, "start": bool}`: the loop factory
+/// (see `loopd_actors::templates`). `start` in the body or the query starts the loop.
+async fn create_from_template(
+    state: &ApiState,
+    value: serde_json::Value,
+    start: bool,
+) -> Result<Response, ApiError> {
+    use loopd_actors::templates::{self, TemplateError};
+    let template = match value.get("template") {
+        Some(serde_json::Value::String(t)) => t.clone(),
+        _ => {
+            return Err(ApiError::new(
+                Code::BadRequest,
+                "`template` must be the name of a template (a string)",
+            ))
+        }
+    };
+    if let Some(key) = value
+        .as_object()
+        .and_then(|o| o.keys().find(|k| !["template", "vars", "start"].contains(&k.as_str())))
+    {
+        return Err(ApiError::new(
+            Code::BadRequest,
+            format!("unknown key `{key}`: a template request has `template`, `vars` and `start`"),
+        ));
+    }
+    let start = match value.get("start") {
+        None => start,
+        Some(serde_json::Value::Bool(b)) => *b || start,
+        Some(_) => {
+            return Err(ApiError::new(
+                Code::BadRequest,
+                "`start` must be true or false",
+            ))
+        }
+    };
+    check_name("template", &template)?;
+    let vars = templates::vars_from_json(value.get("vars").unwrap_or(&serde_json::Value::Null));
+    let dir = state.templates_dir();
+    let state_dir = state.ctx().state_dir().to_path_buf();
+    let name = template.clone();
+    let made = tokio::task::spawn_blocking(move || {
+        templates::loop_from_template(&dir, &name, &vars?, &state_dir)
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    let template_error = |e: TemplateError| match e {
+        TemplateError::InvalidName(why) => ApiError::invalid_name("template", why),
+        TemplateError::NotFound { name, .. } => {
+            ApiError::new(Code::NotFound, format!("no template named `{name}`"))
+                .with_details(serde_json::json!({"template": name}))
+        }
+        TemplateError::BadVars(bad) => {
+            let problems: Vec<_> = bad
+                .iter()
+                .map(|(k, why)| serde_json::json!({"pointer": format!("/vars/{k}"), "message": why}))
+                .collect();
+            ApiError::new(Code::ValidationFailed, "invalid template variables")
+                .with_details(serde_json::json!({"template": template, "problems": problems}))
+        }
+        TemplateError::Vars { missing, unused } => {
+            let message = TemplateError::Vars {
+                missing: missing.clone(),
+                unused: unused.clone(),
+            }
+            .to_string();
+            let problems: Vec<_> = missing
+                .iter()
+                .map(|k| (k, format!("missing: the template uses {{{{{k}}}}}")))
+                .chain(unused.iter().map(|k| (k, "the template does not use it".to_string())))
+                .map(|(k, why)| serde_json::json!({"pointer": format!("/vars/{k}"), "message": why}))
+                .collect();
+            ApiError::new(Code::ValidationFailed, message).with_details(serde_json::json!({
+                "template": template, "missing": missing, "unused": unused, "problems": problems,
+            }))
+        }
+        TemplateError::Invalid { report, .. } => {
+            let mut e = ApiError::invalid(&format!("loop from template `{template}`"), &report);
+            e.details["template"] = serde_json::json!(template);
+            e
+        }
+        TemplateError::Io(why) => ApiError::internal(why),
+    };
+    let config = made.map_err(template_error)?;
+    let name = config.name.clone();
+    let owned = name.clone();
+    if state.ctx().read(move |s| s.get_loop(&owned)).await?.is_some() {
+        return Err(ApiError::new(
+            Code::Conflict,
+            format!("a loop named `{name}` exists already"),
+        ));
+    }
+    templates::create_workdir(&config)
+        .await
+        .map_err(template_error)?;
+    state
+        .control(Control::AddLoop {
+            config: Box::new(config),
+            start,
+        })
+        .await?;
+    let view = loop_view(state, &name).await?;
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, format!("/api/loops/{name}"))],

@@ -68,6 +68,8 @@ struct Inner {
     file_loops: HashMap<String, LoopConfig>,
     /// Set once the supervisor has started its loops; `/readyz` says 503 before.
     ready: AtomicBool,
+    /// The fleet's `templates_dir` (loop factory); `<fleet_dir>/loop-templates` until set.
+    templates_dir: std::sync::OnceLock<PathBuf>,
 }
 
 impl ApiState {
@@ -88,6 +90,7 @@ impl ApiState {
                     .map(|l| (l.name.clone(), l))
                     .collect(),
                 ready: AtomicBool::new(false),
+                templates_dir: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -95,6 +98,19 @@ impl ApiState {
     /// Marks the fleet as started (or not), for `/readyz`.
     pub fn set_ready(&self, ready: bool) {
         self.inner.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Sets the folder of loop templates (the fleet's `templates_dir`); only the first call counts.
+    pub fn set_templates_dir(&self, dir: PathBuf) {
+        let _ = self.inner.templates_dir.set(dir);
+    }
+
+    fn templates_dir(&self) -> PathBuf {
+        self.inner
+            .templates_dir
+            .get()
+            .cloned()
+            .unwrap_or_else(|| self.inner.fleet_dir.join("loop-templates"))
     }
 
     fn ctx(&self) -> &Ctx {
@@ -149,7 +165,29 @@ pub fn router(state: ApiState, auth: AuthPolicy) -> Router {
             auth::require_token,
         ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(refuse_declared_oversize))
         .with_state(state)
+}
+
+/// 413 from the `Content-Length` alone, before a byte of the body is read (the body limit
+/// itself only fires once the handler reads that far).
+async fn refuse_declared_oversize(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
+        return ApiError::new(
+            Code::PayloadTooLarge,
+            format!("the body is larger than {BODY_LIMIT} bytes"),
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 async fn healthz() -> impl IntoResponse {

@@ -7,9 +7,10 @@ use anyhow::Context;
 use loopd_actors::config::{self, Fleet};
 use loopd_actors::fleet::{FleetArgs, FleetHandle, FleetMsg, FleetSupervisor, Intensity};
 use loopd_actors::loop_actor::prepare_workdir;
+use loopd_actors::monitor::MonitorConfig;
+use loopd_actors::notifier::Notifier;
 use loopd_actors::reconcile;
 use loopd_actors::runtime::Ctx;
-use loopd_actors::monitor::MonitorConfig;
 use loopd_actors::scheduler::SchedulerConfig;
 use loopd_actors::statedir::StateDirLock;
 use loopd_actors::store::Store;
@@ -42,6 +43,12 @@ pub fn prepare(file: &Path, command: &str) -> Result<Prepared, Exit> {
         eprintln!("{report}");
         Exit::Invalid
     })?;
+    let secrets = config::unresolved_secrets(&fleet);
+    if !secrets.is_empty() {
+        eprintln!("{secrets}");
+        eprintln!("loopd {command}: a webhook's secret is missing from the environment");
+        return Err(Exit::Invalid);
+    }
     let lock = StateDirLock::acquire(&fleet.settings.state_dir, command).map_err(|e| {
         eprintln!("loopd {command}: {e}");
         Exit::Invalid
@@ -92,11 +99,16 @@ pub struct Started {
     pub done: oneshot::Receiver<()>,
     /// What the API drives the fleet with.
     pub handle: FleetHandle,
+    /// The webhooks' deliveries (none without `[[webhooks]]`); dropping it stops them.
+    #[allow(dead_code)] // only held: it runs on its own tasks for as long as the fleet does
+    pub notifier: Option<Notifier>,
 }
 
 /// Starts the loops supervisor over `ctx` with the fleet file's loops (the registry adds the
 /// loops created through the API).
 pub async fn spawn(ctx: &Ctx, fleet: &Fleet) -> anyhow::Result<Started> {
+    // Subscribed before the first loop starts, so that no event is missed.
+    let notifier = Notifier::start(ctx, fleet.webhooks.clone()).await;
     let (done_tx, done) = oneshot::channel();
     let (supervisor, join) = Actor::spawn(
         None,
@@ -117,5 +129,6 @@ pub async fn spawn(ctx: &Ctx, fleet: &Fleet) -> anyhow::Result<Started> {
         join,
         done,
         handle,
+        notifier,
     })
 }

@@ -5,6 +5,7 @@ pub(crate) mod fleet_start;
 mod init;
 mod insights;
 mod logs;
+mod new;
 mod progress;
 mod run;
 mod serve;
@@ -81,6 +82,8 @@ pub enum Command {
     Skip(client::TestArgs),
     /// Add tests to a running loop (tests-file format, validated by the daemon).
     AddTest(client::AddTestArgs),
+    /// Create a loop from a template of the fleet's `templates_dir` (through the daemon).
+    New(new::NewArgs),
     /// Show an attempt's transcript, or follow the fleet live with `-f`.
     Logs(logs::LogsArgs),
     /// The most frequent failure patterns and the lessons learned (from the store).
@@ -137,6 +140,7 @@ pub fn dispatch(args: Cli) -> anyhow::Result<Exit> {
         Command::Reset(a) => client::test_action(&args.fleet_file(None), "reset", a),
         Command::Skip(a) => client::test_action(&args.fleet_file(None), "skip", a),
         Command::AddTest(a) => client::add_test(&args.fleet_file(None), a),
+        Command::New(a) => new::run(&args.fleet_file(None), a),
         Command::Logs(a) => logs::logs(&args.fleet_file(None), a),
         Command::Insights(a) => {
             let (config, lp) = a.split();

@@ -69,6 +69,8 @@ pub async fn try_start_api(
         },
     )
     .await?;
+    api.state
+        .set_templates_dir(fleet.settings.templates_dir.clone());
     api.state.set_ready(true);
     Ok(api)
 }
@@ -92,7 +94,7 @@ pub async fn start_api(
 
 async fn serve_fleet(
     file: &Path,
-    fleet: Fleet,
+    mut fleet: Fleet,
     store: Store,
     lock: &StateDirLock,
     bind: &str,
@@ -128,7 +130,7 @@ async fn serve_fleet(
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
-            _ = sighup.recv() => reload(file, &fleet, &started.handle).await,
+            _ = sighup.recv() => reload(file, &mut fleet, &started.handle).await,
             _ = &mut done, if !done_fired => done_fired = true,
             _ = watchdog.tick() => {
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
@@ -174,7 +176,7 @@ fn watchdog_interval() -> Duration {
 /// SIGHUP: re-reads the fleet file. An invalid one is refused with its report and the running
 /// fleet is left as it is; loops new to the file are added and started. Loops removed from or
 /// changed in the file are reported: applying those needs a restart (their history stays).
-async fn reload(file: &Path, running: &Fleet, handle: &FleetHandle) {
+async fn reload(file: &Path, running: &mut Fleet, handle: &FleetHandle) {
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
     let file = file.to_path_buf();
     let checked = tokio::task::spawn_blocking(move || {
@@ -206,7 +208,10 @@ async fn reload(file: &Path, running: &Fleet, handle: &FleetHandle) {
                     start: true,
                 };
                 match handle.control(request).await {
-                    Ok(()) => eprintln!("loopd serve: SIGHUP: added loop `{}`", lp.name),
+                    Ok(()) => {
+                        eprintln!("loopd serve: SIGHUP: added loop `{}`", lp.name);
+                        running.loops.push(lp.clone());
+                    }
                     Err(e) => eprintln!("loopd serve: SIGHUP: loop `{}`: {e}", lp.name),
                 }
             }

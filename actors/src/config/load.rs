@@ -169,6 +169,8 @@ fn read_toml(display: &Path, abs: &Path) -> Result<(Doc, Value), Problem> {
 
 /// The whole load; see the module documentation.
 pub(crate) fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Loaded {
+    // Kept for `secret_env` of the webhooks, read after the overrides are applied.
+    let env: Vec<(String, String)> = env.into_iter().collect();
     let cwd = std::env::current_dir().unwrap_or_default();
     let abs = clean(&cwd.join(path));
     let mut loaded = Loaded {
@@ -207,7 +209,13 @@ pub(crate) fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>)
 
     let fleet_schema = by_name("fleet.schema.json").unwrap_or_default();
     let loop_schema = by_name("loop.schema.json").unwrap_or_default();
-    let state_dir_from_env = apply_env(&mut loaded, &mut root, &mut entries, env, &fleet_schema);
+    let state_dir_from_env = apply_env(
+        &mut loaded,
+        &mut root,
+        &mut entries,
+        env.iter().cloned(),
+        &fleet_schema,
+    );
 
     for (pointer, expected) in schema_errors(&fleet_schema, &root, "", Dialect::Toml) {
         loaded.problem(0, &pointer, expected);
@@ -230,6 +238,13 @@ pub(crate) fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>)
     };
     let state_base = if state_dir_from_env { &cwd } else { &fleet_dir };
     settings.state_dir = clean(&state_base.join(&settings.state_dir));
+    let templates_from_env = loaded.docs[0]
+        .env
+        .iter()
+        .any(|(p, _)| p == "/fleet/templates_dir");
+    let templates_base = if templates_from_env { &cwd } else { &fleet_dir };
+    settings.templates_dir = clean(&templates_base.join(&settings.templates_dir));
+    let webhooks = read_webhooks(&mut loaded, &root, settings_ok, &env);
 
     let mut first_seen: Vec<(String, Origin)> = Vec::new();
     for entry in entries {
@@ -272,9 +287,33 @@ pub(crate) fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>)
             file: abs,
             settings,
             loops: loaded.loops.iter().map(|(lp, _)| lp.clone()).collect(),
+            webhooks,
         });
     }
     loaded
+}
+
+/// The `[[webhooks]]` tables, secrets from `secret_env` filled in; problems go to the report.
+fn read_webhooks(
+    loaded: &mut Loaded,
+    root: &Value,
+    schema_ok: bool,
+    env: &[(String, String)],
+) -> Vec<super::WebhookConfig> {
+    let Some(value) = root.get("webhooks").filter(|_| schema_ok) else {
+        return Vec::new();
+    };
+    let mut hooks = match serde_json::from_value::<Vec<super::WebhookConfig>>(value.clone()) {
+        Ok(h) => h,
+        Err(e) => {
+            loaded.problem(0, "/webhooks", e.to_string());
+            return Vec::new();
+        }
+    };
+    for (pointer, expected) in super::webhooks::resolve_webhooks(&mut hooks, env) {
+        loaded.problem(0, &pointer, expected);
+    }
+    hooks
 }
 
 /// Reads each file matched by `include` (relative to the fleet file) as one loop.

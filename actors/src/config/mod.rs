@@ -19,11 +19,13 @@ mod report;
 mod schema_fix;
 mod tests_check;
 mod validate;
+mod webhooks;
 
 pub use load::{load_fleet, load_fleet_with_env};
 pub use report::{Problem, Report};
 pub use tests_check::{load_tests, resolve_spec};
 pub use validate::{parse_loop_value, validate_fleet, validate_fleet_with_env};
+pub use webhooks::{unresolved_secrets, Secret, WebhookConfig, WebhookEvent};
 
 /// The fleet file as written by the user.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
@@ -38,6 +40,9 @@ pub struct FleetFile {
     /// The loops of this fleet.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub loops: Vec<LoopConfig>,
+    /// Endpoints told about what happens in the fleet (signed JSON POSTs, retried).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 /// The `[fleet]` table.
@@ -94,6 +99,10 @@ pub struct FleetSettings {
     /// Attempts the whole fleet may make; reaching it pauses every loop (`budget_exhausted`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_attempts_total: Option<u32>,
+    /// The folder of loop templates (`<NAME>.toml`) that `POST /api/loops {"template": NAME}`
+    /// and `loopd new` render. Default "loop-templates" next to the fleet file.
+    #[serde(default = "default_templates_dir")]
+    pub templates_dir: PathBuf,
 }
 
 fn default_max_restarts() -> usize {
@@ -125,6 +134,10 @@ fn default_state_dir() -> PathBuf {
     PathBuf::from(".loopd")
 }
 
+fn default_templates_dir() -> PathBuf {
+    PathBuf::from("loop-templates")
+}
+
 fn default_max_concurrent_agents() -> usize {
     1
 }
@@ -145,6 +158,7 @@ impl Default for FleetSettings {
             ping_timeout: default_ping(),
             budget_usd: None,
             max_attempts_total: None,
+            templates_dir: default_templates_dir(),
         }
     }
 }
@@ -335,8 +349,10 @@ impl AgentConfig {
 pub struct Fleet {
     /// The fleet file it was loaded from.
     pub file: PathBuf,
-    /// `[fleet]`, with `state_dir` absolute.
+    /// `[fleet]`, with `state_dir` and `templates_dir` absolute.
     pub settings: FleetSettings,
     /// Every loop, from the file and its includes, paths absolute, `workdir` filled in.
     pub loops: Vec<LoopConfig>,
+    /// The `[[webhooks]]`, with secrets from `secret_env` filled in.
+    pub webhooks: Vec<WebhookConfig>,
 }

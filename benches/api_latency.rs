@@ -1,0 +1,316 @@
+//! api_latency (issue 5): `GET /api/loops` latency under load, and the idle daemon's footprint.
+//!
+//! Run: `cargo bench --bench api_latency` (release build of loopd and of this bench).
+//! Knobs: `LOOPD_BENCH_API_LOOPS` (default 1000), `LOOPD_BENCH_API_REQUESTS` (default 20000),
+//! `LOOPD_BENCH_API_CLIENTS` (default 50), `LOOPD_BENCH_IDLE_SECS` (default 10),
+//! `LOOPD_BENCH_KEEP=1`.
+//!
+//! In a fresh temporary directory: `loopd serve` on a fleet file with no loops, bound to
+//! 127.0.0.1 on a free port (read from `<state_dir>/daemon.json`, `addr`; the bearer token from
+//! `<state_dir>/token`). Then:
+//! 1. baseline footprint with no loops: VmRSS (`/proc/<pid>/status`) and CPU over the idle
+//!    window (utime + stime from `/proc/<pid>/stat`, in % of one core);
+//! 2. registers the loops with `POST /api/loops?start=false` (8 at a time; command agent `true`,
+//!    checkpoints off), so they are registered and idle, and measures the same footprint again;
+//! 3. a bounded local load generator (tokio + reqwest, one connection pool, `clients`
+//!    concurrent tasks, `requests` requests in all, every request timed from send to the whole
+//!    body read) on `GET /api/loops?limit=100` (each answer checked: 100 loops), p50/p99/max
+//!    and throughput, beside the same load on `GET /healthz` (the server's floor: HTTP, routing,
+//!    no store), measured in the same run.
+//!
+//! Aims (issue 5): p99 < 10 ms for the 100-loop page with 1000 loops and 50 clients; resident
+//! memory < 150 MB and idle CPU < 1% of a core with 1000 registered idle loops.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+struct Daemon {
+    child: Child,
+    addr: String,
+    token: String,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_daemon(dir: &Path) -> Daemon {
+    fs::write(dir.join("loopd.toml"), "[fleet]\nstate_dir = \".loopd\"\n").unwrap();
+    write_tests(
+        &dir.join("idle.tests.json"),
+        &[("IDLE-1".to_string(), "true".to_string())],
+    );
+    let child = Command::new(loopd())
+        .args(["serve", "loopd.toml", "--bind", "127.0.0.1:0"])
+        .current_dir(dir)
+        .env_remove("LOOPD_CONFIG")
+        .env_remove("LOOPD_STATE_DIR")
+        .env_remove("LOOPD_TOKEN")
+        .env("LOOPD_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting loopd serve");
+    let mut daemon = Daemon {
+        child,
+        addr: String::new(),
+        token: String::new(),
+    };
+    let state = dir.join(".loopd");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "loopd serve did not come up");
+        if let Ok(Some(status)) = daemon.child.try_wait() {
+            panic!("loopd serve ended with {status}");
+        }
+        let addr = fs::read_to_string(state.join("daemon.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["addr"].as_str().map(String::from));
+        let token = fs::read_to_string(state.join("token")).ok();
+        if let (Some(addr), Some(token)) = (addr, token) {
+            if std::net::TcpStream::connect(&addr).is_ok() {
+                daemon.addr = addr;
+                daemon.token = token.trim().to_string();
+                return daemon;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// utime + stime of the process (all threads), in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the command: state is field 3, utime 14 and stime 15 (1-based), i.e. 11 and 12 here.
+    let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    get(11) + get(12)
+}
+
+/// (RSS in MB, idle CPU in % of one core over `secs`).
+fn footprint(pid: u32, secs: u64) -> (f64, f64) {
+    let hz = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().ok())
+        .unwrap_or(100.0);
+    let t0 = Instant::now();
+    let c0 = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(secs));
+    let c1 = cpu_ticks(pid);
+    let cpu = (c1 - c0) as f64 / hz / t0.elapsed().as_secs_f64() * 100.0;
+    (rss_kb(pid) as f64 / 1024.0, cpu)
+}
+
+async fn register(d: &Daemon, loops: usize) {
+    let client = reqwest::Client::new();
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (client, next) = (client.clone(), next.clone());
+        let url = format!("http://{}/api/loops?start=false", d.addr);
+        let token = d.token.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= loops {
+                    return;
+                }
+                let body = serde_json::json!({
+                    "name": format!("idle-{i:05}"),
+                    "tests_file": "idle.tests.json",
+                    "init_workdir": true,
+                    "checkpoints": false,
+                    "agent": {"kind": "command", "command": ["true"]},
+                });
+                let r = client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("POST /api/loops");
+                let status = r.status();
+                assert!(
+                    status.is_success(),
+                    "POST /api/loops: {status}: {}",
+                    r.text().await.unwrap_or_default()
+                );
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+struct Load {
+    latencies_ms: Vec<f64>,
+    wall: Duration,
+}
+
+async fn load(d: &Daemon, path: &str, clients: usize, requests: usize, expect: usize) -> Load {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .build()
+        .unwrap();
+    let url = format!("http://{}{path}", d.addr);
+    // Open the connections before the clock starts.
+    let mut warm = Vec::new();
+    for _ in 0..clients {
+        let (client, url, token) = (client.clone(), url.clone(), d.token.clone());
+        warm.push(tokio::spawn(async move {
+            let _ = client.get(&url).bearer_auth(&token).send().await;
+        }));
+    }
+    for w in warm {
+        let _ = w.await;
+    }
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (client, url, token, next) =
+            (client.clone(), url.clone(), d.token.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            while next.fetch_add(1, Ordering::SeqCst) < requests {
+                let t = Instant::now();
+                let r = client
+                    .get(&url)
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .expect("GET");
+                assert!(r.status().is_success(), "GET {url}: {}", r.status());
+                let body = r.bytes().await.expect("body");
+                mine.push(t.elapsed().as_secs_f64() * 1e3);
+                if expect > 0 && mine.len() == 1 {
+                    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                    assert_eq!(v["loops"].as_array().map(|a| a.len()), Some(expect));
+                }
+            }
+            mine
+        }));
+    }
+    let mut latencies_ms = Vec::with_capacity(requests);
+    for t in tasks {
+        latencies_ms.extend(t.await.unwrap());
+    }
+    Load {
+        latencies_ms,
+        wall: started.elapsed(),
+    }
+}
+
+fn row(label: &str, l: &Load) {
+    println!(
+        "| {label} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.0} req/s |",
+        l.latencies_ms.len(),
+        percentile(&l.latencies_ms, 50.0),
+        percentile(&l.latencies_ms, 99.0),
+        percentile(&l.latencies_ms, 100.0),
+        l.latencies_ms.len() as f64 / l.wall.as_secs_f64()
+    );
+}
+
+fn main() {
+    let loops = env_usize("LOOPD_BENCH_API_LOOPS", 1000);
+    let requests = env_usize("LOOPD_BENCH_API_REQUESTS", 20_000);
+    let clients = env_usize("LOOPD_BENCH_API_CLIENTS", 50).max(1);
+    let idle_secs = env_usize("LOOPD_BENCH_IDLE_SECS", 10) as u64;
+    header(
+        "api_latency",
+        &format!("loopd serve with {loops} idle loops; {clients} clients, {requests} requests"),
+    );
+    let scratch = Scratch::new("api");
+    let daemon = start_daemon(scratch.path());
+    let pid = daemon.child.id();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+
+    std::thread::sleep(Duration::from_secs(1));
+    let (rss0, cpu0) = footprint(pid, idle_secs);
+    let t = Instant::now();
+    rt.block_on(register(&daemon, loops));
+    let reg = t.elapsed();
+    // Let the registrations settle (background flushes) before the idle window.
+    std::thread::sleep(Duration::from_secs(2));
+    let (rss1, cpu1) = footprint(pid, idle_secs);
+
+    let page = rt.block_on(load(
+        &daemon,
+        "/api/loops?limit=100",
+        clients,
+        requests,
+        100.min(loops),
+    ));
+    let health = rt.block_on(load(&daemon, "/healthz", clients, requests, 0));
+    let rss2 = rss_kb(pid) as f64 / 1024.0;
+    drop(daemon);
+
+    println!(
+        "registered {loops} loops in {:.1} s ({:.1} ms per POST, 8 at a time)",
+        reg.as_secs_f64(),
+        reg.as_secs_f64() * 1e3 / loops.max(1) as f64
+    );
+    println!();
+    println!("| request ({clients} clients) | requests | p50 | p99 | max | throughput |");
+    println!("|---|---|---|---|---|---|");
+    row(&format!("GET /api/loops?limit=100 ({loops} loops)"), &page);
+    row("GET /healthz (baseline)", &health);
+    println!();
+    println!("| daemon footprint | VmRSS | idle CPU ({idle_secs} s) |");
+    println!("|---|---|---|");
+    println!("| no loops (baseline) | {rss0:.1} MB | {cpu0:.2}% of a core |");
+    println!("| {loops} idle loops | {rss1:.1} MB | {cpu1:.2}% of a core |");
+    println!("| {loops} idle loops, after the load | {rss2:.1} MB | |");
+    println!();
+    let p99 = percentile(&page.latencies_ms, 99.0);
+    println!("aim: p99 < 10 ms: {p99:.2} ms, {}", verdict(p99 < 10.0));
+    println!(
+        "aim: < 150 MB resident with {loops} idle loops: {rss1:.1} MB, {}",
+        verdict(rss1 < 150.0)
+    );
+    println!(
+        "aim: < 1% of a core idle with {loops} idle loops: {cpu1:.2}%, {}",
+        verdict(cpu1 < 1.0)
+    );
+}

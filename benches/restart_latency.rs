@@ -1,0 +1,272 @@
+//! restart_latency (issue 4): time from one attempt's agent exit to the next attempt's start.
+//!
+//! Run: `cargo bench --bench restart_latency` (release build of loopd and of this bench).
+//! Knobs: `LOOPD_BENCH_ATTEMPTS_10` (attempts per loop at 10 loops, default 30),
+//! `LOOPD_BENCH_ATTEMPTS_100` (at 100 loops, default 8), `LOOPD_BENCH_KEEP=1`.
+//!
+//! The agent is a bash script that appends `ATTEMPT start $EPOCHREALTIME` as its first command
+//! and `ATTEMPT exit $EPOCHREALTIME` as its last (no fork: `$EPOCHREALTIME` is a bash builtin
+//! variable) to a file named after `$LOOPD_LOOP`, then exits 0; verify is `false`, so every
+//! attempt fails and the loop goes on until `max_attempts`. L loops (L = 10, then 100), one test
+//! each, `max_concurrent_agents = L`, run with `loopd run`, with `checkpoints = false` and with
+//! `checkpoints = true`.
+//!
+//! Restart latency = start stamp of attempt k+1 - exit stamp of attempt k of the same loop. It
+//! covers: bash's exit, loopd seeing the exit and ending the group, verify (`bash -c false`),
+//! git (checkpoints on: save the attempt's ref and reset), the ledger write and flush, scheduling
+//! and prompt rendering of the next attempt, spawning it and bash's start-up up to its first
+//! command. A breakdown from the ledger splits it into: exit stamp -> the attempt's
+//! `finished_at` (group end, verify, git), `finished_at` -> next `started_at` (ledger, scheduler,
+//! prompt), next `started_at` -> its start stamp (transcript, spawn, bash start-up).
+//!
+//! Baseline, in the same run: L threads, each a plain fork/exec loop doing the same work (spawn
+//! the same agent script with the same environment in its own process group, stdout/stderr
+//! piped and read, wait; spawn `bash -c false`, wait; spawn the next), measured with the same
+//! stamps. Aims (issue 4): p50 within 2x the plain loop at 10 loops; p50 under 15 ms at 100
+//! loops on 2 cores.
+
+mod common;
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::*;
+
+const AGENT: &str = r#"printf '%s start %s\n' "$LOOPD_ATTEMPT" "$EPOCHREALTIME" >> "$BENCH_STAMPS/$LOOPD_LOOP"
+echo "bench agent: attempt $LOOPD_ATTEMPT of $LOOPD_TEST_ID"
+printf '%s exit %s\n' "$LOOPD_ATTEMPT" "$EPOCHREALTIME" >> "$BENCH_STAMPS/$LOOPD_LOOP"
+"#;
+
+/// Start and exit stamps by attempt number, per loop.
+type Stamps = HashMap<String, HashMap<u32, (f64, f64)>>;
+
+fn read_stamps(dir: &Path) -> Stamps {
+    let mut all = Stamps::new();
+    for entry in fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().to_string();
+        let per = all.entry(name).or_default();
+        for line in fs::read_to_string(entry.path()).unwrap().lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() != 3 {
+                continue;
+            }
+            let (Ok(n), Ok(t)) = (f[0].parse::<u32>(), f[2].parse::<f64>()) else {
+                continue;
+            };
+            let e = per.entry(n).or_insert((f64::NAN, f64::NAN));
+            if f[1] == "start" {
+                e.0 = t;
+            } else {
+                e.1 = t;
+            }
+        }
+    }
+    all
+}
+
+/// exit(k) -> start(k+1) in milliseconds, over every loop.
+fn intervals(stamps: &Stamps) -> Vec<f64> {
+    let mut out = Vec::new();
+    for per in stamps.values() {
+        for (n, (_, exit)) in per {
+            if let Some((start, _)) = per.get(&(n + 1)) {
+                out.push((start - exit) * 1e3);
+            }
+        }
+    }
+    out
+}
+
+struct Figures {
+    all: Vec<f64>,
+    /// exit stamp -> finished_at; finished_at -> next started_at; started_at -> start stamp.
+    parts: Option<[Vec<f64>; 3]>,
+}
+
+fn run_loopd(loops: usize, attempts: usize, checkpoints: bool) -> Figures {
+    let scratch = Scratch::new("restart");
+    let dir = scratch.path();
+    let stamps = dir.join("stamps");
+    fs::create_dir_all(&stamps).unwrap();
+    write_script(&dir.join("agent.sh"), AGENT);
+    write_tests(
+        &dir.join("r.tests.json"),
+        &[("R-1".to_string(), "false".to_string())],
+    );
+    let mut toml = format!(
+        "[fleet]\nstate_dir = \".loopd\"\nmax_concurrent_agents = {loops}\n",
+    );
+    for i in 0..loops {
+        fs::create_dir_all(dir.join(format!("wd/l{i:03}"))).unwrap();
+        toml.push_str(&format!(
+            r#"
+[[loops]]
+name = "l{i:03}"
+workdir = "wd/l{i:03}"
+init_workdir = true
+tests_file = "r.tests.json"
+checkpoints = {checkpoints}
+max_attempts = {attempts}
+[loops.env]
+BENCH_STAMPS = "{stamps}"
+LC_ALL = "C"
+[loops.agent]
+kind = "command"
+command = ["./agent.sh"]
+"#,
+            stamps = stamps.display()
+        ));
+    }
+    fs::write(dir.join("loopd.toml"), toml).unwrap();
+    let (_wall, status) = loopd_run(dir, "loopd.toml");
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "loopd run ends with 1 (tests not passed)"
+    );
+    let s = read_stamps(&stamps);
+    let all = intervals(&s);
+    assert_eq!(
+        all.len(),
+        loops * (attempts - 1),
+        "every attempt left its stamps"
+    );
+    let mut parts = [Vec::new(), Vec::new(), Vec::new()];
+    for i in 0..loops {
+        let name = format!("l{i:03}");
+        let per = &s[&name];
+        let recs = common::attempts(dir, "loopd.toml", &name);
+        let by_n: HashMap<u32, &Attempt> = recs.iter().map(|a| (a.number, a)).collect();
+        for (n, (_, exit)) in per {
+            let (Some(a), Some(b), Some((start_next, _))) =
+                (by_n.get(n), by_n.get(&(n + 1)), per.get(&(n + 1)))
+            else {
+                continue;
+            };
+            parts[0].push((a.finished_at - exit) * 1e3);
+            parts[1].push((b.started_at - a.finished_at) * 1e3);
+            parts[2].push((start_next - b.started_at) * 1e3);
+        }
+    }
+    Figures {
+        all,
+        parts: Some(parts),
+    }
+}
+
+fn spawn_wait(cmd: &mut Command) {
+    let mut child = cmd
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning");
+    let mut sink = Vec::new();
+    let _ = child.stdout.take().unwrap().read_to_end(&mut sink);
+    let _ = child.stderr.take().unwrap().read_to_end(&mut sink);
+    let _ = child.wait().expect("waiting");
+}
+
+fn run_plain(loops: usize, attempts: usize) -> Figures {
+    let scratch = Scratch::new("restart-plain");
+    let dir = scratch.path().to_path_buf();
+    let stamps = dir.join("stamps");
+    fs::create_dir_all(&stamps).unwrap();
+    write_script(&dir.join("agent.sh"), AGENT);
+    let threads: Vec<_> = (0..loops)
+        .map(|i| {
+            let dir = dir.clone();
+            let stamps = stamps.clone();
+            std::thread::spawn(move || {
+                let name = format!("l{i:03}");
+                let wd = dir.join("wd").join(&name);
+                fs::create_dir_all(&wd).unwrap();
+                let agent = dir.join("agent.sh");
+                for n in 1..=attempts {
+                    spawn_wait(
+                        Command::new(&agent)
+                            .current_dir(&wd)
+                            .env("BENCH_STAMPS", &stamps)
+                            .env("LC_ALL", "C")
+                            .env("LOOPD_LOOP", &name)
+                            .env("LOOPD_TEST_ID", "R-1")
+                            .env("LOOPD_ATTEMPT", n.to_string()),
+                    );
+                    spawn_wait(
+                        Command::new("bash")
+                            .args(["-c", "false"])
+                            .current_dir(&wd)
+                            .env("BENCH_STAMPS", &stamps)
+                            .env("LC_ALL", "C"),
+                    );
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let all = intervals(&read_stamps(&stamps));
+    assert_eq!(all.len(), loops * (attempts - 1));
+    Figures { all, parts: None }
+}
+
+fn main() {
+    header(
+        "restart_latency",
+        "agent exits at once, verify `false`; agent exit -> next attempt's first command",
+    );
+    let plan = [
+        (10, env_usize("LOOPD_BENCH_ATTEMPTS_10", 30).max(2)),
+        (100, env_usize("LOOPD_BENCH_ATTEMPTS_100", 8).max(2)),
+    ];
+    println!();
+    println!("| loops | checkpoints | samples | loopd p50 | loopd p99 | plain p50 | plain p99 | p50 ratio | exit→finished p50 | finished→next started p50 | started→agent running p50 |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut verdicts = Vec::new();
+    for (loops, attempts) in plan {
+        let plain = run_plain(loops, attempts);
+        let (pp50, pp99) = (
+            percentile(&plain.all, 50.0),
+            percentile(&plain.all, 99.0),
+        );
+        for checkpoints in [false, true] {
+            let f = run_loopd(loops, attempts, checkpoints);
+            let (p50, p99) = (percentile(&f.all, 50.0), percentile(&f.all, 99.0));
+            let parts = f.parts.as_ref().unwrap();
+            println!(
+                "| {loops} | {} | {} | {p50:.2} ms | {p99:.2} ms | {pp50:.2} ms | {pp99:.2} ms | {:.1}x | {:.2} ms | {:.2} ms | {:.2} ms |",
+                if checkpoints { "on" } else { "off" },
+                f.all.len(),
+                p50 / pp50,
+                percentile(&parts[0], 50.0),
+                percentile(&parts[1], 50.0),
+                percentile(&parts[2], 50.0),
+            );
+            if !checkpoints {
+                if loops == 10 {
+                    verdicts.push(format!(
+                        "aim: p50 within 2x the plain loop at 10 loops (checkpoints off): {:.1}x, {}",
+                        p50 / pp50,
+                        verdict(p50 <= 2.0 * pp50)
+                    ));
+                } else {
+                    verdicts.push(format!(
+                        "aim: p50 under 15 ms at {loops} loops (checkpoints off): {p50:.2} ms, {}",
+                        verdict(p50 < 15.0)
+                    ));
+                }
+            }
+        }
+    }
+    println!();
+    for v in verdicts {
+        println!("{v}");
+    }
+}
