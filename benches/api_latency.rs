@@ -126,7 +126,12 @@ fn footprint(pid: u32, secs: u64) -> (f64, f64) {
         .arg("CLK_TCK")
         .output()
         .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().ok())
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
         .unwrap_or(100.0);
     let t0 = Instant::now();
     let c0 = cpu_ticks(pid);

@@ -12,7 +12,7 @@
 //! While `loopd run` runs, the bench polls every millisecond: for each stamp file, whether the
 //! agent's two processes (bash, the group leader, and its `sleep`) are gone (no `/proc/<pid>`, or
 //! state Z: a zombie is dead, only not yet reaped). Detection latency = the instant both are gone
-//! - (the stamp + stall_timeout). The stamp is taken just before the one line is printed, so it
+//! minus (the stamp + stall_timeout). The stamp is taken just before the one line is printed, so it
 //! is the agent's last output to within microseconds. The figure covers the monitor noticing the
 //! silence (it reads heartbeats on a 50 ms tick), the cancel reaching the attempt, and
 //! `end_group` (SIGTERM to the group, members gone).
@@ -103,8 +103,7 @@ fn run_loopd(dir: &Path, loops: usize, attempts: usize) -> Vec<f64> {
         &dir.join("s.tests.json"),
         &[("S-1".to_string(), "false".to_string())],
     );
-    let mut toml =
-        format!("[fleet]\nstate_dir = \".loopd\"\nmax_concurrent_agents = {loops}\n");
+    let mut toml = format!("[fleet]\nstate_dir = \".loopd\"\nmax_concurrent_agents = {loops}\n");
     for i in 0..loops {
         fs::create_dir_all(dir.join(format!("wd/s{i:02}"))).unwrap();
         toml.push_str(&format!(
@@ -180,9 +179,11 @@ fn run_plain(dir: &Path, samples: usize) -> Vec<f64> {
                     let text = fs::read_to_string(&file).unwrap_or_default();
                     let f: Vec<&str> = text.split_whitespace().collect();
                     if f.len() == 3 {
-                        if let (Ok(a), Ok(b), Ok(t)) =
-                            (f[0].parse::<i32>(), f[1].parse::<i32>(), f[2].parse::<f64>())
-                        {
+                        if let (Ok(a), Ok(b), Ok(t)) = (
+                            f[0].parse::<i32>(),
+                            f[1].parse::<i32>(),
+                            f[2].parse::<f64>(),
+                        ) {
                             break (a, b, t);
                         }
                     }

@@ -98,7 +98,14 @@ fn loops_are_made_from_templates_over_http_and_the_cli() {
 
     // The same name twice: 409, through the CLI too.
     let again = fleet.cmd(&[
-        "-c", "loopd.toml", "new", "beta", "--template", "svc", "--set", "tests=svc",
+        "-c",
+        "loopd.toml",
+        "new",
+        "beta",
+        "--template",
+        "svc",
+        "--set",
+        "tests=svc",
     ]);
     assert_eq!(again.code(), 2, "{again}");
     assert!(again.stderr.contains("conflict"), "{again}");
@@ -139,8 +146,7 @@ fn loops_are_made_from_templates_over_http_and_the_cli() {
     );
     assert_eq!(status, 422, "{body:#}");
     assert_eq!(
-        body["error"]["details"]["problems"][0]["pointer"],
-        "/tests_file",
+        body["error"]["details"]["problems"][0]["pointer"], "/tests_file",
         "{body:#}"
     );
     // A value cannot smuggle keys in: it stays inside its string, and the name is checked.

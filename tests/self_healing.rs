@@ -32,7 +32,13 @@ fn auto_heal_tries_other_strategies_then_escalates_to_a_person() {
     // max_attempts, then one attempt per heal strategy within the heal budget.
     assert_eq!(t["attempts"].as_array().unwrap().len(), 4);
     let diagnosis = &t["diagnosis"];
-    assert!(diagnosis["summary"].as_str().unwrap().contains("widget missing"), "{diagnosis:#}");
+    assert!(
+        diagnosis["summary"]
+            .as_str()
+            .unwrap()
+            .contains("widget missing"),
+        "{diagnosis:#}"
+    );
     assert!(run.stderr.contains("needs a person"), "{run}");
     let log = std::fs::read_to_string(fleet.root().join("prompts.log")).unwrap();
     let lines: Vec<&str> = log.lines().collect();

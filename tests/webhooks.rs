@@ -89,7 +89,8 @@ async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> 
     if v["event"] != header("x-loopd-event")
         || !header("x-loopd-delivery").starts_with(&format!("{}-", v["id"]))
     {
-        seen.bad.push(format!("headers disagree with {v}: {headers:?}"));
+        seen.bad
+            .push(format!("headers disagree with {v}: {headers:?}"));
         return StatusCode::BAD_REQUEST;
     }
     if !r.up.load(Ordering::SeqCst) {
@@ -161,10 +162,14 @@ fn deliveries_wait_out_a_down_endpoint_and_never_hold_a_loop_back() {
     // The loop runs to its end while the endpoint refuses everything: nothing waits on it.
     let lp = {
         let mut last = Value::Null;
-        wait_until("the loop to finish while the endpoint is down", WAIT, || {
-            last = fleet.loop_status();
-            last["status"] == "finished"
-        });
+        wait_until(
+            "the loop to finish while the endpoint is down",
+            WAIT,
+            || {
+                last = fleet.loop_status();
+                last["status"] == "finished"
+            },
+        );
         last
     };
     assert!(!receiver.up.load(Ordering::SeqCst));
@@ -258,7 +263,10 @@ fn hook(url: &str) -> WebhookConfig {
 fn passed(n: usize) -> Batch {
     Batch {
         events: (0..n)
-            .map(|i| Event::new(EventKind::TestPassed, "l", format!("T{i} passed")).about(&format!("T{i}"), Some(1)))
+            .map(|i| {
+                Event::new(EventKind::TestPassed, "l", format!("T{i} passed"))
+                    .about(&format!("T{i}"), Some(1))
+            })
             .collect(),
         ..Batch::default()
     }
@@ -307,7 +315,14 @@ async fn a_full_queue_drops_the_oldest_and_records_it() {
     receiver.up.store(true, Ordering::SeqCst);
     assert!(notifier.drain(Duration::from_secs(30)).await);
     let ids: Vec<u64> = events.iter().map(|e| e.id).collect();
-    assert_eq!(receiver.accepted_ids(), ids[7..]);
+    // The last three waited in the queue; the worker may have taken the first one before the
+    // rest arrived (then it was in flight, not queued); everything else was dropped.
+    let accepted = receiver.accepted_ids();
+    assert!(accepted.ends_with(&ids[7..]), "{accepted:?}");
+    assert!(
+        accepted.len() == 3 || accepted == [ids[0], ids[7], ids[8], ids[9]],
+        "{accepted:?}"
+    );
     let dropped: Vec<u64> = ctx
         .store()
         .deliveries_after(0, 100)
@@ -316,5 +331,10 @@ async fn a_full_queue_drops_the_oldest_and_records_it() {
         .filter(|d| d.status == DeliveryStatus::Dropped)
         .map(|d| d.event_id)
         .collect();
-    assert_eq!(dropped, ids[..7]);
+    let not_sent: Vec<u64> = ids
+        .iter()
+        .copied()
+        .filter(|id| !accepted.contains(id))
+        .collect();
+    assert_eq!(dropped, not_sent);
 }

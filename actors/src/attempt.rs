@@ -30,6 +30,7 @@ use crate::model::{AttemptRecord, Outcome};
 use crate::monitor::{AttemptKey, Heartbeat, MonitorMsg};
 use crate::process::{self, OutputLine};
 use crate::runtime::{AttemptPaths, Ctx};
+use crate::scheduler::ProviderReport;
 use crate::store::Batch;
 
 /// How many lines of agent and verify output an attempt record keeps.
@@ -340,6 +341,19 @@ async fn run(
     record.input_tokens = report.input_tokens;
     record.output_tokens = report.output_tokens;
     record.summary = report.summary.clone();
+    // Tell the scheduler how the provider fared before the slot is given back, so that no other
+    // loop of a provider that just ran out of credits or failed is granted the slot.
+    if end != AgentEnd::Cancelled && end != AgentEnd::SpawnFailed {
+        let provider_report = match &report.provider_failure {
+            Some(ProviderFailure::OutOfCredits { message }) => {
+                ProviderReport::OutOfCredits(message.clone())
+            }
+            Some(ProviderFailure::ApiError { .. }) => ProviderReport::ApiError,
+            None => ProviderReport::Healthy,
+        };
+        ctx.scheduler()
+            .report(config.agent.provider(), provider_report);
+    }
     // The slot is for the agent; verify and git are loopd's own work.
     drop(permit);
 

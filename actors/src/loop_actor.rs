@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::scheduler::{Grant, ProviderReport, Slot};
+use crate::scheduler::{Grant, Slot};
 use chrono::Utc;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
@@ -835,34 +835,15 @@ async fn finish_attempt(
         myself.stop(None);
         return Ok(());
     }
-    let provider = cfg.agent.provider();
     match (&done.provider_failure, outcome) {
+        // The attempt already told the scheduler how the provider fared.
         (Some(ProviderFailure::OutOfCredits { message }), Outcome::OutOfCredits) => {
-            state
-                .ctx
-                .scheduler()
-                .report(provider, ProviderReport::OutOfCredits(message.clone()));
             let message = message.clone();
             pause_for_credits(myself, state, &message, vec![batch]).await?;
         }
-        (_, Outcome::ApiError) => {
-            // The scheduler holds every loop of this provider back until the backoff has passed.
-            state
-                .ctx
-                .scheduler()
-                .report(provider, ProviderReport::ApiError);
-            state.ctx.record(batch).await?;
-            myself.send_message(LoopMsg::Next)?;
-        }
-        (_, Outcome::Interrupted) => {
-            state.ctx.record(batch).await?;
-            myself.send_message(LoopMsg::Next)?;
-        }
         _ => {
-            state
-                .ctx
-                .scheduler()
-                .report(provider, ProviderReport::Healthy);
+            // After an API error the scheduler holds every loop of the provider back until
+            // its backoff has passed.
             state.ctx.record(batch).await?;
             myself.send_message(LoopMsg::Next)?;
         }

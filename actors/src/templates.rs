@@ -105,7 +105,10 @@ fn scan(line: &str, mut f: impl FnMut(&str) -> Option<String>) -> String {
             return out;
         };
         let name = after[..end].trim();
-        match (is_var_name(name), is_var_name(name).then(|| f(name)).flatten()) {
+        match (
+            is_var_name(name),
+            is_var_name(name).then(|| f(name)).flatten(),
+        ) {
             (true, Some(value)) => out.push_str(&value),
             _ => out.push_str(&rest[start..start + 2 + end + 2]),
         }
@@ -169,7 +172,9 @@ pub fn render(text: &str, vars: &BTreeMap<String, String>) -> Result<String, Tem
 
 /// The variables of a request (`{"name": "x", "port": 8080}`) as strings; numbers and booleans
 /// are written as in JSON.
-pub fn vars_from_json(value: &serde_json::Value) -> Result<BTreeMap<String, String>, TemplateError> {
+pub fn vars_from_json(
+    value: &serde_json::Value,
+) -> Result<BTreeMap<String, String>, TemplateError> {
     use serde_json::Value;
     let map = match value {
         Value::Null => return Ok(BTreeMap::new()),

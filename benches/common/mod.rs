@@ -196,11 +196,22 @@ pub fn machine() -> String {
     )
 }
 
+/// The 1, 5 and 15 minute load averages (other work on the machine skews every figure).
+pub fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Prints the bench's header.
 pub fn header(name: &str, what: &str) {
     println!("== {name}: {what}");
     println!("   machine: {}", machine());
     println!("   loopd:   {}", loopd().display());
+    println!("   load:    {}", load_average());
 }
 
 /// Marks a figure against its aim.

@@ -241,10 +241,10 @@ async fn create_from_template(
             ))
         }
     };
-    if let Some(key) = value
-        .as_object()
-        .and_then(|o| o.keys().find(|k| !["template", "vars", "start"].contains(&k.as_str())))
-    {
+    if let Some(key) = value.as_object().and_then(|o| {
+        o.keys()
+            .find(|k| !["template", "vars", "start"].contains(&k.as_str()))
+    }) {
         return Err(ApiError::new(
             Code::BadRequest,
             format!("unknown key `{key}`: a template request has `template`, `vars` and `start`"),
@@ -279,7 +279,9 @@ async fn create_from_template(
         TemplateError::BadVars(bad) => {
             let problems: Vec<_> = bad
                 .iter()
-                .map(|(k, why)| serde_json::json!({"pointer": format!("/vars/{k}"), "message": why}))
+                .map(
+                    |(k, why)| serde_json::json!({"pointer": format!("/vars/{k}"), "message": why}),
+                )
                 .collect();
             ApiError::new(Code::ValidationFailed, "invalid template variables")
                 .with_details(serde_json::json!({"template": template, "problems": problems}))
@@ -293,8 +295,14 @@ async fn create_from_template(
             let problems: Vec<_> = missing
                 .iter()
                 .map(|k| (k, format!("missing: the template uses {{{{{k}}}}}")))
-                .chain(unused.iter().map(|k| (k, "the template does not use it".to_string())))
-                .map(|(k, why)| serde_json::json!({"pointer": format!("/vars/{k}"), "message": why}))
+                .chain(
+                    unused
+                        .iter()
+                        .map(|k| (k, "the template does not use it".to_string())),
+                )
+                .map(
+                    |(k, why)| serde_json::json!({"pointer": format!("/vars/{k}"), "message": why}),
+                )
                 .collect();
             ApiError::new(Code::ValidationFailed, message).with_details(serde_json::json!({
                 "template": template, "missing": missing, "unused": unused, "problems": problems,
@@ -310,7 +318,12 @@ async fn create_from_template(
     let config = made.map_err(template_error)?;
     let name = config.name.clone();
     let owned = name.clone();
-    if state.ctx().read(move |s| s.get_loop(&owned)).await?.is_some() {
+    if state
+        .ctx()
+        .read(move |s| s.get_loop(&owned))
+        .await?
+        .is_some()
+    {
         return Err(ApiError::new(
             Code::Conflict,
             format!("a loop named `{name}` exists already"),

@@ -431,8 +431,11 @@ async fn creates_pages_and_removes_loops() {
 #[tokio::test(flavor = "multi_thread")]
 async fn refuses_bad_bodies_with_every_problem_and_its_pointer() {
     let f = fixture(json!([test("T1", &[])]), PASSING).await;
-    f.wait_for("/api/loops/main", "main to boot", |_| true)
-        .await;
+    // The loop is registered at once; its tests are loaded when its actor boots.
+    f.wait_for("/api/loops/main", "main to boot", |v| {
+        v["tests"].as_array().is_some_and(|t| !t.is_empty())
+    })
+    .await;
     let (status, v) = f
         .raw(
             Method::POST,

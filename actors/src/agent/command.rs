@@ -42,7 +42,12 @@ fn compile(key: &str, patterns: &[String], notes: &mut Vec<String>) -> RegexSet 
             }
         })
         .collect();
-    RegexSet::new(valid).unwrap_or_else(|_| RegexSet::empty())
+    // Case-insensitive: providers capitalise their messages as they like ("Credit balance is too
+    // low"); a pattern that must be exact can say `(?-i)`.
+    regex::RegexSetBuilder::new(valid)
+        .case_insensitive(true)
+        .build()
+        .unwrap_or_else(|_| RegexSet::empty())
 }
 
 /// An HTTP status worth naming in a line: 429 or 5xx.

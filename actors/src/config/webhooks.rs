@@ -218,12 +218,10 @@ mod tests {
         let problems = resolve_webhooks(&mut hooks, &env);
         assert_eq!(
             problems,
-            vec![
-                (
-                    "/webhooks/2/url".to_string(),
-                    "expected an http:// or https:// URL, found `ftp://x`".to_string()
-                ),
-            ]
+            vec![(
+                "/webhooks/2/url".to_string(),
+                "expected an http:// or https:// URL, found `ftp://x`".to_string()
+            ),]
         );
         assert_eq!(hooks[1].secret.as_ref().unwrap().expose(), "from-env");
         assert!(hooks[2].secret.is_none());
