@@ -59,6 +59,10 @@ pub struct LoopView {
     /// The number of the attempt running now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_attempt: Option<u32>,
+    /// The monitor's view of the running attempt (seconds since its last output, whether it
+    /// looks stuck); only when a daemon answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<crate::monitor::AttemptHealth>,
     /// Counts of tests by status.
     pub progress: Progress,
     /// Attempts recorded for this loop.
@@ -204,6 +208,7 @@ pub fn loop_view(store: &Store, record: &LoopRecord) -> Result<LoopView, StoreEr
         started_at: record.started_at,
         current_test: running.map(|a| a.test_id.clone()),
         current_attempt: running.map(|a| a.number),
+        heartbeat: None,
         progress: progress(&tests),
         attempts: attempts.len(),
         cost_usd: attempts.iter().fold(0.0, |sum, a| sum + a.cost_usd),

@@ -70,6 +70,8 @@ pub struct Health {
     /// Seconds since `last_heartbeat`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat_age_seconds: Option<f64>,
+    /// No output for more than half of `stall_timeout`: the monitor kills it at the full timeout.
+    pub stuck: bool,
     /// Counts of tests by status.
     pub progress: Progress,
     /// How the last finished attempt ended.
@@ -117,7 +119,18 @@ async fn loop_view(state: &ApiState, name: &str) -> Result<LoopView, ApiError> {
                 .transpose()
         })
         .await?;
-    view.ok_or_else(|| ApiError::no_loop(name))
+    let mut view = view.ok_or_else(|| ApiError::no_loop(name))?;
+    if view.current_test.is_some() {
+        // Live data only the monitor has: time since the agent's last output, and stuck.
+        view.heartbeat = state
+            .ctx()
+            .monitor()
+            .health()
+            .await
+            .into_iter()
+            .find(|h| h.loop_name == view.name);
+    }
+    Ok(view)
 }
 
 fn query_flag(q: &HashMap<String, String>, key: &str) -> Result<bool, ApiError> {
@@ -166,6 +179,13 @@ pub async fn list(
             Ok(LoopPage { loops, next_cursor })
         })
         .await?;
+    let mut page = page;
+    if page.loops.iter().any(|l| l.current_test.is_some()) {
+        let health = state.ctx().monitor().health().await;
+        for l in &mut page.loops {
+            l.heartbeat = health.iter().find(|h| h.loop_name == l.name).cloned();
+        }
+    }
     Ok(Json(page))
 }
 
@@ -545,7 +565,12 @@ pub async fn health(
         current_attempt: view.current_attempt,
         attempt_started_at: running.map(|a| a.started_at),
         last_heartbeat,
-        heartbeat_age_seconds: last_heartbeat.map(age_seconds),
+        heartbeat_age_seconds: view
+            .heartbeat
+            .as_ref()
+            .map(|h| h.since_heartbeat_s)
+            .or(last_heartbeat.map(age_seconds)),
+        stuck: view.heartbeat.as_ref().is_some_and(|h| h.stuck),
         progress: view.progress.clone(),
         last_outcome: attempts.iter().rev().find_map(|a| a.outcome),
         recent_trouble,

@@ -97,6 +97,17 @@ pub fn status(file: &Path, args: &StatusArgs) -> anyhow::Result<Exit> {
             l.attempts,
             l.cost_usd
         );
+        if let (Some(test), Some(n)) = (&l.current_test, l.current_attempt) {
+            match &l.heartbeat {
+                Some(h) => println!(
+                    "  now: {test} attempt {n}, running {:.0}s, last output {:.1}s ago{}",
+                    h.running_for_s,
+                    h.since_heartbeat_s,
+                    if h.stuck { "  STUCK (no output for over half of stall_timeout)" } else { "" }
+                ),
+                None => println!("  now: {test} attempt {n}"),
+            }
+        }
         for t in &l.tests {
             println!(
                 "  {:<24} {:<11} {:>2} attempts  {}",
