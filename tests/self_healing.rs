@@ -146,3 +146,33 @@ fn a_spent_budget_pauses_the_loop_and_run_exits_3() {
     assert_eq!(fleet.attempts("T1").len(), 3);
     assert_eq!(status["name"], LOOP);
 }
+
+#[test]
+fn rollback_returns_the_workdir_to_a_tests_checkpoint_and_reopens_later_passes() {
+    let fleet = Fleet::new()
+        .tests(json!([
+            {"id": "T1", "title": "a", "spec": "x", "verify": "test -f a"},
+            {"id": "T2", "title": "b", "spec": "x", "verify": "test -f b", "depends_on": ["T1"]}
+        ]))
+        .agent(r#"case "$LOOPD_TEST_ID" in T1) touch a ;; T2) touch b ;; esac"#)
+        .write();
+    fleet.run().expect_code(0);
+    let t1_commit = fleet.test_status("T1")["commit"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let out = fleet.cmd(&["rollback", LOOP, "T1"]);
+    out.expect_code(0);
+    assert!(out.stdout.contains("pending again: T2"), "{out}");
+    assert_eq!(fleet.git(&["rev-parse", "HEAD"]).trim(), t1_commit);
+    assert!(!fleet.workdir().join("b").exists());
+    assert_eq!(fleet.test_status("T2")["status"], "pending");
+    assert_eq!(fleet.test_status("T1")["status"], "passed");
+
+    // A test that never passed has no checkpoint to return to.
+    fleet.cmd(&["rollback", LOOP, "T2"]).expect_code(2);
+    // The next run does T2 again from T1's checkpoint.
+    fleet.run().expect_code(0);
+    assert!(fleet.workdir().join("b").exists());
+}

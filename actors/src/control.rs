@@ -43,6 +43,13 @@ pub enum Control {
         /// The test.
         test: String,
     },
+    /// Return the workdir to the checkpoint made when a test passed (later passes reopen).
+    Rollback {
+        /// The loop.
+        loop_name: String,
+        /// The test whose checkpoint to return to.
+        test: String,
+    },
     /// Add tests to a loop while it runs (stored with `origin: "api"`).
     InjectTests {
         /// The loop.
@@ -61,6 +68,7 @@ impl Control {
             Control::AddLoop { config, .. } => &config.name,
             Control::ResetTest { loop_name, .. }
             | Control::SkipTest { loop_name, .. }
+            | Control::Rollback { loop_name, .. }
             | Control::InjectTests { loop_name, .. } => loop_name,
         }
     }

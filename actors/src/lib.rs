@@ -42,6 +42,7 @@ pub mod plan;
 pub mod process;
 pub mod prompt;
 pub mod reconcile;
+pub mod rollback;
 pub mod runtime;
 pub mod scheduler;
 pub mod schema;

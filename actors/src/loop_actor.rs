@@ -1084,6 +1084,24 @@ async fn control(
             .with_data(serde_json::json!({ "injected": ids }));
             apply_test_changes(myself, state, new, event).await?;
         }
+        Control::Rollback { test, .. } => {
+            if state.attempt.is_some() {
+                return Err(ControlError::Conflict(
+                    "an attempt is running; pause the loop with --now first".into(),
+                ));
+            }
+            crate::rollback::rollback(&state.ctx, &state.config, &test).await?;
+            let name = state.config.name.clone();
+            if let Some(r) = state.ctx.read(move |s| s.get_loop(&name)).await? {
+                state.record.checkpoint = r.checkpoint;
+            }
+            let event = Event::new(
+                EventKind::TestChanged,
+                &state.config.name,
+                format!("back at {test}'s checkpoint"),
+            );
+            apply_test_changes(myself, state, Vec::new(), event).await?;
+        }
         Control::AddLoop { .. } | Control::RemoveLoop(_) => {
             return Err(ControlError::Internal(
                 "fleet requests go to the supervisor, not to a loop".into(),

@@ -509,6 +509,18 @@ pub async fn reset(
     test_change(state, id, test, request).await
 }
 
+/// `POST /api/loops/:id/tests/:test/rollback`.
+pub async fn rollback(
+    State(state): State<ApiState>,
+    Path((id, test)): Path<(String, String)>,
+) -> Result<Json<TestView>, ApiError> {
+    let request = Control::Rollback {
+        loop_name: id.clone(),
+        test: test.clone(),
+    };
+    test_change(state, id, test, request).await
+}
+
 /// `POST /api/loops/:id/tests/:test/skip`.
 pub async fn skip(
     State(state): State<ApiState>,

@@ -147,6 +147,7 @@ pub fn router(state: ApiState, auth: AuthPolicy) -> Router {
         .route("/loops/{id}/resume", post(loops::resume))
         .route("/loops/{id}/tests", get(loops::tests).post(loops::inject))
         .route("/loops/{id}/tests/{test}/reset", post(loops::reset))
+        .route("/loops/{id}/tests/{test}/rollback", post(loops::rollback))
         .route("/loops/{id}/tests/{test}/skip", post(loops::skip))
         .route("/loops/{id}/health", get(loops::health))
         .route("/loops/{id}/transcripts", get(loops::transcripts))

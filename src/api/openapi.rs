@@ -194,6 +194,17 @@ pub const OPERATIONS: &[Operation] = &[
     },
     Operation {
         method: "post",
+        path: "/api/loops/{id}/tests/{test}/rollback",
+        id: "rollbackToTest",
+        summary:
+            "Return the workdir to the checkpoint made when this test passed (later passes reopen)",
+        query: &[],
+        body: Content::None,
+        status: 200,
+        answer: TEST,
+    },
+    Operation {
+        method: "post",
         path: "/api/loops/{id}/tests/{test}/skip",
         id: "skipTest",
         summary: "Set a test aside (releases its dependents)",

@@ -7,6 +7,7 @@ mod insights;
 mod logs;
 mod new;
 mod progress;
+mod rollback;
 mod run;
 mod serve;
 mod status;
@@ -78,6 +79,8 @@ pub enum Command {
     Resume(client::LoopArgs),
     /// Make a test pending again, its counted attempts cleared.
     Reset(client::TestArgs),
+    /// Return LOOP's workdir to the checkpoint made when TEST passed; later passes reopen.
+    Rollback(client::TestArgs),
     /// Set a test aside (`skipped`), releasing its dependents.
     Skip(client::TestArgs),
     /// Add tests to a running loop (tests-file format, validated by the daemon).
@@ -138,6 +141,7 @@ pub fn dispatch(args: Cli) -> anyhow::Result<Exit> {
         Command::Pause(a) => client::pause(&args.fleet_file(None), a),
         Command::Resume(a) => client::loop_action(&args.fleet_file(None), "resume", a),
         Command::Reset(a) => client::test_action(&args.fleet_file(None), "reset", a),
+        Command::Rollback(a) => rollback::run(&args.fleet_file(None), a),
         Command::Skip(a) => client::test_action(&args.fleet_file(None), "skip", a),
         Command::AddTest(a) => client::add_test(&args.fleet_file(None), a),
         Command::New(a) => new::run(&args.fleet_file(None), a),

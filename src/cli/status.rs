@@ -103,7 +103,11 @@ pub fn status(file: &Path, args: &StatusArgs) -> anyhow::Result<Exit> {
                     "  now: {test} attempt {n}, running {:.0}s, last output {:.1}s ago{}",
                     h.running_for_s,
                     h.since_heartbeat_s,
-                    if h.stuck { "  STUCK (no output for over half of stall_timeout)" } else { "" }
+                    if h.stuck {
+                        "  STUCK (no output for over half of stall_timeout)"
+                    } else {
+                        ""
+                    }
                 ),
                 None => println!("  now: {test} attempt {n}"),
             }
