@@ -34,9 +34,11 @@ pub async fn rollback(
         })?;
     let target = match (test.status, &test.commit) {
         (TestStatus::Passed, Some(c)) => c.clone(),
-        _ => return Err(ControlError::Conflict(format!(
+        _ => {
+            return Err(ControlError::Conflict(format!(
             "test `{id}` has no checkpoint to roll back to (it has not passed with checkpoints on)"
-        ))),
+        )))
+        }
     };
     let workdir = cfg
         .workdir

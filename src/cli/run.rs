@@ -16,6 +16,9 @@ use loopd_actors::view;
 use super::progress::Progress;
 use super::Exit;
 
+/// How long `run` waits at the end for webhook deliveries still queued.
+const WEBHOOK_DRAIN: Duration = Duration::from_secs(5);
+
 /// Arguments of `loopd run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -116,6 +119,14 @@ async fn run_fleet(
     }
     supervisor.stop(None);
     let _ = handle.await;
+    if let Some(notifier) = &started_fleet.notifier {
+        // The last events (the loops finishing) are worth a short wait; a dead endpoint is
+        // not worth holding the exit for. What is left stays `pending` in the delivery log.
+        if !notifier.drain(WEBHOOK_DRAIN).await {
+            display.note("some webhook deliveries are still pending; see the delivery log");
+        }
+    }
+    ctx.stop_services();
     ctx.store().flush()?;
 
     let status = ctx.read(view::status).await?;
