@@ -268,6 +268,8 @@ async fn boot(
         ..Batch::default()
     };
     state.record.checkpoint = checkpoint;
+    state.record.priority = Some(cfg.priority);
+    state.record.model = cfg.model.clone();
     state.record.state = LoopState::Running;
     state.record.reason = None;
     state.record.started_at = Some(Utc::now());

@@ -127,6 +127,12 @@ pub struct LoopRecord {
     pub started_at: Option<DateTime<Utc>>,
     /// When this record last changed.
     pub updated_at: DateTime<Utc>,
+    /// Its priority (1 is highest), as last configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u32>,
+    /// Its agent's model, as last configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     /// The configuration of a loop created through the API (the registry brings it back after
     /// a restart); `None` for loops of the fleet file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -143,6 +149,8 @@ impl LoopRecord {
             checkpoint: None,
             started_at: None,
             updated_at: Utc::now(),
+            priority: None,
+            model: None,
             config: None,
         }
     }

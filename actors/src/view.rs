@@ -59,6 +59,17 @@ pub struct LoopView {
     /// The number of the attempt running now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_attempt: Option<u32>,
+    /// The running agent's process group leader, when an attempt runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    /// When the running agent last printed a line (from the monitor; only when a daemon answers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat: Option<DateTime<Utc>>,
+    /// Scheduling priority (1 is highest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u32>,
+    /// What the loop may use.
+    pub resources: Resources,
     /// The monitor's view of the running attempt (seconds since its last output, whether it
     /// looks stuck); only when a daemon answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -74,6 +85,16 @@ pub struct LoopView {
     pub checkpoint: Option<String>,
     /// Its tests, in the tests file's order.
     pub tests: Vec<TestView>,
+}
+
+/// What a loop may use (the critique's registry field).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct Resources {
+    /// The agent's model, when configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Attempts it runs at once: 1 (one attempt at a time in its workdir).
+    pub max_concurrent: u32,
 }
 
 /// One test with its attempts.
@@ -208,6 +229,13 @@ pub fn loop_view(store: &Store, record: &LoopRecord) -> Result<LoopView, StoreEr
         started_at: record.started_at,
         current_test: running.map(|a| a.test_id.clone()),
         current_attempt: running.map(|a| a.number),
+        pid: running.and_then(|a| a.process.as_ref()).map(|p| p.pid),
+        last_heartbeat: None,
+        priority: record.priority,
+        resources: Resources {
+            model: record.model.clone(),
+            max_concurrent: 1,
+        },
         heartbeat: None,
         progress: progress(&tests),
         attempts: attempts.len(),

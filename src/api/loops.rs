@@ -129,6 +129,7 @@ async fn loop_view(state: &ApiState, name: &str) -> Result<LoopView, ApiError> {
             .await
             .into_iter()
             .find(|h| h.loop_name == view.name);
+        view.last_heartbeat = view.heartbeat.as_ref().map(heartbeat_at);
     }
     Ok(view)
 }
@@ -184,6 +185,7 @@ pub async fn list(
         let health = state.ctx().monitor().health().await;
         for l in &mut page.loops {
             l.heartbeat = health.iter().find(|h| h.loop_name == l.name).cloned();
+            l.last_heartbeat = l.heartbeat.as_ref().map(heartbeat_at);
         }
     }
     Ok(Json(page))
@@ -531,6 +533,11 @@ pub async fn skip(
         test: test.clone(),
     };
     test_change(state, id, test, request).await
+}
+
+/// When the monitor last saw output from an attempt.
+fn heartbeat_at(h: &loopd_actors::monitor::AttemptHealth) -> DateTime<Utc> {
+    Utc::now() - chrono::Duration::milliseconds((h.since_heartbeat_s * 1000.0) as i64)
 }
 
 /// The running attempt's last sign of life: when its transcript last grew.
