@@ -27,6 +27,11 @@ pub enum Control {
         /// Start it now.
         start: bool,
     },
+    /// Apply a changed configuration to a running loop: its attempt is interrupted and its actor
+    /// restarted with the new configuration (its history stays).
+    ReplaceLoop(Box<LoopConfig>),
+    /// Stop running a loop that left the fleet file; its history stays in the store.
+    RetireLoop(String),
     /// Stop a loop and forget it (tests and attempts too; the event journal keeps its past).
     RemoveLoop(String),
     /// Make a test `pending` again with its counted attempts cleared.
@@ -65,7 +70,8 @@ impl Control {
         match self {
             Control::Start(n) | Control::Stop(n) | Control::Resume(n) | Control::RemoveLoop(n) => n,
             Control::Pause { name, .. } => name,
-            Control::AddLoop { config, .. } => &config.name,
+            Control::AddLoop { config, .. } | Control::ReplaceLoop(config) => &config.name,
+            Control::RetireLoop(n) => n,
             Control::ResetTest { loop_name, .. }
             | Control::SkipTest { loop_name, .. }
             | Control::Rollback { loop_name, .. }

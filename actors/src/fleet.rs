@@ -95,6 +95,10 @@ pub struct FleetState {
     done: Option<oneshot::Sender<()>>,
     /// Loops being removed: they are forgotten by the store once their actor has stopped.
     removals: HashMap<String, RpcReplyPort<Result<(), ControlError>>>,
+    /// Loops whose configuration changed: started again with it once their actor has stopped.
+    replacing: std::collections::HashSet<String>,
+    /// Loops that left the fleet file: marked stopped once their actor has stopped.
+    retiring: std::collections::HashSet<String>,
 }
 
 impl Actor for FleetSupervisor {
@@ -122,6 +126,8 @@ impl Actor for FleetSupervisor {
             shutting_down: false,
             done: Some(args.done),
             removals: HashMap::new(),
+            replacing: Default::default(),
+            retiring: Default::default(),
         };
         // The registry: loops created through the API come back exactly as they were.
         let registered = state
@@ -207,6 +213,10 @@ impl Actor for FleetSupervisor {
                     {
                         // Killed by the monitor for not answering: a failure like a panic.
                         restart_or_give_up(&myself, state, &name, "stopped answering").await;
+                    } else if state.retiring.remove(&name) {
+                        retire(&state.ctx, &name).await;
+                    } else if state.replacing.remove(&name) && !state.shutting_down {
+                        start_loop(&myself, state, &name).await;
                     } else if let Some(reply) = state.removals.remove(&name) {
                         let owned = name.clone();
                         let result = state.ctx.read(move |s| s.delete_loop(&owned)).await;
@@ -305,7 +315,31 @@ async fn restart_or_give_up(
     myself.send_after(backoff, move || FleetMsg::Restart(name));
 }
 
+/// Marks a loop that left the fleet file as stopped (`removed_from_config`); history stays.
+async fn retire(ctx: &Ctx, name: &str) {
+    set_loop_state(ctx, name, LoopState::Stopped, "removed_from_config").await;
+}
+
 async fn mark_crashed(ctx: &Ctx, name: &str, reason: &str) {
+    set_loop_state(ctx, name, LoopState::Crashed, reason).await;
+    let alert = Event::new(
+        EventKind::Alert,
+        name,
+        format!("loop `{name}` crashed: {reason}"),
+    );
+    if let Err(e) = ctx
+        .record(Batch {
+            events: vec![alert],
+            ..Batch::default()
+        })
+        .await
+    {
+        tracing::error!(loop_name = %name, error = %e, "could not record the crash alert");
+    }
+}
+
+/// Records a loop's new state (its actor is not running), with its event.
+async fn set_loop_state(ctx: &Ctx, name: &str, to: LoopState, reason: &str) {
     let owned = name.to_string();
     let mut record = ctx
         .read(move |s| s.get_loop(&owned))
@@ -313,26 +347,23 @@ async fn mark_crashed(ctx: &Ctx, name: &str, reason: &str) {
         .ok()
         .flatten()
         .unwrap_or_else(|| LoopRecord::new(name));
-    record.state = LoopState::Crashed;
+    record.state = to;
     record.reason = Some(reason.to_string());
     record.updated_at = Utc::now();
+    let word = serde_json::to_value(to)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default();
     let result = ctx
         .record(Batch {
             loops: vec![record],
-            events: vec![
-                Event::new(EventKind::LoopState, name, "crashed")
-                    .with_data(serde_json::json!({"state": "crashed", "reason": reason})),
-                Event::new(
-                    EventKind::Alert,
-                    name,
-                    format!("loop `{name}` crashed: {reason}"),
-                ),
-            ],
+            events: vec![Event::new(EventKind::LoopState, name, word.clone())
+                .with_data(serde_json::json!({"state": word, "reason": reason}))],
             ..Batch::default()
         })
         .await;
     if let Err(e) = result {
-        tracing::error!(loop_name = %name, error = %e, "could not record the crash");
+        tracing::error!(loop_name = %name, error = %e, "could not record the loop's state");
     }
 }
 
@@ -388,6 +419,35 @@ async fn control(
             }
             state.configs.insert(name.clone(), Arc::new(*config));
             start_loop_with(myself, state, &name, start).await;
+            let _ = reply.send(Ok(()));
+        }
+        Control::ReplaceLoop(config) => {
+            if !state.configs.contains_key(&name) {
+                let _ = reply.send(Err(ControlError::UnknownLoop(name)));
+                return;
+            }
+            state.configs.insert(name.clone(), Arc::new(*config));
+            match actor_of(state, &name) {
+                Some(actor) => {
+                    state.replacing.insert(name);
+                    let _ = actor.send_message(LoopMsg::Interrupt);
+                }
+                None => start_loop(myself, state, &name).await,
+            }
+            let _ = reply.send(Ok(()));
+        }
+        Control::RetireLoop(_) => {
+            if state.configs.remove(&name).is_none() {
+                let _ = reply.send(Err(ControlError::UnknownLoop(name)));
+                return;
+            }
+            match actor_of(state, &name) {
+                Some(actor) => {
+                    state.retiring.insert(name);
+                    let _ = actor.send_message(LoopMsg::Interrupt);
+                }
+                None => retire(&state.ctx, &name).await,
+            }
             let _ = reply.send(Ok(()));
         }
         Control::RemoveLoop(_) => {

@@ -1104,7 +1104,10 @@ async fn control(
             );
             apply_test_changes(myself, state, Vec::new(), event).await?;
         }
-        Control::AddLoop { .. } | Control::RemoveLoop(_) => {
+        Control::AddLoop { .. }
+        | Control::RemoveLoop(_)
+        | Control::ReplaceLoop(_)
+        | Control::RetireLoop(_) => {
             return Err(ControlError::Internal(
                 "fleet requests go to the supervisor, not to a loop".into(),
             ))

@@ -215,19 +215,42 @@ async fn reload(file: &Path, running: &mut Fleet, handle: &FleetHandle) {
                     Err(e) => eprintln!("loopd serve: SIGHUP: loop `{}`: {e}", lp.name),
                 }
             }
-            Some(old) if old != lp => eprintln!(
-                "loopd serve: SIGHUP: loop `{}` changed; restart loopd to apply the change",
-                lp.name
-            ),
+            Some(old) if old != lp => {
+                // Applied to that loop alone: its attempt is interrupted (not counted) and its
+                // actor restarted with the new configuration; its history stays.
+                match handle
+                    .control(Control::ReplaceLoop(Box::new(lp.clone())))
+                    .await
+                {
+                    Ok(()) => {
+                        eprintln!(
+                            "loopd serve: SIGHUP: applied the changes to loop `{}`",
+                            lp.name
+                        );
+                        if let Some(slot) = running.loops.iter_mut().find(|l| l.name == lp.name) {
+                            *slot = lp.clone();
+                        }
+                    }
+                    Err(e) => eprintln!("loopd serve: SIGHUP: loop `{}`: {e}", lp.name),
+                }
+            }
             Some(_) => {}
         }
     }
-    for old in &running.loops {
-        if !new.loops.iter().any(|l| l.name == old.name) {
-            eprintln!(
-                "loopd serve: SIGHUP: loop `{}` is gone from the file; remove it with `DELETE /api/loops/{}` or restart",
-                old.name, old.name
-            );
+    let gone: Vec<String> = running
+        .loops
+        .iter()
+        .filter(|old| !new.loops.iter().any(|l| l.name == old.name))
+        .map(|l| l.name.clone())
+        .collect();
+    for name in gone {
+        // Stopped, not forgotten: its history stays in the store (DELETE /api/loops/:id forgets).
+        match handle.control(Control::RetireLoop(name.clone())).await {
+            Ok(()) => {
+                eprintln!("loopd serve: SIGHUP: loop `{name}` left the fleet file; stopped");
+                running.loops.retain(|l| l.name != name);
+            }
+            Err(e) => eprintln!("loopd serve: SIGHUP: loop `{name}`: {e}"),
         }
     }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
