@@ -234,16 +234,12 @@ async fn boot(
         }
     }
     reconcile_own(state).await?;
-    let checkpoint = if cfg.checkpoints {
-        match prepare_workdir(state.ctx.state_dir(), &cfg).await {
-            Ok(c) => Some(c),
-            Err(e) => {
-                crash(myself, state, &e).await?;
-                return Ok(());
-            }
+    let checkpoint = match prepare_workdir(state.ctx.state_dir(), &cfg).await {
+        Ok(c) => c,
+        Err(e) => {
+            crash(myself, state, &e).await?;
+            return Ok(());
         }
-    } else {
-        None
     };
     let name = cfg.name.clone();
     let stored = state.ctx.read(move |s| s.list_tests(&name)).await?;
@@ -283,16 +279,20 @@ async fn boot(
     Ok(())
 }
 
-/// Creates and checks the workdir and returns the checkpoint to reset failed attempts to.
+/// Creates (with `init_workdir`) and checks the workdir; returns the checkpoint to reset failed
+/// attempts to, or `None` when checkpoints are off.
 pub async fn prepare_workdir(
     state_dir: &std::path::Path,
     cfg: &LoopConfig,
-) -> Result<String, String> {
+) -> Result<Option<String>, String> {
     let workdir = cfg.workdir.clone().expect("the loader fills in workdir");
     let git = Workdir::new(&workdir);
     git.prepare(cfg.init_workdir, cfg.workdir_template.as_deref())
         .await
         .map_err(|e| e.to_string())?;
+    if !cfg.checkpoints {
+        return Ok(None);
+    }
     if let Ok(rel) = state_dir.strip_prefix(&workdir) {
         // The state directory lives inside the workdir: keep it out of git's view.
         let pattern = format!("/{}/", rel.display());
@@ -301,7 +301,11 @@ pub async fn prepare_workdir(
     if git.head().await.map_err(|e| e.to_string())?.is_none() {
         // A repository without commits (fresh from `init_workdir`, or a template just copied
         // in): what is there becomes the first checkpoint.
-        return git.ensure_checkpoint().await.map_err(|e| e.to_string());
+        return git
+            .ensure_checkpoint()
+            .await
+            .map(Some)
+            .map_err(|e| e.to_string());
     }
     if !cfg.allow_dirty && git.is_dirty().await.map_err(|e| e.to_string())? {
         return Err(format!(
@@ -310,7 +314,10 @@ pub async fn prepare_workdir(
             cfg.name
         ));
     }
-    git.ensure_checkpoint().await.map_err(|e| e.to_string())
+    git.ensure_checkpoint()
+        .await
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
 
 async fn reconcile_own(state: &mut LoopActorState) -> Result<(), ActorProcessingErr> {

@@ -90,6 +90,14 @@ pub fn group_members(record: &ProcessRecord) -> Vec<i32> {
     if record.pid <= 1 || record.boot_id != boot_id() {
         return Vec::new();
     }
+    // Fast path: signal 0 to the group says whether any process (zombies included) is in it,
+    // without reading every /proc entry. Most groups are gone by the time they are asked about.
+    if matches!(
+        killpg(Pid::from_raw(record.pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    ) {
+        return Vec::new();
+    }
     let mut alive = Vec::new();
     for p in procfs::all_processes() {
         if p.pgrp != record.pid {

@@ -205,6 +205,24 @@ impl Store {
         scan(&self.loops, "loops", b"")
     }
 
+    /// At most `limit` loops whose names sort after `after`, by name, and whether more follow.
+    /// Reads only the page, however many loops are registered.
+    pub fn loops_page(&self, after: &str, limit: usize) -> Result<(Vec<LoopRecord>, bool)> {
+        use std::ops::Bound;
+        let range = (Bound::Excluded(after.as_bytes().to_vec()), Bound::Unbounded);
+        let mut page = Vec::with_capacity(limit.min(1024));
+        let mut more = false;
+        for kv in self.loops.range::<Vec<u8>, _>(range) {
+            let (k, v) = kv?;
+            if page.len() == limit {
+                more = true;
+                break;
+            }
+            page.push(decode("loops", &k, &v)?);
+        }
+        Ok((page, more))
+    }
+
     /// Removes a loop and everything recorded about it (tests, attempts); events stay.
     pub fn delete_loop(&self, name: &str) -> Result<()> {
         let prefix = key(&[name, ""]);
@@ -476,6 +494,26 @@ mod tests {
         assert_eq!(store.events_after(0, 10).unwrap().len(), 2);
         let first = store.events_after(0, 1).unwrap()[0].id;
         assert_eq!(store.events_after(first, 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn loops_come_in_pages_after_a_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let loops = ["a", "b", "c", "d", "e"].map(LoopRecord::new).to_vec();
+        store
+            .apply(Batch {
+                loops,
+                ..Batch::default()
+            })
+            .unwrap();
+        let names = |p: &[LoopRecord]| p.iter().map(|l| l.name.clone()).collect::<Vec<_>>();
+        let (page, more) = store.loops_page("", 2).unwrap();
+        assert_eq!((names(&page), more), (vec!["a".into(), "b".into()], true));
+        let (page, more) = store.loops_page("b", 2).unwrap();
+        assert_eq!((names(&page), more), (vec!["c".into(), "d".into()], true));
+        let (page, more) = store.loops_page("d", 2).unwrap();
+        assert_eq!((names(&page), more), (vec!["e".into()], false));
     }
 
     #[test]

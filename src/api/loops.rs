@@ -166,16 +166,16 @@ pub async fn list(
     let page = state
         .ctx()
         .read(move |s| -> Result<LoopPage, ApiError> {
-            let records = s.list_loops()?;
-            let mut after = records.iter().filter(|r| r.name > cursor);
-            let loops = after
-                .by_ref()
-                .take(limit)
+            // A range scan from the cursor: the cost is the page's, not the registry's.
+            let (records, more) = s.loops_page(&cursor, limit)?;
+            let loops = records
+                .iter()
                 .map(|r| view::loop_view(s, r))
                 .collect::<Result<Vec<_>, _>>()?;
-            let next_cursor = match after.next() {
-                Some(_) => loops.last().map(|l| l.name.clone()),
-                None => None,
+            let next_cursor = if more {
+                loops.last().map(|l| l.name.clone())
+            } else {
+                None
             };
             Ok(LoopPage { loops, next_cursor })
         })

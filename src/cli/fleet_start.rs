@@ -80,10 +80,8 @@ pub async fn open_ctx(fleet: &Fleet, store: Store) -> anyhow::Result<Result<Ctx,
     }
     reconcile::interrupted_attempts(&ctx, None, None).await?;
     for lp in &fleet.loops {
-        if lp.checkpoints {
-            if let Err(e) = prepare_workdir(ctx.state_dir(), lp).await {
-                return Ok(Err(e));
-            }
+        if let Err(e) = prepare_workdir(ctx.state_dir(), lp).await {
+            return Ok(Err(e));
         }
     }
     Ok(Ok(ctx))
