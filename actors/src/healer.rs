@@ -168,34 +168,19 @@ pub(crate) mod testing {
             outcome,
             Outcome::Failed | Outcome::NoChange | Outcome::AgentError
         );
-        AttemptRecord {
-            loop_name: "auth".into(),
-            test_id: "T-1".into(),
-            number: n,
-            outcome: Some(outcome),
-            counted: outcome.counts(true),
-            started_at: Utc::now(),
-            finished_at: Some(Utc::now()),
-            duration_ms: Some(1000),
-            exit_code: Some(0),
-            exit_signal: None,
-            verify_exit: Some(if outcome == Outcome::Passed { 0 } else { 1 }),
-            verify_tail: verify_tail.into(),
-            output_tail: String::new(),
-            reason: None,
-            cost_usd: 0.5,
-            input_tokens: 0,
-            output_tokens: 0,
-            summary: None,
-            transcript: "t".into(),
-            commit: None,
-            fingerprint: if failed {
-                fingerprint(verify_tail)
-            } else {
-                None
-            },
-            process: None,
+        let mut a = AttemptRecord::started("auth", "T-1", n, "t".into());
+        a.outcome = Some(outcome);
+        a.counted = outcome.counts(true);
+        a.finished_at = Some(Utc::now());
+        a.duration_ms = Some(1000);
+        a.exit_code = Some(0);
+        a.verify_exit = Some(if outcome == Outcome::Passed { 0 } else { 1 });
+        a.verify_tail = verify_tail.into();
+        a.cost_usd = 0.5;
+        if failed {
+            a.fingerprint = fingerprint(verify_tail);
         }
+        a
     }
 }
 

@@ -624,30 +624,7 @@ async fn start_attempt(
     test.attempts = number;
     test.status = TestStatus::Running;
     test.updated_at = Utc::now();
-    let record = AttemptRecord {
-        loop_name: cfg.name.clone(),
-        test_id: test.spec.id.clone(),
-        number,
-        outcome: None,
-        counted: false,
-        started_at: Utc::now(),
-        finished_at: None,
-        duration_ms: None,
-        exit_code: None,
-        exit_signal: None,
-        verify_exit: None,
-        verify_tail: String::new(),
-        output_tail: String::new(),
-        reason: None,
-        cost_usd: 0.0,
-        input_tokens: 0,
-        output_tokens: 0,
-        summary: None,
-        transcript: paths.transcript.clone(),
-        commit: None,
-        fingerprint: None,
-        process: None,
-    };
+    let record = AttemptRecord::started(&cfg.name, &test.spec.id, number, paths.transcript.clone());
     state
         .ctx
         .record(Batch {

@@ -305,6 +305,36 @@ pub struct AttemptRecord {
     pub process: Option<ProcessRecord>,
 }
 
+impl AttemptRecord {
+    /// An attempt that starts now: no outcome, nothing measured yet.
+    pub fn started(loop_name: &str, test_id: &str, number: u32, transcript: PathBuf) -> Self {
+        AttemptRecord {
+            loop_name: loop_name.to_string(),
+            test_id: test_id.to_string(),
+            number,
+            outcome: None,
+            counted: false,
+            started_at: Utc::now(),
+            finished_at: None,
+            duration_ms: None,
+            exit_code: None,
+            exit_signal: None,
+            verify_exit: None,
+            verify_tail: String::new(),
+            output_tail: String::new(),
+            reason: None,
+            cost_usd: 0.0,
+            input_tokens: 0,
+            output_tokens: 0,
+            summary: None,
+            transcript,
+            commit: None,
+            fingerprint: None,
+            process: None,
+        }
+    }
+}
+
 /// What happened, as published to the journal, SSE, webhooks and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]

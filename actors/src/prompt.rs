@@ -180,30 +180,13 @@ mod tests {
     use chrono::Utc;
 
     fn attempt(n: u32, outcome: Outcome, tail: &str) -> AttemptRecord {
-        AttemptRecord {
-            loop_name: "l".into(),
-            test_id: "T".into(),
-            number: n,
-            outcome: Some(outcome),
-            counted: true,
-            started_at: Utc::now(),
-            finished_at: None,
-            duration_ms: None,
-            exit_code: Some(0),
-            exit_signal: None,
-            verify_exit: Some(1),
-            verify_tail: tail.into(),
-            output_tail: String::new(),
-            reason: None,
-            cost_usd: 0.0,
-            input_tokens: 0,
-            output_tokens: 0,
-            summary: None,
-            transcript: "t".into(),
-            commit: None,
-            fingerprint: None,
-            process: None,
-        }
+        let mut a = AttemptRecord::started("l", "T", n, "t".into());
+        a.outcome = Some(outcome);
+        a.counted = true;
+        a.exit_code = Some(0);
+        a.verify_exit = Some(1);
+        a.verify_tail = tail.into();
+        a
     }
 
     fn input<'a>(history: &'a [AttemptRecord], spec: &'a str) -> PromptInput<'a> {

@@ -146,30 +146,15 @@ mod tests {
     use loopd_actors::store::Batch;
 
     fn failed(lp: &str, test: &str, n: u32, tail: &str) -> AttemptRecord {
-        AttemptRecord {
-            loop_name: lp.into(),
-            test_id: test.into(),
-            number: n,
-            outcome: Some(Outcome::Failed),
-            counted: true,
-            started_at: Utc::now(),
-            finished_at: Some(Utc::now()),
-            duration_ms: None,
-            exit_code: Some(0),
-            exit_signal: None,
-            verify_exit: Some(1),
-            verify_tail: tail.into(),
-            output_tail: String::new(),
-            reason: None,
-            cost_usd: 0.0,
-            input_tokens: 0,
-            output_tokens: 0,
-            summary: None,
-            transcript: "t".into(),
-            commit: None,
-            fingerprint: loopd_actors::attempt::fingerprint(tail),
-            process: None,
-        }
+        let mut a = AttemptRecord::started(lp, test, n, "t".into());
+        a.outcome = Some(Outcome::Failed);
+        a.counted = true;
+        a.finished_at = Some(Utc::now());
+        a.exit_code = Some(0);
+        a.verify_exit = Some(1);
+        a.verify_tail = tail.into();
+        a.fingerprint = loopd_actors::attempt::fingerprint(tail);
+        a
     }
 
     #[test]
