@@ -2,91 +2,14 @@
 //! by the CLI and by HTTP, with a scripted agent.
 
 mod common;
+mod serving;
 
-use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::{wait_until, Fleet, LOOP, WAIT};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use serde_json::{json, Value};
-
-/// A `loopd serve` the test started; killed when dropped.
-struct Daemon {
-    child: Child,
-    addr: String,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(fleet: &Fleet) -> Daemon {
-        let log = fleet
-            .root()
-            .join(format!("serve-{}.log", std::process::id()));
-        let out = std::fs::File::create(&log).unwrap();
-        let child = fleet
-            .loopd(&["serve", "loopd.toml", "--bind", "127.0.0.1:0"])
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("spawn loopd serve");
-        let info = fleet.state_dir().join("daemon.json");
-        let mut addr = String::new();
-        wait_until("daemon.json with an address", WAIT, || {
-            let Ok(text) = std::fs::read_to_string(&info) else {
-                return false;
-            };
-            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-            match v["addr"].as_str() {
-                Some(a) if v["pid"] == child.id() => {
-                    addr = a.to_string();
-                    true
-                }
-                _ => false,
-            }
-        });
-        Daemon { child, addr, log }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, then the exit code (within 30 s).
-    fn terminate(mut self) -> i32 {
-        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).unwrap();
-        for _ in 0..1500 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("loopd serve did not stop on SIGTERM\n{}", self.log());
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn token(fleet: &Fleet) -> String {
-    std::fs::read_to_string(fleet.state_dir().join("token")).unwrap()
-}
-
-fn http() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap()
-}
+use serving::{http, token, Daemon};
 
 fn spec(id: &str, deps: &[&str]) -> Value {
     json!({"id": id, "title": id, "spec": format!("make {id}"), "verify": format!("test -f {id}.done"), "depends_on": deps})
@@ -123,7 +46,7 @@ fn wait_loop(fleet: &Fleet, what: &str, cond: impl Fn(&Value) -> bool) -> Value 
 #[test]
 fn serve_is_driven_by_the_cli_and_http_and_keeps_its_registry() {
     let fleet = gated_fleet();
-    let daemon = Daemon::start(&fleet);
+    let daemon = Daemon::start(&fleet, &[]);
     let mode = std::fs::metadata(fleet.state_dir().join("token")).unwrap();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(mode.permissions().mode() & 0o777, 0o600);
@@ -294,7 +217,7 @@ fn serve_is_driven_by_the_cli_and_http_and_keeps_its_registry() {
     assert_eq!(daemon.terminate(), 0, "{log}");
     assert!(!fleet.state_dir().join("daemon.json").exists());
 
-    let daemon = Daemon::start(&fleet);
+    let daemon = Daemon::start(&fleet, &[]);
     let resp = client.get(daemon.url("/api/loops/extra")).send().unwrap();
     assert_eq!(resp.status(), 200);
     let v: Value = resp.json().unwrap();
@@ -331,7 +254,7 @@ fn sse_over_a_socket_resumes_with_last_event_id() {
         .tests(json!([spec("T1", &[]), spec("T2", &["T1"])]))
         .agent("touch \"$LOOPD_TEST_ID.done\"")
         .write();
-    let daemon = Daemon::start(&fleet);
+    let daemon = Daemon::start(&fleet, &[]);
     wait_loop(&fleet, "the loop to finish", |l| l["status"] == "finished");
     let read = |last: Option<&str>, n: usize| -> Vec<String> {
         let mut req = http().get(daemon.url("/api/events?loop=main"));

@@ -1,4 +1,4 @@
-//! A `loopd serve` started by a test on port 0 (tests/factory.rs, tests/webhooks.rs).
+//! A `loopd serve` started by a test on port 0 (tests/api_e2e.rs, factory.rs, reload.rs, webhooks.rs).
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
