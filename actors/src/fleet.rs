@@ -322,20 +322,12 @@ async fn retire(ctx: &Ctx, name: &str) {
 
 async fn mark_crashed(ctx: &Ctx, name: &str, reason: &str) {
     set_loop_state(ctx, name, LoopState::Crashed, reason).await;
-    let alert = Event::new(
+    ctx.record_event(Event::new(
         EventKind::Alert,
         name,
         format!("loop `{name}` crashed: {reason}"),
-    );
-    if let Err(e) = ctx
-        .record(Batch {
-            events: vec![alert],
-            ..Batch::default()
-        })
-        .await
-    {
-        tracing::error!(loop_name = %name, error = %e, "could not record the crash alert");
-    }
+    ))
+    .await;
 }
 
 /// Records a loop's new state (its actor is not running), with its event.

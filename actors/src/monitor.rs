@@ -21,7 +21,6 @@ use crate::attempt::{AttemptMsg, CancelReason};
 use crate::loop_actor::LoopMsg;
 use crate::model::{Event, EventKind};
 use crate::runtime::Ctx;
-use crate::store::Batch;
 
 /// How often the monitor looks at every attempt's heartbeat.
 pub const TICK: Duration = Duration::from_millis(50);
@@ -283,19 +282,16 @@ impl Actor for MonitorActor {
                     tracing::error!(loop_name = %name, "loop actor stopped answering; killing it");
                     // Its supervisor sees it terminate as killed and restarts it from the store.
                     actor.kill();
-                    let _ = state
+                    state
                         .ctx
-                        .record(Batch {
-                            events: vec![Event::new(
-                                EventKind::Alert,
-                                &name,
-                                format!(
-                                    "loop `{name}` did not answer within {}; restarted",
-                                    humantime::format_duration(state.config.ping_timeout)
-                                ),
-                            )],
-                            ..Batch::default()
-                        })
+                        .record_event(Event::new(
+                            EventKind::Alert,
+                            &name,
+                            format!(
+                                "loop `{name}` did not answer within {}; restarted",
+                                humantime::format_duration(state.config.ping_timeout)
+                            ),
+                        ))
                         .await;
                 }
             }

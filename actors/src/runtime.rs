@@ -137,6 +137,19 @@ impl Ctx {
         .expect("store task panicked")
     }
 
+    /// Records one event on its own (an alert, mostly). A failure to record it is logged: the
+    /// actors that raise alerts have nothing better to do with it.
+    pub async fn record_event(&self, event: Event) {
+        let what = event.message.clone();
+        let batch = Batch {
+            events: vec![event],
+            ..Batch::default()
+        };
+        if let Err(e) = self.record(batch).await {
+            tracing::error!(error = %e, event = %what, "could not record an event");
+        }
+    }
+
     /// Runs a read against the store off the runtime's threads.
     pub async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Store) -> T + Send + 'static) -> T {
         let store = self.inner.store.clone();

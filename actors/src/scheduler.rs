@@ -20,7 +20,6 @@ use tokio::time::Instant;
 
 use crate::model::{Event, EventKind};
 use crate::runtime::Ctx;
-use crate::store::Batch;
 
 /// Scheduler settings.
 #[derive(Debug, Clone, Copy)]
@@ -307,16 +306,7 @@ async fn report_provider(
     if let Some(message) = alert {
         let event = Event::new(EventKind::Alert, "", message)
             .with_data(serde_json::json!({"provider": provider}));
-        if let Err(e) = state
-            .ctx
-            .record(Batch {
-                events: vec![event],
-                ..Batch::default()
-            })
-            .await
-        {
-            tracing::error!(error = %e, "could not record a provider alert");
-        }
+        state.ctx.record_event(event).await;
     }
 }
 
