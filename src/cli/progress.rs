@@ -40,12 +40,15 @@ impl Progress {
         .progress_chars("=> ");
         let mut bars = HashMap::new();
         for l in &fleet.loops {
-            let (passed, total) = status
+            let (passed, stored_total) = status
                 .loops
                 .iter()
                 .find(|v| v.name == l.name)
                 .map(|v| (v.progress.passed, v.progress.total))
                 .unwrap_or((0, 0));
+            // On a first run the store knows no tests before the loop boots: count the file's.
+            let in_file = loopd_actors::config::load_tests(l).map_or(0, |t| t.len());
+            let total = stored_total.max(in_file);
             let bar = mp.add(ProgressBar::new(total as u64));
             bar.set_style(style.clone());
             bar.set_prefix(l.name.clone());
