@@ -24,10 +24,8 @@
 mod common;
 
 use std::fs;
-use std::io::Read;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -81,29 +79,14 @@ fn run_loopd(n: usize, checkpoints: bool) -> LoopdRun {
     LoopdRun { wall, attempts }
 }
 
-fn spawn_wait(cmd: &mut Command) {
-    let mut child = cmd
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning");
-    let mut sink = Vec::new();
-    let _ = child.stdout.take().unwrap().read_to_end(&mut sink);
-    let _ = child.stderr.take().unwrap().read_to_end(&mut sink);
-    let status = child.wait().expect("waiting");
-    assert!(status.success());
-}
-
 /// The plain loop: N times `true`, then `bash -c true`. Returns the time per iteration.
 fn plain_loop(n: usize) -> Duration {
     let scratch = Scratch::new("plain");
     let wd = scratch.path();
     let t = Instant::now();
     for _ in 0..n {
-        spawn_wait(Command::new("true").current_dir(wd));
-        spawn_wait(Command::new("bash").args(["-c", "true"]).current_dir(wd));
+        assert!(spawn_wait(Command::new("true").current_dir(wd)).success());
+        assert!(spawn_wait(Command::new("bash").args(["-c", "true"]).current_dir(wd)).success());
     }
     t.elapsed() / n as u32
 }

@@ -36,10 +36,8 @@ mod common;
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Read;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::*;
 
@@ -164,20 +162,6 @@ command = ["./agent.sh"]
         all,
         parts: Some(parts),
     }
-}
-
-fn spawn_wait(cmd: &mut Command) {
-    let mut child = cmd
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning");
-    let mut sink = Vec::new();
-    let _ = child.stdout.take().unwrap().read_to_end(&mut sink);
-    let _ = child.stderr.take().unwrap().read_to_end(&mut sink);
-    let _ = child.wait().expect("waiting");
 }
 
 fn run_plain(loops: usize, attempts: usize, sleep: f64) -> Figures {

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 use std::fs;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -221,4 +222,21 @@ pub fn verdict(ok: bool) -> &'static str {
     } else {
         "MISSES the aim"
     }
+}
+
+/// What the plain-loop baselines do per process, like loopd does for an agent: spawn in its own
+/// process group with no stdin and piped output, read the output to the end, wait.
+pub fn spawn_wait(cmd: &mut Command) -> ExitStatus {
+    use std::io::Read;
+    let mut child = cmd
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning");
+    let mut sink = Vec::new();
+    let _ = child.stdout.take().unwrap().read_to_end(&mut sink);
+    let _ = child.stderr.take().unwrap().read_to_end(&mut sink);
+    child.wait().expect("waiting")
 }
