@@ -7,7 +7,10 @@
 //! by [`Store::apply`] in one transaction and flushed before it returns, so an effect that depends
 //! on a write (spawning an agent, answering a client) never runs ahead of it.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -98,6 +101,29 @@ pub struct Store {
     lessons: sled::Tree,
     /// The webhook delivery log, keyed by event id then endpoint URL.
     deliveries: sled::Tree,
+    /// Which write last touched each loop, for caches of views derived from the store.
+    versions: Arc<Versions>,
+}
+
+/// Write counters: every write that touches a loop's records (its loop record, tests or
+/// attempts) takes the next number and files it under the loop, after the write is visible.
+/// A view computed after reading `loop_version(name) == v` is current as long as the version
+/// is still `v`: a write that raced the computation moves the version on, so the view is
+/// recomputed, never served stale.
+#[derive(Debug, Default)]
+struct Versions {
+    next: AtomicU64,
+    by_loop: Mutex<HashMap<String, u64>>,
+}
+
+impl Versions {
+    fn bump<'a>(&self, loops: impl IntoIterator<Item = &'a str>) {
+        let mut by_loop = self.by_loop.lock().unwrap_or_else(|e| e.into_inner());
+        for name in loops {
+            let v = self.next.fetch_add(1, Ordering::SeqCst) + 1;
+            by_loop.insert(name.to_string(), v);
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -145,6 +171,7 @@ impl Store {
             events: db.open_tree("events")?,
             lessons: db.open_tree("lessons")?,
             deliveries: db.open_tree("deliveries")?,
+            versions: Arc::default(),
             path,
             db,
         })
@@ -191,8 +218,53 @@ impl Store {
                 TransactionError::Storage(e) => StoreError::Sled(e),
                 TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
             })?;
+        self.versions.bump(
+            batch.loops.iter().map(|l| l.name.as_str()).chain(
+                batch
+                    .tests
+                    .iter()
+                    .map(|t| t.loop_name.as_str())
+                    .chain(batch.attempts.iter().map(|a| a.loop_name.as_str())),
+            ),
+        );
         self.flush()?;
         Ok(batch.events)
+    }
+
+    /// The number of the last write (since this store was opened) that touched the loop's
+    /// records: its loop record, a test or an attempt; 0 when none did. Views derived from
+    /// those records can be cached against it (see [`Versions`]).
+    pub fn loop_version(&self, name: &str) -> u64 {
+        self.loop_versions(&[name])[0]
+    }
+
+    /// [`Store::loop_version`] of each of `names`, in one look.
+    pub fn loop_versions<S: AsRef<str>>(&self, names: &[S]) -> Vec<u64> {
+        let by_loop = self
+            .versions
+            .by_loop
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        names
+            .iter()
+            .map(|n| by_loop.get(n.as_ref()).copied().unwrap_or(0))
+            .collect()
+    }
+
+    /// At most `limit` loop names that sort after `after`, and whether more follow; reads no
+    /// record.
+    pub fn loop_names_page(&self, after: &str, limit: usize) -> Result<(Vec<String>, bool)> {
+        use std::ops::Bound;
+        let range = (Bound::Excluded(after.as_bytes().to_vec()), Bound::Unbounded);
+        let mut page = Vec::with_capacity(limit.min(1024));
+        for k in self.loops.range::<Vec<u8>, _>(range).keys() {
+            let k = k?;
+            if page.len() == limit {
+                return Ok((page, true));
+            }
+            page.push(String::from_utf8_lossy(&k).into_owned());
+        }
+        Ok((page, false))
     }
 
     /// One loop's record.
@@ -205,24 +277,6 @@ impl Store {
         scan(&self.loops, "loops", b"")
     }
 
-    /// At most `limit` loops whose names sort after `after`, by name, and whether more follow.
-    /// Reads only the page, however many loops are registered.
-    pub fn loops_page(&self, after: &str, limit: usize) -> Result<(Vec<LoopRecord>, bool)> {
-        use std::ops::Bound;
-        let range = (Bound::Excluded(after.as_bytes().to_vec()), Bound::Unbounded);
-        let mut page = Vec::with_capacity(limit.min(1024));
-        let mut more = false;
-        for kv in self.loops.range::<Vec<u8>, _>(range) {
-            let (k, v) = kv?;
-            if page.len() == limit {
-                more = true;
-                break;
-            }
-            page.push(decode("loops", &k, &v)?);
-        }
-        Ok((page, more))
-    }
-
     /// Removes a loop and everything recorded about it (tests, attempts); events stay.
     pub fn delete_loop(&self, name: &str) -> Result<()> {
         let prefix = key(&[name, ""]);
@@ -232,6 +286,7 @@ impl Store {
             }
         }
         self.loops.remove(name.as_bytes())?;
+        self.versions.bump([name]);
         self.flush()
     }
 
@@ -507,13 +562,57 @@ mod tests {
                 ..Batch::default()
             })
             .unwrap();
-        let names = |p: &[LoopRecord]| p.iter().map(|l| l.name.clone()).collect::<Vec<_>>();
-        let (page, more) = store.loops_page("", 2).unwrap();
-        assert_eq!((names(&page), more), (vec!["a".into(), "b".into()], true));
-        let (page, more) = store.loops_page("b", 2).unwrap();
-        assert_eq!((names(&page), more), (vec!["c".into(), "d".into()], true));
-        let (page, more) = store.loops_page("d", 2).unwrap();
-        assert_eq!((names(&page), more), (vec!["e".into()], false));
+        let strs = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let page = store.loop_names_page("", 2).unwrap();
+        assert_eq!(page, (strs(&["a", "b"]), true));
+        let page = store.loop_names_page("b", 2).unwrap();
+        assert_eq!(page, (strs(&["c", "d"]), true));
+        let page = store.loop_names_page("d", 2).unwrap();
+        assert_eq!(page, (strs(&["e"]), false));
+    }
+
+    #[test]
+    fn every_write_to_a_loops_records_moves_its_version_and_only_its() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.loop_version("a"), 0);
+        store
+            .apply(Batch {
+                loops: ["a", "b"].map(LoopRecord::new).to_vec(),
+                ..Batch::default()
+            })
+            .unwrap();
+        let (a, b) = (store.loop_version("a"), store.loop_version("b"));
+        assert!(a > 0 && b > 0 && a != b);
+
+        let spec: crate::tests_file::TestSpec = serde_json::from_value(
+            serde_json::json!({"id": "T-1", "title": "t", "verify": "true"}),
+        )
+        .unwrap();
+        let test = TestRecord::new("a", spec, crate::model::Origin::File);
+        store
+            .apply(Batch {
+                tests: vec![test],
+                ..Batch::default()
+            })
+            .unwrap();
+        let a2 = store.loop_version("a");
+        assert!(a2 > a, "a test write moves its loop's version");
+        assert_eq!(store.loop_version("b"), b, "and no other loop's");
+
+        let attempt = AttemptRecord::started("a", "T-1", 1, "t.jsonl".into());
+        store
+            .apply(Batch {
+                attempts: vec![attempt],
+                ..Batch::default()
+            })
+            .unwrap();
+        let a3 = store.loop_version("a");
+        assert!(a3 > a2, "an attempt write moves its loop's version");
+
+        store.delete_loop("a").unwrap();
+        assert!(store.loop_version("a") > a3, "so does deleting the loop");
+        assert_eq!(store.loop_version("b"), b);
     }
 
     #[test]

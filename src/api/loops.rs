@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::body;
 use super::error::{check_name, ApiError, Code};
+use super::view_cache::Entry;
 use super::ApiState;
 
 /// The default and largest page of `GET /api/loops`.
@@ -146,10 +147,15 @@ fn query_flag(q: &HashMap<String, String>, key: &str) -> Result<bool, ApiError> 
 }
 
 /// `GET /api/loops?limit=N&cursor=NAME`.
+///
+/// The answer is a [`LoopPage`], written by hand from entries the [`ViewCache`] keeps
+/// serialized: a page of idle loops costs a key scan and a copy, not a decode of every record.
+///
+/// [`ViewCache`]: super::view_cache::ViewCache
 pub async fn list(
     State(state): State<ApiState>,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<LoopPage>, ApiError> {
+) -> Result<Response, ApiError> {
     let limit = match q.get("limit") {
         None => DEFAULT_LIMIT,
         Some(l) => match l.parse::<usize>() {
@@ -163,32 +169,49 @@ pub async fn list(
         },
     };
     let cursor = q.get("cursor").cloned().unwrap_or_default();
-    let page = state
-        .ctx()
-        .read(move |s| -> Result<LoopPage, ApiError> {
-            // A range scan from the cursor: the cost is the page's, not the registry's.
-            let (records, more) = s.loops_page(&cursor, limit)?;
-            let loops = records
-                .iter()
-                .map(|r| view::loop_view(s, r))
-                .collect::<Result<Vec<_>, _>>()?;
-            let next_cursor = if more {
-                loops.last().map(|l| l.name.clone())
-            } else {
-                None
-            };
-            Ok(LoopPage { loops, next_cursor })
-        })
-        .await?;
-    let mut page = page;
-    if page.loops.iter().any(|l| l.current_test.is_some()) {
-        let health = state.ctx().monitor().health().await;
-        for l in &mut page.loops {
-            l.heartbeat = health.iter().find(|h| h.loop_name == l.name).cloned();
-            l.last_heartbeat = l.heartbeat.as_ref().map(heartbeat_at);
+    // A range scan of names from the cursor (the cost is the page's, not the registry's) and a
+    // cache lookup run here: sled keeps the tree in memory. Decoding records goes to a blocking
+    // thread, and only for the loops that changed since their entry was cached.
+    let (names, more) = state.ctx().store().loop_names_page(&cursor, limit)?;
+    let next_cursor = if more { names.last().cloned() } else { None };
+    let page = state.views().cached(state.ctx().store(), names);
+    let entries = if page.complete() {
+        state.views().fill(state.ctx().store(), page)?
+    } else {
+        let cache = state.clone();
+        state
+            .ctx()
+            .read(move |s| cache.views().fill(s, page))
+            .await?
+    };
+    let live = entries.iter().any(|e| matches!(e, Entry::Live(_)));
+    let health = if live {
+        state.ctx().monitor().health().await
+    } else {
+        Vec::new()
+    };
+    let mut out = Vec::with_capacity(16 * 1024);
+    out.extend_from_slice(b"{\"loops\":[");
+    for (i, e) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        match e {
+            Entry::Json(json) => out.extend_from_slice(&json),
+            Entry::Live(mut l) => {
+                l.heartbeat = health.iter().find(|h| h.loop_name == l.name).cloned();
+                l.last_heartbeat = l.heartbeat.as_ref().map(heartbeat_at);
+                serde_json::to_writer(&mut out, &l).expect("a loop view always serializes");
+            }
         }
     }
-    Ok(Json(page))
+    out.push(b']');
+    if let Some(c) = next_cursor {
+        out.extend_from_slice(b",\"next_cursor\":");
+        serde_json::to_writer(&mut out, &c).expect("a string always serializes");
+    }
+    out.push(b'}');
+    Ok(([(header::CONTENT_TYPE, "application/json")], out).into_response())
 }
 
 /// `GET /api/loops/:id`.

@@ -21,6 +21,7 @@ pub mod openapi;
 pub mod server;
 #[cfg(test)]
 mod tests;
+mod view_cache;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -70,6 +71,8 @@ struct Inner {
     ready: AtomicBool,
     /// The fleet's `templates_dir` (loop factory); `<fleet_dir>/loop-templates` until set.
     templates_dir: std::sync::OnceLock<PathBuf>,
+    /// Serialized `GET /api/loops` entries of loops that are not running.
+    views: view_cache::ViewCache,
 }
 
 impl ApiState {
@@ -91,6 +94,7 @@ impl ApiState {
                     .collect(),
                 ready: AtomicBool::new(false),
                 templates_dir: std::sync::OnceLock::new(),
+                views: view_cache::ViewCache::default(),
             }),
         }
     }
@@ -115,6 +119,10 @@ impl ApiState {
 
     fn ctx(&self) -> &Ctx {
         &self.inner.ctx
+    }
+
+    fn views(&self) -> &view_cache::ViewCache {
+        &self.inner.views
     }
 
     async fn control(&self, request: Control) -> Result<(), ApiError> {

@@ -412,9 +412,19 @@ async fn creates_pages_and_removes_loops() {
         v["progress"]["passed"] == 1
     })
     .await;
+    // The page served c-loop's entry from its cache before the run; the run's writes replaced it.
+    let (_, page) = f.get("/api/loops?limit=2").await;
+    let (_, one) = f.get("/api/loops/c-loop").await;
+    assert_eq!(page["loops"][1]["progress"]["passed"], 1, "{page}");
+    assert_eq!(
+        page["loops"][1], one,
+        "a page entry is what GET /api/loops/:id says"
+    );
 
     let (status, _) = f.call(Method::DELETE, "/api/loops/b-loop", None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, page) = f.get("/api/loops?limit=2").await;
+    assert_eq!(page["loops"][0]["name"], "c-loop", "{page}");
     let (status, v) = f.get("/api/loops/b-loop").await;
     assert_eq!(
         (status, code(&v)),
