@@ -68,6 +68,8 @@ pub struct AttemptPlan {
     pub prompt: String,
     /// Where the attempt's files go.
     pub paths: AttemptPaths,
+    /// The transcript, created with the prompt file ([`write_attempt_files`]), or why not.
+    pub transcript: Result<std::fs::File, String>,
     /// The last checkpoint (None when checkpoints are off).
     pub checkpoint: Option<String>,
     /// `(test id, verify)` of the loop's passed tests, re-run after a pass when `regression`
@@ -184,6 +186,7 @@ async fn run(
         timeout,
         prompt,
         paths,
+        transcript,
         checkpoint,
         permit,
         regression_checks,
@@ -198,8 +201,8 @@ async fn run(
         record.number,
     );
 
-    let mut transcript = match open_transcript(&paths).await {
-        Ok(f) => Some(f),
+    let mut transcript = match transcript {
+        Ok(f) => Some(tokio::fs::File::from_std(f)),
         Err(e) => {
             record.reason = Some(format!("cannot write the transcript: {e}"));
             None
@@ -637,15 +640,34 @@ async fn run_verify(verify: &str, workdir: &PathBuf, config: &LoopConfig, key: &
     }
 }
 
-async fn open_transcript(paths: &AttemptPaths) -> std::io::Result<tokio::fs::File> {
-    tokio::fs::create_dir_all(&paths.dir).await?;
-    tokio::fs::File::create(&paths.transcript).await
+/// Creates the attempt's folder, writes its prompt file and creates its transcript, in one
+/// trip to a blocking thread. An error in the prompt file is the caller's; the transcript's is
+/// returned for the attempt to record (the agent runs without one).
+pub async fn write_attempt_files(
+    paths: &AttemptPaths,
+    prompt: &str,
+) -> std::io::Result<Result<std::fs::File, String>> {
+    let (paths, prompt) = (paths.clone(), prompt.to_string());
+    tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&paths.dir)?;
+        std::fs::write(&paths.prompt, prompt)?;
+        Ok(std::fs::File::create(&paths.transcript).map_err(|e| e.to_string()))
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 async fn write_line(file: &mut Option<tokio::fs::File>, line: &OutputLine) {
     if let Some(f) = file.as_mut() {
-        let ok = f.write_all(line.text.as_bytes()).await.is_ok()
-            && (line.truncated || f.write_all(b"\n").await.is_ok());
+        // One write per line: each is a trip to a blocking thread.
+        let ok = if line.truncated {
+            f.write_all(line.text.as_bytes()).await.is_ok()
+        } else {
+            let mut l = Vec::with_capacity(line.text.len() + 1);
+            l.extend_from_slice(line.text.as_bytes());
+            l.push(b'\n');
+            f.write_all(&l).await.is_ok()
+        };
         if !ok {
             // A full disk must not end the attempt; the transcript just stops growing.
             *file = None;

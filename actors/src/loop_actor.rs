@@ -78,6 +78,75 @@ pub struct LoopActorState {
     stopping: bool,
     /// The `[fleet]` settings.
     fleet: Arc<crate::config::FleetSettings>,
+    /// The loop's tests as stored, in order; `None` until read. This actor is the only writer
+    /// of its tests while it lives (every write goes through [`record_own`], which keeps the copy in
+    /// step); after a reconcile or a rollback, which write them elsewhere, the copy is dropped.
+    /// Debug builds check the copy against the store on every use.
+    tests: Option<Vec<TestRecord>>,
+}
+
+/// Writes `batch` (one flushed transaction) and brings the cached tests up to date with it.
+async fn record_own(
+    state: &mut LoopActorState,
+    batch: Batch,
+) -> Result<Vec<Event>, crate::store::StoreError> {
+    let written: Vec<TestRecord> = batch
+        .tests
+        .iter()
+        .filter(|t| t.loop_name == state.config.name)
+        .cloned()
+        .collect();
+    let result = state.ctx.record(batch).await;
+    match &result {
+        Ok(_) => cache_written(state, written),
+        // What reached the store is unknown: read it again next time.
+        Err(_) => state.tests = None,
+    }
+    result
+}
+
+/// Puts tests just written into the cached copy.
+fn cache_written(state: &mut LoopActorState, written: Vec<TestRecord>) {
+    if let Some(cached) = state.tests.as_mut() {
+        for t in written {
+            match cached.iter_mut().find(|c| c.spec.id == t.spec.id) {
+                Some(c) => *c = t,
+                None => cached.push(t),
+            }
+        }
+        // The store's order: by `order`, ties by id (its key order).
+        cached.sort_by(|a, b| {
+            a.order
+                .cmp(&b.order)
+                .then_with(|| a.spec.id.cmp(&b.spec.id))
+        });
+    }
+}
+
+/// The loop's tests, in order: the cached copy, or read from the store.
+async fn own_tests(
+    state: &mut LoopActorState,
+) -> Result<Vec<TestRecord>, crate::store::StoreError> {
+    let name = state.config.name.clone();
+    match &state.tests {
+        Some(cached) => {
+            #[cfg(debug_assertions)]
+            {
+                let stored = state.ctx.read(move |s| s.list_tests(&name)).await?;
+                assert_eq!(
+                    &stored, cached,
+                    "loop `{}`: the cached tests differ from the store",
+                    state.config.name
+                );
+            }
+            Ok(cached.clone())
+        }
+        None => {
+            let stored = state.ctx.read(move |s| s.list_tests(&name)).await?;
+            state.tests = Some(stored.clone());
+            Ok(stored)
+        }
+    }
 }
 
 impl Actor for LoopActor {
@@ -108,6 +177,7 @@ impl Actor for LoopActor {
             waiting_for_slot: false,
             stopping: false,
             fleet: args.fleet,
+            tests: None,
         })
     }
 
@@ -241,8 +311,7 @@ async fn boot(
             return Ok(());
         }
     };
-    let name = cfg.name.clone();
-    let stored = state.ctx.read(move |s| s.list_tests(&name)).await?;
+    let stored = own_tests(state).await?;
     let mut changed = plan::sync_tests(&cfg.name, &stored, &specs);
     // Tests left `running` by a predecessor have no live attempt any more.
     let mut merged = merge(&stored, &changed);
@@ -274,7 +343,7 @@ async fn boot(
     batch
         .events
         .push(Event::new(EventKind::LoopState, &cfg.name, "running"));
-    state.ctx.record(batch).await?;
+    record_own(state, batch).await?;
     myself.send_message(LoopMsg::Next)?;
     Ok(())
 }
@@ -325,6 +394,8 @@ async fn reconcile_own(state: &mut LoopActorState) -> Result<(), ActorProcessing
     let record = state.ctx.read(move |s| s.get_loop(&name)).await?;
     let checkpoint = record.and_then(|r| r.checkpoint);
     reconcile::interrupted_attempts(&state.ctx, Some(&state.config), checkpoint.as_deref()).await?;
+    // The reconcile wrote tests on its own.
+    state.tests = None;
     Ok(())
 }
 
@@ -339,22 +410,15 @@ async fn next(
     if state.record.state != LoopState::Running {
         return Ok(());
     }
-    let name = state.config.name.clone();
     let priority = state.config.priority;
     let run_past = run_past(&state.config);
-    let (runnable, finished, reblocked) = state
-        .ctx
-        .read(move |s| -> Result<_, crate::store::StoreError> {
-            let tests = s.list_tests(&name)?;
-            let external = |dep: &str| external_status(s, dep);
-            Ok((
-                plan::next_runnable(&tests, priority, run_past, &external).is_some(),
-                plan::is_finished(&tests),
-                // Tests of other loops change under us: block or unblock on what they are now.
-                plan::refresh_blocked(&tests, run_past, &external),
-            ))
-        })
-        .await?;
+    let tests = own_tests(state).await?;
+    let others = external_snapshot(&state.ctx, &tests).await?;
+    let external = |d: &str| others.get(d).copied().flatten();
+    let runnable = plan::next_runnable(&tests, priority, run_past, &external).is_some();
+    let finished = plan::is_finished(&tests);
+    // Tests of other loops change under us: block or unblock on what they are now.
+    let reblocked = plan::refresh_blocked(&tests, run_past, &external);
     if !reblocked.is_empty() {
         let events = reblocked
             .iter()
@@ -372,28 +436,30 @@ async fn next(
                 Event::new(kind, &state.config.name, what).about(&t.spec.id, None)
             })
             .collect();
-        state
-            .ctx
-            .record(Batch {
+        record_own(
+            state,
+            Batch {
                 tests: reblocked,
                 events,
                 ..Batch::default()
-            })
-            .await?;
+            },
+        )
+        .await?;
         myself.send_message(LoopMsg::Next)?;
         return Ok(());
     }
     if runnable {
         if let Some(why) = budget_exhausted(state).await? {
             set_state(state, LoopState::Paused, Some("budget_exhausted")).await?;
-            state
-                .ctx
-                .record(Batch {
+            record_own(
+                state,
+                Batch {
                     events: vec![Event::new(EventKind::Alert, &state.config.name, why)
                         .with_data(serde_json::json!({"reason": "budget_exhausted"}))],
                     ..Batch::default()
-                })
-                .await?;
+                },
+            )
+            .await?;
             return Ok(());
         }
         state.waiting_for_slot = true;
@@ -430,23 +496,32 @@ async fn next(
 async fn external_snapshot(
     ctx: &Ctx,
     tests: &[TestRecord],
-) -> Result<std::collections::HashMap<String, Option<TestStatus>>, ActorProcessingErr> {
-    let deps: Vec<String> = tests
+) -> Result<ExternalStatuses, ActorProcessingErr> {
+    let deps = cross_loop_deps(tests);
+    if deps.is_empty() {
+        return Ok(ExternalStatuses::new());
+    }
+    Ok(ctx.read(move |s| external_statuses(s, &deps)).await)
+}
+
+/// Every `other-loop:ID` dependency of `tests`.
+fn cross_loop_deps(tests: &[TestRecord]) -> Vec<String> {
+    tests
         .iter()
         .flat_map(|t| t.spec.depends_on.iter())
         .filter(|d| d.contains(':'))
         .cloned()
-        .collect();
-    Ok(ctx
-        .read(move |s| {
-            deps.into_iter()
-                .map(|d| {
-                    let st = external_status(s, &d);
-                    (d, st)
-                })
-                .collect()
-        })
-        .await)
+        .collect()
+}
+
+/// Statuses of other loops' tests, by `other-loop:ID`.
+type ExternalStatuses = std::collections::HashMap<String, Option<TestStatus>>;
+
+/// [`external_snapshot`] from inside a store read.
+fn external_statuses(store: &crate::store::Store, deps: &[String]) -> ExternalStatuses {
+    deps.iter()
+        .map(|d| (d.clone(), external_status(store, d)))
+        .collect()
 }
 
 /// Why no new attempt may start for lack of budget (the loop's or the fleet's), if so.
@@ -530,14 +605,6 @@ fn run_past(cfg: &LoopConfig) -> bool {
     cfg.on_blocked == crate::config::OnBlocked::Skip
 }
 
-/// The test picked to run, its earlier attempts, and `(id, verify)` of the passed tests.
-type Picked = (
-    TestRecord,
-    Vec<AttemptRecord>,
-    Vec<(String, String)>,
-    Vec<String>,
-);
-
 /// Records the attempt as started (flushed) and spawns its actor.
 async fn start_attempt(
     myself: &ActorRef<LoopMsg>,
@@ -550,31 +617,34 @@ async fn start_attempt(
     let name = state.config.name.clone();
     let priority = state.config.priority;
     let run_past = run_past(&state.config);
-    let picked = state
-        .ctx
-        .read(
-            move |s| -> Result<Option<Picked>, crate::store::StoreError> {
-                let tests = s.list_tests(&name)?;
-                let external = |dep: &str| external_status(s, dep);
-                match plan::next_runnable(&tests, priority, run_past, &external) {
-                    Some(t) => {
-                        let history = s.list_attempts(&name, Some(&t.spec.id))?;
-                        let passed = tests
-                            .iter()
-                            .filter(|o| o.status == TestStatus::Passed && o.spec.id != t.spec.id)
-                            .map(|o| (o.spec.id.clone(), o.spec.verify.clone()))
-                            .collect();
-                        let lessons = crate::healer::lessons_for_prompt(
-                            s,
-                            &crate::healer::history_fingerprints(&history),
-                        );
-                        Ok(Some((t.clone(), history, passed, lessons)))
-                    }
-                    None => Ok(None),
-                }
-            },
-        )
-        .await?;
+    let tests = own_tests(state).await?;
+    let others = external_snapshot(&state.ctx, &tests).await?;
+    let picked = match plan::next_runnable(&tests, priority, run_past, &|d: &str| {
+        others.get(d).copied().flatten()
+    }) {
+        Some(t) => {
+            let passed = tests
+                .iter()
+                .filter(|o| o.status == TestStatus::Passed && o.spec.id != t.spec.id)
+                .map(|o| (o.spec.id.clone(), o.spec.verify.clone()))
+                .collect();
+            let t = t.clone();
+            let id = t.spec.id.clone();
+            let (history, lessons) = state
+                .ctx
+                .read(move |s| -> Result<_, crate::store::StoreError> {
+                    let history = s.list_attempts(&name, Some(&id))?;
+                    let lessons = crate::healer::lessons_for_prompt(
+                        s,
+                        &crate::healer::history_fingerprints(&history),
+                    );
+                    Ok((history, lessons))
+                })
+                .await?;
+            Some((t, history, passed, lessons))
+        }
+        None => None,
+    };
     let Some((mut test, history, passed, lessons)) = picked else {
         drop(permit);
         myself.send_message(LoopMsg::Next)?;
@@ -618,27 +688,31 @@ async fn start_attempt(
     ) {
         prompt.push_str(&crate::healer::alternative_prompt(&history));
     }
-    tokio::fs::create_dir_all(&paths.dir).await?;
-    tokio::fs::write(&paths.prompt, &prompt).await?;
-
     test.attempts = number;
     test.status = TestStatus::Running;
     test.updated_at = Utc::now();
     let record = AttemptRecord::started(&cfg.name, &test.spec.id, number, paths.transcript.clone());
-    state
-        .ctx
-        .record(Batch {
-            tests: vec![test.clone()],
-            attempts: vec![record.clone()],
-            events: vec![Event::new(
-                EventKind::AttemptStarted,
-                &cfg.name,
-                format!("attempt {number} of {} started", test.spec.id),
-            )
-            .about(&test.spec.id, Some(number))],
-            ..Batch::default()
-        })
-        .await?;
+    // The attempt's files and its durable record do not depend on each other, and the agent
+    // needs both: write them at the same time.
+    let (transcript, recorded) = tokio::join!(
+        crate::attempt::write_attempt_files(&paths, &prompt),
+        record_own(
+            state,
+            Batch {
+                tests: vec![test.clone()],
+                attempts: vec![record.clone()],
+                events: vec![Event::new(
+                    EventKind::AttemptStarted,
+                    &cfg.name,
+                    format!("attempt {number} of {} started", test.spec.id),
+                )
+                .about(&test.spec.id, Some(number))],
+                ..Batch::default()
+            }
+        )
+    );
+    recorded?;
+    let transcript = transcript?;
     let plan = AttemptPlan {
         ctx: state.ctx.clone(),
         config: cfg.clone(),
@@ -647,6 +721,7 @@ async fn start_attempt(
         timeout: test.spec.timeout,
         prompt,
         paths,
+        transcript,
         checkpoint: state.record.checkpoint.clone().filter(|_| cfg.checkpoints),
         permit: Some(permit),
         regression_checks: if cfg.regression { passed } else { Vec::new() },
@@ -669,15 +744,20 @@ async fn finish_attempt(
     let outcome = record.outcome.unwrap_or(Outcome::Interrupted);
     let name = cfg.name.clone();
     let test_id = record.test_id.clone();
-    let history_of = (name.clone(), test_id.clone());
-    let mut tests = state.ctx.read(move |s| s.list_tests(&name)).await?;
-    let mut history = state
+    let id = test_id.clone();
+    // One trip to the store: the loop's tests, the test's history, and the other loops' tests
+    // this loop depends on.
+    let mut tests = own_tests(state).await?;
+    let deps = cross_loop_deps(&tests);
+    let (mut history, external) = state
         .ctx
-        .read(move |s| s.list_attempts(&history_of.0, Some(&history_of.1)))
+        .read(move |s| -> Result<_, crate::store::StoreError> {
+            let history = s.list_attempts(&name, Some(&id))?;
+            Ok((history, external_statuses(s, &deps)))
+        })
         .await?;
     history.retain(|a| a.number != record.number);
     history.push(record.clone());
-    let external = external_snapshot(&state.ctx, &tests).await?;
     let mut events = Vec::new();
     let Some(pos) = tests.iter().position(|t| t.spec.id == test_id) else {
         return Ok(());
@@ -817,7 +897,7 @@ async fn finish_attempt(
             state.record.reason = Some("interrupted".into());
         }
         batch.loops = vec![state.record.clone()];
-        state.ctx.record(batch).await?;
+        record_own(state, batch).await?;
         myself.stop(None);
         return Ok(());
     }
@@ -830,7 +910,7 @@ async fn finish_attempt(
         _ => {
             // After an API error the scheduler holds every loop of the provider back until
             // its backoff has passed.
-            state.ctx.record(batch).await?;
+            record_own(state, batch).await?;
             myself.send_message(LoopMsg::Next)?;
         }
     }
@@ -871,7 +951,7 @@ async fn pause_for_credits(
         Event::new(EventKind::LoopState, &state.config.name, "paused")
             .with_data(serde_json::json!({"state": "paused", "reason": "out_of_credits"})),
     );
-    state.ctx.record(batch).await?;
+    record_own(state, batch).await?;
     myself.send_after(state.fleet.credit_probe_interval, || LoopMsg::ProbeCredits);
     Ok(())
 }
@@ -888,15 +968,16 @@ async fn set_state(
         .as_str()
         .unwrap_or_default()
         .to_string();
-    state
-        .ctx
-        .record(Batch {
+    record_own(
+        state,
+        Batch {
             loops: vec![state.record.clone()],
             events: vec![Event::new(EventKind::LoopState, &state.config.name, word)
                 .with_data(serde_json::json!({"state": to, "reason": reason}))],
             ..Batch::default()
-        })
-        .await?;
+        },
+    )
+    .await?;
     Ok(())
 }
 
@@ -910,9 +991,9 @@ async fn crash(
     state.record.state = LoopState::Crashed;
     state.record.reason = Some(reason.to_string());
     state.record.updated_at = Utc::now();
-    state
-        .ctx
-        .record(Batch {
+    record_own(
+        state,
+        Batch {
             loops: vec![state.record.clone()],
             events: vec![
                 Event::new(EventKind::LoopState, &state.config.name, "crashed")
@@ -920,8 +1001,9 @@ async fn crash(
                 Event::new(EventKind::Alert, &state.config.name, reason.to_string()),
             ],
             ..Batch::default()
-        })
-        .await?;
+        },
+    )
+    .await?;
     // The actor stays, so that `start` can try again once the cause is fixed.
     let _ = myself;
     Ok(())
@@ -1036,8 +1118,7 @@ async fn control(
             apply_test_changes(myself, state, vec![t], event).await?;
         }
         Control::InjectTests { tests, .. } => {
-            let name = state.config.name.clone();
-            let existing = state.ctx.read(move |s| s.list_tests(&name)).await?;
+            let existing = own_tests(state).await?;
             let taken: Vec<&str> = tests
                 .iter()
                 .map(|t| t.id.as_str())
@@ -1077,6 +1158,8 @@ async fn control(
                 ));
             }
             crate::rollback::rollback(&state.ctx, &state.config, &test).await?;
+            // The rollback wrote tests on its own.
+            state.tests = None;
             let name = state.config.name.clone();
             if let Some(r) = state.ctx.read(move |s| s.get_loop(&name)).await? {
                 state.record.checkpoint = r.checkpoint;
@@ -1135,8 +1218,7 @@ async fn apply_test_changes(
     changed: Vec<TestRecord>,
     event: Event,
 ) -> Result<(), ControlError> {
-    let name = state.config.name.clone();
-    let stored = state.ctx.read(move |s| s.list_tests(&name)).await?;
+    let stored = own_tests(state).await?;
     let merged = merge(&stored, &changed);
     let others = external_snapshot(&state.ctx, &merged)
         .await
@@ -1163,7 +1245,7 @@ async fn apply_test_changes(
             "running",
         ));
     }
-    state.ctx.record(batch).await?;
+    record_own(state, batch).await?;
     let _ = myself.send_message(LoopMsg::Next);
     Ok(())
 }

@@ -117,6 +117,16 @@ pub fn group_members(record: &ProcessRecord) -> Vec<i32> {
 }
 
 async fn members_async(record: &ProcessRecord) -> Vec<i32> {
+    // The signal-0 probe is one syscall: answer "gone" here, and leave only the /proc scan
+    // to a blocking thread.
+    if record.pid <= 1
+        || matches!(
+            killpg(Pid::from_raw(record.pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        )
+    {
+        return Vec::new();
+    }
     let record = record.clone();
     tokio::task::spawn_blocking(move || group_members(&record))
         .await

@@ -29,9 +29,80 @@ struct Inner {
     monitor: std::sync::OnceLock<Monitor>,
     /// Every recorded event, for the progress display, SSE and webhooks.
     events: broadcast::Sender<Event>,
-    /// Held across id assignment, the transaction and the publish, so that events reach
-    /// subscribers in journal order (SSE resumes by id and must neither skip nor repeat).
-    journal: std::sync::Mutex<()>,
+    /// The one writer of [`Ctx::record`]'s batches (group commit).
+    journal: Journal,
+}
+
+/// A batch to record and where to answer.
+struct Job {
+    batch: Batch,
+    reply: tokio::sync::oneshot::Sender<Result<Vec<Event>, StoreError>>,
+}
+
+/// Group commit: one thread writes every recorded batch. It takes all the batches waiting,
+/// writes each in its own transaction, makes them durable with one flush, then publishes their
+/// events and answers. With many loops finishing and starting attempts at once, their records
+/// share a flush instead of queueing for one each; alone, a batch costs what it did before.
+/// One writer also keeps events in journal order for subscribers (SSE resumes by id and must
+/// neither skip nor repeat).
+#[derive(Debug)]
+struct Journal {
+    jobs: Option<std::sync::mpsc::Sender<Job>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Journal {
+    fn start(store: Store, bus: broadcast::Sender<Event>) -> Journal {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let writer = std::thread::Builder::new()
+            .name("loopd-journal".into())
+            .spawn(move || {
+                // Ends when the context is dropped (every sender gone).
+                while let Ok(first) = queue.recv() {
+                    let mut group = vec![first];
+                    group.extend(queue.try_iter());
+                    let written: Vec<_> = group
+                        .into_iter()
+                        .map(|job| (store.write(job.batch), job.reply))
+                        .collect();
+                    let flushed = if written.iter().any(|(w, _)| w.is_ok()) {
+                        store.flush().map_err(|e| e.to_string())
+                    } else {
+                        Ok(())
+                    };
+                    for (result, reply) in written {
+                        let result = match (result, &flushed) {
+                            (Ok(events), Ok(())) => {
+                                for e in &events {
+                                    // Nobody listening is fine.
+                                    let _ = bus.send(e.clone());
+                                }
+                                Ok(events)
+                            }
+                            (Ok(_), Err(e)) => Err(StoreError::Flush(e.clone())),
+                            (Err(e), _) => Err(e),
+                        };
+                        let _ = reply.send(result);
+                    }
+                }
+            })
+            .expect("starting the journal thread");
+        Journal {
+            jobs: Some(jobs),
+            writer: Some(writer),
+        }
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        // Close the queue, then let the writer finish what it took: the store is closed only
+        // after the last batch is flushed.
+        self.jobs.take();
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
 }
 
 impl Ctx {
@@ -40,12 +111,12 @@ impl Ctx {
         let (events, _) = broadcast::channel(4096);
         Ctx {
             inner: Arc::new(Inner {
+                journal: Journal::start(store.clone(), events.clone()),
                 store,
                 state_dir: state_dir.to_path_buf(),
                 scheduler: std::sync::OnceLock::new(),
                 monitor: std::sync::OnceLock::new(),
                 events,
-                journal: std::sync::Mutex::new(()),
             }),
         }
     }
@@ -120,21 +191,18 @@ impl Ctx {
         self.inner.events.subscribe()
     }
 
-    /// Writes `batch` in one flushed transaction off the runtime's threads, then publishes its
-    /// events.
+    /// Writes `batch` in one transaction and makes it durable (off the runtime's threads, in a
+    /// flush it may share with batches recorded at the same moment), then publishes its events.
     pub async fn record(&self, batch: Batch) -> Result<Vec<Event>, StoreError> {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let _order = inner.journal.lock().unwrap_or_else(|e| e.into_inner());
-            let events = inner.store.apply(batch)?;
-            for e in &events {
-                // Nobody listening is fine.
-                let _ = inner.events.send(e.clone());
-            }
-            Ok(events)
-        })
-        .await
-        .expect("store task panicked")
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.inner
+            .journal
+            .jobs
+            .as_ref()
+            .expect("the journal is open while the context lives")
+            .send(Job { batch, reply })
+            .expect("the journal thread outlives the context");
+        answer.await.expect("the journal thread panicked")
     }
 
     /// Records one event on its own (an alert, mostly). A failure to record it is logged: the

@@ -58,6 +58,9 @@ pub enum StoreError {
         /// What was wrong.
         reason: String,
     },
+    /// A flush failed after the write (I/O); the write may not survive a crash.
+    #[error("cannot make the store durable: {0}")]
+    Flush(String),
     /// Any other sled failure (I/O).
     #[error("store I/O error: {0}")]
     Sled(#[from] sled::Error),
@@ -189,7 +192,16 @@ impl Store {
     }
 
     /// Writes `batch` in one transaction, flushes, and returns its events with their ids.
-    pub fn apply(&self, mut batch: Batch) -> Result<Vec<Event>> {
+    pub fn apply(&self, batch: Batch) -> Result<Vec<Event>> {
+        let events = self.write(batch)?;
+        self.flush()?;
+        Ok(events)
+    }
+
+    /// Writes `batch` in one transaction, visible to readers at once but durable only after
+    /// the next [`Store::flush`], and returns its events with their ids. Group commit: several
+    /// writes, then one flush.
+    pub fn write(&self, mut batch: Batch) -> Result<Vec<Event>> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
@@ -227,7 +239,6 @@ impl Store {
                     .chain(batch.attempts.iter().map(|a| a.loop_name.as_str())),
             ),
         );
-        self.flush()?;
         Ok(batch.events)
     }
 
