@@ -83,6 +83,9 @@ pub struct LoopActorState {
     /// step); after a reconcile or a rollback, which write them elsewhere, the copy is dropped.
     /// Debug builds check the copy against the store on every use.
     tests: Option<Vec<TestRecord>>,
+    /// The finished attempts of the test attempted last, by start, kept the same way: a retry
+    /// of the test needs no read for its history.
+    history: Option<(String, Vec<AttemptRecord>)>,
 }
 
 /// Writes `batch` (one flushed transaction) and brings the cached tests up to date with it.
@@ -96,13 +99,69 @@ async fn record_own(
         .filter(|t| t.loop_name == state.config.name)
         .cloned()
         .collect();
+    let finished: Vec<AttemptRecord> = batch
+        .attempts
+        .iter()
+        .filter(|a| a.loop_name == state.config.name && a.outcome.is_some())
+        .cloned()
+        .collect();
     let result = state.ctx.record(batch).await;
     match &result {
-        Ok(_) => cache_written(state, written),
+        Ok(_) => {
+            cache_written(state, written);
+            if let Some((id, history)) = state.history.as_mut() {
+                for a in finished.into_iter().filter(|a| a.test_id == *id) {
+                    match history.iter_mut().find(|h| h.number == a.number) {
+                        Some(h) => *h = a,
+                        None => history.push(a),
+                    }
+                }
+                history.sort_by_key(|a| a.started_at);
+            }
+        }
         // What reached the store is unknown: read it again next time.
-        Err(_) => state.tests = None,
+        Err(_) => forget_cached(state),
     }
     result
+}
+
+/// Drops the cached tests and history (after something else wrote them).
+fn forget_cached(state: &mut LoopActorState) {
+    state.tests = None;
+    state.history = None;
+}
+
+/// The finished attempts of test `id`, by start: the cached copy, or read from the store.
+async fn own_history(
+    state: &mut LoopActorState,
+    id: &str,
+) -> Result<Vec<AttemptRecord>, crate::store::StoreError> {
+    let (name, owned) = (state.config.name.clone(), id.to_string());
+    let read =
+        move |s: &crate::store::Store| -> Result<Vec<AttemptRecord>, crate::store::StoreError> {
+            let mut h = s.list_attempts(&name, Some(&owned))?;
+            h.retain(|a| a.outcome.is_some());
+            Ok(h)
+        };
+    match &state.history {
+        Some((cached_id, cached)) if cached_id == id => {
+            #[cfg(debug_assertions)]
+            {
+                let stored = state.ctx.read(read).await?;
+                assert_eq!(
+                    &stored, cached,
+                    "loop `{}`: the cached history of {id} differs from the store",
+                    state.config.name
+                );
+            }
+            Ok(cached.clone())
+        }
+        _ => {
+            let stored = state.ctx.read(read).await?;
+            state.history = Some((id.to_string(), stored.clone()));
+            Ok(stored)
+        }
+    }
 }
 
 /// Puts tests just written into the cached copy.
@@ -178,6 +237,7 @@ impl Actor for LoopActor {
             stopping: false,
             fleet: args.fleet,
             tests: None,
+            history: None,
         })
     }
 
@@ -394,8 +454,8 @@ async fn reconcile_own(state: &mut LoopActorState) -> Result<(), ActorProcessing
     let record = state.ctx.read(move |s| s.get_loop(&name)).await?;
     let checkpoint = record.and_then(|r| r.checkpoint);
     reconcile::interrupted_attempts(&state.ctx, Some(&state.config), checkpoint.as_deref()).await?;
-    // The reconcile wrote tests on its own.
-    state.tests = None;
+    // The reconcile wrote tests and attempts on its own.
+    forget_cached(state);
     Ok(())
 }
 
@@ -614,7 +674,6 @@ async fn start_attempt(
     if state.stopping || state.record.state != LoopState::Running {
         return Ok(());
     }
-    let name = state.config.name.clone();
     let priority = state.config.priority;
     let run_past = run_past(&state.config);
     let tests = own_tests(state).await?;
@@ -629,18 +688,16 @@ async fn start_attempt(
                 .map(|o| (o.spec.id.clone(), o.spec.verify.clone()))
                 .collect();
             let t = t.clone();
-            let id = t.spec.id.clone();
-            let (history, lessons) = state
-                .ctx
-                .read(move |s| -> Result<_, crate::store::StoreError> {
-                    let history = s.list_attempts(&name, Some(&id))?;
-                    let lessons = crate::healer::lessons_for_prompt(
-                        s,
-                        &crate::healer::history_fingerprints(&history),
-                    );
-                    Ok((history, lessons))
-                })
-                .await?;
+            let history = own_history(state, &t.spec.id).await?;
+            let fingerprints = crate::healer::history_fingerprints(&history);
+            let lessons = if fingerprints.is_empty() {
+                Vec::new()
+            } else {
+                state
+                    .ctx
+                    .read(move |s| crate::healer::lessons_for_prompt(s, &fingerprints))
+                    .await
+            };
             Some((t, history, passed, lessons))
         }
         None => None,
@@ -742,20 +799,11 @@ async fn finish_attempt(
     let cfg = state.config.clone();
     let record = done.record;
     let outcome = record.outcome.unwrap_or(Outcome::Interrupted);
-    let name = cfg.name.clone();
     let test_id = record.test_id.clone();
-    let id = test_id.clone();
-    // One trip to the store: the loop's tests, the test's history, and the other loops' tests
-    // this loop depends on.
+    // From the actor's own copies; the store only for other loops' tests this loop depends on.
     let mut tests = own_tests(state).await?;
-    let deps = cross_loop_deps(&tests);
-    let (mut history, external) = state
-        .ctx
-        .read(move |s| -> Result<_, crate::store::StoreError> {
-            let history = s.list_attempts(&name, Some(&id))?;
-            Ok((history, external_statuses(s, &deps)))
-        })
-        .await?;
+    let mut history = own_history(state, &test_id).await?;
+    let external = external_snapshot(&state.ctx, &tests).await?;
     history.retain(|a| a.number != record.number);
     history.push(record.clone());
     let mut events = Vec::new();
@@ -1159,7 +1207,7 @@ async fn control(
             }
             crate::rollback::rollback(&state.ctx, &state.config, &test).await?;
             // The rollback wrote tests on its own.
-            state.tests = None;
+            forget_cached(state);
             let name = state.config.name.clone();
             if let Some(r) = state.ctx.read(move |s| s.get_loop(&name)).await? {
                 state.record.checkpoint = r.checkpoint;
