@@ -27,8 +27,10 @@
 //!
 //! With agents that exit at once, 100 loops restarting all the time saturate 2 cores: the figure
 //! is then a throughput limit, the plain loop's too. A third, *paced* run keeps 100 loops (and
-//! agents) alive but has each agent run 1 s (`sleep 1` between its two stamps), so restarts are
-//! spread out as in a real fleet; checkpoints off only.
+//! agents) alive but has each agent run between 0.5 and 1.5 s (a `sleep` between its two
+//! stamps, uniform, drawn by the agent), so restarts are spread out as in a real fleet instead
+//! of 100 agents ending in the same millisecond; the plain loop's agents draw the same way.
+//! Checkpoints off only.
 //! Aims (issue 4): p50 within 2x the plain loop at 10 loops; p50 under 15 ms at 100
 //! loops on 2 cores.
 
@@ -43,7 +45,12 @@ use common::*;
 
 const AGENT: &str = r#"printf '%s start %s\n' "$LOOPD_ATTEMPT" "$EPOCHREALTIME" >> "$BENCH_STAMPS/$LOOPD_LOOP"
 echo "bench agent: attempt $LOOPD_ATTEMPT of $LOOPD_TEST_ID"
-if [ "$BENCH_SLEEP" != 0 ]; then sleep "$BENCH_SLEEP"; fi
+if [ "$BENCH_SLEEP_MS" != 0 ]; then
+  # Uniform in [0.5, 1.5] x the mean, so that the loops do not restart in lockstep.
+  ms=$(( BENCH_SLEEP_MS / 2 + RANDOM % (BENCH_SLEEP_MS + 1) ))
+  printf -v frac '%03d' $(( ms % 1000 ))
+  sleep "$(( ms / 1000 )).$frac"
+fi
 printf '%s exit %s\n' "$LOOPD_ATTEMPT" "$EPOCHREALTIME" >> "$BENCH_STAMPS/$LOOPD_LOOP"
 "#;
 
@@ -94,7 +101,7 @@ struct Figures {
     parts: Option<[Vec<f64>; 3]>,
 }
 
-fn run_loopd(loops: usize, attempts: usize, checkpoints: bool, sleep: f64) -> Figures {
+fn run_loopd(loops: usize, attempts: usize, checkpoints: bool, sleep_ms: u32) -> Figures {
     let scratch = Scratch::new("restart");
     let dir = scratch.path();
     let stamps = dir.join("stamps");
@@ -118,7 +125,7 @@ checkpoints = {checkpoints}
 max_attempts = {attempts}
 [loops.env]
 BENCH_STAMPS = "{stamps}"
-BENCH_SLEEP = "{sleep}"
+BENCH_SLEEP_MS = "{sleep_ms}"
 LC_ALL = "C"
 [loops.agent]
 kind = "command"
@@ -164,7 +171,16 @@ command = ["./agent.sh"]
     }
 }
 
-fn run_plain(loops: usize, attempts: usize, sleep: f64) -> Figures {
+/// How long a paced agent runs: uniform around its mean.
+fn runs(mean_ms: u32) -> String {
+    format!(
+        "{:.1} to {:.1} s",
+        mean_ms as f64 / 2000.0,
+        mean_ms as f64 * 1.5 / 1000.0
+    )
+}
+
+fn run_plain(loops: usize, attempts: usize, sleep_ms: u32) -> Figures {
     let scratch = Scratch::new("restart-plain");
     let dir = scratch.path().to_path_buf();
     let stamps = dir.join("stamps");
@@ -184,7 +200,7 @@ fn run_plain(loops: usize, attempts: usize, sleep: f64) -> Figures {
                         Command::new(&agent)
                             .current_dir(&wd)
                             .env("BENCH_STAMPS", &stamps)
-                            .env("BENCH_SLEEP", sleep.to_string())
+                            .env("BENCH_SLEEP_MS", sleep_ms.to_string())
                             .env("LC_ALL", "C")
                             .env("LOOPD_LOOP", &name)
                             .env("LOOPD_TEST_ID", "R-1")
@@ -219,19 +235,19 @@ fn main() {
         (
             10,
             env_usize("LOOPD_BENCH_ATTEMPTS_10", 30).max(2),
-            0.0,
+            0,
             &[false, true][..],
         ),
         (
             100,
             env_usize("LOOPD_BENCH_ATTEMPTS_100", 8).max(2),
-            0.0,
+            0,
             &[false, true][..],
         ),
         (
             100,
             env_usize("LOOPD_BENCH_ATTEMPTS_PACED", 5).max(2),
-            1.0,
+            1000,
             &[false][..],
         ),
     ];
@@ -239,16 +255,16 @@ fn main() {
     println!("| loops | agent runs | checkpoints | samples | loopd p50 | loopd p99 | plain p50 | plain p99 | p50 ratio | exit→finished p50 | finished→next started p50 | started→agent running p50 |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut verdicts = Vec::new();
-    for (loops, attempts, sleep, modes) in plan {
-        let plain = run_plain(loops, attempts, sleep);
+    for (loops, attempts, sleep_ms, modes) in plan {
+        let plain = run_plain(loops, attempts, sleep_ms);
         let (pp50, pp99) = (percentile(&plain.all, 50.0), percentile(&plain.all, 99.0));
         for &checkpoints in modes {
-            let f = run_loopd(loops, attempts, checkpoints, sleep);
+            let f = run_loopd(loops, attempts, checkpoints, sleep_ms);
             let (p50, p99) = (percentile(&f.all, 50.0), percentile(&f.all, 99.0));
             let parts = f.parts.as_ref().unwrap();
             println!(
                 "| {loops} | {} | {} | {} | {p50:.2} ms | {p99:.2} ms | {pp50:.2} ms | {pp99:.2} ms | {:.1}x | {:.2} ms | {:.2} ms | {:.2} ms |",
-                if sleep > 0.0 { format!("{sleep} s") } else { "exits at once".into() },
+                if sleep_ms > 0 { runs(sleep_ms) } else { "exits at once".into() },
                 if checkpoints { "on" } else { "off" },
                 f.all.len(),
                 p50 / pp50,
@@ -257,8 +273,8 @@ fn main() {
                 percentile(&parts[2], 50.0),
             );
             if !checkpoints {
-                let how = if sleep > 0.0 {
-                    format!("agents running {sleep} s")
+                let how = if sleep_ms > 0 {
+                    format!("agents running {}", runs(sleep_ms))
                 } else {
                     "agents exiting at once".to_string()
                 };
