@@ -238,30 +238,17 @@ async fn run(
         }
         Ok(mut spawned) => {
             record.process = Some(spawned.record.clone());
-            // Durable before the agent can do anything that matters: a crash from here on is
-            // reconciled by reaping this group.
-            let recorded = ctx
-                .record(Batch {
-                    attempts: vec![record.clone()],
-                    ..Batch::default()
-                })
-                .await;
-            if let Err(e) = recorded {
-                // A group the store does not know could not be reaped after a crash: never let
-                // such an agent run.
-                tracing::error!(error = %e, "could not record the agent's process group; ending it");
-                process::end_group(&spawned.record, config.kill_grace).await;
-                let _ = spawned.child.wait().await;
-                record.process = None;
-                record.reason = Some(format!(
-                    "loopd could not record the agent's process group: {e}"
-                ));
-                return AttemptDone {
-                    new_checkpoint: None,
-                    provider_failure: None,
-                    record: finish_interrupted(record, started),
-                };
-            }
+            // The group is made durable while the agent runs and its output is read: the agent
+            // was running before this record could be written anyway (until it is, a crash is
+            // covered by LOOPD_ATTEMPT_KEY in the agent's environment), so waiting for the
+            // flush here would only delay noticing a quick exit. The attempt never ends before
+            // the record is in: the journal then has it before the attempt's outcome.
+            let mut recorded = std::pin::pin!(ctx.record(Batch {
+                attempts: vec![record.clone()],
+                ..Batch::default()
+            }));
+            let mut record_done = false;
+            let mut unrecorded = None;
             let mut lines = process::read_output(&mut spawned.child, process::DEFAULT_MAX_LINE);
             // The monitor alone decides stalled and timed out; it tells us through `cancelled`.
             let heartbeat = Heartbeat::new();
@@ -291,6 +278,13 @@ async fn run(
                         }
                         None => lines_open = false,
                     },
+                    r = &mut recorded, if !record_done => {
+                        record_done = true;
+                        if let Err(e) = r {
+                            unrecorded = Some(e);
+                            break AgentEnd::Cancelled;
+                        }
+                    }
                     s = spawned.child.wait(), if status.is_none() => {
                         status = Some(s);
                         break AgentEnd::Exited;
@@ -302,6 +296,28 @@ async fn run(
                     },
                 }
             };
+            if !record_done {
+                if let Err(e) = recorded.await {
+                    unrecorded = Some(e);
+                }
+            }
+            if let Some(e) = unrecorded {
+                // A group the store does not know could not be reaped after a crash: never let
+                // such an agent run on.
+                tracing::error!(error = %e, "could not record the agent's process group; ending it");
+                process::end_group(&spawned.record, config.kill_grace).await;
+                monitor.send(MonitorMsg::Unwatch(key));
+                let _ = spawned.child.wait().await;
+                record.process = None;
+                record.reason = Some(format!(
+                    "loopd could not record the agent's process group: {e}"
+                ));
+                return AttemptDone {
+                    new_checkpoint: None,
+                    provider_failure: None,
+                    record: finish_interrupted(record, started),
+                };
+            }
             if end == AgentEnd::Exited {
                 // Children that inherited the pipes may still write for a moment.
                 let drain_until = Instant::now() + DRAIN_AFTER_EXIT;
