@@ -2,6 +2,8 @@
 //!
 //! Run: `cargo bench --bench restart_latency` (release build of loopd and of this bench).
 //! Knobs: `LOOPD_BENCH_ATTEMPTS_10` (attempts per loop at 10 loops, default 30),
+//! `LOOPD_BENCH_ROUNDS_10` (rounds of the 10-loop case, plain and loopd taking turns, samples
+//! pooled; default 3),
 //! `LOOPD_BENCH_ATTEMPTS_100` (at 100 loops, default 8), `LOOPD_BENCH_ATTEMPTS_PACED` (the
 //! paced run, default 5), `LOOPD_BENCH_KEEP=1`.
 //!
@@ -171,6 +173,18 @@ command = ["./agent.sh"]
     }
 }
 
+impl Figures {
+    /// Pools the samples of another round of the same measurement.
+    fn add(&mut self, other: Figures) {
+        self.all.extend(other.all);
+        if let (Some(mine), Some(theirs)) = (self.parts.as_mut(), other.parts) {
+            for (m, t) in mine.iter_mut().zip(theirs) {
+                m.extend(t);
+            }
+        }
+    }
+}
+
 /// How long a paced agent runs: uniform around its mean.
 fn runs(mean_ms: u32) -> String {
     format!(
@@ -230,36 +244,56 @@ fn main() {
         "restart_latency",
         "agent exits at once, verify `false`; agent exit -> next attempt's first command",
     );
-    // (loops, attempts per loop, agent run time in s, modes)
+    // Rounds of the 10-loop case: plain and loopd take turns, and the samples of all rounds are
+    // pooled, so that the machine drifting during the run (it does, on a shared VM) weighs on
+    // both sides of the ratio alike.
+    let rounds = env_usize("LOOPD_BENCH_ROUNDS_10", 3).max(1);
+    // (loops, attempts per loop, agent run time in ms, modes, rounds)
     let plan = [
         (
             10,
             env_usize("LOOPD_BENCH_ATTEMPTS_10", 30).max(2),
             0,
             &[false, true][..],
+            rounds,
         ),
         (
             100,
             env_usize("LOOPD_BENCH_ATTEMPTS_100", 8).max(2),
             0,
             &[false, true][..],
+            1,
         ),
         (
             100,
             env_usize("LOOPD_BENCH_ATTEMPTS_PACED", 5).max(2),
             1000,
             &[false][..],
+            1,
         ),
     ];
     println!();
     println!("| loops | agent runs | checkpoints | samples | loopd p50 | loopd p99 | plain p50 | plain p99 | p50 ratio | exit→finished p50 | finished→next started p50 | started→agent running p50 |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut verdicts = Vec::new();
-    for (loops, attempts, sleep_ms, modes) in plan {
-        let plain = run_plain(loops, attempts, sleep_ms);
+    for (loops, attempts, sleep_ms, modes, rounds) in plan {
+        let mut plain = Figures {
+            all: Vec::new(),
+            parts: None,
+        };
+        let mut loopd: Vec<Option<Figures>> = modes.iter().map(|_| None).collect();
+        for _ in 0..rounds {
+            plain.add(run_plain(loops, attempts, sleep_ms));
+            for (slot, &checkpoints) in loopd.iter_mut().zip(modes) {
+                let f = run_loopd(loops, attempts, checkpoints, sleep_ms);
+                match slot {
+                    Some(pooled) => pooled.add(f),
+                    None => *slot = Some(f),
+                }
+            }
+        }
         let (pp50, pp99) = (percentile(&plain.all, 50.0), percentile(&plain.all, 99.0));
-        for &checkpoints in modes {
-            let f = run_loopd(loops, attempts, checkpoints, sleep_ms);
+        for (f, &checkpoints) in loopd.into_iter().flatten().zip(modes) {
             let (p50, p99) = (percentile(&f.all, 50.0), percentile(&f.all, 99.0));
             let parts = f.parts.as_ref().unwrap();
             println!(
