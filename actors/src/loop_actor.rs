@@ -49,6 +49,9 @@ pub enum LoopMsg {
     Interrupt,
     /// A request from a person or program (the supervisor routes only this loop's requests).
     Control(Control, RpcReplyPort<Result<(), ControlError>>),
+    /// A test of another loop changed (passed, reset, skipped, ...): tests of this one that
+    /// depend on it may be blocked or runnable now.
+    OtherLoopChanged(String),
 }
 
 /// The loop actor.
@@ -227,6 +230,7 @@ impl Actor for LoopActor {
         if args.autostart {
             myself.send_message(LoopMsg::Boot)?;
         }
+        watch_other_loops(&args.ctx, &myself, &args.config.name);
         Ok(LoopActorState {
             ctx: args.ctx,
             config: args.config,
@@ -298,6 +302,12 @@ impl Actor for LoopActor {
                 let result = control(&myself, state, request).await;
                 let _ = reply.send(result);
             }
+            LoopMsg::OtherLoopChanged(other) => {
+                // A running loop looks at other loops' tests on every step anyway.
+                if state.record.state == LoopState::Finished {
+                    recheck_other_loops(&myself, state, &other).await?;
+                }
+            }
         }
         Ok(())
     }
@@ -325,6 +335,69 @@ impl Actor for LoopActor {
         }
         Ok(())
     }
+}
+
+/// Forwards the test events of other loops to this loop's actor, for as long as it lives.
+fn watch_other_loops(ctx: &Ctx, myself: &ActorRef<LoopMsg>, own: &str) {
+    let mut events = ctx.subscribe();
+    let (me, own) = (myself.clone(), own.to_string());
+    tokio::spawn(async move {
+        loop {
+            let other = match events.recv().await {
+                Ok(e) if e.loop_name == own || e.test_id.is_none() => continue,
+                Ok(e) => match e.kind {
+                    EventKind::TestPassed
+                    | EventKind::TestFailed
+                    | EventKind::TestBlocked
+                    | EventKind::TestChanged => e.loop_name,
+                    _ => continue,
+                },
+                // Missed some: look at every loop this one depends on.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => String::new(),
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            if me.send_message(LoopMsg::OtherLoopChanged(other)).is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// A finished loop whose tests depend on loop `other` (any loop when empty): blocks or
+/// unblocks them on what the other loop's tests are now, and goes back to work when that
+/// leaves something to run.
+async fn recheck_other_loops(
+    myself: &ActorRef<LoopMsg>,
+    state: &mut LoopActorState,
+    other: &str,
+) -> Result<(), ActorProcessingErr> {
+    let tests = own_tests(state).await?;
+    let prefix = format!("{other}:");
+    if !cross_loop_deps(&tests)
+        .iter()
+        .any(|d| other.is_empty() || d.starts_with(&prefix))
+    {
+        return Ok(());
+    }
+    let others = external_snapshot(&state.ctx, &tests).await?;
+    let changed = plan::refresh_blocked(&tests, run_past(&state.config), &|d: &str| {
+        others.get(d).copied().flatten()
+    });
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = changed.iter().map(|t| t.spec.id.as_str()).collect();
+    let event = Event::new(
+        EventKind::TestChanged,
+        &state.config.name,
+        if other.is_empty() {
+            format!("{} changed with the loops it depends on", ids.join(", "))
+        } else {
+            format!("{} changed with loop `{other}`", ids.join(", "))
+        },
+    );
+    apply_test_changes(myself, state, changed, event).await?;
+    Ok(())
 }
 
 /// Loads the tests file, syncs the store, reconciles what a predecessor left, readies git.

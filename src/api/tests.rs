@@ -752,3 +752,44 @@ fn the_token_file_is_used_by_clients() {
     let t = auth::load_or_create(dir.path()).unwrap();
     assert_eq!(auth::client_token(Some(dir.path())), Some(t));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_finished_loop_runs_tests_unblocked_by_another_loop() {
+    // Passes only once `flag` exists next to the script.
+    let agent = r#"if [ -f "$(dirname "$0")/flag" ]; then touch "$LOOPD_TEST_ID.done"; fi"#;
+    let f = fixture(json!([test("T1", &[])]), agent).await;
+    f.wait_for("/api/loops/main", "main:T1 to fail", |v| {
+        v["tests"][0]["status"] == "failed"
+    })
+    .await;
+
+    std::fs::write(
+        f.root.join("dep.json"),
+        json!({"tests": [test("D1", &["main:T1"])]}).to_string(),
+    )
+    .unwrap();
+    let body = json!({"name": "dep", "init_workdir": true, "tests_file": "dep.json",
+                      "agent": {"kind": "command", "command": [f.root.join("agent.sh")]}});
+    let (status, v) = f.post("/api/loops?start=true", Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    // Nothing to run: D1 waits behind a test that failed for good, and the loop is done.
+    f.wait_for("/api/loops/dep", "dep to finish with D1 blocked", |v| {
+        v["status"] == "finished" && v["tests"][0]["status"] == "blocked"
+    })
+    .await;
+
+    // A person fixes what made T1 fail and resets it; T1 passes, and the finished loop `dep`
+    // notices on its own.
+    std::fs::write(f.root.join("flag"), "").unwrap();
+    let (status, v) = f.post("/api/loops/main/tests/T1/reset", None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    f.wait_for("/api/loops/main", "main:T1 to pass", |v| {
+        v["tests"][0]["status"] == "passed"
+    })
+    .await;
+    f.wait_for("/api/loops/dep", "dep:D1 to pass and dep to finish", |v| {
+        v["tests"][0]["status"] == "passed" && v["status"] == "finished"
+    })
+    .await;
+    f.stop().await;
+}
