@@ -283,3 +283,28 @@ fn sse_over_a_socket_resumes_with_last_event_id() {
     assert_eq!(rest, all[3..6]);
     assert_eq!(daemon.terminate(), 0);
 }
+
+#[test]
+fn run_says_which_loops_a_person_holds_and_does_not_wait_for_them() {
+    let fleet = gated_fleet();
+    let daemon = Daemon::start(&fleet, &[]);
+    wait_loop(&fleet, "T1 to run", |l| l["current_test"] == "T1");
+    let paused = http()
+        .post(daemon.url("/api/loops/main/pause?now=true"))
+        .bearer_auth(token(&fleet))
+        .send()
+        .unwrap();
+    assert!(paused.status().is_success(), "{}", paused.status());
+    assert_eq!(daemon.terminate(), 0);
+
+    // The pause survives; `run` says so and ends at once instead of waiting for a resume that
+    // nobody was told to give: 3, a person is needed (T1 and T2 have not passed).
+    let run = fleet.run();
+    run.expect_code(3);
+    assert!(
+        run.stderr
+            .contains("loop `main` was paused by a person; it stays so (`loopd resume main`"),
+        "{run}"
+    );
+    assert_eq!(fleet.loop_status()["status"], "paused");
+}

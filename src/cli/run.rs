@@ -60,6 +60,21 @@ async fn run_fleet(
     };
 
     let started = Instant::now();
+    // Loops a person paused or stopped in an earlier session stay so (their actors boot into
+    // that state without a word): say so, and do not wait for them.
+    let held = held_by_person(&ctx, &fleet).await?;
+    for (name, state) in &held {
+        let undo = if *state == LoopState::Stopped {
+            "start"
+        } else {
+            "resume"
+        };
+        eprintln!(
+            "loopd run: loop `{name}` was {} by a person; it stays so (`loopd {undo} {name}` while this runs, or before the next run)",
+            if *state == LoopState::Stopped { "stopped" } else { "paused" },
+        );
+    }
+    let held: HashSet<String> = held.into_iter().map(|(n, _)| n).collect();
     let mut display = Progress::new(&ctx, &fleet, plain).await?;
     let mut events = ctx.subscribe();
     let started_fleet = super::fleet_start::spawn(&ctx, &fleet).await?;
@@ -74,7 +89,7 @@ async fn run_fleet(
 
     let mut interrupted = false;
     let mut settled = false;
-    let mut booted: HashSet<String> = HashSet::new();
+    let mut booted: HashSet<String> = held.clone();
     let mut finished_at: HashMap<String, Duration> = HashMap::new();
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -88,14 +103,21 @@ async fn run_fleet(
                     if e.kind == EventKind::LoopState {
                         booted.insert(e.loop_name.clone());
                     }
-                    if !settled && !interrupted && booted.len() >= fleet.loops.len() && all_settled(&ctx, &fleet).await? {
+                    if !settled && !interrupted && booted.len() >= fleet.loops.len() && all_settled(&ctx, &fleet, &held).await? {
                         // Every loop is finished or waits for a person: the run is over.
                         settled = true;
                         supervisor.send_message(FleetMsg::Shutdown)?;
                     }
                 }
             }
-            _ = tick.tick() => display.tick(),
+            _ = tick.tick() => {
+                display.tick();
+                // Also when no event comes: every loop may be held by a person.
+                if !settled && !interrupted && booted.len() >= fleet.loops.len() && all_settled(&ctx, &fleet, &held).await? {
+                    settled = true;
+                    supervisor.send_message(FleetMsg::Shutdown)?;
+                }
+            }
             _ = tokio::signal::ctrl_c(), if !interrupted => {
                 interrupted = true;
                 display.note("interrupted: ending the running agents' process groups ...");
@@ -141,11 +163,16 @@ async fn run_fleet(
         return Ok(Exit::Interrupted);
     }
     let needs_person = loops.iter().any(|l| {
+        let unfinished = !l
+            .tests
+            .iter()
+            .all(|t| matches!(t.status, TestStatus::Passed | TestStatus::Removed));
         l.status == LoopState::Paused
-            && matches!(
-                l.reason.as_deref(),
-                Some("out_of_credits" | "budget_exhausted")
-            )
+            && match l.reason.as_deref() {
+                Some("out_of_credits" | "budget_exhausted") => true,
+                Some("by_user") => unfinished,
+                _ => false,
+            }
     });
     if needs_person {
         return Ok(Exit::NeedsPerson);
@@ -164,9 +191,31 @@ async fn run_fleet(
     })
 }
 
+/// The loops of `fleet` a person paused or stopped (reason `by_user`), as stored.
+async fn held_by_person(ctx: &Ctx, fleet: &Fleet) -> anyhow::Result<Vec<(String, LoopState)>> {
+    let names: Vec<String> = fleet.loops.iter().map(|l| l.name.clone()).collect();
+    Ok(ctx
+        .read(move |s| {
+            names
+                .iter()
+                .map(|n| s.get_loop(n))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?
+        .into_iter()
+        .flatten()
+        .filter(|r| {
+            matches!(r.state, LoopState::Paused | LoopState::Stopped)
+                && r.reason.as_deref() == Some("by_user")
+        })
+        .map(|r| (r.name, r.state))
+        .collect())
+}
+
 /// True when no loop of `fleet` can make progress without a person: finished, crashed,
-/// stopped, or paused for a reason other than a person's pause (which `resume` undoes).
-async fn all_settled(ctx: &Ctx, fleet: &Fleet) -> anyhow::Result<bool> {
+/// stopped, paused for a reason other than a person's pause during this run (which a
+/// `resume` may undo at any moment), or held by a person since before the run (`held`).
+async fn all_settled(ctx: &Ctx, fleet: &Fleet, held: &HashSet<String>) -> anyhow::Result<bool> {
     let names: Vec<String> = fleet.loops.iter().map(|l| l.name.clone()).collect();
     let records = ctx
         .read(move |s| {
@@ -179,7 +228,7 @@ async fn all_settled(ctx: &Ctx, fleet: &Fleet) -> anyhow::Result<bool> {
     Ok(records.iter().all(|r| {
         r.as_ref().is_some_and(|r| match r.state {
             LoopState::Finished | LoopState::Crashed | LoopState::Stopped => true,
-            LoopState::Paused => r.reason.as_deref() != Some("by_user"),
+            LoopState::Paused => r.reason.as_deref() != Some("by_user") || held.contains(&r.name),
             LoopState::Idle | LoopState::Running => false,
         })
     }))
