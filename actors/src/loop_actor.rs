@@ -89,6 +89,9 @@ pub struct LoopActorState {
     /// The finished attempts of the test attempted last, by start, kept the same way: a retry
     /// of the test needs no read for its history.
     history: Option<(String, Vec<AttemptRecord>)>,
+    /// Whether other loops' test events are forwarded to this actor (only once one of its tests
+    /// depends on another loop: every loop following every event would cost O(loops²)).
+    watching: bool,
 }
 
 /// Writes `batch` (one flushed transaction) and brings the cached tests up to date with it.
@@ -230,7 +233,6 @@ impl Actor for LoopActor {
         if args.autostart {
             myself.send_message(LoopMsg::Boot)?;
         }
-        watch_other_loops(&args.ctx, &myself, &args.config.name);
         Ok(LoopActorState {
             ctx: args.ctx,
             config: args.config,
@@ -242,6 +244,7 @@ impl Actor for LoopActor {
             fleet: args.fleet,
             tests: None,
             history: None,
+            watching: false,
         })
     }
 
@@ -337,10 +340,15 @@ impl Actor for LoopActor {
     }
 }
 
-/// Forwards the test events of other loops to this loop's actor, for as long as it lives.
-fn watch_other_loops(ctx: &Ctx, myself: &ActorRef<LoopMsg>, own: &str) {
-    let mut events = ctx.subscribe();
-    let (me, own) = (myself.clone(), own.to_string());
+/// Once a test of this loop depends on another loop's: forwards the test events of other loops
+/// to this loop's actor, for as long as it lives.
+fn watch_other_loops(myself: &ActorRef<LoopMsg>, state: &mut LoopActorState, tests: &[TestRecord]) {
+    if state.watching || cross_loop_deps(tests).is_empty() {
+        return;
+    }
+    state.watching = true;
+    let mut events = state.ctx.subscribe();
+    let (me, own) = (myself.clone(), state.config.name.clone());
     tokio::spawn(async move {
         loop {
             let other = match events.recv().await {
@@ -477,6 +485,7 @@ async fn boot(
         .events
         .push(Event::new(EventKind::LoopState, &cfg.name, "running"));
     record_own(state, batch).await?;
+    watch_other_loops(myself, state, &merged);
     myself.send_message(LoopMsg::Next)?;
     Ok(())
 }
@@ -1367,6 +1376,7 @@ async fn apply_test_changes(
         ));
     }
     record_own(state, batch).await?;
+    watch_other_loops(myself, state, &merged);
     let _ = myself.send_message(LoopMsg::Next);
     Ok(())
 }
