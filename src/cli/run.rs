@@ -100,10 +100,13 @@ async fn run_fleet(
                 if let Ok(e) = e {
                     note_finish(&e, started, &mut finished_at);
                     display.event(&e);
-                    if e.kind == EventKind::LoopState {
+                    // Only a loop's state moves it toward settled: other events (many per
+                    // attempt) need no look at the store.
+                    let moved = e.kind == EventKind::LoopState;
+                    if moved {
                         booted.insert(e.loop_name.clone());
                     }
-                    if !settled && !interrupted && booted.len() >= fleet.loops.len() && all_settled(&ctx, &fleet, &held).await? {
+                    if moved && !settled && !interrupted && booted.len() >= fleet.loops.len() && all_settled(&ctx, &fleet, &held).await? {
                         // Every loop is finished or waits for a person: the run is over.
                         settled = true;
                         supervisor.send_message(FleetMsg::Shutdown)?;
