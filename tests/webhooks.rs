@@ -125,7 +125,10 @@ fn fleet_with_webhooks(url: &str, dead_url: &str) -> Fleet {
             spec("T3", "false", &[]),
             spec("T4", "test -f T4.done", &["T3"]),
         ]))
-        .agent("echo \"working on $LOOPD_TEST_ID\"\ntouch \"$LOOPD_TEST_ID.done\"")
+        .agent(
+            "echo \"working on $LOOPD_TEST_ID\"\nenv > \"$LOOPD_TEST_ID.env\"\n\
+             touch \"$LOOPD_TEST_ID.done\"",
+        )
         .write();
     let mut toml = std::fs::read_to_string(fleet.config_file()).unwrap();
     toml.push_str(&format!(
@@ -158,7 +161,13 @@ fn deliveries_wait_out_a_down_endpoint_and_never_hold_a_loop_back() {
     assert_eq!(refused.code(), 2, "{refused}");
     assert!(refused.stderr.contains("TEST_HOOK_SECRET"), "{refused}");
 
-    let daemon = Daemon::start(&fleet, &[("TEST_HOOK_SECRET", SECRET)]);
+    let daemon = Daemon::start(
+        &fleet,
+        &[
+            ("TEST_HOOK_SECRET", SECRET),
+            ("LOOPD_TOKEN", "token-from-env"),
+        ],
+    );
     // The loop runs to its end while the endpoint refuses everything: nothing waits on it.
     let lp = {
         let mut last = Value::Null;
@@ -190,6 +199,11 @@ fn deliveries_wait_out_a_down_endpoint_and_never_hold_a_loop_back() {
     let log = daemon.log();
     assert_eq!(daemon.terminate(), 0, "{log}");
     assert!(!log.contains(SECRET), "the secret was logged");
+    // Nor did an agent see loopd's secrets in its environment.
+    let env = std::fs::read_to_string(fleet.workdir().join("T1.env")).unwrap();
+    assert!(env.contains("LOOPD_TEST_ID=T1"), "{env}");
+    assert!(!env.contains("TEST_HOOK_SECRET"), "{env}");
+    assert!(!env.contains("LOOPD_TOKEN"), "{env}");
 
     // What the journal says should have been sent, against what arrived.
     let store = Store::open(&fleet.state_dir()).unwrap();

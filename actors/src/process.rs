@@ -36,11 +36,36 @@ pub struct Spawned {
     pub record: ProcessRecord,
 }
 
-/// Spawns `cmd` as the leader of a new process group with no stdin and piped stdout and stderr.
+/// Environment variables of loopd's own that no agent or verify may inherit.
+static PRIVATE_ENV: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new());
+
+/// Keeps the variables `names` (secrets loopd reads from its environment: webhook secrets, the
+/// API token) out of the environment of every process spawned by [`spawn_group`] from now on.
+/// An agent is code a model wrote; it has no business with loopd's secrets.
+pub fn keep_from_children(names: impl IntoIterator<Item = String>) {
+    let mut private = PRIVATE_ENV.write().unwrap_or_else(|e| e.into_inner());
+    for n in names {
+        if !private.contains(&n) {
+            private.push(n);
+        }
+    }
+}
+
+/// Removes the variables given to [`keep_from_children`] from `cmd`'s environment (for the
+/// commands loopd runs in a workdir outside [`spawn_group`]: git, whose hooks are the workdir's).
+pub fn without_private_env(cmd: &mut Command) {
+    for name in PRIVATE_ENV.read().unwrap_or_else(|e| e.into_inner()).iter() {
+        cmd.env_remove(name);
+    }
+}
+
+/// Spawns `cmd` as the leader of a new process group with no stdin and piped stdout and stderr,
+/// without the variables given to [`keep_from_children`].
 ///
 /// `kill_on_drop` is off: dropping the child must never be the way an attempt ends (it would
 /// kill the leader only); [`end_group`] ends the whole group.
 pub fn spawn_group(mut cmd: Command) -> io::Result<Spawned> {
+    without_private_env(&mut cmd);
     cmd.process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -87,10 +87,12 @@ pub async fn rollback(
 }
 
 async fn git(workdir: &std::path::Path, args: &[&str]) -> Result<(), ControlError> {
-    let out = tokio::process::Command::new("git")
-        .args(args)
+    let mut cmd = tokio::process::Command::new("git");
+    cmd.args(args)
         .current_dir(workdir)
-        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_TERMINAL_PROMPT", "0");
+    crate::process::without_private_env(&mut cmd);
+    let out = cmd
         .output()
         .await
         .map_err(|e| ControlError::Internal(format!("git {}: {e}", args.join(" "))))?;
@@ -106,10 +108,9 @@ async fn git(workdir: &std::path::Path, args: &[&str]) -> Result<(), ControlErro
 }
 
 async fn is_ancestor(workdir: &std::path::Path, commit: &str, of: &str) -> bool {
-    tokio::process::Command::new("git")
-        .args(["merge-base", "--is-ancestor", commit, of])
-        .current_dir(workdir)
-        .status()
-        .await
-        .is_ok_and(|s| s.success())
+    let mut cmd = tokio::process::Command::new("git");
+    cmd.args(["merge-base", "--is-ancestor", commit, of])
+        .current_dir(workdir);
+    crate::process::without_private_env(&mut cmd);
+    cmd.status().await.is_ok_and(|s| s.success())
 }

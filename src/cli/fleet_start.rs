@@ -49,6 +49,7 @@ pub fn prepare(file: &Path, command: &str) -> Result<Prepared, Exit> {
         eprintln!("loopd {command}: a webhook's secret is missing from the environment");
         return Err(Exit::Invalid);
     }
+    keep_secrets_from_agents(&fleet);
     let lock = StateDirLock::acquire(&fleet.settings.state_dir, command).map_err(|e| {
         eprintln!("loopd {command}: {e}");
         Exit::Invalid
@@ -58,6 +59,18 @@ pub fn prepare(file: &Path, command: &str) -> Result<Prepared, Exit> {
         Exit::Invalid
     })?;
     Ok(Prepared { fleet, lock, store })
+}
+
+/// Keeps the fleet's secrets that come from loopd's environment (webhook `secret_env`
+/// variables, `LOOPD_TOKEN`) out of the environment of agents and verify commands.
+pub fn keep_secrets_from_agents(fleet: &Fleet) {
+    loopd_actors::process::keep_from_children(
+        fleet
+            .webhooks
+            .iter()
+            .filter_map(|h| h.secret_env.clone())
+            .chain(["LOOPD_TOKEN".to_string()]),
+    );
 }
 
 /// The fleet's context, after attempts left `running` became `interrupted` and the workdirs of

@@ -189,7 +189,10 @@ async fn reload(file: &Path, running: &mut Fleet, handle: &FleetHandle) {
     })
     .await;
     let new = match checked {
-        Ok(Ok(f)) => f,
+        Ok(Ok(f)) => {
+            fleet_start::keep_secrets_from_agents(&f);
+            f
+        }
         Ok(Err(report)) => {
             eprintln!("loopd serve: SIGHUP: the new fleet file is invalid; the old one keeps running\n{report}");
             let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);

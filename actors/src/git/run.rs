@@ -96,6 +96,7 @@ impl<'a> Git<'a> {
         ] {
             cmd.env_remove(var);
         }
+        crate::process::without_private_env(&mut cmd);
         if let Some(index) = &self.index_file {
             cmd.env("GIT_INDEX_FILE", index);
         }
