@@ -266,6 +266,59 @@ fn deliveries_wait_out_a_down_endpoint_and_never_hold_a_loop_back() {
     assert!(log.len() > expected.len());
 }
 
+#[test]
+fn deliveries_left_at_a_stop_are_made_after_the_next_start() {
+    let rt = receiver_runtime();
+    let receiver = Receiver::new(false);
+    let url = rt.block_on(receiver.serve());
+    let fleet = fleet_with_webhooks(&url, &dead_url());
+    let env = [("TEST_HOOK_SECRET", SECRET)];
+
+    // The endpoint is down for the whole life of the first daemon.
+    let daemon = Daemon::start(&fleet, &env);
+    wait_until("the loop to finish", WAIT, || {
+        fleet.loop_status()["status"] == "finished"
+    });
+    wait_until("the endpoint to be tried", WAIT, || {
+        receiver.refused.load(Ordering::SeqCst) >= 1
+    });
+    assert_eq!(daemon.terminate(), 0);
+    assert!(receiver.accepted_ids().is_empty());
+
+    // Up, and a new daemon: what the first one queued or was trying arrives, once, in order,
+    // before what the new one adds.
+    receiver.up.store(true, Ordering::SeqCst);
+    let first_life = {
+        let store = Store::open(&fleet.state_dir()).unwrap();
+        store.last_event_id().unwrap()
+    };
+    let daemon = Daemon::start(&fleet, &env);
+    wait_until("the first daemon's events to arrive", WAIT, || {
+        receiver.accepted_ids().iter().any(|id| *id >= first_life)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(daemon.terminate(), 0);
+
+    let store = Store::open(&fleet.state_dir()).unwrap();
+    let expected: BTreeSet<u64> = store
+        .events_after(0, 100_000)
+        .unwrap()
+        .iter()
+        .filter(|e| webhook_event(e).is_some())
+        .map(|e| e.id)
+        .collect();
+    let got = receiver.accepted_ids();
+    assert!(
+        got.windows(2).all(|w| w[0] < w[1]),
+        "out of order or twice: {got:?}"
+    );
+    assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), expected);
+    for id in &expected {
+        let d = store.get_delivery(*id, &url).unwrap().unwrap();
+        assert_eq!(d.status, DeliveryStatus::Delivered, "{d:?}");
+    }
+}
+
 fn hook(url: &str) -> WebhookConfig {
     let mut h = WebhookConfig::new(url, SECRET);
     h.backoff = Duration::from_millis(10);

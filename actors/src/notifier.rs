@@ -46,7 +46,8 @@ const CATCH_UP_PAGE: usize = 512;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryStatus {
-    /// Being tried (or waiting for its next try).
+    /// Queued, being tried, or waiting for its next try; a loopd stopped before it ended
+    /// tries it again on its next start.
     Pending,
     /// The endpoint answered 2xx.
     Delivered,
@@ -208,6 +209,38 @@ impl Notifier {
                 })
             })
             .collect();
+        // Deliveries a previous loopd queued or started and did not finish: first in line.
+        let unfinished = ctx
+            .read(
+                |s| -> Result<Vec<(Event, DeliveryRecord)>, crate::store::StoreError> {
+                    let mut found = Vec::new();
+                    for d in s.deliveries_after(0, usize::MAX)? {
+                        if d.status != DeliveryStatus::Pending {
+                            continue;
+                        }
+                        if let Some(e) = s.events_after(d.event_id.saturating_sub(1), 1)?.pop() {
+                            if e.id == d.event_id {
+                                found.push((e, d));
+                            }
+                        }
+                    }
+                    Ok(found)
+                },
+            )
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "notifier: cannot read the delivery log");
+                Vec::new()
+            });
+        for (event, d) in unfinished {
+            if let Some(ep) = endpoints.iter().find(|ep| ep.hook.url == d.url) {
+                pending.0.fetch_add(1, Ordering::SeqCst);
+                ep.queue.jobs.lock().expect("queue lock").push_back(Job {
+                    event,
+                    name: d.event,
+                });
+            }
+        }
         let mut tasks = Vec::new();
         for ep in &endpoints {
             tasks.push(tokio::spawn(worker(
@@ -243,7 +276,7 @@ impl Notifier {
         }
     }
 
-    /// Stops delivering (what is queued stays `pending` in the log).
+    /// Stops delivering (what is queued stays `pending` in the log, for the next start).
     pub fn stop(&self) {
         for t in &self.tasks {
             t.abort();
@@ -333,10 +366,18 @@ impl Dispatcher {
                     self.pending.0.fetch_add(1, Ordering::SeqCst);
                     None
                 };
-                jobs.push_back(Job {
+                let job = Job {
                     event: e.clone(),
                     name,
-                });
+                };
+                // In the log from the moment it is queued, so that a loopd stopped before
+                // delivering it delivers it on its next start. A write to memory (sled makes
+                // it durable with the next flush): the dispatcher does not wait on a flush.
+                let queued = record_of(&job, &ep.hook.url, DeliveryStatus::Pending, 0);
+                if let Err(e) = self.ctx.store().put_delivery(&queued) {
+                    tracing::error!(error = %e, "cannot record a webhook delivery");
+                }
+                jobs.push_back(job);
                 dropped
             };
             ep.queue.wake.notify_one();
