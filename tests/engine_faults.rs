@@ -25,8 +25,9 @@ fn done_test(id: &str) -> Value {
 }
 
 /// An agent that records its own pid and two children's in `$ROOT/pids.$LOOPD_ATTEMPT`, says
-/// `AGENT-READY` (loopd only reads output once the agent's process group is recorded in the
-/// store), then waits on the children for ever.
+/// `AGENT-READY`, then waits on the children for ever. Once its line is in the transcript the
+/// group is findable after a crash: by its record in the store (written while the first output
+/// is read, a few milliseconds after the spawn) or by `LOOPD_ATTEMPT_KEY` in its environment.
 const HANGING_AGENT: &str = r#"echo $$ > "$ROOT/pids.$LOOPD_ATTEMPT"
 sleep 300 &
 echo $! >> "$ROOT/pids.$LOOPD_ATTEMPT"
@@ -557,4 +558,57 @@ fn a_store_written_by_a_newer_loopd_is_refused_and_left_unchanged() {
         2,
         "an agent ran against a newer store"
     );
+}
+
+#[test]
+fn an_agent_whose_group_cannot_be_recorded_is_ended_at_once_and_not_counted() {
+    // Attempt 1 leaves a child behind and would wait on it for five minutes; recording its
+    // process group fails (injected). An agent the store does not know could not be reaped
+    // after a crash, so loopd ends its group at once, records the attempt as interrupted (not
+    // counted), and goes on: attempt 2 passes.
+    let fleet = Fleet::new()
+        .set("max_attempts", "1")
+        .tests(json!([done_test("T1")]))
+        .agent(
+            r#"if [ "$LOOPD_ATTEMPT" = 1 ]; then
+  sleep 293 &
+  echo $! > "$ROOT/child"
+  wait
+fi
+echo ok > done.txt"#,
+        )
+        .write();
+    let started = Instant::now();
+    let mut cmd = fleet.loopd(&["run", "loopd.toml", "--plain"]);
+    cmd.env(
+        "LOOPD_TEST_FAULT",
+        format!("fail:attempt_group_record:{LOOP}:1"),
+    );
+    let run = common::Running::spawn(cmd).wait(common::RUN_TIMEOUT);
+    run.expect_code(0);
+    assert!(started.elapsed() < Duration::from_secs(60), "{run}");
+
+    let attempts = fleet.attempts("T1");
+    assert_eq!(attempts.len(), 2, "{attempts:#?}");
+    assert_eq!(outcome(&attempts[0]), "interrupted", "{:#}", attempts[0]);
+    assert_eq!(attempts[0]["counted"], false);
+    let reason = attempts[0]["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("could not record the agent's process group"),
+        "{reason}"
+    );
+    assert_eq!(outcome(&attempts[1]), "passed", "{:#}", attempts[1]);
+    // The group may be ended before the agent got to start its child; if it did, the child
+    // is gone too (`sleep 293` is this test's own).
+    if let Ok(pid) = std::fs::read_to_string(fleet.root().join("child")) {
+        let pid: i32 = pid.trim().parse().unwrap();
+        assert!(alive(&[pid]).is_empty(), "the agent's child lives on");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .filter(|c| c.as_slice() == b"sleep\x00293\x00")
+        .collect();
+    assert!(leftovers.is_empty(), "the agent's child lives on");
 }

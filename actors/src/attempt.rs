@@ -243,10 +243,20 @@ async fn run(
             // covered by LOOPD_ATTEMPT_KEY in the agent's environment), so waiting for the
             // flush here would only delay noticing a quick exit. The attempt never ends before
             // the record is in: the journal then has it before the attempt's outcome.
-            let mut recorded = std::pin::pin!(ctx.record(Batch {
+            let injected = crate::fault::fails("attempt_group_record", &record.loop_name);
+            let batch = Batch {
                 attempts: vec![record.clone()],
                 ..Batch::default()
-            }));
+            };
+            let mut recorded = std::pin::pin!(async {
+                if injected {
+                    return Err(crate::store::StoreError::Flush(format!(
+                        "{}: injected failure",
+                        crate::fault::ENV
+                    )));
+                }
+                ctx.record(batch).await
+            });
             let mut record_done = false;
             let mut unrecorded = None;
             let mut lines = process::read_output(&mut spawned.child, process::DEFAULT_MAX_LINE);

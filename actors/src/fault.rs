@@ -2,8 +2,9 @@
 //! hang, so supervision can be tested end to end against the built binary.
 //!
 //! The variable holds comma-separated specs `ACTION:POINT:LOOP[:TIMES]`: ACTION is `panic` or
-//! `hang`, POINT one of `loop_boot`, `loop_next`, `loop_attempt_done`, `loop_ping`, LOOP a loop
-//! name, TIMES how often it fires (default: every time). Counters live in the process, so a
+//! `hang` (at `loop_boot`, `loop_next`, `loop_attempt_done`, `loop_ping`), or `fail` (at
+//! `attempt_group_record`: recording the agent's process group fails as if the store had), LOOP
+//! a loop name, TIMES how often it fires (default: every time). Counters live in the process, so a
 //! loop restarted by its supervisor sees how often it already fired. Not for production use.
 
 use std::collections::HashMap;
@@ -16,6 +17,7 @@ pub const ENV: &str = "LOOPD_TEST_FAULT";
 enum Action {
     Panic,
     Hang,
+    Fail,
 }
 
 #[derive(Debug)]
@@ -42,6 +44,7 @@ fn parse(value: &str) -> Vec<Spec> {
             let action = match it.next()? {
                 "panic" => Action::Panic,
                 "hang" => Action::Hang,
+                "fail" => Action::Fail,
                 other => {
                     tracing::warn!(spec = part, "{ENV}: unknown action `{other}`");
                     return None;
@@ -82,8 +85,14 @@ pub async fn point(name: &str, loop_name: &str) {
             tracing::warn!(point = name, loop_name, "{ENV}: hanging");
             std::future::pending::<()>().await
         }
-        None => {}
+        Some(Action::Fail) | None => {}
     }
+}
+
+/// A point where an operation may be made to fail: true when `LOOPD_TEST_FAULT` says `fail`
+/// for this point and loop.
+pub fn fails(name: &str, loop_name: &str) -> bool {
+    fire(name, loop_name) == Some(Action::Fail)
 }
 
 #[cfg(test)]

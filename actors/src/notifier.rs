@@ -13,7 +13,7 @@
 //! the store's delivery log.
 
 use std::collections::{BTreeSet, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -175,6 +175,9 @@ struct Pending(AtomicUsize);
 pub struct Notifier {
     tasks: Vec<JoinHandle<()>>,
     pending: Arc<Pending>,
+    /// The id of the newest event the dispatcher has looked at.
+    dispatched: Arc<AtomicU64>,
+    ctx: Ctx,
 }
 
 impl Notifier {
@@ -250,23 +253,33 @@ impl Notifier {
                 pending.clone(),
             )));
         }
+        let dispatched = Arc::new(AtomicU64::new(floor));
         let dispatcher = Dispatcher {
             ctx: ctx.clone(),
             endpoints,
             pending: pending.clone(),
+            dispatched: dispatched.clone(),
             seen: BTreeSet::new(),
             floor,
         };
         tasks.push(tokio::spawn(dispatcher.run(rx)));
-        Some(Notifier { tasks, pending })
+        Some(Notifier {
+            tasks,
+            pending,
+            dispatched,
+            ctx: ctx.clone(),
+        })
     }
 
-    /// Waits until every queued event is delivered or given up, at most `within`; true when
-    /// nothing is left.
+    /// Waits until every event recorded so far has been looked at and every queued one is
+    /// delivered or given up, at most `within`; true when nothing is left.
     pub async fn drain(&self, within: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + within;
+        let newest = self.ctx.read(|s| s.last_event_id()).await.unwrap_or(0);
         loop {
-            if self.pending.0.load(Ordering::SeqCst) == 0 {
+            if self.dispatched.load(Ordering::SeqCst) >= newest
+                && self.pending.0.load(Ordering::SeqCst) == 0
+            {
                 return true;
             }
             if tokio::time::Instant::now() >= deadline {
@@ -295,6 +308,8 @@ struct Dispatcher {
     ctx: Ctx,
     endpoints: Vec<Arc<Endpoint>>,
     pending: Arc<Pending>,
+    /// The id of the newest event looked at (for [`Notifier::drain`]).
+    dispatched: Arc<AtomicU64>,
     /// Recent event ids, to drop duplicates.
     seen: BTreeSet<u64>,
     /// Every id at or below this counts as seen (the journal before the start, and ids that
@@ -346,6 +361,13 @@ impl Dispatcher {
     }
 
     fn offer(&mut self, e: Event) {
+        // Counted as looked at once it is queued (below), dropped or not wanted.
+        let id = e.id;
+        self.queue(e);
+        self.dispatched.fetch_max(id, Ordering::SeqCst);
+    }
+
+    fn queue(&mut self, e: Event) {
         if e.id <= self.floor || !self.seen.insert(e.id) {
             return;
         }
