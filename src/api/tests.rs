@@ -408,8 +408,9 @@ async fn creates_pages_and_removes_loops() {
     // Created but not started (no `?start=true`): start it, it runs M1 to the end.
     let (status, _) = f.post("/api/loops/c-loop/start", None).await;
     assert_eq!(status, StatusCode::OK);
-    f.wait_for("/api/loops/c-loop", "c-loop to pass M1", |v| {
-        v["progress"]["passed"] == 1
+    // Finished, so that nothing changes between the two reads below.
+    f.wait_for("/api/loops/c-loop", "c-loop to pass M1 and finish", |v| {
+        v["progress"]["passed"] == 1 && v["status"] == "finished"
     })
     .await;
     // The page served c-loop's entry from its cache before the run; the run's writes replaced it.
