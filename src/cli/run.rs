@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use loopd_actors::config::Fleet;
 use loopd_actors::fleet::FleetMsg;
-use loopd_actors::model::{Event, EventKind, LoopState, TestStatus};
+use loopd_actors::model::{Event, EventKind, LoopRecord, LoopState, TestStatus};
 use loopd_actors::runtime::Ctx;
 use loopd_actors::statedir::StateDirLock;
 use loopd_actors::store::Store;
@@ -94,32 +94,25 @@ async fn run_fleet(
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
+        // Whether to look at the store for the end of the run: on a loop's state change (other
+        // events, many per attempt, cannot settle a loop) and on the tick (no event may come:
+        // every loop may be held by a person).
+        let mut look = false;
         tokio::select! {
             _ = &mut done_rx => break,
             e = events.recv() => {
                 if let Ok(e) = e {
                     note_finish(&e, started, &mut finished_at);
                     display.event(&e);
-                    // Only a loop's state moves it toward settled: other events (many per
-                    // attempt) need no look at the store.
-                    let moved = e.kind == EventKind::LoopState;
-                    if moved {
+                    if e.kind == EventKind::LoopState {
                         booted.insert(e.loop_name.clone());
-                    }
-                    if moved && !settled && !interrupted && booted.len() >= fleet.loops.len() && all_settled(&ctx, &fleet, &held).await? {
-                        // Every loop is finished or waits for a person: the run is over.
-                        settled = true;
-                        supervisor.send_message(FleetMsg::Shutdown)?;
+                        look = true;
                     }
                 }
             }
             _ = tick.tick() => {
                 display.tick();
-                // Also when no event comes: every loop may be held by a person.
-                if !settled && !interrupted && booted.len() >= fleet.loops.len() && all_settled(&ctx, &fleet, &held).await? {
-                    settled = true;
-                    supervisor.send_message(FleetMsg::Shutdown)?;
-                }
+                look = true;
             }
             _ = tokio::signal::ctrl_c(), if !interrupted => {
                 interrupted = true;
@@ -131,6 +124,16 @@ async fn run_fleet(
                 display.note("SIGTERM: ending the running agents' process groups ...");
                 supervisor.send_message(FleetMsg::Shutdown)?;
             }
+        }
+        if look
+            && !settled
+            && !interrupted
+            && booted.len() >= fleet.loops.len()
+            && all_settled(&ctx, &fleet, &held).await?
+        {
+            // Every loop is finished or waits for a person: the run is over.
+            settled = true;
+            supervisor.send_message(FleetMsg::Shutdown)?;
         }
     }
     // Events published just before the end.
@@ -194,8 +197,8 @@ async fn run_fleet(
     })
 }
 
-/// The loops of `fleet` a person paused or stopped (reason `by_user`), as stored.
-async fn held_by_person(ctx: &Ctx, fleet: &Fleet) -> anyhow::Result<Vec<(String, LoopState)>> {
+/// The stored record of each loop of `fleet` (`None`: not stored yet).
+async fn fleet_records(ctx: &Ctx, fleet: &Fleet) -> anyhow::Result<Vec<Option<LoopRecord>>> {
     let names: Vec<String> = fleet.loops.iter().map(|l| l.name.clone()).collect();
     Ok(ctx
         .read(move |s| {
@@ -204,6 +207,12 @@ async fn held_by_person(ctx: &Ctx, fleet: &Fleet) -> anyhow::Result<Vec<(String,
                 .map(|n| s.get_loop(n))
                 .collect::<Result<Vec<_>, _>>()
         })
+        .await?)
+}
+
+/// The loops of `fleet` a person paused or stopped (reason `by_user`), as stored.
+async fn held_by_person(ctx: &Ctx, fleet: &Fleet) -> anyhow::Result<Vec<(String, LoopState)>> {
+    Ok(fleet_records(ctx, fleet)
         .await?
         .into_iter()
         .flatten()
@@ -219,16 +228,7 @@ async fn held_by_person(ctx: &Ctx, fleet: &Fleet) -> anyhow::Result<Vec<(String,
 /// stopped, paused for a reason other than a person's pause during this run (which a
 /// `resume` may undo at any moment), or held by a person since before the run (`held`).
 async fn all_settled(ctx: &Ctx, fleet: &Fleet, held: &HashSet<String>) -> anyhow::Result<bool> {
-    let names: Vec<String> = fleet.loops.iter().map(|l| l.name.clone()).collect();
-    let records = ctx
-        .read(move |s| {
-            names
-                .iter()
-                .map(|n| s.get_loop(n))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await?;
-    Ok(records.iter().all(|r| {
+    Ok(fleet_records(ctx, fleet).await?.iter().all(|r| {
         r.as_ref().is_some_and(|r| match r.state {
             LoopState::Finished | LoopState::Crashed | LoopState::Stopped => true,
             LoopState::Paused => r.reason.as_deref() != Some("by_user") || held.contains(&r.name),
