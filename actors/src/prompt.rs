@@ -177,7 +177,6 @@ pub fn outcome_words(o: Outcome) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::Utc;
 
     fn attempt(n: u32, outcome: Outcome, tail: &str) -> AttemptRecord {
         let mut a = AttemptRecord::started("l", "T", n, "t".into());

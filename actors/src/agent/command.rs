@@ -1,8 +1,10 @@
 //! Command agents: `api_error_exit_codes`, `api_error_patterns`, `billing_patterns` and the
 //! `LOOPD_RESULT_FILE` they may write.
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
+use std::sync::{Mutex, OnceLock};
 
 use regex::RegexSet;
 use serde_json::Value;
@@ -31,28 +33,55 @@ pub(super) struct CommandWatcher {
     notes: Vec<String>,
 }
 
+/// The valid patterns of `patterns` as one case-insensitive set; a note for each invalid one.
+///
+/// Compiled once per distinct pattern list and cached for the life of the process: a loop's
+/// patterns are the same on every attempt, and building the automata cost more CPU than
+/// everything else an attempt does in loopd (a clone of a cached set shares its automata).
 fn compile(key: &str, patterns: &[String], notes: &mut Vec<String>) -> RegexSet {
+    type Cache = HashMap<(String, Vec<String>), (RegexSet, Vec<String>)>;
+    /// A bound on the cache, for a daemon whose config is reloaded with ever new patterns.
+    const MAX_CACHED: usize = 256;
+    static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let cache_key = (key.to_string(), patterns.to_vec());
+    if let Some((set, cached_notes)) = cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&cache_key)
+    {
+        notes.extend(cached_notes.iter().cloned());
+        return set.clone();
+    }
+    let mut own_notes = Vec::new();
     let valid: Vec<&String> = patterns
         .iter()
         .filter(|p| match regex::Regex::new(p) {
             Ok(_) => true,
             Err(e) => {
-                notes.push(format!("ignored invalid {key} entry {p:?}: {e}"));
+                own_notes.push(format!("ignored invalid {key} entry {p:?}: {e}"));
                 false
             }
         })
         .collect();
     // Case-insensitive: providers capitalise their messages as they like ("Credit balance is too
     // low"); a pattern that must be exact can say `(?-i)`.
-    regex::RegexSetBuilder::new(valid)
+    let set = regex::RegexSetBuilder::new(valid)
         .case_insensitive(true)
         .build()
-        .unwrap_or_else(|_| RegexSet::empty())
+        .unwrap_or_else(|_| RegexSet::empty());
+    notes.extend(own_notes.iter().cloned());
+    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if cache.len() >= MAX_CACHED {
+        cache.clear();
+    }
+    cache.insert(cache_key, (set.clone(), own_notes));
+    set
 }
 
 /// An HTTP status worth naming in a line: 429 or 5xx.
 pub(super) fn status_in(text: &str) -> Option<u16> {
-    static STATUS: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    static STATUS: OnceLock<regex::Regex> = OnceLock::new();
     let re = STATUS.get_or_init(|| regex::Regex::new(r"\b(429|5[0-9]{2})\b").expect("valid"));
     re.captures(text)?.get(1)?.as_str().parse().ok()
 }

@@ -371,9 +371,25 @@ fn invalid_patterns_are_reported_and_skipped() {
     assert!(check_patterns(&command(vec![], &["fine"], &["also fine"])).is_ok());
     assert!(check_patterns(&claude()).is_ok());
 
-    let (events, watcher) = feed(&cfg, &["ok then"]);
-    assert_eq!(events, [LineEvent::ApiError { status: None }]);
-    assert_eq!(watcher.finish(Some(0), &no_file()).notes.len(), 2);
+    // The second watcher gets its sets from the cache, with the same notes and the same matches.
+    for _ in 0..2 {
+        let (events, watcher) = feed(&cfg, &["ok then", "OK THEN", "nothing"]);
+        assert_eq!(
+            events,
+            [
+                LineEvent::ApiError { status: None },
+                LineEvent::ApiError { status: None },
+                LineEvent::Output
+            ]
+        );
+        assert_eq!(watcher.finish(Some(0), &no_file()).notes.len(), 2);
+    }
+    // Other patterns are other sets.
+    let (events, _) = feed(&command(vec![], &["then"], &[]), &["ok", "then"]);
+    assert_eq!(
+        events,
+        [LineEvent::Output, LineEvent::ApiError { status: None }]
+    );
 }
 
 #[test]
