@@ -258,7 +258,7 @@ fn main() {
     let requests = env_usize("LOOPD_BENCH_API_REQUESTS", 20_000);
     let clients = env_usize("LOOPD_BENCH_API_CLIENTS", 50).max(1);
     let idle_secs = env_usize("LOOPD_BENCH_IDLE_SECS", 10) as u64;
-    header(
+    let _cleanup = header(
         "api_latency",
         &format!("loopd serve with {loops} idle loops; {clients} clients, {requests} requests"),
     );

@@ -97,7 +97,7 @@ fn ms(d: Duration) -> f64 {
 
 fn main() {
     let n = env_usize("LOOPD_BENCH_N", 200).max(2);
-    header(
+    let _cleanup = header(
         "attempt_overhead",
         &format!("{n} tests, agent `true`, verify `true`, one agent at a time"),
     );

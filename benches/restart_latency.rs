@@ -5,7 +5,9 @@
 //! `LOOPD_BENCH_ROUNDS_10` (rounds of the 10-loop case, plain and loopd taking turns, samples
 //! pooled; default 3),
 //! `LOOPD_BENCH_ATTEMPTS_100` (at 100 loops, default 8), `LOOPD_BENCH_ATTEMPTS_PACED` (the
-//! paced run, default 5), `LOOPD_BENCH_KEEP=1`.
+//! paced run, default 5), `LOOPD_BENCH_CASES` (which cases to run, comma-separated, of `10`,
+//! `100` and `paced`; default all three), `LOOPD_BENCH_BIN` (another loopd binary),
+//! `LOOPD_BENCH_KEEP=1`.
 //!
 //! The agent is a bash script that appends `ATTEMPT start $EPOCHREALTIME` as its first command
 //! and `ATTEMPT exit $EPOCHREALTIME` as its last (no fork: `$EPOCHREALTIME` is a bash builtin
@@ -240,7 +242,7 @@ fn run_plain(loops: usize, attempts: usize, sleep_ms: u32) -> Figures {
 }
 
 fn main() {
-    header(
+    let _cleanup = header(
         "restart_latency",
         "agent exits at once, verify `false`; agent exit -> next attempt's first command",
     );
@@ -248,9 +250,12 @@ fn main() {
     // pooled, so that the machine drifting during the run (it does, on a shared VM) weighs on
     // both sides of the ratio alike.
     let rounds = env_usize("LOOPD_BENCH_ROUNDS_10", 3).max(1);
-    // (loops, attempts per loop, agent run time in ms, modes, rounds)
+    // (case, loops, attempts per loop, agent run time in ms, modes, rounds)
+    let cases = std::env::var("LOOPD_BENCH_CASES").unwrap_or_else(|_| "10,100,paced".into());
+    let wanted = |case: &str| cases.split(',').any(|c| c.trim() == case);
     let plan = [
         (
+            "10",
             10,
             env_usize("LOOPD_BENCH_ATTEMPTS_10", 30).max(2),
             0,
@@ -258,6 +263,7 @@ fn main() {
             rounds,
         ),
         (
+            "100",
             100,
             env_usize("LOOPD_BENCH_ATTEMPTS_100", 8).max(2),
             0,
@@ -265,6 +271,7 @@ fn main() {
             1,
         ),
         (
+            "paced",
             100,
             env_usize("LOOPD_BENCH_ATTEMPTS_PACED", 5).max(2),
             1000,
@@ -276,7 +283,10 @@ fn main() {
     println!("| loops | agent runs | checkpoints | samples | loopd p50 | loopd p99 | plain p50 | plain p99 | p50 ratio | exit→finished p50 | finished→next started p50 | started→agent running p50 |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut verdicts = Vec::new();
-    for (loops, attempts, sleep_ms, modes, rounds) in plan {
+    for (case, loops, attempts, sleep_ms, modes, rounds) in plan {
+        if !wanted(case) {
+            continue;
+        }
         let mut plain = Figures {
             all: Vec::new(),
             parts: None,

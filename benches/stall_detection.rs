@@ -211,7 +211,7 @@ fn run_plain(dir: &Path, samples: usize) -> Vec<f64> {
 fn main() {
     let loops = env_usize("LOOPD_BENCH_STALL_LOOPS", 5).max(1);
     let attempts = env_usize("LOOPD_BENCH_STALL_ATTEMPTS", 4).max(1);
-    header(
+    let _cleanup = header(
         "stall_detection",
         &format!("agents print once then go silent; stall_timeout = {STALL_S}s; {loops} loops x {attempts} attempts"),
     );

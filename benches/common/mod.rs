@@ -11,12 +11,37 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// The loopd binary built by cargo for this bench (release with `cargo bench`).
+/// The loopd binary built by cargo for this bench (release with `cargo bench`), or the one
+/// named by `LOOPD_BENCH_BIN` (to compare two builds on the same machine, one run each).
 pub fn loopd() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_loopd"))
+    match std::env::var_os("LOOPD_BENCH_BIN") {
+        Some(bin) => PathBuf::from(bin),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_loopd")),
+    }
 }
 
-/// A fresh temporary directory, removed on drop unless `LOOPD_BENCH_KEEP` is set.
+/// Scratch directories done with, removed when the bench ends ([`Cleanup`]).
+static DONE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Removes the bench's scratch directories when dropped: at the end of `main`, not as each run
+/// ends. On ext4 without a journal (this project's CI and benchmark VMs), every inode freed in
+/// the last minute or more is skipped, one by one, by the next file creations in its block
+/// group: deleting a run's thousands of files right before the next run made creating a file
+/// cost 800 µs instead of about 20 µs, a cost of the harness charged to whichever loopd run
+/// came next (the plain-loop baselines create no files).
+#[must_use = "the scratch directories are removed when this is dropped"]
+pub struct Cleanup;
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for dir in DONE.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            let _ = fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// A fresh temporary directory, kept if `LOOPD_BENCH_KEEP` is set, otherwise removed when the
+/// bench ends (see [`Cleanup`]).
 pub struct Scratch {
     dir: Option<tempfile::TempDir>,
     path: PathBuf,
@@ -44,8 +69,17 @@ impl Scratch {
 
     /// Its path.
     pub fn path(&self) -> &Path {
-        let _ = &self.dir;
         &self.path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            DONE.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(dir.keep());
+        }
     }
 }
 
@@ -208,11 +242,14 @@ pub fn load_average() -> String {
 }
 
 /// Prints the bench's header.
-pub fn header(name: &str, what: &str) {
+/// Prints the bench's title, the machine and its load; the returned guard removes the bench's
+/// scratch directories when `main` ends.
+pub fn header(name: &str, what: &str) -> Cleanup {
     println!("== {name}: {what}");
     println!("   machine: {}", machine());
     println!("   loopd:   {}", loopd().display());
     println!("   load:    {}", load_average());
+    Cleanup
 }
 
 /// Marks a figure against its aim.
