@@ -471,6 +471,37 @@ fn a_hanging_verify_fails_the_attempt_with_verify_timeout_and_is_killed() {
 }
 
 #[test]
+fn a_verify_whose_background_child_holds_its_pipes_ends_with_its_exit() {
+    // The child inherits verify's stdout and stderr, so the pipes stay open after verify exits:
+    // what verify printed is kept, the attempt does not wait for the child, and the child (in
+    // verify's process group) is ended.
+    let fleet = Fleet::new()
+        .tests(json!([{
+            "id": "T1", "title": "t", "spec": "s",
+            "verify": "echo on-stdout; echo on-stderr >&2; sleep 300 & echo $! > ../bg.pid; exit 3",
+        }]))
+        .agent("echo ok > done.txt")
+        .write();
+    let started = Instant::now();
+    fleet.run().expect_code(1);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    let a = &fleet.attempts("T1")[0];
+    assert_eq!(outcome(a), "failed", "{a:#}");
+    assert_eq!(a["verify_exit"], 3, "{a:#}");
+    let tail = a["verify_tail"].as_str().unwrap_or("");
+    assert!(
+        tail.contains("on-stdout") && tail.contains("on-stderr"),
+        "{tail}"
+    );
+    let pid = read_pids(&fleet.root().join("bg.pid"));
+    assert_group_gone(&pid, "after verify exited");
+}
+
+#[test]
 fn a_dirty_workdir_is_refused_unless_allow_dirty() {
     let fleet = Fleet::new()
         .tests(json!([done_test("T1")]))

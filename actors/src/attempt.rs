@@ -2,7 +2,10 @@
 //!
 //! The actor owns the agent's process group for the life of the attempt. Its work runs on a tokio
 //! task (subprocess I/O must never block an actor); the actor is the task's mailbox: it takes
-//! `Cancel` from its loop and hands the finished [`AttemptRecord`] back to it.
+//! `Cancel` from its loop. The task hands the finished [`AttemptRecord`] to the loop itself (one
+//! hop less between an agent's exit and the next attempt) and then stops the actor; the loop
+//! tells its attempts apart by actor id, so a supervision event of a stopping one is not
+//! mistaken for the next one's.
 //!
 //! ```text
 //! spawn agent (own process group) ── lines ──> transcript, heartbeat, watcher
@@ -97,8 +100,6 @@ pub struct AttemptDone {
 pub enum AttemptMsg {
     /// Cut the attempt short: end the agent's process group and record the reason.
     Cancel(CancelReason),
-    /// The runner task finished.
-    Finished(Box<AttemptDone>),
 }
 
 /// The attempt actor.
@@ -107,7 +108,6 @@ pub struct AttemptActor;
 /// The attempt actor's state.
 pub struct AttemptState {
     cancel: watch::Sender<Option<CancelReason>>,
-    reply_to: ActorRef<crate::loop_actor::LoopMsg>,
 }
 
 impl Actor for AttemptActor {
@@ -125,28 +125,23 @@ impl Actor for AttemptActor {
         let me = myself.clone();
         tokio::spawn(async move {
             let done = run(plan, cancelled, me.clone()).await;
-            // If the actor is gone, the loop is gone too; the record is already final in memory
-            // only, and the next start reconciles the attempt as interrupted.
-            let _ = me.send_message(AttemptMsg::Finished(Box::new(done)));
+            // If the loop is gone, the record is final in memory only, and the next start
+            // reconciles the attempt as interrupted.
+            let _ = reply_to.send_message(crate::loop_actor::LoopMsg::AttemptDone(Box::new(done)));
+            me.stop(None);
         });
-        Ok(AttemptState { cancel, reply_to })
+        Ok(AttemptState { cancel })
     }
 
     async fn handle(
         &self,
-        myself: ActorRef<AttemptMsg>,
+        _myself: ActorRef<AttemptMsg>,
         msg: AttemptMsg,
         state: &mut AttemptState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             AttemptMsg::Cancel(reason) => {
                 let _ = state.cancel.send(Some(reason));
-            }
-            AttemptMsg::Finished(done) => {
-                let _ = state
-                    .reply_to
-                    .send_message(crate::loop_actor::LoopMsg::AttemptDone(done));
-                myself.stop(None);
             }
         }
         Ok(())
@@ -626,28 +621,42 @@ async fn run_verify(verify: &str, workdir: &PathBuf, config: &LoopConfig, key: &
             }
         }
     };
-    let mut lines = process::read_output(&mut spawned.child, process::DEFAULT_MAX_LINE);
+    // Both pipes are read here rather than by helper tasks (as the agent's are): verify's output
+    // only feeds the tail, and each task is a wake-up more between an agent's exit and the next
+    // attempt.
+    let mut out = spawned
+        .child
+        .stdout
+        .take()
+        .map(|r| process::LineReader::with_max_line(r, process::DEFAULT_MAX_LINE));
+    let mut err = spawned
+        .child
+        .stderr
+        .take()
+        .map(|r| process::LineReader::with_max_line(r, process::DEFAULT_MAX_LINE));
     let mut tail = Tail::new(TAIL_LINES, TAIL_BYTES);
     let deadline = Instant::now() + config.verify_timeout;
+    // Set when verify exits: a background child of verify may hold the pipes; its output is
+    // read for a moment, not waited on forever.
+    let mut drain_until = None;
     let mut status = None;
-    let mut lines_open = true;
     let mut timed_out = false;
-    while status.is_none() || lines_open {
+    while status.is_none() || out.is_some() || err.is_some() {
         tokio::select! {
-            line = lines.recv(), if lines_open => match line {
-                Some(l) => tail.push(&l.text),
-                None => lines_open = false,
+            line = next_line(&mut out), if out.is_some() => match line {
+                Some(l) => tail.push(&l),
+                None => out = None,
             },
-            s = spawned.child.wait(), if status.is_none() => status = Some(s.ok()),
-            _ = tokio::time::sleep_until(deadline) => { timed_out = true; break; }
-        }
-        if status.is_some() && lines_open {
-            // A background child of verify may hold the pipe; do not wait on it forever.
-            if let Ok(Some(l)) = tokio::time::timeout(DRAIN_AFTER_EXIT, lines.recv()).await {
-                tail.push(&l.text);
-                continue;
+            line = next_line(&mut err), if err.is_some() => match line {
+                Some(l) => tail.push(&l),
+                None => err = None,
+            },
+            s = spawned.child.wait(), if status.is_none() => {
+                status = Some(s.ok());
+                drain_until = Some(Instant::now() + DRAIN_AFTER_EXIT);
             }
-            break;
+            _ = tokio::time::sleep_until(drain_until.unwrap_or(deadline)), if drain_until.is_some() => break,
+            _ = tokio::time::sleep_until(deadline) => { timed_out = true; break; }
         }
     }
     process::end_group(&spawned.record, config.kill_grace).await;
@@ -663,6 +672,21 @@ async fn run_verify(verify: &str, workdir: &PathBuf, config: &LoopConfig, key: &
         timed_out,
         exit_code: if timed_out { None } else { exit_code },
         tail: tail.text(),
+    }
+}
+
+/// The next line of an open pipe of verify; `None` at its end. A read error closes the pipe and
+/// comes back as its last line, for the tail.
+async fn next_line<R: tokio::io::AsyncRead + Unpin>(
+    pipe: &mut Option<process::LineReader<R>>,
+) -> Option<String> {
+    match pipe.as_mut()?.next_line().await {
+        Ok(Some((text, _))) => Some(text),
+        Ok(None) => None,
+        Err(e) => {
+            *pipe = None;
+            Some(format!("loopd: reading verify's output failed: {e}"))
+        }
     }
 }
 

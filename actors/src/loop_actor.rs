@@ -87,48 +87,105 @@ pub struct LoopActorState {
     /// Debug builds check the copy against the store on every use.
     tests: Option<Vec<TestRecord>>,
     /// The finished attempts of the test attempted last, by start, kept the same way: a retry
-    /// of the test needs no read for its history.
-    history: Option<(String, Vec<AttemptRecord>)>,
+    /// of the test needs no read for its history. Shared, not copied, with each attempt's use
+    /// of it: a test with a long history would copy every earlier attempt's output twice per
+    /// attempt.
+    history: Option<(String, Arc<Vec<AttemptRecord>>)>,
+    /// Batches handed to the journal by [`record_own_later`] and not yet known to be durable.
+    unsettled: Vec<crate::runtime::Recording>,
     /// Whether other loops' test events are forwarded to this actor (only once one of its tests
     /// depends on another loop: every loop following every event would cost O(loops²)).
     watching: bool,
 }
 
-/// Writes `batch` (one flushed transaction) and brings the cached tests up to date with it.
+/// Writes `batch` (one flushed transaction, after every batch handed over before it) and brings
+/// the cached tests up to date with it.
 async fn record_own(
     state: &mut LoopActorState,
     batch: Batch,
 ) -> Result<Vec<Event>, crate::store::StoreError> {
-    let written: Vec<TestRecord> = batch
-        .tests
-        .iter()
-        .filter(|t| t.loop_name == state.config.name)
-        .cloned()
-        .collect();
-    let finished: Vec<AttemptRecord> = batch
-        .attempts
-        .iter()
-        .filter(|a| a.loop_name == state.config.name && a.outcome.is_some())
-        .cloned()
-        .collect();
-    let result = state.ctx.record(batch).await;
+    let changes = OwnChanges::of(state, &batch);
+    let recording = state.ctx.enqueue(batch);
+    // The journal writes in order: batches handed over earlier are durable no later than this
+    // one, and a failure of theirs is this actor's to learn.
+    settle(state).await?;
+    let result = recording.durable().await;
     match &result {
-        Ok(_) => {
-            cache_written(state, written);
-            if let Some((id, history)) = state.history.as_mut() {
-                for a in finished.into_iter().filter(|a| a.test_id == *id) {
-                    match history.iter_mut().find(|h| h.number == a.number) {
-                        Some(h) => *h = a,
-                        None => history.push(a),
-                    }
-                }
-                history.sort_by_key(|a| a.started_at);
-            }
-        }
+        Ok(_) => changes.apply(state),
         // What reached the store is unknown: read it again next time.
         Err(_) => forget_cached(state),
     }
     result
+}
+
+/// Hands `batch` to the journal and brings the cached copies up to date at once, without
+/// waiting for the flush: for an attempt's outcome, whose flush then runs while the next
+/// attempt is scheduled and its prompt rendered. Nothing that depends on the write may happen
+/// before [`settle`] (or a [`record_own`], which settles): the next attempt's start record is
+/// written after it, and its agent starts only once that is durable. Its events are published
+/// when it is durable, as always.
+fn record_own_later(state: &mut LoopActorState, batch: Batch) {
+    let changes = OwnChanges::of(state, &batch);
+    let recording = state.ctx.enqueue(batch);
+    state.unsettled.push(recording);
+    changes.apply(state);
+}
+
+/// Waits until every batch of [`record_own_later`] is durable; on a failure, drops the cached
+/// copies (they were brought up to date before the write) and returns the first error.
+async fn settle(state: &mut LoopActorState) -> Result<(), crate::store::StoreError> {
+    let mut first = Ok(());
+    for recording in std::mem::take(&mut state.unsettled) {
+        if let Err(e) = recording.durable().await {
+            if first.is_ok() {
+                first = Err(e);
+            }
+        }
+    }
+    if first.is_err() {
+        forget_cached(state);
+    }
+    first
+}
+
+/// What a batch changes in the actor's cached copies: its tests, and its finished attempts.
+struct OwnChanges {
+    tests: Vec<TestRecord>,
+    finished: Vec<AttemptRecord>,
+}
+
+impl OwnChanges {
+    fn of(state: &LoopActorState, batch: &Batch) -> OwnChanges {
+        let name = &state.config.name;
+        OwnChanges {
+            tests: batch
+                .tests
+                .iter()
+                .filter(|t| t.loop_name == *name)
+                .cloned()
+                .collect(),
+            finished: batch
+                .attempts
+                .iter()
+                .filter(|a| a.loop_name == *name && a.outcome.is_some())
+                .cloned()
+                .collect(),
+        }
+    }
+
+    fn apply(self, state: &mut LoopActorState) {
+        cache_written(state, self.tests);
+        if let Some((id, history)) = state.history.as_mut() {
+            let history = Arc::make_mut(history);
+            for a in self.finished.into_iter().filter(|a| a.test_id == *id) {
+                match history.iter_mut().find(|h| h.number == a.number) {
+                    Some(h) => *h = a,
+                    None => history.push(a),
+                }
+            }
+            history.sort_by_key(|a| a.started_at);
+        }
+    }
 }
 
 /// Drops the cached tests and history (after something else wrote them).
@@ -141,7 +198,7 @@ fn forget_cached(state: &mut LoopActorState) {
 async fn own_history(
     state: &mut LoopActorState,
     id: &str,
-) -> Result<Vec<AttemptRecord>, crate::store::StoreError> {
+) -> Result<Arc<Vec<AttemptRecord>>, crate::store::StoreError> {
     let (name, owned) = (state.config.name.clone(), id.to_string());
     let read =
         move |s: &crate::store::Store| -> Result<Vec<AttemptRecord>, crate::store::StoreError> {
@@ -149,13 +206,19 @@ async fn own_history(
             h.retain(|a| a.outcome.is_some());
             Ok(h)
         };
+    // A read of the store must see this actor's own writes.
+    let cached = matches!(&state.history, Some((cached_id, _)) if cached_id == id);
+    if cfg!(debug_assertions) || !cached {
+        settle(state).await?;
+    }
     match &state.history {
         Some((cached_id, cached)) if cached_id == id => {
             #[cfg(debug_assertions)]
             {
                 let stored = state.ctx.read(read).await?;
                 assert_eq!(
-                    &stored, cached,
+                    &stored,
+                    cached.as_ref(),
                     "loop `{}`: the cached history of {id} differs from the store",
                     state.config.name
                 );
@@ -163,7 +226,7 @@ async fn own_history(
             Ok(cached.clone())
         }
         _ => {
-            let stored = state.ctx.read(read).await?;
+            let stored = Arc::new(state.ctx.read(read).await?);
             state.history = Some((id.to_string(), stored.clone()));
             Ok(stored)
         }
@@ -193,6 +256,10 @@ async fn own_tests(
     state: &mut LoopActorState,
 ) -> Result<Vec<TestRecord>, crate::store::StoreError> {
     let name = state.config.name.clone();
+    // A read of the store must see this actor's own writes.
+    if cfg!(debug_assertions) || state.tests.is_none() {
+        settle(state).await?;
+    }
     match &state.tests {
         Some(cached) => {
             #[cfg(debug_assertions)]
@@ -244,6 +311,7 @@ impl Actor for LoopActor {
             fleet: args.fleet,
             tests: None,
             history: None,
+            unsettled: Vec::new(),
             watching: false,
         })
     }
@@ -254,6 +322,14 @@ impl Actor for LoopActor {
         msg: LoopMsg,
         state: &mut LoopActorState,
     ) -> Result<(), ActorProcessingErr> {
+        // An outcome handed to the journal without waiting (`record_own_later`) is durable
+        // before anything but the next attempt's scheduling touches the store or the loop.
+        if !matches!(
+            msg,
+            LoopMsg::Next | LoopMsg::SlotGranted(_) | LoopMsg::Ping(_)
+        ) {
+            settle(state).await?;
+        }
         match msg {
             LoopMsg::Boot => {
                 crate::fault::point("loop_boot", &state.config.name).await;
@@ -629,6 +705,7 @@ async fn next(
         set_state(state, LoopState::Finished, None).await?;
     } else {
         // Pending tests wait on tests of other loops.
+        settle(state).await?;
         myself.send_after(CROSS_LOOP_POLL, || LoopMsg::Next);
     }
     Ok(())
@@ -667,7 +744,9 @@ fn external_statuses(store: &crate::store::Store, deps: &[String]) -> ExternalSt
 }
 
 /// Why no new attempt may start for lack of budget (the loop's or the fleet's), if so.
-async fn budget_exhausted(state: &LoopActorState) -> Result<Option<String>, ActorProcessingErr> {
+async fn budget_exhausted(
+    state: &mut LoopActorState,
+) -> Result<Option<String>, ActorProcessingErr> {
     let cfg = state.config.clone();
     let fleet = state.fleet.clone();
     let check_fleet = fleet.budget_usd.is_some() || fleet.max_attempts_total.is_some();
@@ -675,6 +754,8 @@ async fn budget_exhausted(state: &LoopActorState) -> Result<Option<String>, Acto
     if !check_fleet && !check_loop {
         return Ok(None);
     }
+    // The last outcome's cost counts.
+    settle(state).await?;
     let why = state
         .ctx
         .read(
@@ -884,10 +965,8 @@ async fn finish_attempt(
     let test_id = record.test_id.clone();
     // From the actor's own copies; the store only for other loops' tests this loop depends on.
     let mut tests = own_tests(state).await?;
-    let mut history = own_history(state, &test_id).await?;
+    let earlier = own_history(state, &test_id).await?;
     let external = external_snapshot(&state.ctx, &tests).await?;
-    history.retain(|a| a.number != record.number);
-    history.push(record.clone());
     let mut events = Vec::new();
     let Some(pos) = tests.iter().position(|t| t.spec.id == test_id) else {
         return Ok(());
@@ -923,6 +1002,12 @@ async fn finish_attempt(
                     budget_attempts: Some(cfg.heal_attempts),
                     budget_usd: cfg.heal_budget_usd,
                 };
+                let history: Vec<AttemptRecord> = earlier
+                    .iter()
+                    .filter(|a| a.number != record.number)
+                    .chain(std::iter::once(&record))
+                    .cloned()
+                    .collect();
                 let d = crate::healer::on_exhausted(test, &history, &policy);
                 test.reason = Some(d.reason.clone());
                 let event = if d.alert {
@@ -1039,8 +1124,9 @@ async fn finish_attempt(
         }
         _ => {
             // After an API error the scheduler holds every loop of the provider back until
-            // its backoff has passed.
-            record_own(state, batch).await?;
+            // its backoff has passed. The outcome's flush runs while the next attempt is
+            // scheduled; that attempt's start record, written after it, waits for it.
+            record_own_later(state, batch);
             myself.send_message(LoopMsg::Next)?;
         }
     }

@@ -34,6 +34,17 @@ struct Inner {
 }
 
 /// A batch to record and where to answer.
+/// A batch on its way through the journal ([`Ctx::enqueue`]).
+#[derive(Debug)]
+pub struct Recording(tokio::sync::oneshot::Receiver<Result<Vec<Event>, StoreError>>);
+
+impl Recording {
+    /// Waits until the batch is durable; its events, with their ids.
+    pub async fn durable(self) -> Result<Vec<Event>, StoreError> {
+        self.0.await.expect("the journal thread panicked")
+    }
+}
+
 struct Job {
     batch: Batch,
     reply: tokio::sync::oneshot::Sender<Result<Vec<Event>, StoreError>>,
@@ -194,6 +205,13 @@ impl Ctx {
     /// Writes `batch` in one transaction and makes it durable (off the runtime's threads, in a
     /// flush it may share with batches recorded at the same moment), then publishes its events.
     pub async fn record(&self, batch: Batch) -> Result<Vec<Event>, StoreError> {
+        self.enqueue(batch).durable().await
+    }
+
+    /// Hands `batch` to the journal without waiting: it is written after every batch handed
+    /// over before it (by any task), and its events are published once it is durable. The
+    /// caller awaits [`Recording::durable`] before anything that depends on the write.
+    pub fn enqueue(&self, batch: Batch) -> Recording {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.inner
             .journal
@@ -202,7 +220,7 @@ impl Ctx {
             .expect("the journal is open while the context lives")
             .send(Job { batch, reply })
             .expect("the journal thread outlives the context");
-        answer.await.expect("the journal thread panicked")
+        Recording(answer)
     }
 
     /// Records one event on its own (an alert, mostly). A failure to record it is logged: the
