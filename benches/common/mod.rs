@@ -27,7 +27,7 @@ static DONE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
 /// ends. On ext4 without a journal (this project's CI and benchmark VMs), every inode freed in
 /// the last minute or more is skipped, one by one, by the next file creations in its block
 /// group: deleting a run's thousands of files right before the next run made creating a file
-/// cost 800 µs instead of about 20 µs, a cost of the harness charged to whichever loopd run
+/// cost 800 µs instead of 90 to 160 µs, a cost of the harness charged to whichever loopd run
 /// came next (the plain-loop baselines create no files).
 #[must_use = "the scratch directories are removed when this is dropped"]
 pub struct Cleanup;
@@ -55,8 +55,11 @@ impl Scratch {
             .tempdir()
             .expect("creating a temporary directory");
         let path = dir.path().to_path_buf();
-        if std::env::var_os("LOOPD_BENCH_KEEP").is_some() {
-            eprintln!("keeping {}", path.display());
+        if let Some(keep) = std::env::var_os("LOOPD_BENCH_KEEP") {
+            // `quiet`: run-all.sh keeps every bench's files until all of them are done.
+            if keep != "quiet" {
+                eprintln!("keeping {}", path.display());
+            }
             let _ = dir.keep();
             Scratch { dir: None, path }
         } else {
