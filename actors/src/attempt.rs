@@ -123,8 +123,11 @@ impl Actor for AttemptActor {
         let (cancel, cancelled) = watch::channel(None);
         let reply_to = plan.reply_to.clone();
         let me = myself.clone();
+        // The agent starts here, in the loop's own turn, rather than once the runner task is
+        // scheduled: a hand-off less before the agent runs.
+        let launched = launch(&plan);
         tokio::spawn(async move {
-            let done = run(plan, cancelled, me.clone()).await;
+            let done = run(plan, launched, cancelled, me.clone()).await;
             // If the loop is gone, the record is final in memory only, and the next start
             // reconciles the attempt as interrupted.
             let _ = reply_to.send_message(crate::loop_actor::LoopMsg::AttemptDone(Box::new(done)));
@@ -168,8 +171,53 @@ enum AgentEnd {
     SpawnFailed,
 }
 
+/// The agent, started by [`launch`].
+struct Launched {
+    /// When the attempt's clock started.
+    started: Instant,
+    /// The agent's process, or why it could not be started.
+    agent: Result<process::Spawned, String>,
+}
+
+/// Starts the agent of `plan` in its own process group, with the attempt's environment.
+fn launch(plan: &AttemptPlan) -> Launched {
+    let started = Instant::now();
+    let (config, record, paths) = (&plan.config, &plan.record, &plan.paths);
+    let workdir = config
+        .workdir
+        .as_ref()
+        .expect("the loader fills in workdir");
+    let attempt_key = crate::runtime::attempt_key(
+        plan.ctx.state_dir(),
+        &record.loop_name,
+        &record.test_id,
+        record.number,
+    );
+    let line = agent::command_line(
+        &config.agent,
+        config.model.as_deref(),
+        &plan.prompt,
+        &paths.prompt,
+    );
+    let mut cmd = line.command();
+    cmd.current_dir(workdir)
+        .envs(&config.env)
+        .env("LOOPD_PROMPT_FILE", &paths.prompt)
+        .env("LOOPD_RESULT_FILE", &paths.result)
+        .env("LOOPD_LOOP", &record.loop_name)
+        .env("LOOPD_TEST_ID", &record.test_id)
+        .env("LOOPD_ATTEMPT", record.number.to_string())
+        .env("LOOPD_ATTEMPT_KEY", &attempt_key);
+    Launched {
+        started,
+        agent: process::spawn_group(cmd)
+            .map_err(|e| format!("cannot start the agent `{}`: {e}", line.program.display())),
+    }
+}
+
 async fn run(
     plan: AttemptPlan,
+    launched: Launched,
     mut cancelled: watch::Receiver<Option<CancelReason>>,
     myself: ActorRef<AttemptMsg>,
 ) -> AttemptDone {
@@ -179,7 +227,6 @@ async fn run(
         mut record,
         verify,
         timeout,
-        prompt,
         paths,
         transcript,
         checkpoint,
@@ -187,7 +234,7 @@ async fn run(
         regression_checks,
         ..
     } = plan;
-    let started = Instant::now();
+    let started = launched.started;
     let workdir = config.workdir.clone().expect("the loader fills in workdir");
     let attempt_key = crate::runtime::attempt_key(
         ctx.state_dir(),
@@ -203,32 +250,13 @@ async fn run(
             None
         }
     };
-    let line = agent::command_line(
-        &config.agent,
-        config.model.as_deref(),
-        &prompt,
-        &paths.prompt,
-    );
-    let mut cmd = line.command();
-    cmd.current_dir(&workdir)
-        .envs(&config.env)
-        .env("LOOPD_PROMPT_FILE", &paths.prompt)
-        .env("LOOPD_RESULT_FILE", &paths.result)
-        .env("LOOPD_LOOP", &record.loop_name)
-        .env("LOOPD_TEST_ID", &record.test_id)
-        .env("LOOPD_ATTEMPT", record.number.to_string())
-        .env("LOOPD_ATTEMPT_KEY", &attempt_key);
-
     let mut watcher = OutputWatcher::new(&config.agent);
     let mut tail = Tail::new(TAIL_LINES, TAIL_BYTES);
     let mut exit_code = None;
     let mut exit_signal = None;
-    let end = match process::spawn_group(cmd) {
-        Err(e) => {
-            record.reason = Some(format!(
-                "cannot start the agent `{}`: {e}",
-                line.program.display()
-            ));
+    let end = match launched.agent {
+        Err(why) => {
+            record.reason = Some(why);
             AgentEnd::SpawnFailed
         }
         Ok(mut spawned) => {
@@ -254,7 +282,7 @@ async fn run(
             });
             let mut record_done = false;
             let mut unrecorded = None;
-            let mut lines = process::read_output(&mut spawned.child, process::DEFAULT_MAX_LINE);
+            let mut lines = process::Output::take(&mut spawned.child, process::DEFAULT_MAX_LINE);
             // The monitor alone decides stalled and timed out; it tells us through `cancelled`.
             let heartbeat = Heartbeat::new();
             let key = AttemptKey {
@@ -274,7 +302,7 @@ async fn run(
             let mut lines_open = true;
             let end = loop {
                 tokio::select! {
-                    line = lines.recv(), if lines_open => match line {
+                    line = lines.next(), if lines_open => match line {
                         Some(l) => {
                             heartbeat.beat();
                             watcher.line(&l.text);
@@ -327,7 +355,7 @@ async fn run(
                 // Children that inherited the pipes may still write for a moment.
                 let drain_until = Instant::now() + DRAIN_AFTER_EXIT;
                 while lines_open {
-                    match tokio::time::timeout_at(drain_until, lines.recv()).await {
+                    match tokio::time::timeout_at(drain_until, lines.next()).await {
                         Ok(Some(l)) => {
                             watcher.line(&l.text);
                             tail.push(&l.text);
@@ -621,35 +649,20 @@ async fn run_verify(verify: &str, workdir: &PathBuf, config: &LoopConfig, key: &
             }
         }
     };
-    // Both pipes are read here rather than by helper tasks (as the agent's are): verify's output
-    // only feeds the tail, and each task is a wake-up more between an agent's exit and the next
-    // attempt.
-    let mut out = spawned
-        .child
-        .stdout
-        .take()
-        .map(|r| process::LineReader::with_max_line(r, process::DEFAULT_MAX_LINE));
-    let mut err = spawned
-        .child
-        .stderr
-        .take()
-        .map(|r| process::LineReader::with_max_line(r, process::DEFAULT_MAX_LINE));
+    let mut lines = process::Output::take(&mut spawned.child, process::DEFAULT_MAX_LINE);
     let mut tail = Tail::new(TAIL_LINES, TAIL_BYTES);
     let deadline = Instant::now() + config.verify_timeout;
     // Set when verify exits: a background child of verify may hold the pipes; its output is
     // read for a moment, not waited on forever.
     let mut drain_until = None;
     let mut status = None;
+    let mut lines_open = true;
     let mut timed_out = false;
-    while status.is_none() || out.is_some() || err.is_some() {
+    while status.is_none() || lines_open {
         tokio::select! {
-            line = next_line(&mut out), if out.is_some() => match line {
-                Some(l) => tail.push(&l),
-                None => out = None,
-            },
-            line = next_line(&mut err), if err.is_some() => match line {
-                Some(l) => tail.push(&l),
-                None => err = None,
+            line = lines.next(), if lines_open => match line {
+                Some(l) => tail.push(&l.text),
+                None => lines_open = false,
             },
             s = spawned.child.wait(), if status.is_none() => {
                 status = Some(s.ok());
@@ -672,21 +685,6 @@ async fn run_verify(verify: &str, workdir: &PathBuf, config: &LoopConfig, key: &
         timed_out,
         exit_code: if timed_out { None } else { exit_code },
         tail: tail.text(),
-    }
-}
-
-/// The next line of an open pipe of verify; `None` at its end. A read error closes the pipe and
-/// comes back as its last line, for the tail.
-async fn next_line<R: tokio::io::AsyncRead + Unpin>(
-    pipe: &mut Option<process::LineReader<R>>,
-) -> Option<String> {
-    match pipe.as_mut()?.next_line().await {
-        Ok(Some((text, _))) => Some(text),
-        Ok(None) => None,
-        Err(e) => {
-            *pipe = None;
-            Some(format!("loopd: reading verify's output failed: {e}"))
-        }
     }
 }
 

@@ -5,8 +5,7 @@
 //! bounded and every piece still counts as output (a heartbeat) while the agent keeps printing.
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::Child;
-use tokio::sync::mpsc;
+use tokio::process::{Child, ChildStderr, ChildStdout};
 
 /// Default cap on one line: large enough for Claude Code's stream-json events.
 pub const DEFAULT_MAX_LINE: usize = 1024 * 1024;
@@ -98,50 +97,73 @@ pub struct OutputLine {
     pub truncated: bool,
 }
 
-/// Takes the child's stdout and stderr (when piped) and streams their lines, interleaved as they
-/// arrive, into a bounded channel; the channel closes when both pipes are at end of input.
-/// A read error ends that pipe's stream (it is reported as a last stderr line).
-pub fn read_output(child: &mut Child, max_line: usize) -> mpsc::Receiver<OutputLine> {
-    let (tx, rx) = mpsc::channel(256);
-    if let Some(out) = child.stdout.take() {
-        tokio::spawn(pump(out, OutputStream::Stdout, max_line, tx.clone()));
-    }
-    if let Some(err) = child.stderr.take() {
-        tokio::spawn(pump(err, OutputStream::Stderr, max_line, tx));
-    }
-    rx
+/// A child's stdout and stderr, read line by line by whoever awaits [`Output::next`], with no
+/// helper task: every task between a child's output and its reader is a wake-up more on the way
+/// from an agent's exit to the next attempt. Backpressure is the pipe's own: a child that
+/// prints faster than its lines are taken blocks in `write`.
+#[derive(Debug)]
+pub struct Output {
+    out: Option<LineReader<ChildStdout>>,
+    err: Option<LineReader<ChildStderr>>,
 }
 
-async fn pump<R: AsyncRead + Unpin>(
-    reader: R,
-    stream: OutputStream,
-    max_line: usize,
-    tx: mpsc::Sender<OutputLine>,
-) {
-    let mut lines = LineReader::with_max_line(reader, max_line);
-    loop {
-        let (line, last) = match lines.next_line().await {
-            Ok(Some((text, truncated))) => (
-                OutputLine {
-                    stream,
-                    text,
-                    truncated,
-                },
-                false,
-            ),
-            Ok(None) => return,
-            Err(e) => (
-                OutputLine {
-                    stream: OutputStream::Stderr,
-                    text: format!("loopd: reading the agent's {stream:?} failed: {e}"),
-                    truncated: false,
-                },
-                true,
-            ),
-        };
-        if tx.send(line).await.is_err() || last {
-            return;
+impl Output {
+    /// Takes the child's stdout and stderr (when piped); lines are capped at `max_line` bytes.
+    pub fn take(child: &mut Child, max_line: usize) -> Output {
+        Output {
+            out: child
+                .stdout
+                .take()
+                .map(|r| LineReader::with_max_line(r, max_line)),
+            err: child
+                .stderr
+                .take()
+                .map(|r| LineReader::with_max_line(r, max_line)),
         }
+    }
+
+    /// The next line of either pipe, as they come; `None` once both are at end of input. A read
+    /// error ends that pipe (it comes back as a last stderr line). Cancel-safe: a line being
+    /// read when the future is dropped is kept for the next call.
+    pub async fn next(&mut self) -> Option<OutputLine> {
+        loop {
+            let (read, stream) = tokio::select! {
+                r = next_piece(&mut self.out), if self.out.is_some() => (r, OutputStream::Stdout),
+                r = next_piece(&mut self.err), if self.err.is_some() => (r, OutputStream::Stderr),
+                else => return None,
+            };
+            let pipe_ends = |o: &mut Output| match stream {
+                OutputStream::Stdout => o.out = None,
+                OutputStream::Stderr => o.err = None,
+            };
+            match read {
+                Ok(Some((text, truncated))) => {
+                    return Some(OutputLine {
+                        stream,
+                        text,
+                        truncated,
+                    })
+                }
+                Ok(None) => pipe_ends(self),
+                Err(e) => {
+                    pipe_ends(self);
+                    return Some(OutputLine {
+                        stream: OutputStream::Stderr,
+                        text: format!("loopd: reading the child's {stream:?} failed: {e}"),
+                        truncated: false,
+                    });
+                }
+            }
+        }
+    }
+}
+
+async fn next_piece<R: AsyncRead + Unpin>(
+    pipe: &mut Option<LineReader<R>>,
+) -> std::io::Result<Option<(String, bool)>> {
+    match pipe.as_mut() {
+        Some(p) => p.next_line().await,
+        None => Ok(None),
     }
 }
 
@@ -199,9 +221,9 @@ mod tests {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let mut rx = read_output(&mut child, 64 * 1024);
+        let mut output = Output::take(&mut child, 64 * 1024);
         let (mut pieces, mut longest, mut saw_err) = (0, 0, false);
-        while let Some(line) = rx.recv().await {
+        while let Some(line) = output.next().await {
             longest = longest.max(line.text.len());
             match line.stream {
                 OutputStream::Stdout => pieces += 1,
