@@ -444,14 +444,11 @@ fn an_agent_printing_megabytes_without_newlines_does_not_sink_loopd() {
     );
 }
 
-#[test]
-fn a_hanging_verify_fails_the_attempt_with_verify_timeout_and_is_killed() {
-    let fleet = Fleet::new()
-        .set("verify_timeout", "\"2s\"")
-        .tests(json!([{
-            "id": "T1", "title": "t", "spec": "s",
-            "verify": "echo $$ > ../verify.pid; sleep 300",
-        }]))
+/// Runs `fleet` with one test whose verify is `verify` and an agent that does its work, expects
+/// the test to fail within 30 s (`max_attempts = 1`), and returns its only attempt.
+fn one_failed_attempt(fleet: Fleet, verify: &str) -> (Fleet, Value) {
+    let fleet = fleet
+        .tests(json!([{ "id": "T1", "title": "t", "spec": "s", "verify": verify }]))
         .agent("echo ok > done.txt")
         .write();
     let started = Instant::now();
@@ -461,9 +458,18 @@ fn a_hanging_verify_fails_the_attempt_with_verify_timeout_and_is_killed() {
         "{:?}",
         started.elapsed()
     );
-    let a = &fleet.attempts("T1")[0];
-    assert_eq!(outcome(a), "failed", "{a:#}");
+    let a = fleet.attempts("T1")[0].clone();
+    assert_eq!(outcome(&a), "failed", "{a:#}");
     assert_eq!(a["counted"], true);
+    (fleet, a)
+}
+
+#[test]
+fn a_hanging_verify_fails_the_attempt_with_verify_timeout_and_is_killed() {
+    let (fleet, a) = one_failed_attempt(
+        Fleet::new().set("verify_timeout", "\"2s\""),
+        "echo $$ > ../verify.pid; sleep 300",
+    );
     let reason = a["reason"].as_str().unwrap_or("");
     assert!(reason.contains("verify_timeout"), "{reason}");
     let pid = read_pids(&fleet.root().join("verify.pid"));
@@ -475,22 +481,10 @@ fn a_verify_whose_background_child_holds_its_pipes_ends_with_its_exit() {
     // The child inherits verify's stdout and stderr, so the pipes stay open after verify exits:
     // what verify printed is kept, the attempt does not wait for the child, and the child (in
     // verify's process group) is ended.
-    let fleet = Fleet::new()
-        .tests(json!([{
-            "id": "T1", "title": "t", "spec": "s",
-            "verify": "echo on-stdout; echo on-stderr >&2; sleep 300 & echo $! > ../bg.pid; exit 3",
-        }]))
-        .agent("echo ok > done.txt")
-        .write();
-    let started = Instant::now();
-    fleet.run().expect_code(1);
-    assert!(
-        started.elapsed() < Duration::from_secs(30),
-        "{:?}",
-        started.elapsed()
+    let (fleet, a) = one_failed_attempt(
+        Fleet::new(),
+        "echo on-stdout; echo on-stderr >&2; sleep 300 & echo $! > ../bg.pid; exit 3",
     );
-    let a = &fleet.attempts("T1")[0];
-    assert_eq!(outcome(a), "failed", "{a:#}");
     assert_eq!(a["verify_exit"], 3, "{a:#}");
     let tail = a["verify_tail"].as_str().unwrap_or("");
     assert!(
