@@ -291,6 +291,10 @@ impl Actor for LoopActor {
         myself: ActorRef<LoopMsg>,
         args: LoopArgs,
     ) -> Result<LoopActorState, ActorProcessingErr> {
+        // A crashed incarnation of this actor may have handed an outcome to the journal that is
+        // not written yet (`record_own_later`). The journal writes in order: once an empty batch
+        // is through, the store has everything recorded before this start.
+        args.ctx.record(Batch::default()).await?;
         let name = args.config.name.clone();
         let record = args
             .ctx
