@@ -33,7 +33,6 @@ struct Inner {
     journal: Journal,
 }
 
-/// A batch to record and where to answer.
 /// A batch on its way through the journal ([`Ctx::enqueue`]).
 #[derive(Debug)]
 pub struct Recording(tokio::sync::oneshot::Receiver<Result<Vec<Event>, StoreError>>);
@@ -45,6 +44,7 @@ impl Recording {
     }
 }
 
+/// A batch to record and where to answer.
 struct Job {
     batch: Batch,
     reply: tokio::sync::oneshot::Sender<Result<Vec<Event>, StoreError>>,
