@@ -24,7 +24,7 @@ pub fn loopd() -> PathBuf {
 static DONE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
 
 /// Removes the bench's scratch directories when dropped: at the end of `main`, not as each run
-/// ends. On ext4 without a journal (this project's CI and benchmark VMs), every inode freed in
+/// ends. On ext4 without a journal (the VM the README figures come from), every inode freed in
 /// the last minute or more is skipped, one by one, by the next file creations in its block
 /// group: deleting a run's thousands of files right before the next run made creating a file
 /// cost 800 µs instead of 90 to 160 µs, a cost of the harness charged to whichever loopd run
