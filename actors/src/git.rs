@@ -295,6 +295,24 @@ impl Workdir {
         Ok(Some(commit))
     }
 
+    /// Points `reference` at HEAD, so that what HEAD holds now stays reachable.
+    pub async fn keep_head_as(&self, reference: &str) -> Result<(), GitError> {
+        self.git()
+            .args(["update-ref", reference, "HEAD"])
+            .run()
+            .await?;
+        Ok(())
+    }
+
+    /// `commit` is `of` or one of its ancestors (false when git cannot tell).
+    pub async fn is_ancestor(&self, commit: &str, of: &str) -> bool {
+        self.git()
+            .args(["merge-base", "--is-ancestor", commit, of])
+            .output()
+            .await
+            .is_ok_and(|out| out.success)
+    }
+
     /// Resets HEAD, index and working tree to `checkpoint` and removes untracked files (ignored
     /// ones stay: loopd's own files are ignored through `.git/info/exclude`).
     pub async fn reset_to(&self, checkpoint: &str) -> Result<(), GitError> {

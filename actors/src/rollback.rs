@@ -8,6 +8,7 @@ use chrono::Utc;
 
 use crate::config::LoopConfig;
 use crate::control::ControlError;
+use crate::git::Workdir;
 use crate::model::{Event, EventKind, TestStatus};
 use crate::runtime::Ctx;
 use crate::store::Batch;
@@ -45,9 +46,10 @@ pub async fn rollback(
         .clone()
         .ok_or_else(|| ControlError::Internal("the loop has no workdir".into()))?;
     let keep = format!("refs/loopd/rollbacks/{id}/{}", Utc::now().timestamp());
-    git(&workdir, &["update-ref", &keep, "HEAD"]).await?;
-    git(&workdir, &["reset", "-q", "--hard", &target]).await?;
-    git(&workdir, &["clean", "-q", "-fd"]).await?;
+    let git = Workdir::new(&workdir);
+    let failed = |e: crate::git::GitError| ControlError::Internal(e.to_string());
+    git.keep_head_as(&keep).await.map_err(failed)?;
+    git.reset_to(&target).await.map_err(failed)?;
 
     let mut batch = Batch::default();
     let mut reopened = Vec::new();
@@ -55,7 +57,7 @@ pub async fn rollback(
         let Some(commit) = t.commit.as_ref().filter(|_| t.status == TestStatus::Passed) else {
             continue;
         };
-        if !is_ancestor(&workdir, commit, &target).await {
+        if !git.is_ancestor(commit, &target).await {
             let mut t = t.clone();
             t.status = TestStatus::Pending;
             t.commit = None;
@@ -84,33 +86,4 @@ pub async fn rollback(
     );
     ctx.record(batch).await?;
     Ok(reopened)
-}
-
-async fn git(workdir: &std::path::Path, args: &[&str]) -> Result<(), ControlError> {
-    let mut cmd = tokio::process::Command::new("git");
-    cmd.args(args)
-        .current_dir(workdir)
-        .env("GIT_TERMINAL_PROMPT", "0");
-    crate::process::without_private_env(&mut cmd);
-    let out = cmd
-        .output()
-        .await
-        .map_err(|e| ControlError::Internal(format!("git {}: {e}", args.join(" "))))?;
-    if !out.status.success() {
-        return Err(ControlError::Internal(format!(
-            "git {} in {}: {}",
-            args.join(" "),
-            workdir.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(())
-}
-
-async fn is_ancestor(workdir: &std::path::Path, commit: &str, of: &str) -> bool {
-    let mut cmd = tokio::process::Command::new("git");
-    cmd.args(["merge-base", "--is-ancestor", commit, of])
-        .current_dir(workdir);
-    crate::process::without_private_env(&mut cmd);
-    cmd.status().await.is_ok_and(|s| s.success())
 }
