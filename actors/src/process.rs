@@ -112,15 +112,7 @@ pub struct EndReport {
 /// Zombies are not returned. Reads `/proc`: call it from `spawn_blocking` in async code when the
 /// machine runs many processes (the async functions of this module do).
 pub fn group_members(record: &ProcessRecord) -> Vec<i32> {
-    if record.pid <= 1 || record.boot_id != boot_id() {
-        return Vec::new();
-    }
-    // Fast path: signal 0 to the group says whether any process (zombies included) is in it,
-    // without reading every /proc entry. Most groups are gone by the time they are asked about.
-    if matches!(
-        killpg(Pid::from_raw(record.pid), None),
-        Err(nix::errno::Errno::ESRCH)
-    ) {
+    if record.boot_id != boot_id() || group_gone(record) {
         return Vec::new();
     }
     let mut alive = Vec::new();
@@ -141,15 +133,20 @@ pub fn group_members(record: &ProcessRecord) -> Vec<i32> {
     alive
 }
 
-async fn members_async(record: &ProcessRecord) -> Vec<i32> {
-    // The signal-0 probe is one syscall: answer "gone" here, and leave only the /proc scan
-    // to a blocking thread.
-    if record.pid <= 1
+/// Fast path: signal 0 to the group says whether any process (zombies included) is in it,
+/// without reading every /proc entry. Most groups are gone by the time they are asked about.
+fn group_gone(record: &ProcessRecord) -> bool {
+    record.pid <= 1
         || matches!(
             killpg(Pid::from_raw(record.pid), None),
             Err(nix::errno::Errno::ESRCH)
         )
-    {
+}
+
+async fn members_async(record: &ProcessRecord) -> Vec<i32> {
+    // The probe is one syscall: answer "gone" here, and leave only the /proc scan to a
+    // blocking thread.
+    if group_gone(record) {
         return Vec::new();
     }
     let record = record.clone();
