@@ -64,14 +64,13 @@ async fn run_fleet(
     // that state without a word): say so, and do not wait for them.
     let held = held_by_person(&ctx, &fleet).await?;
     for (name, state) in &held {
-        let undo = if *state == LoopState::Stopped {
-            "start"
+        let (what, undo) = if *state == LoopState::Stopped {
+            ("stopped", "start")
         } else {
-            "resume"
+            ("paused", "resume")
         };
         eprintln!(
-            "loopd run: loop `{name}` was {} by a person; it stays so (`loopd {undo} {name}` while this runs, or before the next run)",
-            if *state == LoopState::Stopped { "stopped" } else { "paused" },
+            "loopd run: loop `{name}` was {what} by a person; it stays so (`loopd {undo} {name}` while this runs, or before the next run)",
         );
     }
     let held: HashSet<String> = held.into_iter().map(|(n, _)| n).collect();
