@@ -22,7 +22,6 @@ use std::time::Duration;
 use chrono::Utc;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -35,6 +34,7 @@ use crate::process::{self, OutputLine};
 use crate::runtime::{AttemptPaths, Ctx};
 use crate::scheduler::ProviderReport;
 use crate::store::Batch;
+use crate::transcript::Transcript;
 
 /// How many lines of agent and verify output an attempt record keeps.
 const TAIL_LINES: usize = 40;
@@ -243,13 +243,14 @@ async fn run(
         record.number,
     );
 
-    let mut transcript = match transcript {
-        Ok(f) => Some(tokio::fs::File::from_std(f)),
+    let transcript_file = match transcript {
+        Ok(f) => Some(f),
         Err(e) => {
             record.reason = Some(format!("cannot write the transcript: {e}"));
             None
         }
     };
+    let mut transcript = Transcript::new(transcript_file, config.max_transcript_bytes);
     let mut watcher = OutputWatcher::new(&config.agent);
     let mut tail = Tail::new(TAIL_LINES, TAIL_BYTES);
     let mut exit_code = None;
@@ -282,9 +283,13 @@ async fn run(
             });
             let mut record_done = false;
             let mut unrecorded = None;
-            let mut lines = process::Output::take(&mut spawned.child, process::DEFAULT_MAX_LINE);
             // The monitor alone decides stalled and timed out; it tells us through `cancelled`.
+            // Every read is a heartbeat, not only a complete line: an agent drawing a `\r`
+            // progress bar or writing a long line is at work.
             let heartbeat = Heartbeat::new();
+            let stamp = heartbeat.clone();
+            let mut lines = process::Output::take(&mut spawned.child, process::DEFAULT_MAX_LINE)
+                .on_read(Arc::new(move || stamp.stamp()));
             let key = AttemptKey {
                 loop_name: record.loop_name.clone(),
                 test_id: record.test_id.clone(),
@@ -304,10 +309,8 @@ async fn run(
                 tokio::select! {
                     line = lines.next(), if lines_open => match line {
                         Some(l) => {
-                            heartbeat.beat();
-                            watcher.line(&l.text);
-                            tail.push(&l.text);
-                            write_line(&mut transcript, &l).await;
+                            heartbeat.line();
+                            hear(&l, &mut watcher, &mut tail, &mut transcript).await;
                         }
                         None => lines_open = false,
                     },
@@ -356,11 +359,7 @@ async fn run(
                 let drain_until = Instant::now() + DRAIN_AFTER_EXIT;
                 while lines_open {
                     match tokio::time::timeout_at(drain_until, lines.next()).await {
-                        Ok(Some(l)) => {
-                            watcher.line(&l.text);
-                            tail.push(&l.text);
-                            write_line(&mut transcript, &l).await;
-                        }
+                        Ok(Some(l)) => hear(&l, &mut watcher, &mut tail, &mut transcript).await,
                         _ => lines_open = false,
                     }
                 }
@@ -382,9 +381,16 @@ async fn run(
             end
         }
     };
-    if let Some(f) = transcript.as_mut() {
-        let _ = f.flush().await;
+    if transcript.cut() > 0 {
+        tracing::info!(
+            loop_name = %record.loop_name,
+            test = %record.test_id,
+            attempt = record.number,
+            cut = transcript.cut(),
+            "the transcript reached max_transcript_bytes; its middle was cut"
+        );
     }
+    transcript.finish().await;
     record.exit_code = exit_code;
     record.exit_signal = exit_signal;
     record.output_tail = tail.text();
@@ -661,7 +667,7 @@ async fn run_verify(verify: &str, workdir: &PathBuf, config: &LoopConfig, key: &
     while status.is_none() || lines_open {
         tokio::select! {
             line = lines.next(), if lines_open => match line {
-                Some(l) => tail.push(&l.text),
+                Some(l) => tail.push(&l.text()),
                 None => lines_open = false,
             },
             s = spawned.child.wait(), if status.is_none() => {
@@ -705,22 +711,17 @@ pub async fn write_attempt_files(
     .map_err(std::io::Error::other)?
 }
 
-async fn write_line(file: &mut Option<tokio::fs::File>, line: &OutputLine) {
-    if let Some(f) = file.as_mut() {
-        // One write per line: each is a trip to a blocking thread.
-        let ok = if line.truncated {
-            f.write_all(line.text.as_bytes()).await.is_ok()
-        } else {
-            let mut l = Vec::with_capacity(line.text.len() + 1);
-            l.extend_from_slice(line.text.as_bytes());
-            l.push(b'\n');
-            f.write_all(&l).await.is_ok()
-        };
-        if !ok {
-            // A full disk must not end the attempt; the transcript just stops growing.
-            *file = None;
-        }
-    }
+/// One line of agent output goes to the preset's watcher, the record's tail and the transcript.
+async fn hear(
+    line: &OutputLine,
+    watcher: &mut OutputWatcher,
+    tail: &mut Tail,
+    transcript: &mut Transcript,
+) {
+    let text = line.text();
+    watcher.line(&text);
+    tail.push(&text);
+    transcript.write(&line.bytes).await;
 }
 
 /// The last lines of some output, bounded in lines and bytes.

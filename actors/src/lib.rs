@@ -20,6 +20,7 @@
 //! - `git`: checkpoints, attempt refs, resets.
 //! - `prompt`: rendering the prompt of one attempt.
 //! - `healer`: diagnoses, repeated failures, lessons, heal strategies (pure functions).
+//! - `transcript`: an attempt's transcript, bytes as printed, head and tail kept beyond a cap.
 //! - `attempt`, `loop_actor`, `fleet`: the actors.
 //! - `notifier`: webhooks, signed and retried, decoupled from the loops.
 //! - `templates`: the loop factory (loops made from templates with `{{var}}` placeholders).
@@ -50,4 +51,5 @@ pub mod statedir;
 pub mod store;
 pub mod templates;
 pub mod tests_file;
+pub mod transcript;
 pub mod view;

@@ -2,8 +2,8 @@
 //! `stall_timeout`) or has overrun its time (`iteration_timeout`, or the test's `timeout`), and
 //! that a loop actor stopped answering.
 //!
-//! Every line of agent output is a heartbeat: the attempt's runner stamps a shared
-//! [`Heartbeat`]; the monitor reads the stamps on a short tick, so a quiet agent is noticed
+//! Every read of agent output is a heartbeat, whether or not it ends a line: the attempt's
+//! runner stamps a shared [`Heartbeat`]; the monitor reads the stamps on a short tick, so a quiet agent is noticed
 //! within one tick of its timeout without a message per line. A loop actor that does not answer
 //! a liveness ping within `ping_timeout` is killed; its supervisor restarts it.
 
@@ -25,11 +25,11 @@ use crate::runtime::Ctx;
 /// How often the monitor looks at every attempt's heartbeat.
 pub const TICK: Duration = Duration::from_millis(50);
 
-/// The output clock of one attempt, stamped by its runner on every line.
+/// The output clock of one attempt, stamped by its runner on every read of output.
 #[derive(Debug)]
 pub struct Heartbeat {
     started: Instant,
-    /// Milliseconds after `started` of the last output line.
+    /// Milliseconds after `started` of the last read of output.
     last_output_ms: AtomicU64,
     /// Lines seen so far.
     lines: AtomicU64,
@@ -45,10 +45,15 @@ impl Heartbeat {
         })
     }
 
-    /// One line of output.
-    pub fn beat(&self) {
+    /// Output was read (any bytes, a whole line or not).
+    pub fn stamp(&self) {
         let ms = self.started.elapsed().as_millis() as u64;
         self.last_output_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// One line of output.
+    pub fn line(&self) {
+        self.stamp();
         self.lines.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -81,7 +86,7 @@ pub struct AttemptHealth {
     pub attempt: u32,
     /// Seconds since the agent started.
     pub running_for_s: f64,
-    /// Seconds since the agent's last output line (the last heartbeat).
+    /// Seconds since the agent's last output (the last heartbeat).
     pub since_heartbeat_s: f64,
     /// Output lines so far.
     pub lines: u64,

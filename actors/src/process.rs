@@ -19,7 +19,7 @@ use tokio::process::{Child, Command};
 
 use crate::model::ProcessRecord;
 
-pub use lines::{LineReader, Output, OutputLine, OutputStream, DEFAULT_MAX_LINE};
+pub use lines::{LineReader, OnRead, Output, OutputLine, OutputStream, DEFAULT_MAX_LINE};
 pub use procfs::{boot_id, proc_start_time};
 
 /// How often group membership is re-read while waiting for members to go.

@@ -221,6 +221,11 @@ pub struct LoopConfig {
     /// Whether `stalled` and `timed_out` count toward `max_attempts`. Default true.
     #[serde(default = "default_true")]
     pub count_timeouts: bool,
+    /// Most bytes kept of one attempt's transcript; beyond it the first and the last half are
+    /// kept and the cut is marked `[loopd: N bytes cut]`. Default 67108864 (64 MiB).
+    #[serde(default = "default_max_transcript_bytes")]
+    #[schemars(range(min = 4096))]
+    pub max_transcript_bytes: u64,
     /// Commit each pass and reset failures to the last checkpoint. Default true.
     #[serde(default = "default_true")]
     pub checkpoints: bool,
@@ -275,6 +280,9 @@ fn default_verify_timeout() -> Duration {
 }
 fn default_kill_grace() -> Duration {
     Duration::from_secs(5)
+}
+fn default_max_transcript_bytes() -> u64 {
+    64 * 1024 * 1024
 }
 fn default_true() -> bool {
     true
