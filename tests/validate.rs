@@ -86,6 +86,9 @@ fn lists_every_problem_of_a_broken_fleet() {
     std::fs::create_dir(dir.join("specs")).unwrap();
     let out = loopd(&["validate", "loopd.toml"], dir, &[]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
+    // Loops with schema problems still have their files and tests checked: `api`'s tests file
+    // and `core`'s prompt template. The fleet file's `core` (no `specs_dir`) and the included
+    // `core` read the same tests file, so `d.md` is reported for each.
     assert_eq!(
         stdout(&out, dir),
         "\
@@ -94,19 +97,22 @@ loopd.toml:5: /fleet/colour: unknown key `colour`
 loopd.toml:8: /loops/0/name: invalid loop name: `bad name` contains ` `; only letters, digits, `.`, `_` and `-` are allowed
 loopd.toml:9: /loops/0/workdir: the workdir `<DIR>/nowhere` does not exist (create it, or set `init_workdir = true`)
 loopd.toml:10: /loops/0/tests_file: the tests file `<DIR>/missing.json` does not exist
+loopd.toml:16: /loops/1/tests_file: the tests file `<DIR>/api.tests.json` does not exist
 loopd.toml:17: /loops/1/max_attempts: expected an integer >= 1, found \"three\"
 loopd.toml:18: /loops/1/stall_timeout: expected a duration such as \"30m\" or \"1h 30m\", found \"a while\"
 loopd.toml:19: /loops/1/agent/command: expected at least 1 item, found an empty array
+loopd.toml:25: /loops/2/prompt_template: the prompt template `<DIR>/prompt.md` does not exist
 loopd.toml:26: /loops/2/agent/kind: expected one of \"command\", \"claude-code\", found \"shell\"
 loops/core.toml:1: /name: duplicate loop name `core` (first defined at loopd.toml:22)
 <DIR>/core.tests.json:3: /tests/0/depends_on: dependency cycle: a -> c -> a
 <DIR>/core.tests.json:4: /tests/1/verify: expected a non-empty verify command
 <DIR>/core.tests.json:5: /tests/2/id: duplicate test id `b` (first at /tests/1)
 <DIR>/core.tests.json:6: /tests/3/depends_on/1: unknown test id `zzz`
+<DIR>/core.tests.json:7: /tests/4/spec_file: `spec_file` needs the loop's `specs_dir`
 <DIR>/core.tests.json:7: /tests/4/spec_file: the spec file `<DIR>/specs/d.md` does not exist
 <DIR>/core.tests.json:8: /tests/4/depends_on/0: unknown loop `nope` in `nope:T1`
 <DIR>/core.tests.json:9: /tests/5/colour: unknown key `colour`
-17 problems
+20 problems
 "
     );
 }
@@ -286,5 +292,48 @@ fn a_missing_fleet_file_is_one_clear_problem() {
     assert_eq!(
         stdout(&out, tmp.path()),
         "loopd.toml: no such file\n1 problem\n"
+    );
+}
+
+#[test]
+fn one_run_lists_the_problems_of_every_layer() {
+    // An unknown key in the loop used to stop its tests file from being read; a test without a
+    // title used to be left out of the id, verify, dependency and cycle checks.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write(
+        dir,
+        "loopd.toml",
+        r#"[[loops]]
+name = "web"
+init_workdir = true
+tests_file = "web.tests.json"
+colour = "blue"
+agent = { kind = "command", command = ["true"] }
+"#,
+    );
+    write(
+        dir,
+        "web.tests.json",
+        r#"{"tests": [
+  {"id": "a", "title": "A", "spec": "x", "verify": "true", "depends_on": ["b"]},
+  {"id": "b", "spec": "x", "verify": "true", "depends_on": ["a", "zzz"]},
+  {"id": "a", "spec": "x", "verify": " "}
+]}"#,
+    );
+    let out = loopd(&["validate", "loopd.toml"], dir, &[]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert_eq!(
+        stdout(&out, dir),
+        "\
+loopd.toml:5: /loops/0/colour: unknown key `colour`
+<DIR>/web.tests.json:2: /tests/0/depends_on: dependency cycle: a -> b -> a
+<DIR>/web.tests.json:3: /tests/1: missing required key `title`
+<DIR>/web.tests.json:3: /tests/1/depends_on/1: unknown test id `zzz`
+<DIR>/web.tests.json:4: /tests/2: missing required key `title`
+<DIR>/web.tests.json:4: /tests/2/id: duplicate test id `a` (first at /tests/0)
+<DIR>/web.tests.json:4: /tests/2/verify: expected a non-empty verify command
+7 problems
+"
     );
 }

@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use crate::agent::{self, OutputWatcher, ProviderFailure};
 use crate::config::LoopConfig;
 use crate::git::Workdir;
-use crate::model::{AttemptRecord, Outcome};
+use crate::model::{AttemptRecord, Killed, Outcome};
 use crate::monitor::{AttemptKey, Heartbeat, MonitorMsg};
 use crate::process::{self, OutputLine};
 use crate::runtime::{AttemptPaths, Ctx};
@@ -393,6 +393,11 @@ async fn run(
     transcript.finish().await;
     record.exit_code = exit_code;
     record.exit_signal = exit_signal;
+    record.killed = match end {
+        AgentEnd::Stalled => Some(Killed::Stalled),
+        AgentEnd::TimedOut => Some(Killed::TimedOut),
+        _ => None,
+    };
     record.output_tail = tail.text();
     let report = watcher.finish(exit_code, &paths.result);
     record.cost_usd = report.cost_usd;
@@ -537,9 +542,19 @@ fn classify(
     unchanged: bool,
     config: &LoopConfig,
 ) -> (Outcome, Option<String>) {
-    // verify always runs and a pass always wins.
+    // verify always runs and a pass always wins; the kill is kept in the record and its reason.
     if verify_passed {
-        return (Outcome::Passed, None);
+        let reason = match end {
+            AgentEnd::Stalled => Some(format!(
+                "verify passed, though the agent was killed after no output for {}",
+                humantime::format_duration(config.stall_timeout)
+            )),
+            AgentEnd::TimedOut => Some(
+                "verify passed, though the agent was killed for overrunning its time limit".into(),
+            ),
+            _ => None,
+        };
+        return (Outcome::Passed, reason);
     }
     if let Some(p) = provider {
         return match p {

@@ -1061,18 +1061,20 @@ async fn finish_attempt(
             EventKind::AttemptFinished,
             &cfg.name,
             format!(
-                "attempt {} of {}: {}",
+                "attempt {} of {}: {}{}",
                 record.number,
                 test_id,
-                serde_json::to_value(outcome)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
+                crate::healer::outcome_name(outcome),
+                record
+                    .killed
+                    .map(|k| format!(" (the agent was killed: {})", k.word()))
                     .unwrap_or_default()
             ),
         )
         .about(&test_id, Some(record.number))
         .with_data(serde_json::json!({
             "outcome": outcome,
+            "killed": record.killed,
             "counted": record.counted,
             "cost_usd": record.cost_usd,
             "duration_ms": record.duration_ms,

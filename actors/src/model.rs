@@ -80,6 +80,27 @@ impl Outcome {
     }
 }
 
+/// Why the monitor ended an attempt's agent. Recorded whatever the outcome: a pass after a kill
+/// is still a pass, and still a hang that people must be able to count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Killed {
+    /// No agent output for `stall_timeout`.
+    Stalled,
+    /// The agent overran `iteration_timeout` (or the test's `timeout`).
+    TimedOut,
+}
+
+impl Killed {
+    /// Its snake_case word, as in the JSON.
+    pub fn word(self) -> &'static str {
+        match self {
+            Killed::Stalled => "stalled",
+            Killed::TimedOut => "timed_out",
+        }
+    }
+}
+
 /// What a loop is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -254,6 +275,9 @@ pub struct AttemptRecord {
     /// Whether it counted toward `max_attempts`.
     #[serde(default)]
     pub counted: bool,
+    /// The monitor ended the agent (`stalled` or `timed_out`), whatever the outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub killed: Option<Killed>,
     /// When the agent was spawned.
     pub started_at: DateTime<Utc>,
     /// When the outcome was recorded.
@@ -314,6 +338,7 @@ impl AttemptRecord {
             number,
             outcome: None,
             counted: false,
+            killed: None,
             started_at: Utc::now(),
             finished_at: None,
             duration_ms: None,

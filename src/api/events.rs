@@ -30,6 +30,9 @@ use super::ApiState;
 
 /// Journal events read per store call while replaying.
 const PAGE: usize = 500;
+/// The longest unended line a follower holds back before sending it as it is.
+const MAX_PARTIAL: usize = 64 * 1024;
+
 /// How often running transcripts are looked at for new lines.
 const TAIL_EVERY: Duration = Duration::from_millis(200);
 /// Ids remembered to skip duplicates between the journal and the live stream.
@@ -160,7 +163,8 @@ async fn replay(
 struct Tail {
     path: PathBuf,
     offset: u64,
-    partial: String,
+    /// Bytes of a line not yet ended.
+    partial: Vec<u8>,
     /// Its attempt finished: read what is left, then drop it.
     finished: bool,
 }
@@ -192,7 +196,7 @@ async fn pump(
                     Tail {
                         path: a.transcript,
                         offset: 0,
-                        partial: String::new(),
+                        partial: Vec::new(),
                         finished: false,
                     },
                 );
@@ -247,7 +251,7 @@ async fn follow(
             tails.entry(key).or_insert(Tail {
                 path,
                 offset: 0,
-                partial: String::new(),
+                partial: Vec::new(),
                 finished: false,
             });
         }
@@ -275,7 +279,7 @@ async fn read_tails(tails: &mut HashMap<AttemptKey, Tail>, tx: &mpsc::Sender<Sse
         let mut lines = new_lines(tail).await;
         if tail.finished {
             if !tail.partial.is_empty() {
-                lines.push(std::mem::take(&mut tail.partial));
+                lines.push(text_of(&std::mem::take(&mut tail.partial)));
             }
             done.push(key.clone());
         }
@@ -312,11 +316,48 @@ async fn new_lines(tail: &mut Tail) -> Vec<String> {
         return Vec::new();
     }
     tail.offset += buf.len() as u64;
-    tail.partial.push_str(&String::from_utf8_lossy(&buf));
+    tail.partial.extend_from_slice(&buf);
     let mut lines = Vec::new();
-    while let Some(i) = tail.partial.find('\n') {
-        let line: String = tail.partial.drain(..=i).collect();
-        lines.push(line.trim_end_matches(['\n', '\r']).to_string());
+    let mut start = 0;
+    while let Some(i) = tail.partial[start..].iter().position(|&b| b == b'\n') {
+        lines.push(text_of(&tail.partial[start..=start + i]));
+        start += i + 1;
+    }
+    tail.partial.drain(..start);
+    if tail.partial.len() >= MAX_PARTIAL {
+        // A line without end (a progress bar, binary output) goes out in pieces.
+        lines.push(text_of(&std::mem::take(&mut tail.partial)));
     }
     lines
+}
+
+/// A transcript line for people: decoded only now, once it is whole, so a character split
+/// between two reads is not replaced.
+fn text_of(line: &[u8]) -> String {
+    String::from_utf8_lossy(line)
+        .trim_end_matches(['\n', '\r'])
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_character_split_between_two_reads_is_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("1.log");
+        let mut tail = Tail {
+            path: path.clone(),
+            offset: 0,
+            partial: Vec::new(),
+            finished: false,
+        };
+        let bytes = "café ok\n".as_bytes();
+        let split = bytes.iter().position(|&b| b == 0xc3).unwrap() + 1;
+        std::fs::write(&path, &bytes[..split]).unwrap();
+        assert!(new_lines(&mut tail).await.is_empty());
+        std::fs::write(&path, bytes).unwrap();
+        assert_eq!(new_lines(&mut tail).await, ["café ok"]);
+    }
 }

@@ -15,7 +15,7 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use loopd_actors::config::LoopConfig;
 use loopd_actors::control::Control;
-use loopd_actors::model::{AttemptRecord, LoopState, Outcome};
+use loopd_actors::model::{AttemptRecord, Killed, LoopState, Outcome};
 use loopd_actors::view::{self, LoopView, Progress, TestView};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -94,6 +94,9 @@ pub struct TranscriptEntry {
     /// How it ended; absent while it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
+    /// The monitor ended the agent (`stalled` or `timed_out`), whatever the outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub killed: Option<Killed>,
     /// When it started.
     pub started_at: DateTime<Utc>,
     /// The transcript's size in bytes (0 when there is no file).
@@ -637,6 +640,7 @@ pub async fn transcripts(
                 test: a.test_id.clone(),
                 number: a.number,
                 outcome: a.outcome,
+                killed: a.killed,
                 started_at: a.started_at,
                 bytes: std::fs::metadata(&a.transcript).map_or(0, |m| m.len()),
             }

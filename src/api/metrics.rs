@@ -7,7 +7,7 @@ use std::fmt::Write;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use loopd_actors::model::{LoopState, Outcome, TestStatus};
+use loopd_actors::model::{Killed, LoopState, Outcome, TestStatus};
 use loopd_actors::store::Store;
 
 use super::error::ApiError;
@@ -22,6 +22,8 @@ const LOOP_STATES: [LoopState; 6] = [
     LoopState::Finished,
     LoopState::Crashed,
 ];
+
+const KILLS: [Killed; 2] = [Killed::Stalled, Killed::TimedOut];
 
 const TEST_STATUSES: [TestStatus; 8] = [
     TestStatus::Pending,
@@ -75,6 +77,7 @@ pub fn render(store: &Store) -> Result<String, loopd_actors::store::StoreError> 
 
     let mut tests = String::new();
     let mut attempts = String::new();
+    let mut killed = String::new();
     let mut cost = String::new();
     let mut tokens = String::new();
     let mut beats = String::new();
@@ -89,8 +92,12 @@ pub fn render(store: &Store) -> Result<String, loopd_actors::store::StoreError> 
             let _ = writeln!(tests, "loopd_tests{{loop=\"{name}\",status=\"{s}\"}} {n}");
         }
         let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+        let mut kills: BTreeMap<&str, usize> = KILLS.iter().map(|k| (k.word(), 0)).collect();
         let (mut usd, mut input, mut output) = (0.0, 0u64, 0u64);
         for a in store.list_attempts(&l.name, None)? {
+            if let Some(k) = a.killed {
+                *kills.entry(k.word()).or_default() += 1;
+            }
             usd += a.cost_usd;
             input += a.input_tokens;
             output += a.output_tokens;
@@ -110,6 +117,12 @@ pub fn render(store: &Store) -> Result<String, loopd_actors::store::StoreError> 
             let _ = writeln!(
                 attempts,
                 "loopd_attempts_total{{loop=\"{name}\",outcome=\"{o}\"}} {n}"
+            );
+        }
+        for (reason, n) in kills {
+            let _ = writeln!(
+                killed,
+                "loopd_attempts_killed_total{{loop=\"{name}\",reason=\"{reason}\"}} {n}"
             );
         }
         let _ = writeln!(cost, "loopd_cost_usd_total{{loop=\"{name}\"}} {usd}");
@@ -133,6 +146,13 @@ pub fn render(store: &Store) -> Result<String, loopd_actors::store::StoreError> 
         "Finished attempts by loop and outcome.",
     );
     out.push_str(&attempts);
+    head(
+        &mut out,
+        "loopd_attempts_killed_total",
+        "counter",
+        "Attempts whose agent the monitor ended, by loop and reason, whatever their outcome.",
+    );
+    out.push_str(&killed);
     head(
         &mut out,
         "loopd_cost_usd_total",

@@ -52,21 +52,18 @@ fn show(client: &Client, args: &LogsArgs) -> Result<(), Failed> {
         eprintln!("loopd logs: name a loop (or follow all with -f)");
         return Err(Failed(Exit::Invalid));
     };
-    let address = match &args.attempt {
-        Some(a) => a.clone(),
-        None => {
-            let list: Value = client.get(&format!("/api/loops/{name}/transcripts"))?;
-            match list["transcripts"]
-                .as_array()
-                .and_then(|t| t.last())
-                .and_then(|t| t["attempt"].as_str())
-            {
-                Some(a) => a.to_string(),
-                None => {
-                    eprintln!("loopd logs: loop `{name}` has no attempt yet");
-                    return Ok(());
-                }
-            }
+    let list: Value = client.get(&format!("/api/loops/{name}/transcripts"))?;
+    let entries = list["transcripts"].as_array().cloned().unwrap_or_default();
+    let entry = match &args.attempt {
+        Some(a) => entries.iter().find(|t| t["attempt"] == a.as_str()),
+        None => entries.last(),
+    };
+    let address = match (&args.attempt, entry) {
+        (Some(a), _) => a.clone(),
+        (None, Some(e)) => e["attempt"].as_str().unwrap_or_default().to_string(),
+        (None, None) => {
+            eprintln!("loopd logs: loop `{name}` has no attempt yet");
+            return Ok(());
         }
     };
     let text = client
@@ -75,12 +72,31 @@ fn show(client: &Client, args: &LogsArgs) -> Result<(), Failed> {
             &format!("/api/loops/{name}/transcripts/{address}"),
             None,
         )?
-        .text()
+        .bytes()
         .unwrap_or_default();
-    for line in text.lines() {
+    // Transcripts are the agent's bytes; they are decoded only here, to print them.
+    for line in String::from_utf8_lossy(&text).lines() {
         print_line(line, args.raw, "");
     }
+    if let Some(end) = entry.and_then(|e| ending(&address, e)) {
+        // `--raw` prints the transcript as it is; what loopd says about it goes to stderr.
+        if args.raw {
+            eprintln!("{end}");
+        } else {
+            println!("{end}");
+        }
+    }
     Ok(())
+}
+
+/// How a finished attempt ended, and whether the monitor killed its agent, in a line.
+fn ending(address: &str, entry: &Value) -> Option<String> {
+    let outcome = entry["outcome"].as_str()?;
+    let killed = match entry["killed"].as_str() {
+        Some(k) => format!("; the monitor killed the agent ({k})"),
+        None => String::new(),
+    };
+    Some(format!("── {address}: {outcome}{killed}"))
 }
 
 fn follow(client: &Client, args: &LogsArgs) -> Result<(), Failed> {

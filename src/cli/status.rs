@@ -81,8 +81,14 @@ pub fn status(file: &Path, args: &StatusArgs) -> anyhow::Result<Exit> {
     }
     for l in &doc.loops {
         let p = &l.progress;
+        let killed = l
+            .tests
+            .iter()
+            .flat_map(|t| &t.attempts)
+            .filter(|a| a.killed.is_some())
+            .count();
         println!(
-            "{}  {}{}  {}/{} passed, {} failed, {} blocked, {} skipped  {} attempts  ${:.4}",
+            "{}  {}{}  {}/{} passed, {} failed, {} blocked, {} skipped  {} attempts{}  ${:.4}",
             l.name,
             words(&l.status),
             l.reason
@@ -95,6 +101,11 @@ pub fn status(file: &Path, args: &StatusArgs) -> anyhow::Result<Exit> {
             p.blocked,
             p.skipped,
             l.attempts,
+            if killed > 0 {
+                format!(" ({killed} killed by the monitor)")
+            } else {
+                String::new()
+            },
             l.cost_usd
         );
         if let (Some(test), Some(n)) = (&l.current_test, l.current_attempt) {
@@ -113,8 +124,13 @@ pub fn status(file: &Path, args: &StatusArgs) -> anyhow::Result<Exit> {
             }
         }
         for t in &l.tests {
+            // A pass after a kill is still a pass, and still a hang worth a look.
+            let killed = match t.attempts.last().and_then(|a| a.killed) {
+                Some(k) => format!("  [last agent killed: {}]", k.word()),
+                None => String::new(),
+            };
             println!(
-                "  {:<24} {:<11} {:>2} attempts  {}",
+                "  {:<24} {:<11} {:>2} attempts  {}{killed}",
                 t.id,
                 words(&t.status),
                 t.attempts.len(),

@@ -448,7 +448,8 @@ fn apply_env(
 
 /// Schema, name and duration checks of one loop value, then deserialization. Problems are
 /// `(pointer, expected)` with `prefix` in front of each pointer. The loop is returned whenever it
-/// deserializes (an invalid name does not stop it), so its files can be checked too.
+/// deserializes (an invalid name does not stop it), or, when it has problems, whatever of it
+/// [`super::salvage::salvage_loop`] can save, so that its files and tests can be checked too.
 pub(crate) fn check_loop_value(
     value: &Value,
     prefix: &str,
@@ -456,7 +457,9 @@ pub(crate) fn check_loop_value(
     loop_schema: &Value,
 ) -> (Option<LoopConfig>, Vec<(String, String)>) {
     let mut problems = schema_errors(loop_schema, value, prefix, dialect);
-    let schema_ok = problems.is_empty();
+    // What salvage takes out: the parts the schema or the durations refused (an invalid name
+    // stays, it is only a word in the report then).
+    let mut broken: Vec<String> = problems.iter().map(|(p, _)| p.clone()).collect();
     if let Some(name) = value.get("name").and_then(Value::as_str) {
         if let Err(why) = check_name(name) {
             problems.push((
@@ -465,11 +468,10 @@ pub(crate) fn check_loop_value(
             ));
         }
     }
-    let mut durations_ok = true;
     for key in DURATION_KEYS {
         if let Some(Value::String(s)) = value.get(key) {
             if humantime::parse_duration(s).is_err() {
-                durations_ok = false;
+                broken.push(format!("{prefix}/{key}"));
                 problems.push((
                     format!("{prefix}/{key}"),
                     format!("expected a duration such as \"30m\" or \"1h 30m\", found \"{s}\""),
@@ -477,8 +479,11 @@ pub(crate) fn check_loop_value(
             }
         }
     }
-    if !(schema_ok && durations_ok) {
-        return (None, problems);
+    if !broken.is_empty() {
+        // Checked further without what is broken, so that this problem hides no other.
+        let salvaged =
+            super::salvage::salvage_loop(value, broken.iter().map(String::as_str), prefix);
+        return (salvaged, problems);
     }
     match serde_json::from_value::<LoopConfig>(value.clone()) {
         Ok(lp) => (Some(lp), problems),

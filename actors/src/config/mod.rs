@@ -16,6 +16,7 @@ mod env;
 mod load;
 mod locate;
 mod report;
+mod salvage;
 mod schema_fix;
 mod tests_check;
 mod validate;

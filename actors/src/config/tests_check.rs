@@ -130,23 +130,32 @@ pub(crate) fn read_tests(lp: &LoopConfig) -> LoadedTests {
         return out;
     };
     for (i, item) in items.iter().enumerate() {
+        let at = format!("/tests/{i}");
         if let Some(Value::String(s)) = item.get("timeout") {
             if humantime::parse_duration(s).is_err() {
                 out.problems.push((
-                    format!("/tests/{i}/timeout"),
+                    format!("{at}/timeout"),
                     format!("expected a duration such as \"20m\", found \"{s}\""),
                 ));
-                continue;
             }
         }
         let reported = out
             .problems
             .iter()
-            .any(|(p, _)| p == &format!("/tests/{i}") || p.starts_with(&format!("/tests/{i}/")));
+            .any(|(p, _)| p == &at || p.starts_with(&format!("{at}/")));
         match serde_json::from_value::<TestSpec>(item.clone()) {
             Ok(t) => out.tests.push((i, t)),
-            Err(e) if !reported => out.problems.push((format!("/tests/{i}"), e.to_string())),
-            Err(_) => {}
+            Err(e) => {
+                if !reported {
+                    out.problems.push((at.clone(), e.to_string()));
+                }
+                // Still checked for its id, verify and dependencies, and still a node that
+                // others may depend on.
+                let pointers = out.problems.iter().map(|(p, _)| p.as_str());
+                if let Some(t) = super::salvage::salvage_test(item, pointers, &at) {
+                    out.tests.push((i, t));
+                }
+            }
         }
     }
     check_tests(lp, &mut out);
@@ -373,6 +382,8 @@ mod tests {
                     specs.join("missing.md").display()
                 ),
                 "Some(5) /tests/3 missing `spec` or `spec_file`".into(),
+                // A bad timeout no longer hides the id's problem.
+                "Some(6) /tests/4/id invalid test id: `d e` contains ` `; only letters, digits, `.`, `_` and `-` are allowed".into(),
                 "Some(6) /tests/4/timeout expected a duration such as \"20m\", found \"soon\""
                     .into(),
             ]

@@ -64,7 +64,10 @@ pub fn parse_loop_value(
     for (pointer, expected) in problems {
         report.push(Problem::new("", pointer, expected));
     }
-    let Some(mut lp) = lp.filter(|_| report.is_empty()) else {
+    // A salvaged body still has its files and tests checked (it is refused at the end), unless
+    // its name is bad: the default workdir is made from the name.
+    let bad_name = report.problems.iter().any(|p| p.pointer == "/name");
+    let Some(mut lp) = lp.filter(|_| !bad_name) else {
         report.sort();
         return Err(report);
     };
