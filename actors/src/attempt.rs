@@ -314,6 +314,9 @@ async fn run(
                         }
                         None => lines_open = false,
                     },
+                    _ = sleep_until_some(transcript.flush_at()), if transcript.flush_at().is_some() => {
+                        transcript.flush().await;
+                    }
                     r = &mut recorded, if !record_done => {
                         record_done = true;
                         if let Err(e) = r {
@@ -724,6 +727,14 @@ pub async fn write_attempt_files(
     })
     .await
     .map_err(std::io::Error::other)?
+}
+
+/// Sleeps until `at` (for ever when `None`; such a branch is disabled anyway).
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// One line of agent output goes to the preset's watcher, the record's tail and the transcript.

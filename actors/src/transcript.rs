@@ -7,12 +7,21 @@
 //! `[loopd: N bytes cut]`: the file only ever grows, and holds at most the cap plus that line.
 //! Bytes are never decoded here (binary output stays byte for byte); readers decode lossily
 //! when they render text.
+//!
+//! Writes are gathered: one write to the file per line made an agent printing short lines wait
+//! on loopd (1.5 million lines took two minutes). The attempt writes what is gathered once
+//! [`Transcript::flush_at`] has come, so that followers and a crash lose at most a moment.
 
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
 
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
+
+/// Bytes gathered before they are written, whatever the time.
+const GATHER: usize = 64 * 1024;
+/// How long gathered bytes may wait for more.
+const GATHER_FOR: Duration = Duration::from_millis(50);
 
 /// How often the file's modification time is refreshed while output goes to the ring only:
 /// the API reads it as the running agent's last sign of life.
@@ -23,6 +32,10 @@ const TOUCH_EVERY: Duration = Duration::from_secs(1);
 pub struct Transcript {
     /// The file; `None` once a write failed (a full disk must not end the attempt).
     file: Option<tokio::fs::File>,
+    /// Head bytes not written yet.
+    pending: Vec<u8>,
+    /// When the pending bytes are due.
+    due: Option<Instant>,
     /// Bytes the head may still take.
     head_room: u64,
     /// Whether the head ends with a newline (the marker goes on a line of its own).
@@ -44,6 +57,8 @@ impl Transcript {
         let head = cap / 2;
         Transcript {
             file: file.map(tokio::fs::File::from_std),
+            pending: Vec::new(),
+            due: None,
             head_room: head,
             head_ends_line: true,
             tail: VecDeque::new(),
@@ -61,12 +76,35 @@ impl Transcript {
         if to_head > 0 {
             self.head_room -= to_head as u64;
             self.head_ends_line = bytes[to_head - 1] == b'\n';
-            self.write_file(&bytes[..to_head]).await;
+            self.pending.extend_from_slice(&bytes[..to_head]);
+            self.due.get_or_insert_with(|| Instant::now() + GATHER_FOR);
+            if self.pending.len() >= GATHER {
+                self.flush().await;
+            }
         }
         let rest = &bytes[to_head..];
         if !rest.is_empty() {
+            self.flush().await;
             self.keep(rest);
             self.touch().await;
+        }
+    }
+
+    /// When the gathered bytes are due to be written ([`Transcript::flush`]), if any are.
+    pub fn flush_at(&self) -> Option<Instant> {
+        self.due
+    }
+
+    /// Writes the gathered bytes.
+    pub async fn flush(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        self.due = None;
+        self.write_file(&pending).await;
+        self.pending = pending;
+        self.pending.clear();
+        // tokio hands a write to a blocking thread and returns: wait for it to be done.
+        if let Some(f) = self.file.as_mut() {
+            let _ = f.flush().await;
         }
     }
 
@@ -77,6 +115,7 @@ impl Transcript {
 
     /// Writes the marker (when something was cut) and the tail, and flushes.
     pub async fn finish(mut self) {
+        self.flush().await;
         if self.cut > 0 {
             let newline = if self.head_ends_line { "" } else { "\n" };
             let marker = format!("{newline}[loopd: {} bytes cut]\n", self.cut);
@@ -179,6 +218,21 @@ mod tests {
         assert_eq!(got.len(), 100 + marker.len());
         assert_eq!(&got[..50], &all[..50]);
         assert_eq!(&got[got.len() - 50..], &all[all.len() - 50..]);
+    }
+
+    #[tokio::test]
+    async fn gathered_bytes_are_on_disk_once_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t");
+        let mut t = Transcript::new(Some(std::fs::File::create(&path).unwrap()), 1 << 20);
+        t.write(b"one\n").await;
+        assert!(t.flush_at().is_some());
+        t.flush().await;
+        assert_eq!(t.flush_at(), None);
+        assert_eq!(std::fs::read(&path).unwrap(), b"one\n");
+        t.write(&vec![b'x'; GATHER]).await;
+        assert_eq!(t.flush_at(), None, "a full buffer is written at once");
+        assert_eq!(std::fs::read(&path).unwrap().len(), 4 + GATHER);
     }
 
     #[tokio::test]
