@@ -105,6 +105,15 @@ fn a_pass_after_a_monitor_kill_says_so_in_status_logs_events_and_metrics() {
         "{logs}"
     );
 
+    // The health report counts them as trouble.
+    let health: Value = http()
+        .get(daemon.url("/api/loops/main/health"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(health["recent_trouble"], 2, "{health:#}");
+
     // /metrics counts the kills.
     let metrics = http()
         .get(daemon.url("/metrics"))
@@ -206,4 +215,42 @@ fn binary_output_is_kept_byte_for_byte() {
         "the transcript holds {} bytes, not the agent's",
         got.len()
     );
+}
+
+#[test]
+fn a_stream_json_line_written_slowly_in_pieces_is_parsed_once_whole() {
+    // Claude Code's final `result` event, written in six pieces over longer than stall_timeout.
+    let parts = [
+        r#"{"type":"result","subtype":"success","#,
+        r#""is_error":false,"num_turns":1,"#,
+        r#""result":"wrote done.txt","#,
+        r#""total_cost_usd":0.25,"#,
+        r#""usage":{"input_tokens":100,"#,
+        r#""output_tokens":50}}"#,
+    ];
+    let mut script = String::from("echo ok > done.txt\n");
+    for p in parts {
+        script.push_str(&format!("printf '%s' '{p}'\nsleep 0.5\n"));
+    }
+    script.push_str("echo\n");
+    let fleet = Fleet::new()
+        .set("stall_timeout", "\"2s\"")
+        .tests(json!([done_test("T1")]))
+        .agent(&script)
+        .write();
+    // The same loop, driving the script as the claude-code preset.
+    let config = std::fs::read_to_string(fleet.config_file()).unwrap();
+    let (head, _) = config.split_once("[loops.agent]").unwrap();
+    std::fs::write(
+        fleet.config_file(),
+        format!("{head}[loops.agent]\nkind = \"claude-code\"\nbinary = \"./agent.sh\"\n"),
+    )
+    .unwrap();
+    fleet.run().expect_code(0);
+    let a = only_attempt(&fleet, "T1");
+    assert_eq!(a["outcome"], "passed", "{a:#}");
+    assert!(a.get("killed").is_none(), "{a:#}");
+    assert_eq!(a["cost_usd"], 0.25, "{a:#}");
+    assert_eq!(a["input_tokens"], 100, "{a:#}");
+    assert_eq!(a["output_tokens"], 50, "{a:#}");
 }

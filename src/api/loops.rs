@@ -78,7 +78,8 @@ pub struct Health {
     /// How the last finished attempt ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_outcome: Option<Outcome>,
-    /// Attempts that ended `api_error`, `stalled` or `timed_out` among the last ten.
+    /// Attempts among the last ten that ended `api_error`, `stalled` or `timed_out`, or whose
+    /// agent the monitor killed whatever their outcome.
     pub recent_trouble: usize,
 }
 
@@ -596,10 +597,12 @@ pub async fn health(
         .rev()
         .take(10)
         .filter(|a| {
-            matches!(
-                a.outcome,
-                Some(Outcome::ApiError | Outcome::Stalled | Outcome::TimedOut)
-            )
+            // A pass after a kill is still a hang.
+            a.killed.is_some()
+                || matches!(
+                    a.outcome,
+                    Some(Outcome::ApiError | Outcome::Stalled | Outcome::TimedOut)
+                )
         })
         .count();
     Ok(Json(Health {
