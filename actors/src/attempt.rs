@@ -8,7 +8,7 @@
 //! mistaken for the next one's.
 //!
 //! ```text
-//! spawn agent (own process group) ── lines ──> transcript, heartbeat, watcher
+//! spawn agent (own process group) ── reads ──> heartbeat; lines ──> transcript, watcher
 //!        │ exit | stall_timeout | iteration_timeout | cancel
 //!        ▼
 //! end the whole group ─> verify (own group, verify_timeout) ─> classify ─> git checkpoint or
