@@ -1,13 +1,19 @@
 //! Fault injection for tests: `LOOPD_TEST_FAULT` makes a named point of a loop's actor panic or
 //! hang, so supervision can be tested end to end against the built binary.
 //!
-//! The variable holds comma-separated specs `ACTION:POINT:LOOP[:TIMES]`: ACTION is `panic` or
+//! The variable holds comma-separated specs `ACTION:POINT:LOOP[:TIMES[:AFTER]]`: ACTION is `panic` or
 //! `hang` (at `loop_boot`, `loop_next`, `loop_attempt_done`, `loop_ping`), or `fail` (at
-//! `attempt_group_record`: recording the agent's process group fails as if the store had), LOOP
-//! a loop name, TIMES how often it fires (default: every time). Counters live in the process, so a
+//! `attempt_group_record`: recording the agent's process group fails as if the store had; at
+//! `store_flush`: every flush of the journal fails as if the disk were full), LOOP a loop name or
+//! `*` for any, TIMES how often it fires (default: every time), AFTER how many passes of the point
+//! it lets go by first (default 0). Counters live in the process, so a
 //! loop restarted by its supervisor sees how often it already fired. Not for production use.
+//!
+//! The scheduler and the monitor have points of their own, keyed by the loop they are dealing
+//! with: `scheduler_grant` (about to grant a slot to LOOP), `scheduler_start` (an incarnation's
+//! start; LOOP is `*`), `monitor_tick` (looking at an attempt of LOOP), `monitor_start`; they know
+//! `panic` only, since they run outside any future that could hang.
 
-use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
 /// The variable that configures faults.
@@ -26,6 +32,7 @@ struct Spec {
     point: String,
     loop_name: String,
     times: Option<u32>,
+    after: u32,
 }
 
 fn specs() -> &'static Mutex<Vec<(Spec, u32)>> {
@@ -55,25 +62,28 @@ fn parse(value: &str) -> Vec<Spec> {
                 point: it.next()?.to_string(),
                 loop_name: it.next()?.to_string(),
                 times: it.next().and_then(|t| t.parse().ok()),
+                after: it.next().and_then(|t| t.parse().ok()).unwrap_or(0),
             })
         })
         .collect()
 }
 
+/// Counts a pass of `point` for `loop_name` under every spec that names them; the action of
+/// the first spec whose window (after its first AFTER passes, TIMES of them) holds this pass.
 fn fire(point: &str, loop_name: &str) -> Option<Action> {
     let mut specs = specs().lock().unwrap_or_else(|e| e.into_inner());
-    let mut counts: HashMap<usize, u32> = HashMap::new();
-    for (i, (spec, fired)) in specs.iter().enumerate() {
-        if spec.point == point
-            && spec.loop_name == loop_name
-            && spec.times.is_none_or(|t| *fired < t)
-        {
-            counts.insert(i, *fired + 1);
+    let mut action = None;
+    for (spec, seen) in specs.iter_mut() {
+        if spec.point != point || (spec.loop_name != loop_name && spec.loop_name != "*") {
+            continue;
+        }
+        *seen += 1;
+        let inside = *seen > spec.after && spec.times.is_none_or(|t| *seen - spec.after <= t);
+        if inside && action.is_none() {
+            action = Some(spec.action);
         }
     }
-    let (&i, &n) = counts.iter().next()?;
-    specs[i].1 = n;
-    Some(specs[i].0.action)
+    action
 }
 
 /// A point where a fault may be injected: panics, or returns a future that never ends, when
@@ -86,6 +96,14 @@ pub async fn point(name: &str, loop_name: &str) {
             std::future::pending::<()>().await
         }
         Some(Action::Fail) | None => {}
+    }
+}
+
+/// A point outside async code (the scheduler's and the monitor's): panics when
+/// `LOOPD_TEST_FAULT` says `panic` for this point and loop; other actions do nothing here.
+pub fn panic_point(name: &str, loop_name: &str) {
+    if fire(name, loop_name) == Some(Action::Panic) {
+        panic!("{ENV}: injected panic at {name} of loop `{loop_name}`");
     }
 }
 
@@ -108,5 +126,7 @@ mod tests {
             (s[1].action, s[1].point.as_str(), s[1].times),
             (Action::Hang, "loop_ping", None)
         );
+        let any = parse("panic:scheduler_grant:*:1:2");
+        assert_eq!((any[0].loop_name.as_str(), any[0].after), ("*", 2));
     }
 }

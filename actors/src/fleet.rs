@@ -44,6 +44,26 @@ impl Intensity {
     }
 }
 
+impl Intensity {
+    /// One more restart of a child whose earlier restarts are `history`: the backoff to wait
+    /// before it (the restart is noted in `history`), or, when the child has used up its
+    /// intensity, `Err` with the number of restarts within the window.
+    pub fn admit(&self, history: &mut VecDeque<Instant>, now: Instant) -> Result<Duration, usize> {
+        while history
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.window)
+        {
+            history.pop_front();
+        }
+        if history.len() >= self.max_restarts {
+            return Err(history.len());
+        }
+        let backoff = self.backoff.saturating_mul(1 << history.len().min(16));
+        history.push_back(now);
+        Ok(backoff)
+    }
+}
+
 impl Default for Intensity {
     fn default() -> Self {
         Intensity {
@@ -287,29 +307,19 @@ async fn restart_or_give_up(
     name: &str,
     error: &str,
 ) {
-    let now = Instant::now();
     let window = state.intensity.window;
     let history = state.restarts.entry(name.to_string()).or_default();
-    while history
-        .front()
-        .is_some_and(|t| now.duration_since(*t) > window)
-    {
-        history.pop_front();
-    }
-    if history.len() >= state.intensity.max_restarts {
-        let reason = format!(
-            "restart_intensity: {} restarts within {}; last error: {error}",
-            history.len(),
-            humantime::format_duration(window)
-        );
-        mark_crashed(&state.ctx, name, &reason).await;
-        return;
-    }
-    let backoff = state
-        .intensity
-        .backoff
-        .saturating_mul(1 << history.len().min(16));
-    history.push_back(now);
+    let backoff = match state.intensity.admit(history, Instant::now()) {
+        Ok(backoff) => backoff,
+        Err(restarts) => {
+            let reason = format!(
+                "restart_intensity: {restarts} restarts within {}; last error: {error}",
+                humantime::format_duration(window)
+            );
+            mark_crashed(&state.ctx, name, &reason).await;
+            return;
+        }
+    };
     state.pending_restarts += 1;
     let name = name.to_string();
     myself.send_after(backoff, move || FleetMsg::Restart(name));

@@ -1,9 +1,12 @@
 //! loopd's core: the domain types, the store and the supervision tree that runs coding loops.
 //!
 //! ```text
-//! loopd (root supervisor)            fleet.rs
-//! ├── store        sled              store.rs
-//! └── loops        one_for_one       fleet.rs
+//! loopd (root supervisor)
+//! ├── store        sled, one journal writer   store.rs, runtime.rs
+//! ├── services     one_for_one                tree.rs
+//! │   ├── scheduler                           scheduler.rs
+//! │   └── monitor                             monitor.rs
+//! └── loops        one_for_one                fleet.rs
 //!     ├── loop "auth"  ── attempt    loop_actor.rs ── attempt.rs (owns the agent's process group)
 //!     └── loop "billing" ── attempt
 //! ```
@@ -22,6 +25,8 @@
 //! - `healer`: diagnoses, repeated failures, lessons, heal strategies (pure functions).
 //! - `transcript`: an attempt's transcript, bytes as printed, head and tail kept beyond a cap.
 //! - `attempt`, `loop_actor`, `fleet`: the actors.
+//! - `scheduler`, `monitor`, `tree`: agent slots, heartbeats and liveness, and the supervisor
+//!   that restarts them.
 //! - `notifier`: webhooks, signed and retried, decoupled from the loops.
 //! - `templates`: the loop factory (loops made from templates with `{{var}}` placeholders).
 #![deny(missing_docs)]
@@ -52,4 +57,5 @@ pub mod store;
 pub mod templates;
 pub mod tests_file;
 pub mod transcript;
+pub mod tree;
 pub mod view;

@@ -6,10 +6,14 @@
 //! runner stamps a shared [`Heartbeat`]; the monitor reads the stamps on a short tick, so a quiet agent is noticed
 //! within one tick of its timeout without a message per line. A loop actor that does not answer
 //! a liveness ping within `ping_timeout` is killed; its supervisor restarts it.
+//!
+//! The monitor is a child of the supervision tree. The registrations (attempts with their
+//! heartbeats and limits, loop actors to ping) are kept in its handle, not in the actor: a
+//! restarted monitor goes on watching everything its predecessor watched.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -154,78 +158,45 @@ impl Default for MonitorConfig {
     }
 }
 
-/// Handle to the monitor.
+/// Handle to the monitor: stays valid across restarts of the actor.
 #[derive(Debug, Clone)]
 pub struct Monitor {
-    actor: ActorRef<MonitorMsg>,
+    shared: Arc<Shared>,
 }
 
-impl Monitor {
-    /// Starts the monitor.
-    pub async fn start(ctx: Ctx, config: MonitorConfig) -> Result<Monitor, ractor::SpawnErr> {
-        let (actor, _) = Actor::spawn(None, MonitorActor, (ctx, config)).await?;
-        Ok(Monitor { actor })
-    }
-
-    /// Sends a message to the monitor (lost only if it is gone, at shutdown).
-    pub fn send(&self, msg: MonitorMsg) {
-        let _ = self.actor.send_message(msg);
-    }
-
-    /// Running attempts and their heartbeats.
-    pub async fn health(&self) -> Vec<AttemptHealth> {
-        ractor::call_t!(self.actor, MonitorMsg::Health, 2000).unwrap_or_default()
-    }
-
-    /// Stops the monitor.
-    pub fn stop(&self) {
-        self.actor.stop(None);
-    }
+/// What outlives an incarnation of the monitor: the registrations. Callers write them here,
+/// not into the actor's mailbox, so a restarted monitor watches every attempt and pings every
+/// loop that its predecessor did, from its first tick.
+#[derive(Debug, Default)]
+struct Shared {
+    /// The running incarnation, for the timers' messages and the loops' silence.
+    current: Mutex<Option<ActorRef<MonitorMsg>>>,
+    registered: Mutex<Registered>,
 }
 
-struct MonitorActor;
-
-struct Watched {
-    heartbeat: Arc<Heartbeat>,
-    stall_timeout: Duration,
-    time_limit: Duration,
-    attempt: ActorRef<AttemptMsg>,
-    verdict_sent: bool,
-}
-
-struct MonitorState {
-    ctx: Ctx,
-    config: MonitorConfig,
+#[derive(Debug, Default)]
+struct Registered {
     attempts: HashMap<AttemptKey, Watched>,
     loops: HashMap<String, ActorRef<LoopMsg>>,
 }
 
-impl Actor for MonitorActor {
-    type Msg = MonitorMsg;
-    type State = MonitorState;
-    type Arguments = (Ctx, MonitorConfig);
-
-    async fn pre_start(
-        &self,
-        myself: ActorRef<MonitorMsg>,
-        (ctx, config): (Ctx, MonitorConfig),
-    ) -> Result<MonitorState, ActorProcessingErr> {
-        myself.send_interval(TICK, || MonitorMsg::Tick);
-        myself.send_interval(config.ping_interval, || MonitorMsg::PingLoops);
-        Ok(MonitorState {
-            ctx,
-            config,
-            attempts: HashMap::new(),
-            loops: HashMap::new(),
-        })
+impl Shared {
+    fn registered(&self) -> std::sync::MutexGuard<'_, Registered> {
+        // Every change to the registrations is one insert or remove: a panic while holding
+        // the lock leaves them consistent.
+        self.registered.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn handle(
-        &self,
-        myself: ActorRef<MonitorMsg>,
-        msg: MonitorMsg,
-        state: &mut MonitorState,
-    ) -> Result<(), ActorProcessingErr> {
+    fn current(&self) -> Option<ActorRef<MonitorMsg>> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Applies a registration; gives back any other message.
+    fn register(&self, msg: MonitorMsg) -> Option<MonitorMsg> {
+        let mut r = self.registered();
         match msg {
             MonitorMsg::Watch {
                 key,
@@ -234,7 +205,7 @@ impl Actor for MonitorActor {
                 time_limit,
                 attempt,
             } => {
-                state.attempts.insert(
+                r.attempts.insert(
                     key,
                     Watched {
                         heartbeat,
@@ -246,16 +217,158 @@ impl Actor for MonitorActor {
                 );
             }
             MonitorMsg::Unwatch(key) => {
-                state.attempts.remove(&key);
+                r.attempts.remove(&key);
             }
             MonitorMsg::WatchLoop(name, actor) => {
-                state.loops.insert(name, actor);
+                r.loops.insert(name, actor);
             }
             MonitorMsg::UnwatchLoop(name) => {
-                state.loops.remove(&name);
+                r.loops.remove(&name);
             }
+            other => return Some(other),
+        }
+        None
+    }
+}
+
+impl Default for Monitor {
+    fn default() -> Self {
+        Monitor::new()
+    }
+}
+
+impl Monitor {
+    /// A handle without a running monitor yet: [`Monitor::spawn`] starts one.
+    pub fn new() -> Monitor {
+        Monitor {
+            shared: Arc::default(),
+        }
+    }
+
+    /// Starts a monitor on its own, unsupervised (for tests of the monitor alone).
+    pub async fn start(ctx: Ctx, config: MonitorConfig) -> Result<Monitor, ractor::SpawnErr> {
+        let m = Monitor::new();
+        m.spawn(ctx, config, None).await?;
+        Ok(m)
+    }
+
+    /// Starts an incarnation of the monitor, linked to `supervisor`; it watches everything
+    /// registered so far.
+    pub async fn spawn(
+        &self,
+        ctx: Ctx,
+        config: MonitorConfig,
+        supervisor: Option<ractor::ActorCell>,
+    ) -> Result<ActorRef<MonitorMsg>, ractor::SpawnErr> {
+        let args = (ctx, config, self.shared.clone());
+        let (actor, _) = match supervisor {
+            Some(s) => Actor::spawn_linked(None, MonitorActor, args, s).await?,
+            None => Actor::spawn(None, MonitorActor, args).await?,
+        };
+        Ok(actor)
+    }
+
+    /// Registers or unregisters an attempt or a loop (kept across restarts of the monitor);
+    /// any other message goes to the running monitor, and is lost only if none runs.
+    pub fn send(&self, msg: MonitorMsg) {
+        if let Some(other) = self.shared.register(msg) {
+            if let Some(actor) = self.shared.current() {
+                let _ = actor.send_message(other);
+            }
+        }
+    }
+
+    /// Running attempts and their heartbeats (read from the registrations: answered even
+    /// while the monitor restarts).
+    pub async fn health(&self) -> Vec<AttemptHealth> {
+        attempt_health(&self.shared.registered())
+    }
+
+    /// Stops the monitor.
+    pub fn stop(&self) {
+        let current = self
+            .shared
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(actor) = current {
+            actor.stop(None);
+        }
+    }
+}
+
+fn attempt_health(r: &Registered) -> Vec<AttemptHealth> {
+    r.attempts
+        .iter()
+        .map(|(k, w)| {
+            let quiet = w.heartbeat.quiet_for();
+            AttemptHealth {
+                loop_name: k.loop_name.clone(),
+                test_id: k.test_id.clone(),
+                attempt: k.number,
+                running_for_s: w.heartbeat.started.elapsed().as_secs_f64(),
+                since_heartbeat_s: quiet.as_secs_f64(),
+                lines: w.heartbeat.lines.load(Ordering::Relaxed),
+                stuck: quiet * 2 > w.stall_timeout,
+            }
+        })
+        .collect()
+}
+
+struct MonitorActor;
+
+#[derive(Debug)]
+struct Watched {
+    heartbeat: Arc<Heartbeat>,
+    stall_timeout: Duration,
+    time_limit: Duration,
+    attempt: ActorRef<AttemptMsg>,
+    /// Set when the verdict went out, so an attempt is cancelled once, by any incarnation.
+    verdict_sent: bool,
+}
+
+struct MonitorState {
+    ctx: Ctx,
+    config: MonitorConfig,
+    shared: Arc<Shared>,
+}
+
+impl Actor for MonitorActor {
+    type Msg = MonitorMsg;
+    type State = MonitorState;
+    type Arguments = (Ctx, MonitorConfig, Arc<Shared>);
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<MonitorMsg>,
+        (ctx, config, shared): (Ctx, MonitorConfig, Arc<Shared>),
+    ) -> Result<MonitorState, ActorProcessingErr> {
+        crate::fault::panic_point("monitor_start", "*");
+        myself.send_interval(TICK, || MonitorMsg::Tick);
+        myself.send_interval(config.ping_interval, || MonitorMsg::PingLoops);
+        *shared.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(myself);
+        Ok(MonitorState {
+            ctx,
+            config,
+            shared,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<MonitorMsg>,
+        msg: MonitorMsg,
+        state: &mut MonitorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some(msg) = state.shared.register(msg) else {
+            return Ok(());
+        };
+        match msg {
             MonitorMsg::Tick => {
-                for w in state.attempts.values_mut().filter(|w| !w.verdict_sent) {
+                let mut r = state.shared.registered();
+                for (key, w) in r.attempts.iter_mut().filter(|(_, w)| !w.verdict_sent) {
+                    crate::fault::panic_point("monitor_tick", &key.loop_name);
                     let verdict = if w.heartbeat.started.elapsed() >= w.time_limit {
                         Some(CancelReason::TimedOut)
                     } else if w.heartbeat.quiet_for() >= w.stall_timeout {
@@ -270,8 +383,9 @@ impl Actor for MonitorActor {
                 }
             }
             MonitorMsg::PingLoops => {
-                for (name, actor) in &state.loops {
-                    let (name, actor, me) = (name.clone(), actor.clone(), myself.clone());
+                let loops = state.shared.registered().loops.clone();
+                for (name, actor) in loops {
+                    let me = myself.clone();
                     let timeout = state.config.ping_timeout.as_millis() as u64;
                     tokio::spawn(async move {
                         if ractor::call_t!(actor, LoopMsg::Ping, timeout).is_err()
@@ -283,7 +397,8 @@ impl Actor for MonitorActor {
                 }
             }
             MonitorMsg::LoopSilent(name) => {
-                if let Some(actor) = state.loops.remove(&name) {
+                let silent = state.shared.registered().loops.remove(&name);
+                if let Some(actor) = silent {
                     tracing::error!(loop_name = %name, "loop actor stopped answering; killing it");
                     // Its supervisor sees it terminate as killed and restarts it from the store.
                     actor.kill();
@@ -301,24 +416,12 @@ impl Actor for MonitorActor {
                 }
             }
             MonitorMsg::Health(reply) => {
-                let health = state
-                    .attempts
-                    .iter()
-                    .map(|(k, w)| {
-                        let quiet = w.heartbeat.quiet_for();
-                        AttemptHealth {
-                            loop_name: k.loop_name.clone(),
-                            test_id: k.test_id.clone(),
-                            attempt: k.number,
-                            running_for_s: w.heartbeat.started.elapsed().as_secs_f64(),
-                            since_heartbeat_s: quiet.as_secs_f64(),
-                            lines: w.heartbeat.lines.load(Ordering::Relaxed),
-                            stuck: quiet * 2 > w.stall_timeout,
-                        }
-                    })
-                    .collect();
-                let _ = reply.send(health);
+                let _ = reply.send(attempt_health(&state.shared.registered()));
             }
+            MonitorMsg::Watch { .. }
+            | MonitorMsg::Unwatch(_)
+            | MonitorMsg::WatchLoop(..)
+            | MonitorMsg::UnwatchLoop(_) => {}
         }
         Ok(())
     }

@@ -6,10 +6,12 @@ use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
+use crate::fleet::Intensity;
 use crate::model::Event;
 use crate::monitor::{Monitor, MonitorConfig};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::store::{Batch, Store, StoreError};
+use crate::tree::{ServicesSupervisor, TreeArgs, TreeHealth, TreeMsg};
 
 /// Shared by the fleet's actors; cheap to clone.
 #[derive(Debug, Clone)]
@@ -27,6 +29,8 @@ struct Inner {
     scheduler: std::sync::OnceLock<Scheduler>,
     /// Heartbeats, stall and time limits, loop liveness (set once, right after creation).
     monitor: std::sync::OnceLock<Monitor>,
+    /// The services supervisor over the scheduler and the monitor, and their health.
+    tree: std::sync::OnceLock<(ractor::ActorRef<TreeMsg>, TreeHealth)>,
     /// Every recorded event, for the progress display, SSE and webhooks.
     events: broadcast::Sender<Event>,
     /// The one writer of [`Ctx::record`]'s batches (group commit).
@@ -127,31 +131,52 @@ impl Ctx {
                 state_dir: state_dir.to_path_buf(),
                 scheduler: std::sync::OnceLock::new(),
                 monitor: std::sync::OnceLock::new(),
+                tree: std::sync::OnceLock::new(),
                 events,
             }),
         }
     }
 
-    /// A context with its scheduler running.
+    /// A context with its scheduler and monitor running, supervised.
     pub async fn start(
         store: Store,
         state_dir: &Path,
         scheduler: SchedulerConfig,
     ) -> Result<Ctx, ractor::SpawnErr> {
         let ctx = Ctx::new(store, state_dir);
-        Self::start_with(ctx, scheduler, MonitorConfig::default()).await
+        Self::start_with(
+            ctx,
+            scheduler,
+            MonitorConfig::default(),
+            Intensity::default(),
+        )
+        .await
     }
 
-    /// [`Ctx::start`] with the monitor's settings.
+    /// [`Ctx::start`] with the monitor's settings and the restart intensity of the services
+    /// supervisor, which starts the scheduler and the monitor as its children.
     pub async fn start_with(
         ctx: Ctx,
         scheduler: SchedulerConfig,
         monitor: MonitorConfig,
+        intensity: Intensity,
     ) -> Result<Ctx, ractor::SpawnErr> {
-        let s = Scheduler::start(ctx.clone(), scheduler).await?;
-        let _ = ctx.inner.scheduler.set(s);
-        let m = Monitor::start(ctx.clone(), monitor).await?;
-        let _ = ctx.inner.monitor.set(m);
+        let s = ctx.inner.scheduler.get_or_init(Scheduler::new).clone();
+        let m = ctx.inner.monitor.get_or_init(Monitor::new).clone();
+        let health = TreeHealth::default();
+        let (tree, _) = ractor::Actor::spawn(
+            None,
+            ServicesSupervisor,
+            TreeArgs {
+                ctx: ctx.clone(),
+                scheduler: (s, scheduler),
+                monitor: (m, monitor),
+                intensity,
+                health: health.clone(),
+            },
+        )
+        .await?;
+        let _ = ctx.inner.tree.set((tree, health));
         Ok(ctx)
     }
 
@@ -166,8 +191,20 @@ impl Ctx {
             .expect("a context that runs loops is made by Ctx::start")
     }
 
-    /// Stops the scheduler and the monitor.
+    /// The health of the scheduler and the monitor (empty before [`Ctx::start`]).
+    pub fn tree_health(&self) -> TreeHealth {
+        self.inner
+            .tree
+            .get()
+            .map(|(_, h)| h.clone())
+            .unwrap_or_default()
+    }
+
+    /// Stops the services supervisor, then the scheduler and the monitor (never restarted).
     pub fn stop_services(&self) {
+        if let Some((tree, _)) = self.inner.tree.get() {
+            tree.stop(None);
+        }
         if let Some(s) = self.inner.scheduler.get() {
             s.stop();
         }

@@ -10,12 +10,20 @@
 //! - Out of credits pauses the provider: its loops are told so instead of getting a slot, until
 //!   a person resumes it or `credit_probe_interval` has passed, when one probe attempt is let
 //!   through.
+//! - The scheduler is a child of the supervision tree. A restarted one takes over the book of
+//!   grants (kept beside it, in the handle), so a loop holding a slot keeps it; loops whose
+//!   request died with the old one ask the new one again, with the age they had; each
+//!   provider's backoff and credit pause are rebuilt from the ledger.
+
+mod rebuild;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use crate::model::{Event, EventKind};
@@ -77,15 +85,17 @@ pub enum Grant {
     },
 }
 
-/// An agent slot; dropping it gives it back.
+/// An agent slot; dropping it gives it back, to whichever incarnation of the scheduler runs.
 #[derive(Debug)]
 pub struct Slot {
-    scheduler: ActorRef<SchedulerMsg>,
+    id: u64,
+    shared: Arc<Shared>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let _ = self.scheduler.send_message(SchedulerMsg::Release);
+        self.shared.book().held.remove(&self.id);
+        self.shared.send(SchedulerMsg::Release);
     }
 }
 
@@ -111,6 +121,9 @@ pub enum SchedulerMsg {
         priority: u32,
         /// Its agent's provider.
         provider: String,
+        /// When the loop first asked: a request made again to a restarted scheduler keeps the
+        /// age it had.
+        since: Instant,
         /// Where the grant goes.
         reply: oneshot::Sender<Grant>,
     },
@@ -129,36 +142,132 @@ pub enum SchedulerMsg {
     Wake,
 }
 
-/// Handle to the scheduler, for loops.
+/// What outlives an incarnation of the scheduler: which incarnation runs, and the book of
+/// grants. A restarted scheduler counts the slots still held from the book, so no slot is
+/// granted twice and none is lost; waiting loops learn of the restart here and ask again.
+#[derive(Debug)]
+struct Shared {
+    /// The running incarnation; `None` before the first and once stopped for good.
+    current: watch::Sender<Option<ActorRef<SchedulerMsg>>>,
+    /// Set by [`Scheduler::stop`] and when the tree gives the scheduler up: no request waits
+    /// for another incarnation any more.
+    closed: std::sync::atomic::AtomicBool,
+    book: Mutex<Book>,
+    next_slot: AtomicU64,
+}
+
+/// Kept beside the scheduler rather than in it: a slot is granted before its attempt is
+/// recorded, so the store alone cannot say who holds one at the instant of a restart.
+#[derive(Debug, Default)]
+struct Book {
+    /// Slots granted and not given back: slot id, holding loop.
+    held: HashMap<u64, String>,
+    /// The provider of every loop that asked for a slot, to rebuild providers' health from
+    /// the ledger.
+    providers: HashMap<String, String>,
+}
+
+impl Shared {
+    fn book(&self) -> std::sync::MutexGuard<'_, Book> {
+        // A panic elsewhere while holding the lock leaves the book consistent: every change
+        // to it is one insert or remove.
+        self.book.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends to the running incarnation; lost when none runs (a restart counts from the book).
+    fn send(&self, msg: SchedulerMsg) {
+        if let Some(actor) = self.current.borrow().as_ref() {
+            let _ = actor.send_message(msg);
+        }
+    }
+}
+
+/// Handle to the scheduler, for loops: stays valid across restarts of the actor.
 #[derive(Debug, Clone)]
 pub struct Scheduler {
-    actor: ActorRef<SchedulerMsg>,
+    shared: Arc<Shared>,
+}
+
+impl Default for Scheduler {
+    fn default() -> Self {
+        Scheduler::new()
+    }
 }
 
 impl Scheduler {
-    /// Starts the scheduler.
-    pub async fn start(ctx: Ctx, config: SchedulerConfig) -> Result<Scheduler, ractor::SpawnErr> {
-        let (actor, _) = Actor::spawn(None, SchedulerActor, (ctx, config)).await?;
-        Ok(Scheduler { actor })
+    /// A handle without a running scheduler yet: [`Scheduler::spawn`] starts one.
+    pub fn new() -> Scheduler {
+        Scheduler {
+            shared: Arc::new(Shared {
+                current: watch::channel(None).0,
+                closed: Default::default(),
+                book: Mutex::default(),
+                next_slot: AtomicU64::new(1),
+            }),
+        }
     }
 
-    /// Waits for a slot (or learns that the provider is paused). `None` if the scheduler is gone.
+    /// Starts a scheduler on its own, unsupervised (for tests of the scheduler alone).
+    pub async fn start(ctx: Ctx, config: SchedulerConfig) -> Result<Scheduler, ractor::SpawnErr> {
+        let s = Scheduler::new();
+        s.spawn(ctx, config, None).await?;
+        Ok(s)
+    }
+
+    /// Starts an incarnation of the scheduler, linked to `supervisor`; it takes over the
+    /// book of grants and rebuilds the providers' health from the store.
+    pub async fn spawn(
+        &self,
+        ctx: Ctx,
+        config: SchedulerConfig,
+        supervisor: Option<ractor::ActorCell>,
+    ) -> Result<ActorRef<SchedulerMsg>, ractor::SpawnErr> {
+        let args = (ctx, config, self.shared.clone());
+        let (actor, _) = match supervisor {
+            Some(s) => Actor::spawn_linked(None, SchedulerActor, args, s).await?,
+            None => Actor::spawn(None, SchedulerActor, args).await?,
+        };
+        Ok(actor)
+    }
+
+    /// Waits for a slot (or learns that the provider is paused). When the scheduler restarts
+    /// meanwhile, the request is made again to the new one. `None` once the scheduler is
+    /// stopped for good.
     pub async fn acquire(&self, loop_name: &str, priority: u32, provider: &str) -> Option<Grant> {
-        let (reply, rx) = oneshot::channel();
-        self.actor
-            .send_message(SchedulerMsg::Acquire {
-                loop_name: loop_name.to_string(),
-                priority,
-                provider: provider.to_string(),
-                reply,
-            })
-            .ok()?;
-        rx.await.ok()
+        self.shared
+            .book()
+            .providers
+            .insert(loop_name.to_string(), provider.to_string());
+        let since = Instant::now();
+        let mut current = self.shared.current.subscribe();
+        loop {
+            if self.shared.closed.load(Ordering::SeqCst) {
+                return None;
+            }
+            let actor = current.borrow_and_update().clone();
+            if let Some(actor) = actor {
+                let (reply, rx) = oneshot::channel();
+                let sent = actor.send_message(SchedulerMsg::Acquire {
+                    loop_name: loop_name.to_string(),
+                    priority,
+                    provider: provider.to_string(),
+                    since,
+                    reply,
+                });
+                if sent.is_ok() {
+                    if let Ok(grant) = rx.await {
+                        return Some(grant);
+                    }
+                }
+            }
+            // That incarnation died with the request (or none runs yet): wait for the next.
+            current.changed().await.ok()?;
+        }
     }
 
     /// Tells the scheduler how a provider fared.
     pub fn report(&self, provider: &str, report: ProviderReport) {
-        let _ = self.actor.send_message(SchedulerMsg::Report {
+        self.shared.send(SchedulerMsg::Report {
             provider: provider.to_string(),
             report,
         });
@@ -166,14 +275,28 @@ impl Scheduler {
 
     /// Lifts a provider's credit pause and backoff.
     pub fn resume_provider(&self, provider: &str) {
-        let _ = self
-            .actor
-            .send_message(SchedulerMsg::ResumeProvider(provider.to_string()));
+        self.shared
+            .send(SchedulerMsg::ResumeProvider(provider.to_string()));
     }
 
-    /// Stops the scheduler.
+    /// Slots granted and not given back.
+    pub fn held(&self) -> usize {
+        self.shared.book().held.len()
+    }
+
+    /// Stops the scheduler for good: waiting requests end with `None`.
     pub fn stop(&self) {
-        self.actor.stop(None);
+        self.close();
+        if let Some(actor) = self.shared.current.send_replace(None) {
+            actor.stop(None);
+        }
+    }
+
+    /// No request waits for another incarnation any more (the tree gave the scheduler up).
+    pub fn close(&self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
+        // Wakes the requests that wait for a new incarnation.
+        self.shared.current.send_modify(|_| {});
     }
 }
 
@@ -188,39 +311,74 @@ struct Waiting {
     reply: oneshot::Sender<Grant>,
 }
 
-#[derive(Default)]
-struct ProviderHealth {
-    errors_in_a_row: u32,
-    backoff_until: Option<Instant>,
-    paused: Option<(Instant, String)>,
+/// What the scheduler knows of one provider.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct ProviderHealth {
+    /// API errors since the last healthy answer.
+    pub errors_in_a_row: u32,
+    /// No slot for the provider's loops before this.
+    pub backoff_until: Option<Instant>,
+    /// Out of credits since, with the provider's message.
+    pub paused: Option<(Instant, String)>,
 }
 
 struct SchedulerState {
     ctx: Ctx,
     config: SchedulerConfig,
-    free: usize,
+    shared: Arc<Shared>,
     queue: Vec<Waiting>,
     seq: u64,
     providers: HashMap<String, ProviderHealth>,
 }
 
+impl SchedulerState {
+    fn free(&self) -> usize {
+        self.config
+            .slots
+            .max(1)
+            .saturating_sub(self.shared.book().held.len())
+    }
+}
+
 impl Actor for SchedulerActor {
     type Msg = SchedulerMsg;
     type State = SchedulerState;
-    type Arguments = (Ctx, SchedulerConfig);
+    type Arguments = (Ctx, SchedulerConfig, Arc<Shared>);
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<SchedulerMsg>,
-        (ctx, config): (Ctx, SchedulerConfig),
+        myself: ActorRef<SchedulerMsg>,
+        (ctx, config, shared): (Ctx, SchedulerConfig, Arc<Shared>),
     ) -> Result<SchedulerState, ActorProcessingErr> {
+        crate::fault::panic_point("scheduler_start", "*");
+        // A restart: what the ledger says about the providers of the loops that asked before.
+        let loops = shared.book().providers.clone();
+        let providers = if loops.is_empty() {
+            HashMap::new()
+        } else {
+            ctx.read(move |s| rebuild::provider_health(s, &loops, &config))
+                .await?
+        };
+        let now = Instant::now();
+        for health in providers.values() {
+            if let Some(until) = health.backoff_until.filter(|u| *u > now) {
+                myself.send_after(until - now, || SchedulerMsg::Wake);
+            }
+            if let Some((since, _)) = &health.paused {
+                let probe = (*since + config.credit_probe_interval).saturating_duration_since(now);
+                myself.send_after(probe, || SchedulerMsg::Wake);
+            }
+        }
+        // From now on requests, releases and reports come here; those that went to the dead
+        // incarnation are made again (requests) or counted from the book (releases).
+        shared.current.send_replace(Some(myself));
         Ok(SchedulerState {
             ctx,
-            free: config.slots.max(1),
             config,
+            shared,
             queue: Vec::new(),
             seq: 0,
-            providers: HashMap::new(),
+            providers,
         })
     }
 
@@ -235,6 +393,7 @@ impl Actor for SchedulerActor {
                 loop_name,
                 priority,
                 provider,
+                since,
                 reply,
             } => {
                 state.seq += 1;
@@ -242,21 +401,20 @@ impl Actor for SchedulerActor {
                     loop_name,
                     priority,
                     provider,
-                    since: Instant::now(),
+                    since,
                     seq: state.seq,
                     reply,
                 });
             }
-            SchedulerMsg::Release => state.free += 1,
+            SchedulerMsg::Release | SchedulerMsg::Wake => {}
             SchedulerMsg::Report { provider, report } => {
                 report_provider(&myself, state, &provider, report).await
             }
             SchedulerMsg::ResumeProvider(provider) => {
                 state.providers.remove(&provider);
             }
-            SchedulerMsg::Wake => {}
         }
-        dispatch(&myself, state);
+        dispatch(state);
         Ok(())
     }
 }
@@ -325,7 +483,7 @@ pub fn backoff(errors_in_a_row: u32, min: Duration, max: Duration) -> Duration {
 
 /// Grants what can be granted: free slots to the best waiting request whose provider allows it;
 /// tells the waiters of a paused provider so.
-fn dispatch(myself: &ActorRef<SchedulerMsg>, state: &mut SchedulerState) {
+fn dispatch(state: &mut SchedulerState) {
     let now = Instant::now();
     let probe = state.config.credit_probe_interval;
     // A paused provider past its probe interval lets one attempt through as a probe.
@@ -353,7 +511,7 @@ fn dispatch(myself: &ActorRef<SchedulerMsg>, state: &mut SchedulerState) {
         }
         i += 1;
     }
-    while state.free > 0 {
+    while state.free() > 0 {
         let aging = state.config.aging.as_secs_f64().max(0.001);
         let best = state
             .queue
@@ -373,13 +531,16 @@ fn dispatch(myself: &ActorRef<SchedulerMsg>, state: &mut SchedulerState) {
             })
             .map(|(i, _)| i);
         let Some(i) = best else { break };
+        crate::fault::panic_point("scheduler_grant", &state.queue[i].loop_name);
         let w = state.queue.remove(i);
+        let id = state.shared.next_slot.fetch_add(1, Ordering::SeqCst);
+        state.shared.book().held.insert(id, w.loop_name.clone());
         let slot = Slot {
-            scheduler: myself.clone(),
+            id,
+            shared: state.shared.clone(),
         };
-        state.free -= 1;
         if let Err(Grant::Slot(slot)) = w.reply.send(Grant::Slot(slot)) {
-            // The loop gave up waiting; the slot comes straight back through Release.
+            // The loop gave up waiting: the slot goes straight back to the book.
             drop(slot);
         }
         tracing::debug!(loop_name = %w.loop_name, "slot granted");
@@ -451,6 +612,36 @@ mod tests {
         let backed_off = s.acquire("a", 5, "anthropic").await.unwrap();
         assert!(start.elapsed() >= Duration::from_millis(400));
         drop((other, backed_off));
+    }
+
+    #[tokio::test]
+    async fn a_restarted_scheduler_keeps_held_slots_and_serves_the_waiters_again() {
+        let (_d, ctx) = ctx();
+        let config = SchedulerConfig {
+            slots: 1,
+            ..SchedulerConfig::default()
+        };
+        let s = Scheduler::new();
+        let first = s.spawn(ctx.clone(), config, None).await.unwrap();
+        let held = s.acquire("a", 5, "p").await.unwrap();
+        let s2 = s.clone();
+        let waiting = tokio::spawn(async move { s2.acquire("b", 5, "p").await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The incarnation dies with b's request in its queue.
+        first.kill();
+        while first.get_status() != ractor::ActorStatus::Stopped {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        s.spawn(ctx.clone(), config, None).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // a still holds the only slot: b waits, asked again of the new incarnation.
+        assert!(!waiting.is_finished());
+        assert_eq!(s.held(), 1);
+        drop(held);
+        assert!(matches!(waiting.await.unwrap(), Some(Grant::Slot(_))));
+        // Stopped for good: a request ends instead of waiting for an incarnation.
+        s.stop();
+        assert!(s.acquire("c", 5, "p").await.is_none());
     }
 
     #[tokio::test]

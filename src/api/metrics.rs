@@ -52,7 +52,8 @@ fn label(v: &str) -> String {
 
 /// `GET /metrics`.
 pub async fn serve(State(state): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
-    let text = state.ctx().read(render).await?;
+    let mut text = state.ctx().read(render).await?;
+    tree(&mut text, &state.ctx().tree_health());
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -176,6 +177,39 @@ pub fn render(store: &Store) -> Result<String, loopd_actors::store::StoreError> 
     out.push_str(&beats);
 
     Ok(out)
+}
+
+/// The supervision tree's members: up or not, and how often each was restarted.
+fn tree(out: &mut String, health: &loopd_actors::tree::TreeHealth) {
+    let members = health.members();
+    head(
+        out,
+        "loopd_tree_member_up",
+        "gauge",
+        "1 while a member of the supervision tree (scheduler, monitor) runs, 0 while it restarts or has failed.",
+    );
+    for m in &members {
+        let up = u8::from(m.state == loopd_actors::tree::MemberState::Running);
+        let _ = writeln!(
+            out,
+            "loopd_tree_member_up{{member=\"{}\",state=\"{}\"}} {up}",
+            m.name,
+            word(&m.state)
+        );
+    }
+    head(
+        out,
+        "loopd_tree_restarts_total",
+        "counter",
+        "Restarts of a member of the supervision tree since loopd started.",
+    );
+    for m in &members {
+        let _ = writeln!(
+            out,
+            "loopd_tree_restarts_total{{member=\"{}\"}} {}",
+            m.name, m.restarts
+        );
+    }
 }
 
 fn head(out: &mut String, name: &str, kind: &str, help: &str) {

@@ -199,16 +199,50 @@ async fn refuse_declared_oversize(
     next.run(req).await
 }
 
-async fn healthz() -> impl IntoResponse {
-    Json(json!({"status": "ok"}))
+/// Alive: 200 while every member of the supervision tree runs (`ok`) or is being restarted
+/// (`degraded`), with the members; 503 once one was given up (loopd then needs a restart).
+async fn healthz(State(state): State<ApiState>) -> impl IntoResponse {
+    let tree = state.ctx().tree_health();
+    if tree.any_failed() {
+        return ApiError::new(Code::Unavailable, tree_trouble(&tree)).into_response();
+    }
+    let status = if tree.all_running() { "ok" } else { "degraded" };
+    Json(json!({"status": status, "members": tree.members()})).into_response()
 }
 
+/// Ready: the fleet was started and every member of the supervision tree runs; 503 naming the
+/// member that is restarting (or failed) otherwise.
 async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
-    if state.inner.ready.load(Ordering::SeqCst) {
-        (StatusCode::OK, Json(json!({"status": "ready"}))).into_response()
-    } else {
-        ApiError::new(Code::Unavailable, "the fleet is not running").into_response()
+    if !state.inner.ready.load(Ordering::SeqCst) {
+        return ApiError::new(Code::Unavailable, "the fleet is not running").into_response();
     }
+    let tree = state.ctx().tree_health();
+    if !tree.all_running() {
+        return ApiError::new(Code::Unavailable, tree_trouble(&tree)).into_response();
+    }
+    let body = json!({"status": "ready", "members": tree.members()});
+    (StatusCode::OK, Json(body)).into_response()
+}
+
+/// "the scheduler is restarting (restart 2; last error: ...)", for every member not running.
+fn tree_trouble(tree: &loopd_actors::tree::TreeHealth) -> String {
+    tree.members()
+        .iter()
+        .filter(|m| m.state != loopd_actors::tree::MemberState::Running)
+        .map(|m| {
+            let state = serde_json::to_value(m.state)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default();
+            format!(
+                "the {} is {state} (restarts: {}; last error: {})",
+                m.name,
+                m.restarts,
+                m.last_error.as_deref().unwrap_or("none")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 async fn not_found() -> ApiError {

@@ -80,6 +80,7 @@ pub async fn open_ctx(fleet: &Fleet, store: Store) -> anyhow::Result<Result<Ctx,
         Ctx::new(store, &fleet.settings.state_dir),
         SchedulerConfig::from_settings(&fleet.settings),
         MonitorConfig::from_settings(&fleet.settings),
+        Intensity::from_settings(&fleet.settings),
     )
     .await?;
     // Attempts a dead predecessor left running become `interrupted`, before anything else.
