@@ -15,7 +15,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code as u8),
         Err(err) => {
             eprintln!("loopd: {err:#}");
-            ExitCode::from(cli::Exit::Invalid as u8)
+            ExitCode::from(cli::Exit::of_error(&err) as u8)
         }
     }
 }

@@ -35,6 +35,9 @@ struct Inner {
     events: broadcast::Sender<Event>,
     /// The one writer of [`Ctx::record`]'s batches (group commit).
     journal: Journal,
+    /// The first failure to make the store durable: nothing recorded since can be trusted to
+    /// survive, so `run` and `serve` stop on it (exit code 70).
+    store_failure: Arc<tokio::sync::watch::Sender<Option<String>>>,
 }
 
 /// A batch on its way through the journal ([`Ctx::enqueue`]).
@@ -67,7 +70,11 @@ struct Journal {
 }
 
 impl Journal {
-    fn start(store: Store, bus: broadcast::Sender<Event>) -> Journal {
+    fn start(
+        store: Store,
+        bus: broadcast::Sender<Event>,
+        failure: Arc<tokio::sync::watch::Sender<Option<String>>>,
+    ) -> Journal {
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
         let writer = std::thread::Builder::new()
             .name("loopd-journal".into())
@@ -81,10 +88,20 @@ impl Journal {
                         .map(|job| (store.write(job.batch), job.reply))
                         .collect();
                     let flushed = if written.iter().any(|(w, _)| w.is_ok()) {
-                        store.flush().map_err(|e| e.to_string())
+                        flush(&store)
                     } else {
                         Ok(())
                     };
+                    if let Err(e) = &flushed {
+                        tracing::error!(error = %e, "the store cannot be made durable");
+                        failure.send_if_modified(|f| {
+                            let first = f.is_none();
+                            if first {
+                                *f = Some(e.clone());
+                            }
+                            first
+                        });
+                    }
                     for (result, reply) in written {
                         let result = match (result, &flushed) {
                             (Ok(events), Ok(())) => {
@@ -109,6 +126,17 @@ impl Journal {
     }
 }
 
+/// One flush of the journal (a test can make it fail as a full disk would).
+fn flush(store: &Store) -> Result<(), String> {
+    if crate::fault::fails("store_flush", "*") {
+        return Err(format!(
+            "{}: injected failure (No space left on device)",
+            crate::fault::ENV
+        ));
+    }
+    store.flush().map_err(|e| e.to_string())
+}
+
 impl Drop for Journal {
     fn drop(&mut self) {
         // Close the queue, then let the writer finish what it took: the store is closed only
@@ -124,9 +152,11 @@ impl Ctx {
     /// A context over an open store, without a scheduler (enough for reads and records).
     pub fn new(store: Store, state_dir: &Path) -> Ctx {
         let (events, _) = broadcast::channel(4096);
+        let store_failure = Arc::new(tokio::sync::watch::channel(None).0);
         Ctx {
             inner: Arc::new(Inner {
-                journal: Journal::start(store.clone(), events.clone()),
+                journal: Journal::start(store.clone(), events.clone(), store_failure.clone()),
+                store_failure,
                 store,
                 state_dir: state_dir.to_path_buf(),
                 scheduler: std::sync::OnceLock::new(),
@@ -232,6 +262,28 @@ impl Ctx {
             .scheduler
             .get()
             .expect("a context that runs loops is made by Ctx::start")
+    }
+
+    /// The store's first failure to flush, if one happened.
+    pub fn store_failure(&self) -> Option<StoreError> {
+        self.inner
+            .store_failure
+            .borrow()
+            .clone()
+            .map(StoreError::Flush)
+    }
+
+    /// Resolves when the store fails to flush (at once if it already did).
+    pub async fn store_failed(&self) -> StoreError {
+        let mut rx = self.inner.store_failure.subscribe();
+        loop {
+            if let Some(e) = rx.borrow_and_update().clone() {
+                return StoreError::Flush(e);
+            }
+            if rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
     }
 
     /// Subscribes to recorded events.

@@ -1,6 +1,7 @@
 //! One file a command, and the one enum that dispatches them.
 
 mod client;
+mod exit;
 pub(crate) mod fleet_start;
 mod init;
 mod insights;
@@ -17,20 +18,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-/// Exit codes of `loopd` (DESIGN.md, Contracts).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    /// Every test passed / the command succeeded.
-    Ok = 0,
-    /// Finished with tests not passed.
-    NotAllPassed = 1,
-    /// Invalid input.
-    Invalid = 2,
-    /// Stopped waiting on a condition that needs a person.
-    NeedsPerson = 3,
-    /// Interrupted by a signal.
-    Interrupted = 130,
-}
+pub use exit::Exit;
 
 /// Supervisor daemon for fleets of unattended AI coding loops.
 #[derive(Debug, Parser)]

@@ -76,7 +76,9 @@ async fn run_fleet(
     let held: HashSet<String> = held.into_iter().map(|(n, _)| n).collect();
     let mut display = Progress::new(&ctx, &fleet, plain).await?;
     let mut events = ctx.subscribe();
-    let started_fleet = super::fleet_start::spawn(&ctx, &fleet).await?;
+    let started_fleet = super::fleet_start::spawn(&ctx, &fleet)
+        .await
+        .map_err(|e| store_cause(&ctx, e))?;
     let (supervisor, handle, mut done_rx) = (
         started_fleet.supervisor,
         started_fleet.join,
@@ -87,6 +89,7 @@ async fn run_fleet(
         super::serve::start_api(&started_fleet.handle, lock, &fleet, "127.0.0.1:0", "run").await;
 
     let mut interrupted = false;
+    let mut store_error = None;
     let mut settled = false;
     let mut booted: HashSet<String> = held.clone();
     let mut finished_at: HashMap<String, Duration> = HashMap::new();
@@ -112,6 +115,12 @@ async fn run_fleet(
             _ = tick.tick() => {
                 display.tick();
                 look = true;
+            }
+            e = ctx.store_failed(), if store_error.is_none() => {
+                // Nothing recorded from now on would survive a crash: stop the agents.
+                display.note(&format!("{e}; stopping the fleet"));
+                store_error = Some(e);
+                supervisor.send_message(FleetMsg::Shutdown)?;
             }
             _ = tokio::signal::ctrl_c(), if !interrupted => {
                 interrupted = true;
@@ -164,6 +173,10 @@ async fn run_fleet(
         .filter(|l| names.contains(&l.name.as_str()))
         .collect();
     print_summary(&loops, &finished_at, started.elapsed());
+    if let Some(e) = store_error.or_else(|| ctx.store_failure()) {
+        return Err(anyhow::Error::from(e)
+            .context("the run stopped: what it recorded since may not survive a crash"));
+    }
     if interrupted {
         return Ok(Exit::Interrupted);
     }
@@ -194,6 +207,15 @@ async fn run_fleet(
     } else {
         Exit::NotAllPassed
     })
+}
+
+/// The store's failure to flush, when there was one, rather than what it caused (an actor that
+/// could not start): the error that decides the exit code.
+fn store_cause(ctx: &Ctx, e: anyhow::Error) -> anyhow::Error {
+    match ctx.store_failure() {
+        Some(store) => anyhow::Error::from(store).context(format!("{e:#}")),
+        None => e,
+    }
 }
 
 /// The stored record of each loop of `fleet` (`None`: not stored yet).
