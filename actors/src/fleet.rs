@@ -238,9 +238,7 @@ impl Actor for FleetSupervisor {
                     } else if state.replacing.remove(&name) && !state.shutting_down {
                         start_loop(&myself, state, &name).await;
                     } else if let Some(reply) = state.removals.remove(&name) {
-                        let owned = name.clone();
-                        let result = state.ctx.read(move |s| s.delete_loop(&owned)).await;
-                        let _ = reply.send(result.map_err(ControlError::from));
+                        let _ = reply.send(forget(&state.ctx, &name).await);
                     }
                 }
             }
@@ -323,6 +321,19 @@ async fn restart_or_give_up(
     state.pending_restarts += 1;
     let name = name.to_string();
     myself.send_after(backoff, move || FleetMsg::Restart(name));
+}
+
+/// Forgets a removed loop (its record, tests and attempts; events and lessons stay) in one
+/// transaction through the journal, after everything its actor recorded.
+async fn forget(ctx: &Ctx, name: &str) -> Result<(), ControlError> {
+    let batch = Batch {
+        forget_loops: vec![name.to_string()],
+        ..Batch::default()
+    };
+    ctx.record(batch)
+        .await
+        .map(drop)
+        .map_err(ControlError::from)
 }
 
 /// Marks a loop that left the fleet file as stopped (`removed_from_config`); history stays.
@@ -464,8 +475,7 @@ async fn control(
                     let _ = actor.send_message(LoopMsg::Interrupt);
                 }
                 None => {
-                    let result = state.ctx.read(move |s| s.delete_loop(&name)).await;
-                    let _ = reply.send(result.map_err(ControlError::from));
+                    let _ = reply.send(forget(&state.ctx, &name).await);
                 }
             }
         }

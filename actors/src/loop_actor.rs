@@ -1083,6 +1083,7 @@ async fn finish_attempt(
     );
     let mut changed = vec![tests[pos].clone()];
     changed.extend(unblocked_or_blocked);
+    let mut lessons = Vec::new();
     if outcome == Outcome::Passed {
         // Before the checkpoint moves: what the pass changed since the last one.
         let diff = match (&state.record.checkpoint, &cfg.workdir, cfg.checkpoints) {
@@ -1092,10 +1093,9 @@ async fn finish_attempt(
                 .unwrap_or_default(),
             _ => String::new(),
         };
-        // The attempts it overcame are the actor's own copy of the test's history.
-        if let Some(lesson) = crate::healer::lesson_from_pass(&earlier, &record, &diff) {
-            state.ctx.read(move |s| s.put_lesson(&lesson)).await?;
-        }
+        // The attempts it overcame are the actor's own copy of the test's history; the lesson
+        // is written with the pass.
+        lessons.extend(crate::healer::lesson_from_pass(&earlier, &record, &diff));
     }
     if let Some(c) = &done.new_checkpoint {
         state.record.checkpoint = Some(c.clone());
@@ -1106,6 +1106,8 @@ async fn finish_attempt(
         tests: dedup_last(changed),
         attempts: vec![record],
         events,
+        lessons,
+        ..Batch::default()
     };
 
     if state.stopping {

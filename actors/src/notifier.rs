@@ -28,6 +28,7 @@ use tokio::task::JoinHandle;
 use crate::config::{WebhookConfig, WebhookEvent};
 use crate::model::{Event, EventKind};
 use crate::runtime::Ctx;
+use crate::store::Batch;
 
 /// The signature header: `sha256=<hex of HMAC-SHA256(secret, body)>`.
 pub const SIGNATURE_HEADER: &str = "X-Loopd-Signature";
@@ -393,12 +394,14 @@ impl Dispatcher {
                     name,
                 };
                 // In the log from the moment it is queued, so that a loopd stopped before
-                // delivering it delivers it on its next start. A write to memory (sled makes
-                // it durable with the next flush): the dispatcher does not wait on a flush.
+                // delivering it delivers it on its next start. Handed to the journal without
+                // waiting: the dispatcher does not wait on a flush, and the journal writes it
+                // before the worker's later record of the same delivery.
                 let queued = record_of(&job, &ep.hook.url, DeliveryStatus::Pending, 0);
-                if let Err(e) = self.ctx.store().put_delivery(&queued) {
-                    tracing::error!(error = %e, "cannot record a webhook delivery");
-                }
+                drop(self.ctx.enqueue(Batch {
+                    deliveries: vec![queued],
+                    ..Batch::default()
+                }));
                 jobs.push_back(job);
                 dropped
             };
@@ -432,7 +435,11 @@ fn record_of(job: &Job, url: &str, status: DeliveryStatus, attempts: u32) -> Del
 }
 
 async fn log_delivery(ctx: &Ctx, record: DeliveryRecord) {
-    if let Err(e) = ctx.read(move |s| s.put_delivery(&record)).await {
+    let batch = Batch {
+        deliveries: vec![record],
+        ..Batch::default()
+    };
+    if let Err(e) = ctx.record(batch).await {
         tracing::error!(error = %e, "cannot record a webhook delivery");
     }
 }

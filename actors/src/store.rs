@@ -2,7 +2,7 @@
 //!
 //! Trees: `loops` (name), `tests` (loop NUL id), `attempts` (loop NUL test NUL number),
 //! `events` (monotonic id), `lessons`, `deliveries` (event id, webhook URL: the webhook delivery
-//! log) and `meta` (schema version). Records are JSON values,
+//! log) and `meta` (schema version). Every write, of any tree, is a [`Batch`]; records are JSON values,
 //! so a newer field can be added with a serde default. Everything that belongs together is written
 //! by [`Store::apply`] in one transaction and flushed before it returns, so an effect that depends
 //! on a write (spawning an agent, answering a client) never runs ahead of it.
@@ -80,6 +80,14 @@ pub struct Batch {
     pub attempts: Vec<AttemptRecord>,
     /// Events to append (ids are assigned by the store).
     pub events: Vec<Event>,
+    /// Lessons to write (keyed by fingerprint, loop and test: a later pass of the same test
+    /// replaces its lesson).
+    pub lessons: Vec<Lesson>,
+    /// Entries of the webhook delivery log to write (or update).
+    pub deliveries: Vec<DeliveryRecord>,
+    /// Loops to forget with their tests and attempts (their events and lessons stay), before
+    /// the rest of the batch is written, in the same transaction.
+    pub forget_loops: Vec<String>,
 }
 
 impl Batch {
@@ -89,6 +97,9 @@ impl Batch {
             && self.tests.is_empty()
             && self.attempts.is_empty()
             && self.events.is_empty()
+            && self.lessons.is_empty()
+            && self.deliveries.is_empty()
+            && self.forget_loops.is_empty()
     }
 }
 
@@ -210,8 +221,42 @@ impl Store {
             event.id = self.db.generate_id()? + 1;
         }
         let encoded = Encoded::of(&batch)?;
-        (&self.loops, &self.tests, &self.attempts, &self.events)
-            .transaction(|(loops, tests, attempts, events)| {
+        // Transactions cannot scan: the keys of a forgotten loop's records are read first. Its
+        // actor has stopped, so nothing adds to them meanwhile.
+        let mut forgotten: [Vec<sled::IVec>; 2] = Default::default();
+        for name in &batch.forget_loops {
+            let prefix = key(&[name, ""]);
+            for (keys, tree) in forgotten.iter_mut().zip([&self.tests, &self.attempts]) {
+                for k in tree.scan_prefix(&prefix).keys() {
+                    keys.push(k?);
+                }
+            }
+        }
+        let trees = (
+            &self.loops,
+            &self.tests,
+            &self.attempts,
+            &self.events,
+            &self.lessons,
+            &self.deliveries,
+        );
+        trees
+            .transaction(|(loops, tests, attempts, events, lessons, deliveries)| {
+                for name in &batch.forget_loops {
+                    loops.remove(name.as_bytes())?;
+                }
+                for k in &forgotten[0] {
+                    tests.remove(k)?;
+                }
+                for k in &forgotten[1] {
+                    attempts.remove(k)?;
+                }
+                for (k, v) in &encoded.lessons {
+                    lessons.insert(k.as_slice(), v.as_slice())?;
+                }
+                for (k, v) in &encoded.deliveries {
+                    deliveries.insert(k.as_slice(), v.as_slice())?;
+                }
                 for (k, v) in &encoded.loops {
                     loops.insert(k.as_slice(), v.as_slice())?;
                 }
@@ -236,7 +281,8 @@ impl Store {
                     .tests
                     .iter()
                     .map(|t| t.loop_name.as_str())
-                    .chain(batch.attempts.iter().map(|a| a.loop_name.as_str())),
+                    .chain(batch.attempts.iter().map(|a| a.loop_name.as_str()))
+                    .chain(batch.forget_loops.iter().map(String::as_str)),
             ),
         );
         Ok(batch.events)
@@ -288,17 +334,15 @@ impl Store {
         scan(&self.loops, "loops", b"")
     }
 
-    /// Removes a loop and everything recorded about it (tests, attempts); events stay.
+    /// Removes a loop and everything recorded about it (tests, attempts) in one flushed
+    /// transaction; events and lessons stay. In the daemon this goes through the journal
+    /// ([`Batch::forget_loops`]).
     pub fn delete_loop(&self, name: &str) -> Result<()> {
-        let prefix = key(&[name, ""]);
-        for tree in [&self.tests, &self.attempts] {
-            for k in tree.scan_prefix(&prefix).keys() {
-                tree.remove(k?)?;
-            }
-        }
-        self.loops.remove(name.as_bytes())?;
-        self.versions.bump([name]);
-        self.flush()
+        self.apply(Batch {
+            forget_loops: vec![name.to_string()],
+            ..Batch::default()
+        })
+        .map(drop)
     }
 
     /// One test's record.
@@ -368,17 +412,14 @@ impl Store {
         &self.lessons
     }
 
-    /// Records a lesson (keyed by fingerprint, loop and test: a later pass of the same test
-    /// replaces its lesson) and flushes.
+    /// Records a lesson and flushes (in the daemon lessons go through the journal, in the
+    /// batch of the pass they come from: [`Batch::lessons`]).
     pub fn put_lesson(&self, lesson: &Lesson) -> Result<()> {
-        let k = key(&[&lesson.fingerprint, &lesson.loop_name, &lesson.test_id]);
-        let v = serde_json::to_vec(lesson).map_err(|e| StoreError::Corrupt {
-            tree: "(encode)",
-            key: String::from_utf8_lossy(&k).replace('\0', "/"),
-            reason: e.to_string(),
-        })?;
-        self.lessons.insert(k, v)?;
-        self.flush()
+        self.apply(Batch {
+            lessons: vec![lesson.clone()],
+            ..Batch::default()
+        })
+        .map(drop)
     }
 
     /// Lessons learned from failures with `fingerprint`, in any loop.
@@ -393,19 +434,6 @@ impl Store {
 }
 
 impl Store {
-    /// Records (or updates) one webhook delivery. Not flushed: the log is for people, and a
-    /// delivery lost in a crash is at worst tried again by nobody.
-    pub fn put_delivery(&self, d: &DeliveryRecord) -> Result<()> {
-        let k = delivery_key(d.event_id, &d.url);
-        let v = serde_json::to_vec(d).map_err(|e| StoreError::Corrupt {
-            tree: "(encode)",
-            key: format!("{}/{}", d.event_id, d.url),
-            reason: e.to_string(),
-        })?;
-        self.deliveries.insert(k, v)?;
-        Ok(())
-    }
-
     /// The delivery of event `event_id` to `url`.
     pub fn get_delivery(&self, event_id: u64, url: &str) -> Result<Option<DeliveryRecord>> {
         get(&self.deliveries, "deliveries", &delivery_key(event_id, url))
@@ -438,6 +466,8 @@ struct Encoded {
     tests: Vec<(Vec<u8>, Vec<u8>)>,
     attempts: Vec<(Vec<u8>, Vec<u8>)>,
     events: Vec<(Vec<u8>, Vec<u8>)>,
+    lessons: Vec<(Vec<u8>, Vec<u8>)>,
+    deliveries: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Encoded {
@@ -449,6 +479,10 @@ impl Encoded {
                 attempt_key(&a.loop_name, &a.test_id, a.number)
             })?,
             events: encode_all(&batch.events, |e| e.id.to_be_bytes().to_vec())?,
+            lessons: encode_all(&batch.lessons, |l| {
+                key(&[&l.fingerprint, &l.loop_name, &l.test_id])
+            })?,
+            deliveries: encode_all(&batch.deliveries, |d| delivery_key(d.event_id, &d.url))?,
         })
     }
 }
@@ -544,11 +578,11 @@ mod tests {
                 .apply(Batch {
                     loops: vec![LoopRecord::new("auth")],
                     tests: vec![t, TestRecord::new("auth-x", spec("T-2"), Origin::Api)],
-                    attempts: vec![],
                     events: vec![
                         Event::new(EventKind::LoopState, "auth", "a"),
                         Event::new(EventKind::LoopState, "auth", "b"),
                     ],
+                    ..Batch::default()
                 })
                 .unwrap();
             assert!(events[0].id > 0 && events[1].id > events[0].id);
@@ -624,6 +658,70 @@ mod tests {
         store.delete_loop("a").unwrap();
         assert!(store.loop_version("a") > a3, "so does deleting the loop");
         assert_eq!(store.loop_version("b"), b);
+    }
+
+    #[test]
+    fn forgetting_a_loop_is_one_transaction_with_the_rest_of_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let test = |l: &str| TestRecord::new(l, spec("T-1"), Origin::File);
+        let attempt = |l: &str| AttemptRecord::started(l, "T-1", 1, "t.log".into());
+        store
+            .apply(Batch {
+                loops: ["a", "a-x"].map(LoopRecord::new).to_vec(),
+                tests: vec![test("a"), test("a-x")],
+                attempts: vec![attempt("a"), attempt("a-x")],
+                events: vec![Event::new(EventKind::LoopState, "a", "running")],
+                ..Batch::default()
+            })
+            .unwrap();
+        let lesson = Lesson {
+            fingerprint: "f00d".into(),
+            error_line: "assertion failed".into(),
+            loop_name: "a".into(),
+            test_id: "T-1".into(),
+            attempt: 1,
+            what_changed: "src/a.rs".into(),
+            summary: None,
+            learned_at: chrono::Utc::now(),
+        };
+        let delivery = DeliveryRecord {
+            event_id: 1,
+            event: crate::config::WebhookEvent::TestPassed,
+            loop_name: "a".into(),
+            url: "http://127.0.0.1:9/hook".into(),
+            delivery_id: "d".into(),
+            status: crate::notifier::DeliveryStatus::Pending,
+            attempts: 0,
+            last_status: None,
+            last_error: None,
+            delivered_at: None,
+            updated_at: chrono::Utc::now(),
+        };
+        // One batch: forget `a`, start `b`, keep a lesson and a delivery of `a`.
+        store
+            .apply(Batch {
+                forget_loops: vec!["a".into()],
+                loops: vec![LoopRecord::new("b")],
+                lessons: vec![lesson.clone()],
+                deliveries: vec![delivery.clone()],
+                ..Batch::default()
+            })
+            .unwrap();
+        assert!(store.get_loop("a").unwrap().is_none());
+        assert!(store.list_tests("a").unwrap().is_empty());
+        assert!(store.list_attempts("a", None).unwrap().is_empty());
+        // A loop whose name starts with the forgotten one's keeps everything.
+        assert_eq!(store.list_tests("a-x").unwrap().len(), 1);
+        assert_eq!(store.list_attempts("a-x", None).unwrap().len(), 1);
+        assert!(store.get_loop("b").unwrap().is_some());
+        // Events and lessons outlive the loop; the delivery went in with the rest.
+        assert_eq!(store.events_after(0, 10).unwrap().len(), 1);
+        assert_eq!(store.lessons_for("f00d").unwrap(), vec![lesson]);
+        assert_eq!(
+            store.get_delivery(1, &delivery.url).unwrap(),
+            Some(delivery)
+        );
     }
 
     #[test]
