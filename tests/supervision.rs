@@ -130,3 +130,48 @@ fn a_loop_actor_that_stops_answering_is_killed_and_restarted() {
     }
     let _ = Duration::ZERO;
 }
+
+#[test]
+fn a_loop_whose_boot_git_is_slow_still_answers_pings_and_is_not_restarted() {
+    let fleet = Fleet::new().tests(two_tests()).agent(AGENT).write();
+    write_fleet(
+        &fleet,
+        "ping_interval = \"100ms\"\nping_timeout = \"300ms\"\nrestart_backoff = \"10ms\"",
+        false,
+    );
+    // git as on a big repository: `status` takes several times the liveness limit.
+    let real_git = String::from_utf8(
+        std::process::Command::new("bash")
+            .args(["-c", "command -v git"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let bin = fleet.root().join("slow-git");
+    std::fs::create_dir_all(&bin).unwrap();
+    let wrapper = format!(
+        "#!/usr/bin/env bash\nfor a in \"$@\"; do [ \"$a\" = status ] && sleep 1.5 && break; done\nexec {} \"$@\"\n",
+        real_git.trim()
+    );
+    std::fs::write(bin.join("git"), wrapper).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(bin.join("git"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut cmd = fleet.loopd(&["run", "loopd.toml", "--plain"]);
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    cmd.env("PATH", path);
+    let run = Running::spawn(cmd).wait(RUN_TIMEOUT);
+    run.expect_code(0);
+    assert!(!run.stderr.contains("did not answer"), "{run}");
+    let status = fleet.status();
+    assert_eq!(test_statuses(loop_of(&status, LOOP)), ["passed", "passed"]);
+    // Never restarted: no attempt was cut short.
+    for t in ["T1", "T2"] {
+        let outcomes: Vec<Value> = fleet
+            .attempts(t)
+            .iter()
+            .map(|a| a["outcome"].clone())
+            .collect();
+        assert_eq!(outcomes, [json!("passed")], "{t}");
+    }
+}

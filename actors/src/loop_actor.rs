@@ -33,6 +33,8 @@ const CROSS_LOOP_POLL: Duration = Duration::from_millis(500);
 pub enum LoopMsg {
     /// Load the tests file, reconcile with the store, prepare the workdir.
     Boot,
+    /// The boot's git work (reconcile, workdir), done off the actor's turn, is over.
+    Booted(Box<BootWork>),
     /// Look for the next runnable test.
     Next,
     /// The scheduler granted an agent slot.
@@ -96,6 +98,28 @@ pub struct LoopActorState {
     /// Whether other loops' test events are forwarded to this actor (only once one of its tests
     /// depends on another loop: every loop following every event would cost O(loops²)).
     watching: bool,
+    /// Set while the boot's git work runs off the actor's turn.
+    booting: Option<Booting>,
+}
+
+/// What the boot's git work found: whether the reconcile of a predecessor's attempts went
+/// through, and the workdir's checkpoint (`None` when the loop only waits for a person).
+#[derive(Debug)]
+pub struct BootWork {
+    reconciled: Result<(), String>,
+    workdir: Option<Result<Option<String>, String>>,
+}
+
+/// A boot waiting for its git work. Git on a big repository can take longer than the
+/// monitor's `ping_timeout`: the actor answers pings meanwhile, and holds back everything
+/// else (replayed, in order, once the boot is over) so nothing acts on a half-booted loop.
+struct Booting {
+    /// The tests file's tests, read before the git work.
+    specs: Vec<crate::tests_file::TestSpec>,
+    /// Messages that came meanwhile.
+    deferred: Vec<LoopMsg>,
+    /// Requests (`start`, `resume`) answered once the loop runs.
+    replies: Vec<RpcReplyPort<Result<(), ControlError>>>,
 }
 
 /// Writes `batch` (one flushed transaction, after every batch handed over before it) and brings
@@ -317,6 +341,7 @@ impl Actor for LoopActor {
             history: None,
             unsettled: Vec::new(),
             watching: false,
+            booting: None,
         })
     }
 
@@ -326,6 +351,20 @@ impl Actor for LoopActor {
         msg: LoopMsg,
         state: &mut LoopActorState,
     ) -> Result<(), ActorProcessingErr> {
+        if let Some(booting) = state.booting.as_mut() {
+            match msg {
+                LoopMsg::Ping(_) | LoopMsg::Booted(_) => {}
+                // Stops once the git work is over: a successor must not reconcile beside it.
+                LoopMsg::Interrupt => {
+                    state.stopping = true;
+                    return Ok(());
+                }
+                other => {
+                    booting.deferred.push(other);
+                    return Ok(());
+                }
+            }
+        }
         // An outcome handed to the journal without waiting (`record_own_later`) is durable
         // before anything but the next attempt's scheduling touches the store or the loop.
         if !matches!(
@@ -339,6 +378,7 @@ impl Actor for LoopActor {
                 crate::fault::point("loop_boot", &state.config.name).await;
                 boot(&myself, state).await?
             }
+            LoopMsg::Booted(work) => booted(&myself, state, *work).await?,
             LoopMsg::Next => {
                 crate::fault::point("loop_next", &state.config.name).await;
                 next(&myself, state).await?
@@ -383,7 +423,13 @@ impl Actor for LoopActor {
             }
             LoopMsg::Control(request, reply) => {
                 let result = control(&myself, state, request).await;
-                let _ = reply.send(result);
+                match state.booting.as_mut() {
+                    // A start that boots is answered once the loop runs.
+                    Some(booting) if result.is_ok() => booting.replies.push(reply),
+                    _ => {
+                        let _ = reply.send(result);
+                    }
+                }
             }
             LoopMsg::OtherLoopChanged(other) => {
                 // A running loop looks at other loops' tests on every step anyway.
@@ -488,7 +534,8 @@ async fn recheck_other_loops(
     Ok(())
 }
 
-/// Loads the tests file, syncs the store, reconciles what a predecessor left, readies git.
+/// Loads the tests file, then reconciles what a predecessor left and readies git off the
+/// actor's turn; [`booted`] syncs the store and starts the loop.
 async fn boot(
     myself: &ActorRef<LoopMsg>,
     state: &mut LoopActorState,
@@ -499,7 +546,7 @@ async fn boot(
             && reason == "by_user"
         {
             // A person's decision survives restarts: stay, idle, until started or resumed.
-            reconcile_own(state).await?;
+            start_boot_work(myself, state, Vec::new(), false);
             return Ok(());
         }
     }
@@ -524,14 +571,97 @@ async fn boot(
             }
         }
     }
-    reconcile_own(state).await?;
-    let checkpoint = match prepare_workdir(state.ctx.state_dir(), &cfg).await {
-        Ok(c) => c,
-        Err(e) => {
+    start_boot_work(myself, state, specs, true);
+    Ok(())
+}
+
+/// Runs the boot's git work (the reconcile of a predecessor's attempts, then, with `workdir`,
+/// the workdir's preparation) on a task of its own, and tells the actor when it is over.
+fn start_boot_work(
+    myself: &ActorRef<LoopMsg>,
+    state: &mut LoopActorState,
+    specs: Vec<crate::tests_file::TestSpec>,
+    workdir: bool,
+) {
+    state.booting = Some(Booting {
+        specs,
+        deferred: Vec::new(),
+        replies: Vec::new(),
+    });
+    let (ctx, cfg, me) = (state.ctx.clone(), state.config.clone(), myself.clone());
+    let work = tokio::spawn(async move {
+        let reconciled = reconcile_loop(&ctx, &cfg).await.map_err(|e| e.to_string());
+        let workdir = match (&reconciled, workdir) {
+            (Ok(()), true) => Some(prepare_workdir(ctx.state_dir(), &cfg).await),
+            _ => None,
+        };
+        BootWork {
+            reconciled,
+            workdir,
+        }
+    });
+    tokio::spawn(async move {
+        let work = work.await.unwrap_or_else(|e| BootWork {
+            reconciled: Err(format!("the boot's git work failed: {e}")),
+            workdir: None,
+        });
+        let _ = me.send_message(LoopMsg::Booted(Box::new(work)));
+    });
+}
+
+/// The boot's git work is over: syncs the tests file into the store and starts the loop (or
+/// stays, for a person's pause), then lets the messages held back meanwhile through.
+async fn booted(
+    myself: &ActorRef<LoopMsg>,
+    state: &mut LoopActorState,
+    work: BootWork,
+) -> Result<(), ActorProcessingErr> {
+    let Some(booting) = state.booting.take() else {
+        return Ok(());
+    };
+    // The reconcile wrote tests and attempts on its own.
+    forget_cached(state);
+    let result = finish_boot(myself, state, booting.specs, work).await;
+    for reply in booting.replies {
+        let _ = reply.send(match &result {
+            Ok(()) => Ok(()),
+            Err(e) => Err(ControlError::Internal(e.to_string())),
+        });
+    }
+    if state.stopping && state.attempt.is_none() {
+        if state.record.state == LoopState::Running {
+            set_state(state, LoopState::Idle, Some("interrupted")).await?;
+        }
+        myself.stop(None);
+        return result;
+    }
+    for msg in booting.deferred {
+        myself.send_message(msg)?;
+    }
+    result
+}
+
+async fn finish_boot(
+    myself: &ActorRef<LoopMsg>,
+    state: &mut LoopActorState,
+    specs: Vec<crate::tests_file::TestSpec>,
+    work: BootWork,
+) -> Result<(), ActorProcessingErr> {
+    let cfg = state.config.clone();
+    // As if the reconcile had failed on the actor's turn: a failure its supervisor restarts.
+    work.reconciled.map_err(ActorProcessingErr::from)?;
+    let checkpoint = match work.workdir {
+        // A person's pause: nothing else to do.
+        None => return Ok(()),
+        Some(Ok(c)) => c,
+        Some(Err(e)) => {
             crash(myself, state, &e).await?;
             return Ok(());
         }
     };
+    if state.stopping {
+        return Ok(());
+    }
     let stored = own_tests(state).await?;
     let mut changed = plan::sync_tests(&cfg.name, &stored, &specs);
     // Tests left `running` by a predecessor have no live attempt any more.
@@ -612,12 +742,18 @@ pub async fn prepare_workdir(
 }
 
 async fn reconcile_own(state: &mut LoopActorState) -> Result<(), ActorProcessingErr> {
-    let name = state.config.name.clone();
-    let record = state.ctx.read(move |s| s.get_loop(&name)).await?;
-    let checkpoint = record.and_then(|r| r.checkpoint);
-    reconcile::interrupted_attempts(&state.ctx, Some(&state.config), checkpoint.as_deref()).await?;
+    reconcile_loop(&state.ctx, &state.config).await?;
     // The reconcile wrote tests and attempts on its own.
     forget_cached(state);
+    Ok(())
+}
+
+/// Reconciles the attempts of loop `cfg` that a predecessor left without an outcome.
+async fn reconcile_loop(ctx: &Ctx, cfg: &LoopConfig) -> Result<(), crate::store::StoreError> {
+    let name = cfg.name.clone();
+    let record = ctx.read(move |s| s.get_loop(&name)).await?;
+    let checkpoint = record.and_then(|r| r.checkpoint);
+    reconcile::interrupted_attempts(ctx, Some(cfg), checkpoint.as_deref()).await?;
     Ok(())
 }
 
