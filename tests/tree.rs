@@ -152,3 +152,23 @@ fn readyz_and_metrics_report_a_scheduler_that_is_restarting() {
     assert_eq!(daemon.terminate(), 0, "{seen}");
     let _ = Duration::ZERO;
 }
+
+#[test]
+fn a_scheduler_that_fails_past_its_restart_intensity_ends_the_run_with_the_internal_code() {
+    let fleet = Fleet::new().tests(tests(1)).agent("touch T1.done").write();
+    let toml = std::fs::read_to_string(fleet.config_file())
+        .unwrap()
+        .replace(
+            "[fleet]\n",
+            "[fleet]\nmax_restarts = 1\nrestart_backoff = \"10ms\"\n",
+        );
+    std::fs::write(fleet.config_file(), toml).unwrap();
+    // Every incarnation of the scheduler panics as it starts.
+    let run = run_with_fault(&fleet, "panic:scheduler_start:*");
+    run.expect_code(70);
+    assert!(
+        run.stderr
+            .contains("the scheduler failed after 1 restarts and was given up"),
+        "{run}"
+    );
+}

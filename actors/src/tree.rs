@@ -85,7 +85,19 @@ impl TreeHealth {
 
     /// True when a member was given up.
     pub fn any_failed(&self) -> bool {
-        self.lock().values().any(|m| m.state == MemberState::Failed)
+        self.given_up().is_some()
+    }
+
+    /// The first member given up, as an error for the exit code.
+    pub fn given_up(&self) -> Option<GivenUp> {
+        self.lock()
+            .values()
+            .find(|m| m.state == MemberState::Failed)
+            .map(|m| GivenUp {
+                member: m.name.clone(),
+                restarts: m.restarts,
+                last_error: m.last_error.clone().unwrap_or_default(),
+            })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Member, MemberHealth>> {
@@ -108,6 +120,19 @@ impl TreeHealth {
             m.last_error = error;
         }
     }
+}
+
+/// A member of the tree failed more often than the restart intensity allows: loopd cannot go
+/// on without a restart.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the {member} failed after {restarts} restarts and was given up: {last_error}")]
+pub struct GivenUp {
+    /// `scheduler` or `monitor`.
+    pub member: String,
+    /// Its restarts.
+    pub restarts: u64,
+    /// Its last failure.
+    pub last_error: String,
 }
 
 /// Messages of the services supervisor.

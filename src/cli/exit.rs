@@ -2,6 +2,7 @@
 //! code the shell sees (documented in the README, "Exit codes").
 
 use loopd_actors::store::StoreError;
+use loopd_actors::tree::GivenUp;
 
 /// Exit codes of `loopd` (DESIGN.md, Contracts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,7 +16,8 @@ pub enum Exit {
     /// Stopped waiting on a condition that needs a person.
     NeedsPerson = 3,
     /// An internal failure: the store cannot be written, made durable or read back (a full
-    /// disk, an I/O error, a corrupt record); 70 is sysexits' EX_SOFTWARE.
+    /// disk, an I/O error, a corrupt record), or the scheduler or the monitor was given up
+    /// after its restart intensity; 70 is sysexits' EX_SOFTWARE.
     Internal = 70,
     /// Interrupted by a signal.
     Interrupted = 130,
@@ -27,6 +29,9 @@ impl Exit {
     /// report what they refuse as errors).
     pub fn of_error(err: &anyhow::Error) -> Exit {
         for cause in err.chain() {
+            if cause.downcast_ref::<GivenUp>().is_some() {
+                return Exit::Internal;
+            }
             if let Some(e) = cause.downcast_ref::<StoreError>() {
                 return match e {
                     // Another loopd's lock, a newer store: the user's to settle.

@@ -90,6 +90,7 @@ async fn run_fleet(
 
     let mut interrupted = false;
     let mut store_error = None;
+    let mut given_up = None;
     let mut settled = false;
     let mut booted: HashSet<String> = held.clone();
     let mut finished_at: HashMap<String, Duration> = HashMap::new();
@@ -115,6 +116,14 @@ async fn run_fleet(
             _ = tick.tick() => {
                 display.tick();
                 look = true;
+                if given_up.is_none() {
+                    given_up = ctx.tree_health().given_up();
+                    if let Some(e) = &given_up {
+                        // No slot or no hang detection any more: the run cannot go on.
+                        display.note(&format!("{e}; stopping the fleet"));
+                        supervisor.send_message(FleetMsg::Shutdown)?;
+                    }
+                }
             }
             e = ctx.store_failed(), if store_error.is_none() => {
                 // Nothing recorded from now on would survive a crash: stop the agents.
@@ -173,6 +182,9 @@ async fn run_fleet(
         .filter(|l| names.contains(&l.name.as_str()))
         .collect();
     print_summary(&loops, &finished_at, started.elapsed());
+    if let Some(e) = given_up {
+        return Err(anyhow::Error::from(e).context("the run stopped"));
+    }
     if let Some(e) = store_error.or_else(|| ctx.store_failure()) {
         return Err(anyhow::Error::from(e)
             .context("the run stopped: what it recorded since may not survive a crash"));
