@@ -8,6 +8,7 @@
 
 mod lines;
 mod procfs;
+mod tracked;
 
 use std::io;
 use std::process::Stdio;
@@ -20,7 +21,8 @@ use tokio::process::{Child, Command};
 use crate::model::ProcessRecord;
 
 pub use lines::{LineReader, OnRead, Output, OutputLine, OutputStream, DEFAULT_MAX_LINE};
-pub use procfs::{boot_id, proc_start_time};
+pub use procfs::{boot_id, proc_start_time, ticks_at};
+pub use tracked::{members, Members, Tracked};
 
 /// How often group membership is re-read while waiting for members to go.
 const POLL: Duration = Duration::from_millis(20);
@@ -92,16 +94,19 @@ pub fn spawn_group(mut cmd: Command) -> io::Result<Spawned> {
     })
 }
 
-/// What [`end_group`] found and did.
+/// What [`end_group`] and [`end_attempt`] found and did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct EndReport {
-    /// Live members of the group when it was asked to end (0: nothing of ours was running).
+    /// Live processes (group members and escaped ones) when they were asked to end (0: nothing
+    /// of ours was running).
     pub members: usize,
-    /// SIGTERM was sent to the group.
+    /// Of `members`, those outside the recorded group (they left it, or it was never recorded).
+    pub escaped: usize,
+    /// SIGTERM was sent.
     pub terminated: bool,
-    /// Members outlived the grace period and SIGKILL was sent to the group.
+    /// Processes outlived the grace period and SIGKILL was sent.
     pub killed: bool,
-    /// Members still alive when the bounded wait after SIGKILL ran out (0 normally).
+    /// Processes still alive when the bounded wait after SIGKILL ran out (0 normally).
     pub survivors: usize,
 }
 
@@ -112,25 +117,10 @@ pub struct EndReport {
 /// Zombies are not returned. Reads `/proc`: call it from `spawn_blocking` in async code when the
 /// machine runs many processes (the async functions of this module do).
 pub fn group_members(record: &ProcessRecord) -> Vec<i32> {
-    if record.boot_id != boot_id() || group_gone(record) {
+    if group_gone(record) {
         return Vec::new();
     }
-    let mut alive = Vec::new();
-    for p in procfs::all_processes() {
-        if p.pgrp != record.pid {
-            continue;
-        }
-        if p.start_time < record.start_time
-            || (p.pid == record.pid && p.start_time != record.start_time)
-        {
-            return Vec::new();
-        }
-        if !p.is_zombie() {
-            alive.push(p.pid);
-        }
-    }
-    alive.sort_unstable();
-    alive
+    tracked::members(&Tracked::group(record)).group
 }
 
 /// Fast path: signal 0 to the group says whether any process (zombies included) is in it,
@@ -143,33 +133,43 @@ fn group_gone(record: &ProcessRecord) -> bool {
         )
 }
 
-async fn members_async(record: &ProcessRecord) -> Vec<i32> {
-    // The probe is one syscall: answer "gone" here, and leave only the /proc scan to a
-    // blocking thread.
-    if group_gone(record) {
-        return Vec::new();
+async fn members_async(tracked: &Tracked) -> Members {
+    // Without a key only the group counts, and the probe is one syscall: answer "gone" here,
+    // and leave only the /proc scan to a blocking thread.
+    if tracked.group_only() && tracked.group.as_ref().is_none_or(group_gone) {
+        return Members::default();
     }
-    let record = record.clone();
-    tokio::task::spawn_blocking(move || group_members(&record))
+    let tracked = tracked.clone();
+    tokio::task::spawn_blocking(move || tracked::members(&tracked))
         .await
         .unwrap_or_default()
 }
 
-/// Signals the group only while it is still ours; returns false when nothing was signalled.
-async fn signal_if_ours(record: &ProcessRecord, signal: Signal) -> bool {
-    if members_async(record).await.is_empty() {
-        return false;
+/// Signals what of `tracked` is still alive and ours; returns what was alive (empty when
+/// nothing was signalled).
+async fn signal_if_ours(tracked: &Tracked, signal: Signal) -> Members {
+    let members = members_async(tracked).await;
+    if let (false, Some(g)) = (members.group.is_empty(), &tracked.group) {
+        // A process group id cannot be reused while any member (zombies included) exists, so
+        // the check above still holds when the signal is delivered.
+        let _ = killpg(Pid::from_raw(g.pid), signal);
     }
-    // A process group id cannot be reused while any member (zombies included) exists, so the
-    // check above still holds when the signal is delivered.
-    killpg(Pid::from_raw(record.pid), signal).is_ok()
+    for &(pid, start_time) in &members.escaped {
+        tracked::signal_same(pid, start_time, signal);
+    }
+    members
 }
 
-/// Waits until the group has no live member or `limit` has passed; returns the live count.
-async fn wait_gone(record: &ProcessRecord, limit: Duration) -> usize {
+/// Waits until nothing of `tracked` is alive or `limit` has passed; returns the live count.
+/// With `resignal`, what is still alive is signalled again on every look (a process that
+/// forks while it is being killed leaves a child that the first signal missed).
+async fn wait_gone(tracked: &Tracked, limit: Duration, resignal: Option<Signal>) -> usize {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
-        let left = members_async(record).await.len();
+        let left = match resignal {
+            Some(s) => signal_if_ours(tracked, s).await.len(),
+            None => members_async(tracked).await.len(),
+        };
         if left == 0 || tokio::time::Instant::now() >= deadline {
             return left;
         }
@@ -184,19 +184,33 @@ async fn wait_gone(record: &ProcessRecord, limit: Duration) -> usize {
 /// how many remain). Signals nothing when the group is not ours any more. The leader, if it is
 /// the caller's `Child`, stays a zombie until the caller waits on it.
 pub async fn end_group(record: &ProcessRecord, grace: Duration) -> EndReport {
+    end_tracked(&Tracked::group(record), grace).await
+}
+
+/// Ends every process of an attempt: the group `record` and whatever left it but carries the
+/// attempt's `key` (see [`Tracked`]), as [`end_group`] does for the group alone.
+pub async fn end_attempt(record: &ProcessRecord, key: &str, grace: Duration) -> EndReport {
+    end_tracked(&Tracked::attempt(record, key), grace).await
+}
+
+/// Ends the processes of `tracked`: SIGTERM, up to `grace`, then SIGKILL (repeated while any
+/// is left, for a bounded time).
+pub async fn end_tracked(tracked: &Tracked, grace: Duration) -> EndReport {
+    let found = members_async(tracked).await;
     let mut report = EndReport {
-        members: members_async(record).await.len(),
+        members: found.len(),
+        escaped: found.escaped.len(),
         ..EndReport::default()
     };
     if report.members == 0 {
         return report;
     }
-    report.terminated = signal_if_ours(record, Signal::SIGTERM).await;
-    if wait_gone(record, grace).await == 0 {
+    report.terminated = !signal_if_ours(tracked, Signal::SIGTERM).await.is_empty();
+    if wait_gone(tracked, grace, None).await == 0 {
         return report;
     }
-    report.killed = signal_if_ours(record, Signal::SIGKILL).await;
-    report.survivors = wait_gone(record, AFTER_KILL).await;
+    report.killed = !signal_if_ours(tracked, Signal::SIGKILL).await.is_empty();
+    report.survivors = wait_gone(tracked, AFTER_KILL, Some(Signal::SIGKILL)).await;
     report
 }
 
@@ -204,44 +218,6 @@ pub async fn end_group(record: &ProcessRecord, grace: Duration) -> EndReport {
 /// many live members there were.
 pub async fn reap_orphans(record: &ProcessRecord, grace: Duration) -> usize {
     end_group(record, grace).await.members
-}
-
-/// Processes whose environment holds `var=value` exactly: how an agent is found after a crash
-/// that came between its spawn and the record of its process group. loopd gives every agent a
-/// unique `LOOPD_ATTEMPT_KEY` (it names the state directory and the attempt), so a match is a
-/// process loopd started for that attempt, or one of its descendants.
-pub fn find_by_env(var: &str, value: &str) -> Vec<i32> {
-    let needle = format!("{var}={value}");
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .map(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
-                .unwrap_or(false)
-        })
-        .collect()
-}
-
-/// Ends the processes that carry `var=value` in their environment, and their process groups
-/// (SIGKILL: they are leftovers of a crash). Returns how many were found.
-pub fn kill_by_env(var: &str, value: &str) -> usize {
-    use nix::sys::signal::{kill, killpg, Signal};
-    use nix::unistd::{getpgid, Pid};
-    let pids = find_by_env(var, value);
-    for &pid in &pids {
-        let pid = Pid::from_raw(pid);
-        if let Ok(pgid) = getpgid(Some(pid)) {
-            // Agents lead their own group; never signal loopd's own group.
-            if pgid != getpgid(None).unwrap_or(pgid) {
-                let _ = killpg(pgid, Signal::SIGKILL);
-            }
-        }
-        let _ = kill(pid, Signal::SIGKILL);
-    }
-    pids.len()
 }
 
 #[cfg(test)]

@@ -31,22 +31,24 @@ pub async fn interrupted_attempts(
         let grace = loop_cfg
             .map(|c| c.kill_grace)
             .unwrap_or(std::time::Duration::from_secs(5));
-        let mut reaped = 0;
-        if let Some(p) = attempt.process.take() {
-            reaped = process::reap_orphans(&p, grace).await;
-        }
-        // An agent spawned just before a crash may not have its group recorded yet; it (and
-        // any descendant) still carries the attempt's unique key in its environment.
+        // The agent's group when it was recorded, and in any case every process that carries
+        // the attempt's unique key and started after the attempt did (an agent spawned just
+        // before a crash may not have its group recorded yet; a descendant may have left it).
         let key = crate::runtime::attempt_key(
             ctx.state_dir(),
             &attempt.loop_name,
             &attempt.test_id,
             attempt.number,
         );
-        reaped +=
-            tokio::task::spawn_blocking(move || process::kill_by_env("LOOPD_ATTEMPT_KEY", &key))
-                .await
-                .unwrap_or(0);
+        let tracked = process::Tracked::after_crash(
+            attempt.process.take().as_ref(),
+            &key,
+            attempt.started_at.into(),
+        );
+        let reaped = match tracked {
+            Some(t) => process::end_tracked(&t, grace).await.members,
+            None => 0,
+        };
         if let (Some(cfg), Some(cp)) = (loop_cfg, checkpoint) {
             if cfg.checkpoints {
                 if let Some(wd) = &cfg.workdir {

@@ -27,8 +27,12 @@ pub(crate) struct Stat {
     pub pid: i32,
     /// Field 3: R, S, D, Z, T, X, ...
     pub state: char,
+    /// Field 4: the parent's pid.
+    pub ppid: i32,
     /// Field 5: the process group id.
     pub pgrp: i32,
+    /// Field 6: the session id.
+    pub session: i32,
     /// Field 22: start time in clock ticks after boot.
     pub start_time: u64,
 }
@@ -49,7 +53,9 @@ pub(crate) fn parse_stat(pid: i32, line: &str) -> Option<Stat> {
     Some(Stat {
         pid,
         state: fields.first()?.chars().next()?,
+        ppid: fields.get(1)?.parse().ok()?,
         pgrp: fields.get(2)?.parse().ok()?,
+        session: fields.get(3)?.parse().ok()?,
         start_time: fields.get(19)?.parse().ok()?,
     })
 }
@@ -57,6 +63,35 @@ pub(crate) fn parse_stat(pid: i32, line: &str) -> Option<Stat> {
 pub(crate) fn read_stat(pid: i32) -> Option<Stat> {
     let line = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     parse_stat(pid, &line)
+}
+
+/// Whether `/proc/<pid>/environ` holds `entry` (`NAME=value`) exactly. False when it cannot be
+/// read: a process of another user, one that made itself non-dumpable, or one that is gone.
+pub(crate) fn environ_has(pid: i32, entry: &[u8]) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == entry))
+}
+
+/// The start time (in the clock ticks of `/proc/<pid>/stat` field 22) of a process that started
+/// at `at` in this boot, or `None` when `at` lies before this boot. Seconds of the boot time
+/// (`btime` in `/proc/stat`) are whole, so the answer may be up to a second early.
+pub fn ticks_at(at: std::time::SystemTime) -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let btime: u64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    let tick = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|t| *t > 0)
+        .unwrap_or(100) as u128;
+    let since_boot = at
+        .duration_since(std::time::UNIX_EPOCH + std::time::Duration::from_secs(btime))
+        .ok()?;
+    Some((since_boot.as_millis() * tick / 1000) as u64)
 }
 
 /// Every process visible in `/proc` (processes that vanish while being read are skipped).
@@ -78,7 +113,9 @@ mod tests {
         let line = "4242 (we (ird) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
         let stat = parse_stat(4242, line).unwrap();
         assert_eq!(stat.state, 'S');
+        assert_eq!(stat.ppid, 1);
         assert_eq!(stat.pgrp, 4242);
+        assert_eq!(stat.session, 4242);
         assert_eq!(stat.start_time, 987654);
         assert!(!stat.is_zombie());
     }
@@ -97,5 +134,13 @@ mod tests {
         assert_eq!(stat.start_time, proc_start_time(me).unwrap());
         assert!(all_processes().iter().any(|p| p.pid == me));
         assert_eq!(boot_id().len(), 36);
+    }
+
+    #[test]
+    fn ticks_at_brackets_own_start_time() {
+        let me = proc_start_time(std::process::id() as i32).unwrap();
+        let now = ticks_at(std::time::SystemTime::now()).unwrap();
+        assert!(now >= me, "now {now} before own start {me}");
+        assert_eq!(ticks_at(std::time::UNIX_EPOCH), None);
     }
 }

@@ -163,3 +163,102 @@ async fn spawn_failure_is_an_error() {
     let cmd = Command::new("/nonexistent/loopd-agent");
     assert!(spawn_group(cmd).is_err());
 }
+
+/// A key no other test uses (tests of this binary run at once).
+fn unique_key(name: &str) -> String {
+    format!("unit-{}-{name}", std::process::id())
+}
+
+/// Waits until `file` holds `n` pids, one a line.
+async fn wait_for_pids(file: &std::path::Path, n: usize) -> Vec<i32> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let pids: Vec<i32> = std::fs::read_to_string(file)
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        if pids.len() >= n || Instant::now() > deadline {
+            return pids;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn end_attempt_ends_what_left_the_group_and_nothing_older() {
+    let dir = tempfile::tempdir().unwrap();
+    let pids = dir.path().join("pids");
+    let key = unique_key("escape");
+    // Carries the attempt's key but started before the attempt: never ours.
+    let mut decoy = Command::new("sleep");
+    decoy.arg("100").env("LOOPD_ATTEMPT_KEY", &key);
+    let decoy = spawn_group(decoy).unwrap();
+    let _decoy_cleanup = Cleanup(decoy.record.pid);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    // A new session that keeps the key; a child of a new session that clears its environment;
+    // a new group under a parent that then exits (a double fork).
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!(
+            "setsid sleep 100 & echo $! >> {p}
+             setsid sh -c 'env -i sleep 100 & echo $! >> {p}; wait' &
+             sh -c 'setsid sleep 100 & echo $! >> {p}' &
+             wait $!",
+            p = pids.display()
+        ))
+        .env("LOOPD_ATTEMPT_KEY", &key);
+    let mut spawned = spawn_group(cmd).unwrap();
+    let record = spawned.record.clone();
+    let escaped = wait_for_pids(&pids, 3).await;
+    assert_eq!(escaped.len(), 3, "{escaped:?}");
+    spawned.child.wait().await.unwrap();
+    for &pid in &escaped {
+        assert!(alive(pid), "{pid} died on its own");
+        assert!(group_members(&record).iter().all(|m| *m != pid));
+    }
+    // The group alone misses them.
+    assert_eq!(end_group(&record, Duration::from_secs(5)).await.members, 0);
+    assert!(escaped.iter().all(|&p| alive(p)));
+
+    let report = end_attempt(&record, &key, Duration::from_secs(5)).await;
+    // The three sleeps and the session leader `sh` that waits on one of them.
+    assert_eq!(report.members, 4, "{report:?}");
+    assert_eq!(report.escaped, 4, "{report:?}");
+    assert_eq!(report.survivors, 0);
+    for pid in escaped {
+        assert!(!alive(pid), "{pid} survived");
+    }
+    assert!(
+        alive(decoy.record.pid),
+        "a process older than the attempt was ended"
+    );
+}
+
+#[tokio::test]
+async fn after_a_crash_the_key_finds_an_unrecorded_agent() {
+    let key = unique_key("crash");
+    let started_at = std::time::SystemTime::now();
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "setsid sleep 100 & wait"])
+        .env("LOOPD_ATTEMPT_KEY", &key);
+    let spawned = spawn_group(cmd).unwrap();
+    let _cleanup = Cleanup(spawned.record.pid);
+    let tracked = Tracked::after_crash(None, &key, started_at).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while members(&tracked).len() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(members(&tracked).len(), 2, "sh and its setsid sleep");
+    assert_eq!(
+        end_tracked(&tracked, Duration::from_secs(5)).await.members,
+        2
+    );
+    assert!(members(&tracked).is_empty());
+    // An attempt from before this boot has nothing alive.
+    assert_eq!(
+        Tracked::after_crash(None, &key, std::time::UNIX_EPOCH),
+        None
+    );
+}
