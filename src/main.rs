@@ -9,6 +9,14 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // loopd's environment holds its secrets (LOOPD_TOKEN, webhook secrets) and its memory the
+    // API token: a process of the same user (an agent) must not read /proc/<loopd>/environ or
+    // /proc/<loopd>/mem. Not dumpable makes those root's, and also turns off core dumps. Set
+    // before anything else runs, and inherited by every thread; agents are exec'd, which makes
+    // them dumpable again (so loopd can still find them by their environment).
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        eprintln!("loopd: cannot turn off PR_SET_DUMPABLE: {e}");
+    }
     let args = cli::Cli::parse();
     cli::init_logging(&args);
     match cli::dispatch(args) {

@@ -32,6 +32,27 @@ pub const CLAUDE_ENV: [(&str, &str); 4] = [
     ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),
 ];
 
+/// What Claude Code reads from its environment: its API key, base URL and model settings
+/// (`ANTHROPIC_*`), its own switches and config folder (`CLAUDE_*`, including
+/// `CLAUDE_CONFIG_DIR`, where a logged-in user's credentials live), Bedrock and Vertex settings
+/// (`AWS_*`, `CLOUD_ML_REGION`, `GOOGLE_*`), the proxy and the CA certificates a network may
+/// need, and `XDG_CONFIG_HOME`.
+pub const CLAUDE_INHERIT: &[&str] = &[
+    "ANTHROPIC_*",
+    "CLAUDE_*",
+    "AWS_*",
+    "CLOUD_ML_REGION",
+    "GOOGLE_*",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "NODE_EXTRA_CA_CERTS",
+    "XDG_CONFIG_HOME",
+];
+
 /// The command line of one attempt, before loopd adds the workdir and its `LOOPD_*` variables.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandLine {
@@ -39,16 +60,27 @@ pub struct CommandLine {
     pub program: PathBuf,
     /// Its arguments.
     pub args: Vec<String>,
-    /// Environment variables the preset needs, on top of the inherited ones.
+    /// Environment variables the preset sets.
     pub env: Vec<(String, String)>,
+    /// Variables of loopd's environment the preset's agent needs (names or `PREFIX*`), beyond
+    /// [`crate::process::SESSION_VARS`].
+    pub inherit: &'static [&'static str],
 }
 
 impl CommandLine {
-    /// A `tokio` command with program, arguments and the preset's environment; the caller adds
-    /// the current directory, the loop's env and `LOOPD_*`, and spawns it with
-    /// [`crate::process::spawn_group`].
-    pub fn command(&self) -> tokio::process::Command {
+    /// A `tokio` command with program, arguments and the preset's environment, inheriting from
+    /// loopd only the session variables, the preset's [`CommandLine::inherit`] and `passthrough`
+    /// (the loop's `env_passthrough`); the caller adds the current directory, the loop's env and
+    /// `LOOPD_*`, and spawns it with [`crate::process::spawn_group`].
+    pub fn command(&self, passthrough: &[String]) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(&self.program);
+        crate::process::inherit_only(
+            &mut cmd,
+            self.inherit
+                .iter()
+                .copied()
+                .chain(passthrough.iter().map(String::as_str)),
+        );
         cmd.args(&self.args);
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
@@ -68,6 +100,7 @@ pub fn command_line(
             program: PathBuf::from(command.first().cloned().unwrap_or_default()),
             args: command.iter().skip(1).cloned().collect(),
             env: Vec::new(),
+            inherit: &[],
         },
         AgentConfig::ClaudeCode { binary, extra_args } => {
             let prompt = if prompt.len() > MAX_PROMPT_ARG {
@@ -100,6 +133,7 @@ pub fn command_line(
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
+                inherit: CLAUDE_INHERIT,
             }
         }
     }

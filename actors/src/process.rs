@@ -6,6 +6,7 @@
 //! boot id matches and no member started before the recorded leader, so a reused pid is never
 //! signalled. Zombies (state `Z`) are never counted as alive.
 
+mod env;
 mod lines;
 mod procfs;
 mod tracked;
@@ -20,6 +21,9 @@ use tokio::process::{Child, Command};
 
 use crate::model::ProcessRecord;
 
+pub use env::{
+    check_pattern, inherit_only, keep_from_children, matches, without_private_env, SESSION_VARS,
+};
 pub use lines::{LineReader, OnRead, Output, OutputLine, OutputStream, DEFAULT_MAX_LINE};
 pub use procfs::{boot_id, proc_start_time, ticks_at};
 pub use tracked::{members, Members, Tracked};
@@ -36,29 +40,6 @@ pub struct Spawned {
     pub child: Child,
     /// What the store keeps so the group can be ended or reaped later, even after a crash.
     pub record: ProcessRecord,
-}
-
-/// Environment variables of loopd's own that no agent or verify may inherit.
-static PRIVATE_ENV: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new());
-
-/// Keeps the variables `names` (secrets loopd reads from its environment: webhook secrets, the
-/// API token) out of the environment of every process spawned by [`spawn_group`] from now on.
-/// An agent is code a model wrote; it has no business with loopd's secrets.
-pub fn keep_from_children(names: impl IntoIterator<Item = String>) {
-    let mut private = PRIVATE_ENV.write().unwrap_or_else(|e| e.into_inner());
-    for n in names {
-        if !private.contains(&n) {
-            private.push(n);
-        }
-    }
-}
-
-/// Removes the variables given to [`keep_from_children`] from `cmd`'s environment (for the
-/// commands loopd runs in a workdir outside [`spawn_group`]: git, whose hooks are the workdir's).
-pub fn without_private_env(cmd: &mut Command) {
-    for name in PRIVATE_ENV.read().unwrap_or_else(|e| e.into_inner()).iter() {
-        cmd.env_remove(name);
-    }
 }
 
 /// Spawns `cmd` as the leader of a new process group with no stdin and piped stdout and stderr,

@@ -468,6 +468,13 @@ pub(crate) fn check_loop_value(
             ));
         }
     }
+    if let Some(Value::Array(patterns)) = value.get("env_passthrough") {
+        for (i, p) in patterns.iter().enumerate() {
+            if let Some(why) = p.as_str().and_then(crate::process::check_pattern) {
+                problems.push((format!("{prefix}/env_passthrough/{i}"), why));
+            }
+        }
+    }
     for key in DURATION_KEYS {
         if let Some(Value::String(s)) = value.get(key) {
             if humantime::parse_duration(s).is_err() {
@@ -709,6 +716,29 @@ binary = "bin/claude"
              (set by $LOOPD_LOOPS__AUTH__MAX_ATTEMPTS)\n\
              2 problems"
         );
+    }
+
+    #[test]
+    fn a_bad_env_passthrough_entry_is_named_with_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let fleet = FLEET.replace(
+            "prompt_template = \"prompt.md\"\n",
+            "prompt_template = \"prompt.md\"\nenv_passthrough = [\"AWS_*\", \"BAD-NAME\", \"LOOPD_*\"]\n",
+        );
+        write(dir.path(), "loopd.toml", &fleet);
+        let report = load_fleet_with_env(&dir.path().join("loopd.toml"), no_env())
+            .unwrap_err()
+            .to_string()
+            .replace(&dir.path().display().to_string(), "<dir>");
+        assert!(
+            report.contains("/loops/0/env_passthrough/1") && report.contains("\"BAD-NAME\""),
+            "{report}"
+        );
+        assert!(
+            report.contains("/loops/0/env_passthrough/2") && report.contains("LOOPD_TOKEN"),
+            "{report}"
+        );
+        assert!(report.contains("2 problems"), "{report}");
     }
 
     #[test]

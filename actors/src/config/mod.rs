@@ -260,6 +260,12 @@ pub struct LoopConfig {
     /// Extra environment variables for the agent and verify.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Variables of loopd's own environment the agent and verify also inherit, beyond the
+    /// session variables (`PATH`, `HOME`, `USER`, `LOGNAME`, `LANG`, `LC_*`, `TERM`, `TMPDIR`,
+    /// `SHELL`) and what the agent's preset needs: names, or prefixes ending in `*`
+    /// (`"AWS_*"`). `LOOPD_TOKEN` and webhook secrets never pass. Default none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_passthrough: Vec<String>,
     /// The coding agent.
     pub agent: AgentConfig,
 }
