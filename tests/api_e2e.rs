@@ -84,7 +84,7 @@ fn serve_is_driven_by_the_cli_and_http_and_keeps_its_registry() {
         let mut tcp = std::net::TcpStream::connect(&daemon.addr).unwrap();
         write!(
             tcp,
-            "POST /api/loops HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+            "POST /api/loops HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\
              Content-Type: application/json\r\nContent-Length: 2097152\r\n\r\n",
             token(&fleet)
         )

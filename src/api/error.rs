@@ -15,6 +15,8 @@ pub enum Code {
     Unauthorized,
     /// 403: a bearer token that is not the daemon's.
     Forbidden,
+    /// 403: a `Host` that is not loopback, to an API bound to loopback (DNS rebinding).
+    HostNotAllowed,
     /// 404: no such route.
     NotFound,
     /// 404: no loop of that name.
@@ -49,6 +51,7 @@ impl Code {
         match self {
             Code::Unauthorized => "unauthorized",
             Code::Forbidden => "forbidden",
+            Code::HostNotAllowed => "host_not_allowed",
             Code::NotFound => "not_found",
             Code::LoopNotFound => "loop_not_found",
             Code::TestNotFound => "test_not_found",
@@ -69,7 +72,7 @@ impl Code {
     pub fn status(self) -> StatusCode {
         match self {
             Code::Unauthorized => StatusCode::UNAUTHORIZED,
-            Code::Forbidden => StatusCode::FORBIDDEN,
+            Code::Forbidden | Code::HostNotAllowed => StatusCode::FORBIDDEN,
             Code::NotFound | Code::LoopNotFound | Code::TestNotFound | Code::AttemptNotFound => {
                 StatusCode::NOT_FOUND
             }
@@ -85,9 +88,10 @@ impl Code {
     }
 
     /// Every code, for the OpenAPI document.
-    pub const ALL: [Code; 15] = [
+    pub const ALL: [Code; 16] = [
         Code::Unauthorized,
         Code::Forbidden,
+        Code::HostNotAllowed,
         Code::NotFound,
         Code::LoopNotFound,
         Code::TestNotFound,

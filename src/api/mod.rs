@@ -6,6 +6,7 @@
 //! - `auth`: the bearer token (where it comes from) and the middleware that asks for it.
 //! - `loops`: loops, tests, control, health, transcripts.
 //! - `body`: reading and validating request bodies (size limit, JSON pointers).
+//! - `host`: the loopback `Host` check (DNS rebinding).
 //! - `events`: `GET /api/events`, server-sent events resumable with `Last-Event-ID`.
 //! - `metrics`: `GET /metrics` in the Prometheus text format.
 //! - `openapi`: `GET /api/openapi.json`, built from the route table and the Rust types.
@@ -15,6 +16,7 @@ pub mod auth;
 mod body;
 pub mod error;
 mod events;
+pub mod host;
 mod loops;
 mod metrics;
 pub mod openapi;

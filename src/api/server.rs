@@ -17,6 +17,12 @@ use super::{auth, router, ApiState, AuthPolicy, Controller};
 /// Where the API listens unless `--bind` or `LOOPD_BIND` say otherwise.
 pub const DEFAULT_BIND: &str = "127.0.0.1:7433";
 
+/// How long a connection may take to send a request's header, counted from the moment the
+/// server waits for it: a half-sent header (slowloris) and a connection that stays idle
+/// between requests (or never sends one) are both closed after it. hyper runs one timer for
+/// both, so the idle timeout is the same figure.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Controller for FleetHandle {
     fn control(&self, request: Control) -> BoxFuture<'_, Result<(), ControlError>> {
         Box::pin(FleetHandle::control(self, request))
@@ -73,7 +79,10 @@ pub async fn start(
         everything: !addr.ip().is_loopback(),
     };
     let state = ApiState::new(ctx, Arc::new(handle), config.fleet_dir, config.loops);
-    let app = router(state.clone(), policy);
+    let mut app = router(state.clone(), policy);
+    if addr.ip().is_loopback() {
+        app = app.layer(axum::middleware::from_fn(super::host::loopback_hosts_only));
+    }
     let pid = std::process::id() as i32;
     lock.write_info(&DaemonInfo {
         pid,
@@ -83,13 +92,7 @@ pub async fn start(
     })
     .context("writing daemon.json")?;
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let task = tokio::spawn(serve(listener, app, stopped));
     tracing::info!(%addr, "API listening");
     Ok(ApiServer {
         addr,
@@ -97,4 +100,45 @@ pub async fn start(
         stop,
         task,
     })
+}
+
+/// Accepts connections until `stopped`, serving each with HTTP/1.1 and
+/// [`HEADER_READ_TIMEOUT`]; then lets open requests finish.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    stopped: oneshot::Receiver<()>,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let mut stopped = std::pin::pin!(stopped);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a moment, do not spin.
+                    tracing::warn!(error = %e, "API: cannot accept a connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut stopped => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "API connection ended");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
