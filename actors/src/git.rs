@@ -8,12 +8,14 @@
 //! Snapshots of the working tree (untracked files included, ignored ones not) are written
 //! through a temporary index, so neither HEAD nor the index the user sees is touched.
 
+mod history;
 mod run;
 
 use std::path::{Path, PathBuf};
 
 use tokio::sync::OnceCell;
 
+pub use history::PassCommit;
 use run::Git;
 
 /// Longest `diff_summary`, in bytes.

@@ -18,6 +18,8 @@
 //! - `config`: the fleet file, loading, environment overrides, validation.
 //! - `schema`: JSON Schemas generated from the types.
 //! - `store`: sled trees and the transactions that change them.
+//! - `generation`: the record beside the store that tells a store which lost writes.
+//! - `ledger`: the ledger against git history: passes the store does not know, `recover`.
 //! - `process`: agent process groups: spawn, record, end, reap.
 //! - `agent`: agent presets (command, claude-code) and what their output means.
 //! - `git`: checkpoints, attempt refs, resets.
@@ -37,8 +39,10 @@ pub mod config;
 pub mod control;
 pub mod fault;
 pub mod fleet;
+pub mod generation;
 pub mod git;
 pub mod healer;
+pub mod ledger;
 pub mod loop_actor;
 pub mod model;
 pub mod monitor;

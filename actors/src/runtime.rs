@@ -335,18 +335,7 @@ impl Ctx {
 
     /// Where the files of one attempt go.
     pub fn attempt_paths(&self, loop_name: &str, test_id: &str, n: u32) -> AttemptPaths {
-        let dir = self
-            .inner
-            .state_dir
-            .join("transcripts")
-            .join(loop_name)
-            .join(test_id);
-        AttemptPaths {
-            transcript: dir.join(format!("{n}.log")),
-            prompt: dir.join(format!("{n}.prompt.md")),
-            result: dir.join(format!("{n}.result.json")),
-            dir,
-        }
+        AttemptPaths::under(&self.inner.state_dir, loop_name, test_id, n)
     }
 }
 
@@ -369,4 +358,17 @@ pub struct AttemptPaths {
     pub prompt: PathBuf,
     /// Where a command agent may report cost and summary (`LOOPD_RESULT_FILE`).
     pub result: PathBuf,
+}
+
+impl AttemptPaths {
+    /// The files of attempt `n` of `test_id` in the state directory `state_dir`.
+    pub fn under(state_dir: &Path, loop_name: &str, test_id: &str, n: u32) -> AttemptPaths {
+        let dir = state_dir.join("transcripts").join(loop_name).join(test_id);
+        AttemptPaths {
+            transcript: dir.join(format!("{n}.log")),
+            prompt: dir.join(format!("{n}.prompt.md")),
+            result: dir.join(format!("{n}.result.json")),
+            dir,
+        }
+    }
 }

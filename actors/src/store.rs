@@ -25,19 +25,40 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 const VERSION_KEY: &[u8] = b"schema_version";
 
+/// The generation of the last flush (see [`crate::generation`]), in `meta`.
+const GENERATION_KEY: &[u8] = b"generation";
+
 /// What can go wrong with the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// sled could not open the database (most often: another loopd holds it).
-    #[error(
-        "cannot open the store at {path}: {source} (is another loopd using this state directory?)"
-    )]
+    /// sled could not open the database; `cause` says why (another process holding its lock
+    /// only when the lock says so).
+    #[error("cannot open the store at {path}: {cause}")]
     Open {
         /// The database folder.
         path: PathBuf,
-        /// sled's error.
-        source: sled::Error,
+        /// Why, in words for the user.
+        cause: String,
+        /// Another process holds sled's lock on it: the store may be fine.
+        locked: bool,
     },
+    /// The store lost durable writes: it is behind (or missing beside) its generation record.
+    #[error("the store at {path} {found}, but its generation record {record} says it reached generation {recorded} (last flushed {written_at}): the store was deleted, truncated or damaged after loopd made it durable (an agent can reach the state directory). Nothing was changed. To rebuild the passed tests and their commits from the workdirs' git history, run `loopd recover CONFIG` (it sets the store aside and says what it could not recover)")]
+    Behind {
+        /// The database folder.
+        path: PathBuf,
+        /// What the store holds: "is missing", "is at generation 3".
+        found: String,
+        /// The record file.
+        record: PathBuf,
+        /// The generation the record says.
+        recorded: u64,
+        /// When the record was written.
+        written_at: String,
+    },
+    /// The generation record could not be read or written.
+    #[error("the store's generation record: {0}")]
+    Record(#[from] crate::generation::RecordError),
     /// The store was written by a newer loopd.
     #[error("the store at {path} has schema version {found}, newer than the {supported} this loopd understands; upgrade loopd (the store was not changed)")]
     NewerVersion {
@@ -107,7 +128,14 @@ impl Batch {
 #[derive(Clone)]
 pub struct Store {
     path: PathBuf,
+    /// Where the generation record is written after every flush.
+    state_dir: PathBuf,
     db: sled::Db,
+    /// Schema version and generation.
+    meta: sled::Tree,
+    /// The generation of the last flush; held while a flush runs, so that the record only
+    /// ever moves forward.
+    generation: Arc<Mutex<u64>>,
     loops: sled::Tree,
     tests: sled::Tree,
     attempts: sled::Tree,
@@ -147,17 +175,47 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (or creates) the store under `state_dir/store`, refusing a newer schema version.
+    /// Opens (or creates) the store under `state_dir/store`, refusing a newer schema version
+    /// and a store behind its generation record (it lost writes: see [`crate::generation`]).
     pub fn open(state_dir: &Path) -> Result<Store> {
         let path = state_dir.join("store");
-        let db = sled::Config::new()
-            .path(&path)
-            .open()
-            .map_err(|source| StoreError::Open {
+        let record = crate::generation::read(state_dir)?;
+        let behind = |found: String, r: &crate::generation::Record| StoreError::Behind {
+            path: path.clone(),
+            found,
+            record: crate::generation::path(state_dir),
+            recorded: r.generation,
+            written_at: r
+                .written_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        };
+        if let Some(r) = record.as_ref().filter(|r| r.generation > 0) {
+            if !path.exists() {
+                // Refused before sled creates an empty store in its place.
+                return Err(behind("is missing".into(), r));
+            }
+        }
+        let db = sled::Config::new().path(&path).open().map_err(|source| {
+            let locked = lock_held(&path);
+            StoreError::Open {
+                cause: open_failure(state_dir, locked, &source),
                 path: path.clone(),
-                source,
-            })?;
+                locked,
+            }
+        })?;
         let meta = db.open_tree("meta")?;
+        let generation = match meta.get(GENERATION_KEY)? {
+            Some(raw) => decode_u64(&raw).ok_or_else(|| StoreError::Corrupt {
+                tree: "meta",
+                key: "generation".into(),
+                reason: format!("expected 8 bytes, found {}", raw.len()),
+            })?,
+            None => 0,
+        };
+        // Checked before anything is written, so a refused store is left as it was found.
+        if let Some(r) = record.as_ref().filter(|r| generation < r.generation) {
+            return Err(behind(format!("is at generation {generation}"), r));
+        }
         match meta.get(VERSION_KEY)? {
             Some(raw) => {
                 let found = decode_u32(&raw).ok_or_else(|| StoreError::Corrupt {
@@ -178,6 +236,11 @@ impl Store {
                 db.flush()?;
             }
         }
+        if record.as_ref().map(|r| r.generation) != Some(generation) {
+            // A first run, a store from before the record, or a crash between a flush and its
+            // record: the store is the truth, the record catches up.
+            crate::generation::write(state_dir, generation)?;
+        }
         Ok(Store {
             loops: db.open_tree("loops")?,
             tests: db.open_tree("tests")?,
@@ -186,9 +249,17 @@ impl Store {
             lessons: db.open_tree("lessons")?,
             deliveries: db.open_tree("deliveries")?,
             versions: Arc::default(),
+            generation: Arc::new(Mutex::new(generation)),
+            state_dir: state_dir.to_path_buf(),
+            meta,
             path,
             db,
         })
+    }
+
+    /// The generation of the last flush.
+    pub fn generation(&self) -> u64 {
+        *self.generation.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The database folder.
@@ -196,10 +267,19 @@ impl Store {
         &self.path
     }
 
-    /// Makes every write so far durable.
+    /// Makes every write so far durable, under the next generation, and then records that
+    /// generation beside the store (the record never runs ahead of what sled made durable).
     pub fn flush(&self) -> Result<()> {
+        let mut generation = self.generation.lock().unwrap_or_else(|e| e.into_inner());
+        let next = *generation + 1;
+        self.meta.insert(GENERATION_KEY, &next.to_be_bytes())?;
         self.db.flush()?;
-        Ok(())
+        *generation = next;
+        crate::generation::write(&self.state_dir, next).map_err(|e| {
+            StoreError::Flush(format!(
+                "the store is flushed but its generation record is not: {e}"
+            ))
+        })
     }
 
     /// Writes `batch` in one transaction, flushes, and returns its events with their ids.
@@ -450,6 +530,42 @@ impl Store {
                 decode("deliveries", &k, &v)
             })
             .collect()
+    }
+}
+
+/// Whether another process holds sled's lock on the store at `path` (an exclusive `flock` on
+/// its `db` file, taken by whoever has it open).
+fn lock_held(path: &Path) -> bool {
+    use fs2::FileExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path.join("db"))
+        .is_ok_and(|f| f.try_lock_exclusive().is_err())
+}
+
+/// Why sled could not open the store, in words: another process holding its lock only when
+/// the lock says so.
+fn open_failure(state_dir: &Path, locked: bool, source: &sled::Error) -> String {
+    if locked {
+        let who = crate::statedir::live_daemon(state_dir)
+            .map(|d| {
+                format!(
+                    ": `loopd {}` (pid {}) holds the state directory",
+                    d.command, d.pid
+                )
+            })
+            .unwrap_or_default();
+        return format!(
+            "another process holds its lock (is another loopd using this state directory?{who})"
+        );
+    }
+    match source {
+        sled::Error::Corruption { .. } => format!(
+            "{source}: the store's files are damaged; `loopd recover CONFIG` sets them aside and rebuilds the passed tests and their commits from the workdirs' git history"
+        ),
+        sled::Error::Io(e) => format!("{e}"),
+        other => other.to_string(),
     }
 }
 
@@ -748,6 +864,102 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(decode_u32(&v), Some(99));
+    }
+
+    #[test]
+    fn every_flush_moves_the_generation_and_its_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let at_open = store.generation();
+        store
+            .apply(Batch {
+                loops: vec![LoopRecord::new("a")],
+                ..Batch::default()
+            })
+            .unwrap();
+        store.flush().unwrap();
+        assert_eq!(store.generation(), at_open + 2);
+        let record = crate::generation::read(dir.path()).unwrap().unwrap();
+        assert_eq!(record.generation, store.generation());
+        drop(store);
+        assert_eq!(Store::open(dir.path()).unwrap().generation(), at_open + 2);
+    }
+
+    #[test]
+    fn a_store_behind_its_record_or_missing_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.flush().unwrap();
+        }
+        // The record of a later flush that the store no longer holds.
+        crate::generation::write(dir.path(), 9).unwrap();
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Behind { recorded: 9, .. })
+                && err.to_string().contains("is at generation 1")
+                && err.to_string().contains("loopd recover"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(dir.path().join("store")).unwrap();
+        let err = Store::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("is missing"), "{err}");
+        assert!(
+            !dir.path().join("store").exists(),
+            "no empty store was made"
+        );
+        assert_eq!(
+            crate::generation::read(dir.path())
+                .unwrap()
+                .unwrap()
+                .generation,
+            9,
+            "the record is kept as the witness"
+        );
+    }
+
+    #[test]
+    fn a_store_without_a_record_is_taken_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store
+                .apply(Batch {
+                    loops: vec![LoopRecord::new("a")],
+                    ..Batch::default()
+                })
+                .unwrap();
+        }
+        // A store written before the record existed, or whose record alone was deleted.
+        crate::generation::remove(dir.path()).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.list_loops().unwrap().len(), 1);
+        let record = crate::generation::read(dir.path()).unwrap().unwrap();
+        assert_eq!(record.generation, store.generation());
+    }
+
+    #[test]
+    fn another_loopd_is_named_only_when_the_lock_is_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Store::open(dir.path()).unwrap();
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Open { locked: true, .. })
+                && err.to_string().contains("is another loopd using"),
+            "{err}"
+        );
+        drop(first);
+        // A store sled cannot read, with nobody holding it: the cause, and no word of a lock.
+        let db = dir.path().join("store/db");
+        std::fs::remove_file(&db).unwrap();
+        std::fs::create_dir(&db).unwrap();
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Open { locked: false, .. })
+                && err.to_string().contains("directory")
+                && !err.to_string().contains("another loopd"),
+            "{err}"
+        );
     }
 
     #[test]

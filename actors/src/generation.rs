@@ -1,0 +1,139 @@
+//! The generation record: a small file beside the store that says how many times the store was
+//! made durable, so that a store which lost writes is noticed instead of being taken for a
+//! fleet that never ran.
+//!
+//! Every [`crate::store::Store::flush`] takes the next generation number, writes it into the
+//! store's `meta` tree, flushes sled, and only then rewrites `<state_dir>/generation` (write to
+//! a temporary file, fsync, rename, fsync the folder). The record therefore never runs ahead
+//! of the store: a crash between the two leaves the store one generation ahead, which is
+//! accepted. A store *behind* its record lost durable writes after they were made: it was
+//! deleted, truncated, or sled recovered it only up to a damaged spot (a flipped byte without a
+//! snapshot). The record lives outside sled's folder, so deleting the store leaves it behind as
+//! a witness; an agent that deletes both is caught by the git history instead (see
+//! [`crate::ledger`]).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The record's file name in the state directory.
+pub const RECORD_FILE: &str = "generation";
+
+/// What the record file holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// The store's generation at its last flush.
+    pub generation: u64,
+    /// When that flush was.
+    pub written_at: DateTime<Utc>,
+}
+
+/// The record file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// Reading, writing or syncing it failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// It is not what loopd writes.
+    #[error("{path} is not a generation record ({reason}); if the store is intact, remove the file and loopd writes a new one")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// Where the record of `state_dir` is.
+pub fn path(state_dir: &Path) -> PathBuf {
+    state_dir.join(RECORD_FILE)
+}
+
+/// The record of `state_dir`, or `None` when there is none (a first run, or a store older than
+/// the record).
+pub fn read(state_dir: &Path) -> Result<Option<Record>, RecordError> {
+    let path = path(state_dir);
+    let raw = match std::fs::read(&path) {
+        Ok(raw) => raw,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(RecordError::Io { path, source }),
+    };
+    serde_json::from_slice(&raw)
+        .map(Some)
+        .map_err(|e| RecordError::Invalid {
+            path,
+            reason: e.to_string(),
+        })
+}
+
+/// Replaces the record of `state_dir` with `generation`, durably: a crash leaves the old record
+/// or the new one, never half of one.
+pub fn write(state_dir: &Path, generation: u64) -> Result<(), RecordError> {
+    let path = path(state_dir);
+    let io = |source| RecordError::Io {
+        path: path.clone(),
+        source,
+    };
+    let record = Record {
+        generation,
+        written_at: Utc::now(),
+    };
+    let body = serde_json::to_vec(&record).map_err(|e| io(std::io::Error::other(e)))?;
+    // The pid keeps two processes that open the store one after the other (a `status` ending
+    // while a `run` starts) from writing into one temporary file.
+    let tmp = state_dir.join(format!(".{RECORD_FILE}.{}.tmp", std::process::id()));
+    let mut file = std::fs::File::create(&tmp).map_err(io)?;
+    file.write_all(&body).map_err(io)?;
+    file.sync_data().map_err(io)?;
+    drop(file);
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    std::fs::File::open(state_dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(io)
+}
+
+/// Removes the record (`loopd recover`, before it rebuilds the store from nothing).
+pub fn remove(state_dir: &Path) -> Result<(), RecordError> {
+    let path = path(state_dir);
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(RecordError::Io { path, source }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_is_replaced_whole_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read(dir.path()).unwrap(), None);
+        write(dir.path(), 7).unwrap();
+        write(dir.path(), 8).unwrap();
+        assert_eq!(read(dir.path()).unwrap().unwrap().generation, 8);
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, [RECORD_FILE], "no temporary file is left behind");
+        remove(dir.path()).unwrap();
+        assert_eq!(read(dir.path()).unwrap(), None);
+    }
+
+    #[test]
+    fn a_record_that_is_not_one_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(path(dir.path()), "garbage").unwrap();
+        let err = read(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("is not a generation record"), "{err}");
+    }
+}
