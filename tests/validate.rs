@@ -276,9 +276,8 @@ loopd.toml: /loops/0/max_attempts: expected an integer >= 1, found \"abc\" (set 
     );
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(
-        stdout(&out, dir).contains(
-            "/loops/0/workdir: the workdir `<DIR>/.loopd/workdirs/web.ui` does not exist"
-        ),
+        stdout(&out, dir)
+            .contains("/loops/0/workdir: the workdir `<DIR>/workdirs/web.ui` does not exist"),
         "{}",
         stdout(&out, dir)
     );

@@ -229,11 +229,12 @@ pub fn template_file(dir: &Path, name: &str) -> Result<PathBuf, TemplateError> {
 
 /// Makes a loop config from template `name` of `templates_dir` with `vars`, checked like a
 /// `POST /api/loops` body (paths absolute; a missing workdir becomes
-/// `<state_dir>/workdirs/<name>`). Blocking: it reads files.
+/// `<fleet_dir>/workdirs/<name>`). Blocking: it reads files.
 pub fn loop_from_template(
     templates_dir: &Path,
     name: &str,
     vars: &BTreeMap<String, String>,
+    fleet_dir: &Path,
     state_dir: &Path,
 ) -> Result<LoopConfig, TemplateError> {
     let file = template_file(templates_dir, name)?;
@@ -248,7 +249,7 @@ pub fn loop_from_template(
         .map_err(|e| invalid(format!("the rendered template is not valid TOML: {e}")))?;
     let value = serde_json::to_value(table).map_err(|e| invalid(e.to_string()))?;
     let base = file.parent().unwrap_or(templates_dir);
-    parse_loop_value(value, base, state_dir).map_err(|report| TemplateError::Invalid {
+    parse_loop_value(value, base, fleet_dir, state_dir).map_err(|report| TemplateError::Invalid {
         name: name.to_string(),
         report,
     })
@@ -332,7 +333,7 @@ mod tests {
         )
         .unwrap();
         let state = dir.path().join("state");
-        match loop_from_template(&tpl, "svc", &vars(&[("name", "api")]), &state) {
+        match loop_from_template(&tpl, "svc", &vars(&[("name", "api")]), dir.path(), &state) {
             Err(TemplateError::Invalid { report, .. }) => {
                 assert_eq!(report.problems[0].pointer, "/max_attempts", "{report}")
             }
@@ -340,12 +341,13 @@ mod tests {
         }
         let text = std::fs::read_to_string(tpl.join("svc.toml")).unwrap();
         std::fs::write(tpl.join("svc.toml"), text.replace("max_attempts = 0\n", "")).unwrap();
-        let lp = loop_from_template(&tpl, "svc", &vars(&[("name", "api")]), &state).unwrap();
+        let lp =
+            loop_from_template(&tpl, "svc", &vars(&[("name", "api")]), dir.path(), &state).unwrap();
         assert_eq!(lp.name, "api");
         assert_eq!(lp.workdir, Some(dir.path().join("repos/api")));
         assert_eq!(lp.tests_file, dir.path().join("t.json"));
         // A name that is a path is refused by the loop's own checks.
-        match loop_from_template(&tpl, "svc", &vars(&[("name", "../x")]), &state) {
+        match loop_from_template(&tpl, "svc", &vars(&[("name", "../x")]), dir.path(), &state) {
             Err(TemplateError::Invalid { report, .. }) => {
                 assert!(report.to_string().contains("/name"), "{report}")
             }

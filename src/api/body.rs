@@ -38,7 +38,8 @@ pub fn loop_config(
             .into(),
         ));
     }
-    config::parse_loop_value(value, fleet_dir, state_dir).map_err(|r| ApiError::invalid("loop", &r))
+    config::parse_loop_value(value, fleet_dir, fleet_dir, state_dir)
+        .map_err(|r| ApiError::invalid("loop", &r))
 }
 
 /// The tests of a `POST /api/loops/:id/tests` body, validated as if they were appended to the

@@ -313,9 +313,10 @@ async fn create_from_template(
     let vars = templates::vars_from_json(value.get("vars").unwrap_or(&serde_json::Value::Null));
     let dir = state.templates_dir();
     let state_dir = state.ctx().state_dir().to_path_buf();
+    let fleet_dir = state.inner.fleet_dir.clone();
     let name = template.clone();
     let made = tokio::task::spawn_blocking(move || {
-        templates::loop_from_template(&dir, &name, &vars?, &state_dir)
+        templates::loop_from_template(&dir, &name, &vars?, &fleet_dir, &state_dir)
     })
     .await
     .map_err(ApiError::internal)?;

@@ -483,7 +483,7 @@ async fn refuses_bad_bodies_with_every_problem_and_its_pointer() {
         .map(|p| p["pointer"].as_str().unwrap())
         .collect();
     assert!(pointers.contains(&"/name"), "{v}");
-    assert!(!std::path::Path::new(&f.root.join("state/workdirs/x")).exists());
+    assert!(!std::path::Path::new(&f.root.join("workdirs/x")).exists());
 
     let (status, v) = f
         .post(

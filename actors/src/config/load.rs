@@ -277,7 +277,14 @@ pub(crate) fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>)
             loaded.problem(entry.origin.doc, &pointer, expected);
         }
         if let Some(mut lp) = lp {
-            resolve_paths(&mut lp, &base, &cwd, &entry.from_env, &settings.state_dir);
+            resolve_paths(&mut lp, &base, &cwd, &entry.from_env, &fleet_dir);
+            if let Some(why) = workdir_in_state_dir(&lp, &settings.state_dir) {
+                loaded.problem(
+                    entry.origin.doc,
+                    &format!("{}/workdir", entry.origin.pointer),
+                    why,
+                );
+            }
             loaded.loops.push((lp, entry.origin));
         }
     }
@@ -502,13 +509,14 @@ pub(crate) fn check_loop_value(
 }
 
 /// Makes every path of `lp` absolute: against `base` (the folder of the file that named it), or
-/// `env_base` for keys set from the environment; fills the default workdir.
+/// `env_base` for keys set from the environment; fills the default workdir,
+/// `<fleet_dir>/workdirs/<name>` (outside the state directory: see [`workdir_in_state_dir`]).
 pub(crate) fn resolve_paths(
     lp: &mut LoopConfig,
     base: &Path,
     env_base: &Path,
     from_env: &[String],
-    state_dir: &Path,
+    fleet_dir: &Path,
 ) {
     let base_of = |key: &str| {
         if from_env.iter().any(|k| k == key) {
@@ -520,7 +528,7 @@ pub(crate) fn resolve_paths(
     let abs = |key: &str, p: &Path| clean(&base_of(key).join(p));
     lp.workdir = Some(match &lp.workdir {
         Some(w) => abs("workdir", w),
-        None => state_dir.join("workdirs").join(&lp.name),
+        None => fleet_dir.join("workdirs").join(&lp.name),
     });
     lp.tests_file = abs("tests_file", &lp.tests_file);
     for (key, field) in [
@@ -549,6 +557,25 @@ pub(crate) fn resolve_paths(
         }
         _ => {}
     }
+}
+
+/// Why `lp`'s workdir (paths resolved) may not be used: it lies inside the state directory,
+/// where the agent, which may change anything in its workdir, could reach the store, the
+/// generation record and the token by a relative path, and where deleting the state directory
+/// would take the work with it.
+pub(crate) fn workdir_in_state_dir(lp: &LoopConfig, state_dir: &Path) -> Option<String> {
+    let workdir = lp.workdir.as_ref()?;
+    // Lexically, and once more through symlinks where both exist.
+    let real = |p: &Path| std::fs::canonicalize(p).ok();
+    let inside = workdir.starts_with(state_dir)
+        || matches!((real(workdir), real(state_dir)), (Some(w), Some(s)) if w.starts_with(&s));
+    inside.then(|| {
+        format!(
+            "the workdir `{}` is inside the state directory `{}`; the agent would work beside loopd's store: choose a workdir outside it (the default is `workdirs/<name>` next to the fleet file)",
+            workdir.display(),
+            state_dir.display()
+        )
+    })
 }
 
 /// Lexically normalizes a path: drops `.`, and folds `..` into the component before it
@@ -633,8 +660,9 @@ binary = "bin/claude"
         let billing = &fleet.loops[1];
         assert_eq!(billing.tests_file, root.join("loops/t.json"));
         assert_eq!(billing.specs_dir, Some(root.join("specs")));
-        // No workdir: under the state dir. A program path is relative to its file too.
-        assert_eq!(billing.workdir, Some(root.join(".loopd/workdirs/billing")));
+        // No workdir: next to the fleet file, outside the state dir. A program path is
+        // relative to its file too.
+        assert_eq!(billing.workdir, Some(root.join("workdirs/billing")));
         let program = root.join("loops/agent.sh").to_string_lossy().into_owned();
         assert!(
             matches!(&billing.agent, AgentConfig::Command { command, .. } if command == &[program])
@@ -690,10 +718,8 @@ binary = "bin/claude"
         assert!(
             matches!(&web.agent, AgentConfig::Command { command, .. } if command == &["/tmp/b.sh", "--x"])
         );
-        assert_eq!(
-            web.workdir,
-            Some(PathBuf::from("/var/lib/loopd/workdirs/web-ui"))
-        );
+        // The default workdir stays next to the fleet file when the state dir moves.
+        assert_eq!(web.workdir, Some(root.join("workdirs/web-ui")));
     }
 
     #[test]

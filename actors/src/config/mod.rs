@@ -50,8 +50,8 @@ pub struct FleetFile {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FleetSettings {
-    /// Where loopd keeps its store, transcripts and generated workdirs. Default `.loopd` next to
-    /// the fleet file.
+    /// Where loopd keeps its store, its generation record and transcripts. Default `.loopd` next
+    /// to the fleet file. No workdir may lie inside it.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
     /// How many agents may run at once across all loops. Default 1.
@@ -171,7 +171,8 @@ impl Default for FleetSettings {
 pub struct LoopConfig {
     /// Unique in the fleet; `[A-Za-z0-9][A-Za-z0-9._-]{0,63}` (it becomes paths).
     pub name: String,
-    /// The git working tree the agent works in. Default `<state_dir>/workdirs/<name>`.
+    /// The git working tree the agent works in. Default `workdirs/<name>` next to the fleet
+    /// file; never inside the state directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workdir: Option<PathBuf>,
     /// Create the workdir (and `git init` it) when it does not exist. Default false.

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::check::Dialect;
-use super::load::{check_loop_value, load, resolve_paths};
+use super::load::{check_loop_value, load, resolve_paths, workdir_in_state_dir};
 use super::tests_check::{find_cycles, read_tests, LoadedTests};
 use super::{AgentConfig, LoopConfig, Problem, Report};
 use crate::schema::by_name;
@@ -51,11 +51,13 @@ pub fn validate_fleet_with_env(
 
 /// Parses and checks one loop body (a `POST /api/loops` request): schema, names, durations,
 /// then the same file checks as [`validate_fleet`] and its tests file. Relative paths resolve
-/// against `base_dir` (the fleet file's folder); a missing workdir becomes
-/// `<state_dir>/workdirs/<name>`. Problems have an empty file and pointers into the body.
+/// against `base_dir` (for a body sent to the API, the fleet file's folder); a missing workdir
+/// becomes `<fleet_dir>/workdirs/<name>`, and one inside `state_dir` is refused. Problems have
+/// an empty file and pointers into the body.
 pub fn parse_loop_value(
     value: Value,
     base_dir: &Path,
+    fleet_dir: &Path,
     state_dir: &Path,
 ) -> Result<LoopConfig, Report> {
     let schema = by_name("loop.schema.json").unwrap_or_default();
@@ -71,7 +73,10 @@ pub fn parse_loop_value(
         report.sort();
         return Err(report);
     };
-    resolve_paths(&mut lp, base_dir, base_dir, &[], state_dir);
+    resolve_paths(&mut lp, base_dir, base_dir, &[], fleet_dir);
+    if let Some(why) = workdir_in_state_dir(&lp, state_dir) {
+        report.push(Problem::new("", "/workdir", why));
+    }
     let file_problems = check_loop_files(&lp);
     let tests_file_ok = !file_problems.iter().any(|(k, _)| k == "/tests_file");
     for (pointer, expected) in file_problems {
@@ -270,9 +275,19 @@ mod tests {
         .unwrap();
         let body = json!({"name": "api", "tests_file": "t.json", "init_workdir": true,
                           "agent": {"kind": "command", "command": ["true"]}});
-        let lp = parse_loop_value(body, dir.path(), &dir.path().join("state")).unwrap();
+        let state = dir.path().join("state");
+        let lp = parse_loop_value(body.clone(), dir.path(), dir.path(), &state).unwrap();
         assert_eq!(lp.tests_file, dir.path().join("t.json"));
-        assert_eq!(lp.workdir, Some(dir.path().join("state/workdirs/api")));
+        assert_eq!(lp.workdir, Some(dir.path().join("workdirs/api")));
+        // A workdir inside the state directory is refused, named.
+        let mut inside = body;
+        inside["workdir"] = json!("state/work");
+        let report = parse_loop_value(inside, dir.path(), dir.path(), &state).unwrap_err();
+        assert!(
+            report.to_string().contains("/workdir: the workdir")
+                && report.to_string().contains("is inside the state directory"),
+            "{report}"
+        );
     }
 
     #[test]
@@ -280,7 +295,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let body = json!({"name": "a/b", "tests_file": 3, "max_attempts": 0,
                           "agent": {"kind": "command", "command": ["true"], "extra": 1}});
-        let report = parse_loop_value(body, dir.path(), dir.path()).unwrap_err();
+        let report = parse_loop_value(body, dir.path(), dir.path(), dir.path()).unwrap_err();
         assert_eq!(
             report.to_string(),
             "/agent/extra: unknown key `extra`\n\
@@ -291,7 +306,8 @@ mod tests {
         );
         let body = json!({"name": "ok", "tests_file": "missing.json",
                           "agent": {"kind": "claude-code"}});
-        let report = parse_loop_value(body, dir.path(), dir.path()).unwrap_err();
+        let state = dir.path().join("state");
+        let report = parse_loop_value(body, dir.path(), dir.path(), &state).unwrap_err();
         assert_eq!(report.len(), 2, "{report}"); // workdir and tests file
     }
 }
