@@ -58,7 +58,41 @@ pub fn prepare(file: &Path, command: &str) -> Result<Prepared, Exit> {
         eprintln!("loopd {command}: {e}");
         Exit::Invalid
     })?;
+    refuse_forgotten(&format!("loopd {command}"), &fleet, Some(&store))?;
     Ok(Prepared { fleet, lock, store })
+}
+
+/// Refuses a store (`None`: no store at all) that knows nothing of a loop whose workdir's
+/// history holds loopd's passes: its ledger was lost, and starting would redo every test.
+/// `who` starts each line printed (`loopd run`).
+pub fn refuse_forgotten(who: &str, fleet: &Fleet, store: Option<&Store>) -> Result<(), Exit> {
+    // On a thread of its own: `prepare` is also called from inside a runtime (the API's tests),
+    // where a second runtime cannot block.
+    let forgotten = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())?
+                    .block_on(loopd_actors::ledger::forgotten_loops(store, &fleet.loops))
+                    .map_err(|e| e.to_string())
+            })
+            .join()
+            .unwrap_or_else(|_| Err("the history check panicked".into()))
+    })
+    .map_err(|e| {
+        eprintln!("{who}: {e}");
+        Exit::Invalid
+    })?;
+    if forgotten.is_empty() {
+        return Ok(());
+    }
+    eprintln!(
+        "{who}: {}",
+        loopd_actors::ledger::forgotten_message(&fleet.settings.state_dir, &forgotten)
+    );
+    Err(Exit::Invalid)
 }
 
 /// Keeps the fleet's secrets that come from loopd's environment (webhook `secret_env`

@@ -8,6 +8,7 @@ mod insights;
 mod logs;
 mod new;
 mod progress;
+mod recover;
 mod rollback;
 mod run;
 mod serve;
@@ -53,6 +54,8 @@ pub enum Command {
     Attempts(status::AttemptsArgs),
     /// Write the whole state as JSON to stdout.
     Export(ConfigArg),
+    /// Rebuild a lost store from the workdirs' git history: passed tests and their commits.
+    Recover(ConfigArg),
     /// Run the fleet as a daemon and serve the HTTP API until SIGTERM or Ctrl-C.
     Serve(serve::ServeArgs),
     /// List loops: state, progress, current test, attempts, cost.
@@ -81,7 +84,8 @@ pub enum Command {
     Insights(insights::InsightsArgs),
 }
 
-/// The optional positional fleet file that `run`, `serve`, `validate`, `status` and `export` take.
+/// The optional positional fleet file that `run`, `serve`, `validate`, `status`, `export` and
+/// `recover` take.
 #[derive(Debug, Args, Clone)]
 pub struct ConfigArg {
     /// The fleet file (default: `-c`, `LOOPD_CONFIG`, or `./loopd.toml`).
@@ -122,6 +126,7 @@ pub fn dispatch(args: Cli) -> anyhow::Result<Exit> {
         Command::Status(a) => status::status(&args.fleet_file(a.file.as_ref()), a),
         Command::Attempts(a) => status::attempts(&args.fleet_file(None), a),
         Command::Export(a) => status::export(&args.fleet_file(a.file.as_ref())),
+        Command::Recover(a) => recover::run(&args.fleet_file(a.file.as_ref())),
         Command::Serve(a) => serve::serve(&args.fleet_file(a.file.as_ref()), a),
         Command::Ls(a) => client::ls(&args.fleet_file(None), a),
         Command::Start(a) => client::loop_action(&args.fleet_file(None), "start", a),

@@ -49,17 +49,23 @@ pub(super) fn open_store(file: &Path) -> Result<Store, Exit> {
         );
         return Err(Exit::NotAllPassed);
     }
-    if !dir.join("store").exists() {
+    let never_written = loopd_actors::generation::read(dir).is_ok_and(|r| r.is_none());
+    if !dir.join("store").exists() && never_written {
+        // No store and no record of one: the fleet never ran, or its ledger was lost with the
+        // record; the workdirs' history tells which.
+        super::fleet_start::refuse_forgotten("loopd", &fleet, None)?;
         eprintln!(
             "loopd: no store at {} yet (the fleet has never run)",
             dir.join("store").display()
         );
         return Err(Exit::NotAllPassed);
     }
-    Store::open(dir).map_err(|e| {
+    let store = Store::open(dir).map_err(|e| {
         eprintln!("loopd: {e}");
         Exit::Invalid
-    })
+    })?;
+    super::fleet_start::refuse_forgotten("loopd", &fleet, Some(&store))?;
+    Ok(store)
 }
 
 /// `loopd status`.
