@@ -277,8 +277,12 @@ pub(crate) fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>)
             loaded.problem(entry.origin.doc, &pointer, expected);
         }
         if let Some(mut lp) = lp {
+            let defaulted = lp.workdir.is_none();
             resolve_paths(&mut lp, &base, &cwd, &entry.from_env, &fleet_dir);
-            if let Some(why) = workdir_in_state_dir(&lp, &settings.state_dir) {
+            let moved = defaulted
+                .then(|| old_default_workdir(&lp, &settings.state_dir))
+                .flatten();
+            if let Some(why) = workdir_in_state_dir(&lp, &settings.state_dir).or(moved) {
                 loaded.problem(
                     entry.origin.doc,
                     &format!("{}/workdir", entry.origin.pointer),
@@ -578,6 +582,25 @@ pub(crate) fn workdir_in_state_dir(lp: &LoopConfig, state_dir: &Path) -> Option<
     })
 }
 
+/// For a loop without `workdir`: the workdir an older loopd made at the old default,
+/// `<state_dir>/workdirs/<name>`, while the new default does not exist yet. Starting would
+/// make an empty repository at the new place and leave the loop's work behind, so it is
+/// refused with the move that fixes it.
+fn old_default_workdir(lp: &LoopConfig, state_dir: &Path) -> Option<String> {
+    let new = lp.workdir.as_ref()?;
+    let old = state_dir.join("workdirs").join(&lp.name);
+    (old.is_dir() && !new.exists()).then(|| {
+        format!(
+            "loop `{}` has no `workdir`, and the default moved out of the state directory: from `{}` (which exists) to `{}`; move it there (`mv {} {}`)",
+            lp.name,
+            old.display(),
+            new.display(),
+            old.display(),
+            new.display()
+        )
+    })
+}
+
 /// Lexically normalizes a path: drops `.`, and folds `..` into the component before it
 /// (`/a/./b/../c` → `/a/c`), as paths in reports should read the way the user thinks of them.
 pub(crate) fn clean(path: &Path) -> PathBuf {
@@ -666,6 +689,24 @@ binary = "bin/claude"
         let program = root.join("loops/agent.sh").to_string_lossy().into_owned();
         assert!(
             matches!(&billing.agent, AgentConfig::Command { command, .. } if command == &[program])
+        );
+    }
+
+    #[test]
+    fn a_workdir_left_at_the_old_default_is_refused_with_the_move() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "loopd.toml",
+            "[[loops]]\nname = \"a\"\ntests_file = \"t.json\"\ninit_workdir = true\n\
+             agent = { kind = \"command\", command = [\"true\"] }\n",
+        );
+        std::fs::create_dir_all(dir.path().join(".loopd/workdirs/a")).unwrap();
+        let report = load_fleet_with_env(&dir.path().join("loopd.toml"), no_env()).unwrap_err();
+        let text = report.to_string();
+        assert!(
+            text.contains("/loops/0/workdir") && text.contains("`mv "),
+            "{text}"
         );
     }
 
