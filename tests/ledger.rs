@@ -119,14 +119,27 @@ fn assert_recovers(fleet: &Fleet) {
 
 #[test]
 fn an_agent_that_deletes_the_store_is_caught_and_recover_rebuilds_the_passes() {
-    let fleet = damaged_fleet(r#"  rm -rf "$ROOT/state/store""#);
+    // It leaves a half-done file too, kept under T-3's attempt ref when the attempt fails.
+    let fleet = damaged_fleet(
+        r#"  echo half > half.txt
+  rm -rf "$ROOT/state/store""#,
+    );
     assert!(!fleet.state_dir().join("store").exists());
     assert_refused(&fleet, &["is missing, but its generation record"]);
     assert!(
         !fleet.state_dir().join("store").exists(),
         "a refused start makes no empty store"
     );
+    let kept = fleet.git(&["rev-parse", "refs/loopd/attempts/T-3/1"]);
     assert_recovers(&fleet);
+    // The rebuilt ledger numbers T-3's attempts after the kept one, which stays as it was.
+    let numbers: Vec<u64> = fleet
+        .attempts("T-3")
+        .iter()
+        .map(|a| a["number"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, [2]);
+    assert_eq!(fleet.git(&["rev-parse", "refs/loopd/attempts/T-3/1"]), kept);
 }
 
 #[test]

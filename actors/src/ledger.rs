@@ -15,8 +15,9 @@ use chrono::Utc;
 
 use crate::config::{self, LoopConfig};
 use crate::git::Workdir;
-use crate::model::{AttemptRecord, Event, EventKind, LoopRecord, Origin, Outcome, TestRecord};
-use crate::model::{LoopState, TestStatus};
+use crate::model::{
+    AttemptRecord, Event, EventKind, LoopRecord, Origin, Outcome, TestRecord, TestStatus,
+};
 use crate::runtime::AttemptPaths;
 use crate::store::{Batch, Store, StoreError};
 
@@ -161,8 +162,8 @@ pub async fn recover_loop(
         .collect();
     unknown.sort();
     out.unknown = unknown;
+    // Idle: the next run boots it like a loop it has not seen start.
     let mut record = LoopRecord::new(&lp.name);
-    record.state = LoopState::Idle;
     record.checkpoint = head;
     record.priority = Some(lp.priority);
     record.model = lp.model.clone();

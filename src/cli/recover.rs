@@ -36,6 +36,7 @@ pub fn run(file: &Path) -> anyhow::Result<Exit> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let mut rebuilt = false;
     let (store, loops): (Store, Vec<&LoopConfig>) = match Store::open(dir) {
         Ok(store) => {
             let forgotten =
@@ -65,6 +66,7 @@ pub fn run(file: &Path) -> anyhow::Result<Exit> {
                 return Ok(Exit::Invalid);
             };
             println!("loopd recover: set it aside as {}", aside.display());
+            rebuilt = true;
             (Store::open(dir)?, fleet.loops.iter().collect())
         }
     };
@@ -83,7 +85,8 @@ pub fn run(file: &Path) -> anyhow::Result<Exit> {
         println!("  - {what}");
     }
     println!(
-        "the generation record starts again at {} ({})",
+        "the generation record {} at {} ({})",
+        if rebuilt { "starts again" } else { "is" },
         store.generation(),
         generation::path(dir).display()
     );
