@@ -128,14 +128,14 @@ impl Batch {
 #[derive(Clone)]
 pub struct Store {
     path: PathBuf,
-    /// Where the generation record is written after every flush.
-    state_dir: PathBuf,
     db: sled::Db,
     /// Schema version and generation.
     meta: sled::Tree,
-    /// The generation of the last flush; held while a flush runs, so that the record only
-    /// ever moves forward.
+    /// The generation of the last flush; held while a flush runs, so that generations are
+    /// made durable in order.
     generation: Arc<Mutex<u64>>,
+    /// Writes the generation record beside the store after every flush, off its path.
+    record: Arc<crate::generation::Writer>,
     loops: sled::Tree,
     tests: sled::Tree,
     attempts: sled::Tree,
@@ -250,7 +250,7 @@ impl Store {
             deliveries: db.open_tree("deliveries")?,
             versions: Arc::default(),
             generation: Arc::new(Mutex::new(generation)),
-            state_dir: state_dir.to_path_buf(),
+            record: Arc::new(crate::generation::Writer::start(state_dir, generation)),
             meta,
             path,
             db,
@@ -267,17 +267,18 @@ impl Store {
         &self.path
     }
 
-    /// Makes every write so far durable, under the next generation, and then records that
-    /// generation beside the store (the record never runs ahead of what sled made durable).
+    /// Makes every write so far durable, under the next generation, and then has that
+    /// generation recorded beside the store (the record never runs ahead of what sled made
+    /// durable). An `Err` after a durable flush is an earlier record write that failed.
     pub fn flush(&self) -> Result<()> {
         let mut generation = self.generation.lock().unwrap_or_else(|e| e.into_inner());
         let next = *generation + 1;
         self.meta.insert(GENERATION_KEY, &next.to_be_bytes())?;
         self.db.flush()?;
         *generation = next;
-        crate::generation::write(&self.state_dir, next).map_err(|e| {
+        self.record.publish(next).map_err(|e| {
             StoreError::Flush(format!(
-                "the store is flushed but its generation record is not: {e}"
+                "the store is flushed but its generation record could not be written: {e}"
             ))
         })
     }
@@ -879,9 +880,10 @@ mod tests {
             .unwrap();
         store.flush().unwrap();
         assert_eq!(store.generation(), at_open + 2);
-        let record = crate::generation::read(dir.path()).unwrap().unwrap();
-        assert_eq!(record.generation, store.generation());
         drop(store);
+        // The last clone of the store waits for its record.
+        let record = crate::generation::read(dir.path()).unwrap().unwrap();
+        assert_eq!(record.generation, at_open + 2);
         assert_eq!(Store::open(dir.path()).unwrap().generation(), at_open + 2);
     }
 
