@@ -1,6 +1,7 @@
 //! Exit codes: the one place where a command's result, or the error it ended with, becomes the
 //! code the shell sees (documented in the README, "Exit codes").
 
+use loopd_actors::generation::RecordError;
 use loopd_actors::store::StoreError;
 use loopd_actors::tree::GivenUp;
 
@@ -34,11 +35,16 @@ impl Exit {
             }
             if let Some(e) = cause.downcast_ref::<StoreError>() {
                 return match e {
-                    // Another loopd's lock, a newer store: the user's to settle.
-                    StoreError::Open { .. } | StoreError::NewerVersion { .. } => Exit::Invalid,
-                    StoreError::Corrupt { .. } | StoreError::Flush(_) | StoreError::Sled(_) => {
-                        Exit::Internal
-                    }
+                    // Another loopd's lock, a newer store, a store that lost writes (`loopd
+                    // recover`), a record that is not one: the user's to settle.
+                    StoreError::Open { .. }
+                    | StoreError::NewerVersion { .. }
+                    | StoreError::Behind { .. }
+                    | StoreError::Record(RecordError::Invalid { .. }) => Exit::Invalid,
+                    StoreError::Corrupt { .. }
+                    | StoreError::Flush(_)
+                    | StoreError::Sled(_)
+                    | StoreError::Record(RecordError::Io { .. }) => Exit::Internal,
                 };
             }
         }
