@@ -336,3 +336,38 @@ loopd.toml:5: /loops/0/colour: unknown key `colour`
 "
     );
 }
+
+/// A 100,000-test dependency chain (each test depends on the one before) validates: the checks
+/// are linear, and nothing recurses once per link (a recursive walk overflows the stack here).
+/// Before the dependency lookups were maps, this took minutes; the timing is in benches/scale.rs.
+#[test]
+fn a_chain_of_100000_tests_validates() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let n = 100_000;
+    let tests: Vec<serde_json::Value> = (0..n)
+        .map(|i| {
+            let deps: Vec<String> = (i > 0)
+                .then(|| format!("T-{}", i - 1))
+                .into_iter()
+                .collect();
+            serde_json::json!({"id": format!("T-{i}"), "title": "t", "spec": "x",
+                               "verify": "true", "depends_on": deps})
+        })
+        .collect();
+    write(
+        d,
+        "chain.tests.json",
+        &serde_json::json!({ "tests": tests }).to_string(),
+    );
+    write(
+        d,
+        "loopd.toml",
+        "[[loops]]\nname = \"chain\"\ninit_workdir = true\ntests_file = \"chain.tests.json\"\n\
+         agent = { kind = \"command\", command = [\"true\"] }\n",
+    );
+    let out = loopd(&["validate"], d, &[]);
+    let text = stdout(&out, d);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 loop, 100000 tests"), "{text}");
+}

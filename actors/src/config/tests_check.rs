@@ -87,11 +87,6 @@ impl LoadedTests {
         report.sort();
         report
     }
-
-    /// The index in the file of the test with `id` (its first occurrence).
-    pub(crate) fn index_of(&self, id: &str) -> Option<usize> {
-        self.tests.iter().find(|(_, t)| t.id == id).map(|(i, _)| *i)
-    }
 }
 
 /// Reads and checks the tests file of `lp`.
@@ -129,6 +124,13 @@ pub(crate) fn read_tests(lp: &LoopConfig) -> LoadedTests {
     let Some(Value::Array(items)) = value.get("tests") else {
         return out;
     };
+    // Items the schema already reported on, so that serde's message does not repeat it; a set,
+    // not a scan of every problem per item (quadratic on a big file with many problems).
+    let mut reported: std::collections::HashSet<usize> = out
+        .problems
+        .iter()
+        .filter_map(|(p, _)| p.strip_prefix("/tests/")?.split('/').next()?.parse().ok())
+        .collect();
     for (i, item) in items.iter().enumerate() {
         let at = format!("/tests/{i}");
         if let Some(Value::String(s)) = item.get("timeout") {
@@ -137,16 +139,13 @@ pub(crate) fn read_tests(lp: &LoopConfig) -> LoadedTests {
                     format!("{at}/timeout"),
                     format!("expected a duration such as \"20m\", found \"{s}\""),
                 ));
+                reported.insert(i);
             }
         }
-        let reported = out
-            .problems
-            .iter()
-            .any(|(p, _)| p == &at || p.starts_with(&format!("{at}/")));
         match serde_json::from_value::<TestSpec>(item.clone()) {
             Ok(t) => out.tests.push((i, t)),
             Err(e) => {
-                if !reported {
+                if !reported.contains(&i) {
                     out.problems.push((at.clone(), e.to_string()));
                 }
                 // Still checked for its id, verify and dependencies, and still a node that
@@ -227,9 +226,14 @@ fn check_tests(lp: &LoopConfig, out: &mut LoadedTests) {
             }
         }
     }
-    // Cycles, over the first occurrence of each id.
+    // Cycles, over the first occurrence of each id. Node `k` is `out.tests[k]`; ids are looked
+    // up in a map (a scan per dependency made a 100,000-test chain take minutes).
     let ids: Vec<&str> = out.tests.iter().map(|(_, t)| t.id.as_str()).collect();
-    let node_of = |id: &str| ids.iter().position(|x| *x == id);
+    let mut nodes: HashMap<&str, usize> = HashMap::with_capacity(ids.len());
+    for (k, id) in ids.iter().enumerate() {
+        nodes.entry(id).or_insert(k);
+    }
+    let node_of = |id: &str| nodes.get(id).copied();
     let edges: Vec<Vec<usize>> = out
         .tests
         .iter()
@@ -348,6 +352,18 @@ mod tests {
         let edges = vec![vec![1], vec![2], vec![0], vec![3], vec![0]];
         assert_eq!(find_cycles(&edges), vec![vec![0, 1, 2], vec![3]]);
         assert!(find_cycles(&[vec![1], vec![2], vec![]]).is_empty());
+    }
+
+    #[test]
+    fn a_cycle_through_100000_tests_is_found_without_recursion() {
+        let n = 100_000;
+        let mut edges: Vec<Vec<usize>> = (0..n).map(|i| vec![i + 1]).collect();
+        edges[n - 1] = vec![0];
+        let cycles = find_cycles(&edges);
+        assert_eq!(cycles.len(), 1);
+        assert_eq!(cycles[0].len(), n);
+        edges[n - 1].clear();
+        assert!(find_cycles(&edges).is_empty());
     }
 
     #[test]

@@ -221,8 +221,9 @@ fn cross_check(
                     "unknown loop `{}` in `{}:{}`",
                     c.other_loop, c.other_loop, c.id
                 ),
+                // The graph's map, not a scan of that loop's tests per reference.
                 Some(&o) => match &tests[o] {
-                    Some(other) if other.index_of(&c.id).is_none() => {
+                    Some(_) if !node_of.contains_key(&(o, c.id.as_str())) => {
                         format!("unknown test id `{}` in loop `{}`", c.id, c.other_loop)
                     }
                     _ => continue,
