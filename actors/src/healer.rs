@@ -18,7 +18,9 @@ mod lessons;
 mod patterns;
 mod strategies;
 
-pub use diagnosis::{diagnose, Diagnosis, LastError, OutcomeCount, RepeatedFingerprint};
+pub use diagnosis::{
+    diagnose, AttemptRun, Diagnosis, LastError, OutcomeCount, RepeatedFingerprint,
+};
 pub use lessons::{history_fingerprints, lesson_from_pass, lessons_for_prompt, Lesson};
 pub use patterns::{failure_patterns, FailurePattern};
 pub use strategies::{
@@ -145,9 +147,38 @@ pub(crate) fn attempts_word(n: u32) -> String {
     }
 }
 
-/// "1, 2 and 4".
+/// Most runs of attempt numbers [`list_numbers`] writes out; beyond them the middle is elided.
+const MAX_RUNS: usize = 6;
+
+/// Runs of consecutive numbers, in the order given: `[1, 2, 3, 5]` is `[(1, 3), (5, 5)]`.
+pub(crate) fn runs(numbers: &[u32]) -> Vec<(u32, u32)> {
+    let mut out: Vec<(u32, u32)> = Vec::new();
+    for &n in numbers {
+        match out.last_mut() {
+            Some((_, last)) if last.checked_add(1) == Some(n) => *last = n,
+            _ => out.push((n, n)),
+        }
+    }
+    out
+}
+
+/// Attempt numbers for people, as ranges: "1, 2 and 4", "1-296", "3, 5-9 and 12". A history
+/// of any length reads in a bounded line: past [`MAX_RUNS`] runs the middle ones become "…".
 pub(crate) fn list_numbers(numbers: &[u32]) -> String {
-    let words: Vec<String> = numbers.iter().map(u32::to_string).collect();
+    let mut words: Vec<String> = Vec::new();
+    for (a, b) in runs(numbers) {
+        match b - a {
+            0 => words.push(a.to_string()),
+            1 => words.extend([a.to_string(), b.to_string()]),
+            _ => words.push(format!("{a}-{b}")),
+        }
+    }
+    if words.len() > MAX_RUNS {
+        let tail = words.split_off(words.len() - 1);
+        words.truncate(MAX_RUNS - 2);
+        words.push("…".into());
+        words.extend(tail);
+    }
     match words.split_last() {
         None => String::new(),
         Some((last, [])) => last.clone(),
@@ -225,5 +256,10 @@ mod tests {
     fn numbers_read_as_a_list() {
         assert_eq!(list_numbers(&[2]), "2");
         assert_eq!(list_numbers(&[1, 2, 4]), "1, 2 and 4");
+        let all: Vec<u32> = (1..=296).collect();
+        assert_eq!(list_numbers(&all), "1-296");
+        assert_eq!(list_numbers(&[3, 5, 6, 7, 8, 9, 12]), "3, 5-9 and 12");
+        let odd: Vec<u32> = (1..=299).step_by(2).collect();
+        assert_eq!(list_numbers(&odd), "1, 3, 5, 7, … and 299");
     }
 }

@@ -1,10 +1,13 @@
 //! Rendering the prompt of one attempt from the loop's template.
 //!
 //! Placeholders: `{{loop}}`, `{{test.id}}`, `{{test.title}}`, `{{test.spec}}`, `{{test.verify}}`,
-//! `{{attempt}}`, `{{max_attempts}}`, `{{history}}` (earlier attempts: outcome, reason, verify's
-//! output tail, diff summary; when the latest failure repeats an earlier one, which attempts
-//! failed that way and a request for another approach) and `{{lessons}}`. Unknown placeholders are left as they are, so a
-//! template can talk about `{{...}}` syntax of its own.
+//! `{{attempt}}`, `{{max_attempts}}`, `{{history}}` (the last three attempts in full: outcome,
+//! reason, verify's output tail, the agent's summary; older ones folded into one line per way
+//! they failed, "Attempts 1-296 failed the same way: ..."; when the latest failure repeats an
+//! earlier one, which attempts failed that way and a request for another approach) and
+//! `{{lessons}}`. The history section has a size bound that does not grow with the number of
+//! attempts. Unknown placeholders are left as they are, so a template can talk about `{{...}}`
+//! syntax of its own.
 
 use crate::healer;
 use crate::model::{AttemptRecord, Outcome};
@@ -49,8 +52,16 @@ pub struct PromptInput<'a> {
     pub lessons: &'a [String],
 }
 
-/// How many earlier attempts are described in full (older ones get one line).
+/// How many earlier attempts are described in full; older ones are folded by how they failed.
 const FULL_HISTORY: usize = 3;
+
+/// How many kinds of failure the folded part names (the most recent ones), and how many of
+/// the agent's summaries a repeated failure quotes: the prompt stays bounded at attempt 3,000.
+const MAX_FOLDS: usize = 5;
+const MAX_SUMMARIES: usize = 3;
+
+/// Longest agent summary quoted, in characters.
+const MAX_SUMMARY: usize = 300;
 
 /// Renders `template` for `input`.
 pub fn render(template: &str, input: &PromptInput<'_>) -> String {
@@ -96,15 +107,16 @@ fn history(attempts: &[AttemptRecord]) -> String {
         return String::new();
     }
     let mut out = String::from("\n# Earlier attempts at this task\n");
-    let full_from = finished.len().saturating_sub(FULL_HISTORY);
-    for (i, a) in finished.iter().enumerate() {
+    let (older, recent) = finished.split_at(finished.len().saturating_sub(FULL_HISTORY));
+    if !older.is_empty() {
+        out.push('\n');
+        out.push_str(&folded(older));
+    }
+    for a in recent {
         let outcome = a.outcome.map(outcome_words).unwrap_or("unknown");
         out.push_str(&format!("\n## Attempt {}: {outcome}\n", a.number));
         if let Some(reason) = &a.reason {
             out.push_str(&format!("{reason}\n"));
-        }
-        if i < full_from {
-            continue;
         }
         if a.outcome == Some(Outcome::NoChange) {
             out.push_str(
@@ -117,12 +129,68 @@ fn history(attempts: &[AttemptRecord]) -> String {
             out.push_str("\n```\n");
         }
         if let Some(diff) = a.summary.as_deref().filter(|s| !s.trim().is_empty()) {
-            out.push_str(&format!("The agent said: {}\n", diff.trim()));
+            out.push_str(&format!(
+                "The agent said: {}\n",
+                healer::shorten_to(diff.trim(), MAX_SUMMARY)
+            ));
         }
     }
     out.push_str("\nThe repository was reset to the last good state after each failed attempt.\n");
     if let Some(r) = healer::repeated_failure(attempts) {
         out.push_str(&repeated_note(&r));
+    }
+    out
+}
+
+/// The attempts before the last few, one line per way they failed (same fingerprint, else same
+/// outcome), oldest first: "Attempts 1-296 failed the same way: ...". At most [`MAX_FOLDS`]
+/// ways, the most recent; the others are counted in one line.
+fn folded(older: &[&AttemptRecord]) -> String {
+    // Groups in order of first appearance; each keeps its numbers and its latest attempt.
+    let mut groups: Vec<(String, Vec<u32>, &AttemptRecord)> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for a in older {
+        let key = match &a.fingerprint {
+            Some(f) => format!("f:{f}"),
+            None => format!("o:{}", a.outcome.map(outcome_words).unwrap_or("unknown")),
+        };
+        match index.get(&key) {
+            Some(&i) => {
+                groups[i].1.push(a.number);
+                groups[i].2 = a;
+            }
+            None => {
+                index.insert(key.clone(), groups.len());
+                groups.push((key, vec![a.number], a));
+            }
+        }
+    }
+    let mut out = String::new();
+    if groups.len() > MAX_FOLDS {
+        // Keep the ways that failed most recently.
+        groups.sort_by_key(|(_, numbers, _)| std::cmp::Reverse(numbers.last().copied()));
+        let dropped = groups.split_off(MAX_FOLDS);
+        let mut numbers: Vec<u32> = dropped.iter().flat_map(|(_, n, _)| n.clone()).collect();
+        numbers.sort_unstable();
+        out.push_str(&format!(
+            "Attempts {} failed in {} other ways, not repeated here.\n",
+            healer::list_numbers(&numbers),
+            dropped.len()
+        ));
+        groups.sort_by_key(|(_, numbers, _)| numbers.first().copied());
+    }
+    for (_, numbers, last) in &groups {
+        let outcome = last.outcome.map(outcome_words).unwrap_or("unknown");
+        let which = healer::list_numbers(numbers);
+        let head = match (numbers.len(), last.fingerprint.is_some()) {
+            (1, _) => format!("Attempt {which}: {outcome}"),
+            (_, true) => format!("Attempts {which} failed the same way ({outcome})"),
+            (_, false) => format!("Attempts {which}: {outcome}"),
+        };
+        match healer::normalised_error(last) {
+            Some(line) => out.push_str(&format!("{head}:\n    {line}\n")),
+            None => out.push_str(&format!("{head}.\n")),
+        }
     }
     out
 }
@@ -136,8 +204,17 @@ fn repeated_note(r: &healer::RepeatedFailure) -> String {
     );
     if !r.summaries.is_empty() {
         out.push_str("\nWhat those attempts did, in the agent's words:\n");
-        for (n, s) in &r.summaries {
-            out.push_str(&format!("- attempt {n}: {s}\n"));
+        let skipped = r.summaries.len().saturating_sub(MAX_SUMMARIES);
+        if skipped > 0 {
+            out.push_str(&format!(
+                "- ({skipped} earlier attempts, not repeated here)\n"
+            ));
+        }
+        for (n, s) in &r.summaries[skipped..] {
+            out.push_str(&format!(
+                "- attempt {n}: {}\n",
+                healer::shorten_to(s, MAX_SUMMARY)
+            ));
         }
     }
     out.push_str(
@@ -260,6 +337,65 @@ mod tests {
         let p = render(DEFAULT_TEMPLATE, &input(&[a1, other], "x"));
         assert!(!p.contains("same failure"), "{p}");
         assert!(!p.contains("different approach"), "{p}");
+    }
+
+    /// `n` failed attempts, each with a summary; `kinds` different failures taking turns.
+    fn long_history(n: u32, kinds: u32) -> Vec<AttemptRecord> {
+        const WORDS: [&str; 8] = [
+            "table", "column", "index", "view", "row", "key", "field", "type",
+        ];
+        (1..=n)
+            .map(|i| {
+                let word = WORDS[((i - 1) % kinds) as usize];
+                let tail = format!("test login ... FAILED\nerror: no such {word} at src/db.rs:{i}");
+                let mut a = crate::healer::testing::attempt(i, Outcome::Failed, &tail);
+                a.summary = Some(format!("Attempt {i}: changed the schema once more"));
+                a.reason = Some("verify exited with 1".into());
+                a
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_long_history_is_folded_by_fingerprint() {
+        let h = long_history(300, 1);
+        let p = render(DEFAULT_TEMPLATE, &input(&h, "x"));
+        assert!(
+            p.contains(
+                "Attempts 1-297 failed the same way (failed: the verify command did not pass):\n    \
+                 error: no such table at <path>\n"
+            ),
+            "{p}"
+        );
+        // The last three in full, no older one on its own.
+        assert!(p.contains("## Attempt 298: failed") && p.contains("## Attempt 300: failed"));
+        assert!(!p.contains("## Attempt 297"), "{p}");
+        assert!(p.contains("Attempts 1-300 failed the same way:\n"), "{p}");
+        assert!(
+            p.contains("- (297 earlier attempts, not repeated here)\n"),
+            "{p}"
+        );
+        assert!(p.contains("- attempt 298: ") && !p.contains("- attempt 297: "));
+    }
+
+    #[test]
+    fn the_prompt_is_bounded_whatever_the_history() {
+        // One failure over and over, and eight failures taking turns (ranges cannot merge).
+        for kinds in [1, 8] {
+            let sizes: Vec<usize> = [10, 300, 3000]
+                .iter()
+                .map(|&n| render(DEFAULT_TEMPLATE, &input(&long_history(n, kinds), "x")).len())
+                .collect();
+            // The bound does not depend on N: 3,000 attempts take the room of 300, give or
+            // take the digits of the attempt numbers.
+            assert!(sizes.iter().all(|s| *s < 4096), "{kinds} kinds: {sizes:?}");
+            assert!(sizes[2] <= sizes[1] + 64, "{kinds} kinds: {sizes:?}");
+        }
+        let p = render(DEFAULT_TEMPLATE, &input(&long_history(300, 8), "x"));
+        assert!(
+            p.contains("failed in 3 other ways, not repeated here."),
+            "{p}"
+        );
     }
 
     #[test]

@@ -13,6 +13,11 @@ use crate::model::{AttemptRecord, Outcome, TestRecord};
 /// How many of the last failed attempts the diagnosis quotes.
 const LAST_ERRORS: usize = 3;
 
+/// How many repeated failures a diagnosis lists (the most frequent), and how many runs of
+/// attempt numbers each keeps (the newest): a diagnosis stays small whatever the history.
+const MAX_REPEATED: usize = 5;
+const MAX_RUNS: usize = 20;
+
 /// What the healer makes of a test's failures, for people and for the next strategy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Diagnosis {
@@ -50,10 +55,54 @@ pub struct RepeatedFingerprint {
     pub fingerprint: String,
     /// How many attempts failed this way.
     pub count: u32,
-    /// Their numbers, oldest first.
-    pub attempts: Vec<u32>,
+    /// Their numbers as runs, oldest first: `[1, [3, 296]]` is attempts 1 and 3 to 296. At
+    /// most the newest 20 runs; `count` is the whole.
+    pub attempts: Vec<AttemptRun>,
     /// A representative error line, normalised.
     pub example: String,
+}
+
+impl RepeatedFingerprint {
+    /// Its attempts for people: "1 and 3-296".
+    fn list(&self) -> String {
+        let numbers: Vec<u32> = self.attempts.iter().flat_map(|r| r.numbers()).collect();
+        list_numbers(&numbers)
+    }
+}
+
+/// One attempt number, or a run of consecutive ones (`[first, last]`). A plain number is also
+/// what diagnoses written before runs existed hold, so they still read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum AttemptRun {
+    /// A single attempt.
+    One(u32),
+    /// Attempts `first` to `last`, both included.
+    Range(u32, u32),
+}
+
+impl AttemptRun {
+    /// The runs of `numbers` (ascending).
+    pub fn of(numbers: &[u32]) -> Vec<AttemptRun> {
+        super::runs(numbers)
+            .into_iter()
+            .map(|(a, b)| {
+                if a == b {
+                    AttemptRun::One(a)
+                } else {
+                    AttemptRun::Range(a, b)
+                }
+            })
+            .collect()
+    }
+
+    /// Every number of the run.
+    pub fn numbers(self) -> std::ops::RangeInclusive<u32> {
+        match self {
+            AttemptRun::One(n) => n..=n,
+            AttemptRun::Range(a, b) => a..=b,
+        }
+    }
 }
 
 /// What one failed attempt said.
@@ -102,18 +151,24 @@ pub fn diagnose(test: &TestRecord, history: &[AttemptRecord]) -> Diagnosis {
     let mut repeated: Vec<RepeatedFingerprint> = by_fingerprint
         .into_iter()
         .filter(|(_, v)| v.len() > 1)
-        .map(|(f, v)| RepeatedFingerprint {
-            fingerprint: f.to_string(),
-            count: v.len() as u32,
-            attempts: v.iter().map(|a| a.number).collect(),
-            example: v
-                .iter()
-                .rev()
-                .find_map(|a| normalised_error(a))
-                .unwrap_or_default(),
+        .map(|(f, v)| {
+            let numbers: Vec<u32> = v.iter().map(|a| a.number).collect();
+            let mut runs = AttemptRun::of(&numbers);
+            runs.drain(..runs.len().saturating_sub(MAX_RUNS));
+            RepeatedFingerprint {
+                fingerprint: f.to_string(),
+                count: v.len() as u32,
+                attempts: runs,
+                example: v
+                    .iter()
+                    .rev()
+                    .find_map(|a| normalised_error(a))
+                    .unwrap_or_default(),
+            }
         })
         .collect();
     repeated.sort_by_key(|r| std::cmp::Reverse(r.count));
+    repeated.truncate(MAX_REPEATED);
 
     let last_errors: Vec<LastError> = failures
         .iter()
@@ -187,7 +242,7 @@ fn suggest(
              not help: give the spec a hint about this error, split the test, or fix the cause \
              by hand",
             r.count,
-            list_numbers(&r.attempts),
+            r.list(),
             r.example
         ));
     }
@@ -301,7 +356,7 @@ fn summarise(
         s.push_str(&format!(
             " The same failure came back {} times (attempts {}): `{}`.",
             r.count,
-            list_numbers(&r.attempts),
+            r.list(),
             r.example
         ));
     }
@@ -379,7 +434,10 @@ mod tests {
         );
         assert_eq!(d.repeated.len(), 1);
         assert_eq!(d.repeated[0].count, 3);
-        assert_eq!(d.repeated[0].attempts, vec![1, 4, 6]);
+        assert_eq!(
+            d.repeated[0].attempts,
+            [1, 4, 6].map(AttemptRun::One).to_vec()
+        );
         assert_eq!(Some(&d.repeated[0].fingerprint), h[0].fingerprint.as_ref());
         assert_eq!(d.repeated[0].example, "error: expected #, got # (#ms)");
         let last: Vec<(u32, &str)> = d
@@ -464,6 +522,45 @@ mod tests {
         );
         assert!(!s.contains("same failure"), "{s}");
         assert_eq!(d.last_errors[2].line, "the agent exited with 127");
+    }
+
+    #[test]
+    fn a_long_history_is_named_by_ranges_in_a_bounded_diagnosis() {
+        let same: Vec<AttemptRecord> = (1..=300)
+            .map(|n| attempt(n, Outcome::Failed, "error: expected 200, got 500"))
+            .collect();
+        let d = diagnose(&test_record(), &same);
+        assert_eq!(d.repeated[0].attempts, vec![AttemptRun::Range(1, 300)]);
+        assert_eq!(d.repeated[0].count, 300);
+        assert!(d.summary.contains("(attempts 1-300)"), "{}", d.summary);
+
+        // Two failures taking turns: 150 runs each, of which the diagnosis keeps the newest.
+        let size = |n: u32| {
+            let h: Vec<AttemptRecord> = (1..=n)
+                .map(|i| {
+                    let tail = ["error: no table", "error: no column"][i as usize % 2];
+                    attempt(i, Outcome::Failed, tail)
+                })
+                .collect();
+            let d = diagnose(&test_record(), &h);
+            assert_eq!(d.repeated.len(), 2);
+            assert!(d.repeated.iter().all(|r| r.attempts.len() == MAX_RUNS));
+            assert!(d.summary.contains("…"), "{}", d.summary);
+            serde_json::to_string(&d).unwrap().len()
+        };
+        let (small, big) = (size(300), size(3000));
+        assert!(big < 4096 && big <= small + 200, "{small} then {big} bytes");
+    }
+
+    #[test]
+    fn a_diagnosis_written_with_plain_numbers_still_reads() {
+        let r: RepeatedFingerprint = serde_json::from_value(serde_json::json!({
+            "fingerprint": "f", "count": 2, "attempts": [1, 4], "example": "e"
+        }))
+        .unwrap();
+        assert_eq!(r.attempts, vec![AttemptRun::One(1), AttemptRun::One(4)]);
+        let ranged = serde_json::to_value(AttemptRun::of(&[1, 2, 3, 7])).unwrap();
+        assert_eq!(ranged, serde_json::json!([[1, 3], 7]));
     }
 
     #[test]

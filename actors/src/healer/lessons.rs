@@ -78,11 +78,18 @@ pub fn lesson_from_pass(
     })
 }
 
-/// The distinct failure fingerprints of a test's attempts, newest first: what to look lessons
-/// up by.
+/// Most fingerprints looked up for one prompt: each is a store read, and the prompt offers at
+/// most three lessons anyway.
+const MAX_FINGERPRINTS: usize = 8;
+
+/// The distinct failure fingerprints of a test's attempts, newest first, at most
+/// [`MAX_FINGERPRINTS`]: what to look lessons up by. Walks back only as far as it needs.
 pub fn history_fingerprints(history: &[AttemptRecord]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for f in history.iter().rev().filter_map(|a| a.fingerprint.as_ref()) {
+        if out.len() == MAX_FINGERPRINTS {
+            break;
+        }
         if !out.contains(f) {
             out.push(f.clone());
         }

@@ -4,7 +4,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{diagnose, list_numbers, normalised_error, outcome_name, repeated_failure};
+use super::{diagnose, list_numbers, normalised_error, outcome_name, repeated_failure, shorten_to};
 use crate::model::{AttemptRecord, Outcome, TestRecord, TestStatus};
 
 /// One way of trying a failed test again, cheapest first.
@@ -173,9 +173,21 @@ pub fn alternative_prompt(history: &[AttemptRecord]) -> String {
         out.push_str("Earlier work on this task did not succeed. ");
     } else {
         let numbers: Vec<u32> = failed.iter().map(|a| a.number).collect();
-        let outcomes: Vec<String> = failed
+        // How many ended each way, not one word per attempt: bounded at any history length.
+        let mut outcomes: Vec<(String, u32)> = Vec::new();
+        for a in &failed {
+            let name = outcome_name(a.outcome.unwrap_or(Outcome::Failed));
+            match outcomes.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, count)) => *count += 1,
+                None => outcomes.push((name, 1)),
+            }
+        }
+        let outcomes: Vec<String> = outcomes
             .iter()
-            .map(|a| outcome_name(a.outcome.unwrap_or(Outcome::Failed)))
+            .map(|(name, count)| match count {
+                1 => name.clone(),
+                _ => format!("{count} {name}"),
+            })
             .collect();
         out.push_str(&format!(
             "Attempts {} did not pass ({}).\n",
@@ -196,13 +208,17 @@ pub fn alternative_prompt(history: &[AttemptRecord]) -> String {
     {
         out.push_str(&format!("Attempt {n} ended with: `{line}`\n"));
     }
-    let tried: Vec<String> = failed
+    // The last few only, each cut short: the prompt stays bounded whatever the history.
+    let mut tried: Vec<String> = failed
         .iter()
+        .rev()
         .filter_map(|a| {
             let s = a.summary.as_deref()?.trim();
-            (!s.is_empty()).then(|| format!("- attempt {}: {s}\n", a.number))
+            (!s.is_empty()).then(|| format!("- attempt {}: {}\n", a.number, shorten_to(s, 300)))
         })
+        .take(3)
         .collect();
+    tried.reverse();
     if !tried.is_empty() {
         out.push_str("What was tried:\n");
         out.extend(tried);
@@ -347,7 +363,7 @@ mod tests {
         let a3 = attempt(3, Outcome::Failed, "error: expected 200, got 503");
         let p = alternative_prompt(&[a1, a2, a3]);
         assert!(
-            p.contains("Attempts 1 and 3 did not pass (failed, failed)."),
+            p.contains("Attempts 1 and 3 did not pass (2 failed)."),
             "{p}"
         );
         assert!(
