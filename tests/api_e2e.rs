@@ -177,16 +177,13 @@ fn serve_is_driven_by_the_cli_and_http_and_keeps_its_registry() {
     let _ = logs.kill();
     let _ = logs.wait();
 
-    // `ls --json` and `status --json` (through the API) agree with GET /api/loops/:id.
+    // `status --json` (through the API) agrees with GET /api/loops/:id, and `ls --json` with
+    // its summary view.
     let ls = fleet.cmd(&["-c", "loopd.toml", "ls", "--json"]).json();
-    let get: Value = client
-        .get(daemon.url("/api/loops/main"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    assert_eq!(ls["loops"][0], get);
-    assert_eq!(fleet.status()["loops"][0], get);
+    let get =
+        |path: &str| -> Value { client.get(daemon.url(path)).send().unwrap().json().unwrap() };
+    assert_eq!(ls["loops"][0], get("/api/loops/main?view=summary"));
+    assert_eq!(fleet.status()["loops"][0], get("/api/loops/main"));
 
     // A loop created through the API survives a restart.
     std::fs::write(
@@ -307,4 +304,102 @@ fn run_says_which_loops_a_person_holds_and_does_not_wait_for_them() {
         "{run}"
     );
     assert_eq!(fleet.loop_status()["status"], "paused");
+}
+
+/// A test that failed 120 times: the summary view (what `ls` prints) stays small, with the
+/// counts and the last attempt only, and the attempts come a page at a time by number.
+#[test]
+fn a_long_history_is_summarised_and_its_attempts_come_in_pages() {
+    const N: u64 = 120;
+    // The agent writes its summary and fails the same way every time, as fast as it can.
+    let fleet = Fleet::new()
+        .tests(json!([{"id": "T1", "title": "T1", "spec": "x",
+                        "verify": "echo 'error: expected 1, got 2'; false"}]))
+        .agent("echo '{\"summary\": \"tried again\"}' > \"$LOOPD_RESULT_FILE\"")
+        .set("max_attempts", &N.to_string())
+        .set("checkpoints", "false")
+        .write();
+    let daemon = Daemon::start(&fleet, &[]);
+    let client = http();
+    let get = |path: &str| client.get(daemon.url(path)).send().unwrap();
+    let json = |path: &str| -> Value { get(path).json().unwrap() };
+    wait_until(
+        "T1 to use up its attempts",
+        Duration::from_secs(300),
+        || json("/api/loops/main?view=summary")["tests"][0]["status"] == "failed",
+    );
+
+    let full = get("/api/loops/main").text().unwrap();
+    let summary_text = get("/api/loops/main?view=summary").text().unwrap();
+    let summary: Value = serde_json::from_str(&summary_text).unwrap();
+    let t = &summary["tests"][0];
+    assert_eq!(t["attempts"], N, "{t:#}");
+    assert_eq!(t["counted_attempts"], N);
+    assert_eq!(t["last_attempt"]["number"], N);
+    assert_eq!(summary["attempts"], N);
+    // The diagnosis names the repeated failure by range, not by 120 numbers.
+    assert_eq!(
+        t["diagnosis"]["repeated"][0]["attempts"],
+        json!([[1, N]]),
+        "{t:#}"
+    );
+    // One attempt record and a diagnosis: a bound that does not grow with the history, where the
+    // full view carries every attempt.
+    assert!(
+        summary_text.len() < 16 * 1024,
+        "summary of {N} attempts: {} bytes",
+        summary_text.len()
+    );
+    assert!(full.len() > 20 * summary_text.len() / 2, "{}", full.len());
+    let page = json("/api/loops?view=summary");
+    assert_eq!(page["loops"][0], summary);
+    let ls = fleet.cmd(&["-c", "loopd.toml", "ls", "--json"]).json();
+    assert_eq!(ls["loops"][0], summary);
+
+    // Pages of 50 by number, each naming where the next one starts.
+    let mut numbers = Vec::new();
+    let mut path = "/api/loops/main/tests/T1/attempts?limit=50".to_string();
+    let mut pages = 0;
+    loop {
+        let page = json(&path);
+        pages += 1;
+        let got = page["attempts"].as_array().unwrap();
+        assert!(got.len() <= 50);
+        numbers.extend(got.iter().map(|a| a["number"].as_u64().unwrap()));
+        match page["next_cursor"].as_str() {
+            Some(c) => path = format!("/api/loops/main/tests/T1/attempts?limit=50&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(numbers, (1..=N).collect::<Vec<_>>());
+    assert_eq!(pages, 3);
+    // The default page is 50.
+    let first = json("/api/loops/main/tests/T1/attempts");
+    assert_eq!(first["attempts"].as_array().unwrap().len(), 50);
+
+    // Bad parameters are refused with a code and the parameter's name.
+    for (path, parameter) in [
+        ("/api/loops/main/tests/T1/attempts?limit=0", "limit"),
+        ("/api/loops/main/tests/T1/attempts?limit=1001", "limit"),
+        ("/api/loops/main/tests/T1/attempts?cursor=soon", "cursor"),
+        ("/api/loops/main?view=tiny", "view"),
+        ("/api/loops?view=tiny", "view"),
+    ] {
+        let resp = get(path);
+        assert_eq!(resp.status(), 400, "{path}");
+        let body: Value = resp.json().unwrap();
+        assert_eq!(body["error"]["code"], "bad_request", "{path}: {body}");
+        assert_eq!(body["error"]["details"]["parameter"], parameter, "{path}");
+    }
+    let resp = get("/api/loops/main/tests/NOPE/attempts");
+    assert_eq!(resp.status(), 404);
+    assert_eq!(
+        resp.json::<Value>().unwrap()["error"]["code"],
+        "test_not_found"
+    );
+    let resp = get("/api/loops/nope/tests/T1/attempts");
+    assert_eq!(
+        resp.json::<Value>().unwrap()["error"]["code"],
+        "loop_not_found"
+    );
 }

@@ -17,6 +17,14 @@ pub fn generate() -> Vec<(&'static str, Value)> {
         ("tests.schema.json", schema_of::<TestsFile>()),
         ("status.schema.json", schema_of::<crate::view::StatusDoc>()),
         (
+            "summary.schema.json",
+            schema_of::<crate::view::SummaryDoc>(),
+        ),
+        (
+            "attempt_page.schema.json",
+            schema_of::<crate::view::AttemptPage>(),
+        ),
+        (
             "attempts.schema.json",
             schema_of::<crate::view::AttemptsDoc>(),
         ),

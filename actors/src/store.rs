@@ -459,6 +459,31 @@ impl Store {
         Ok(attempts)
     }
 
+    /// At most `limit` attempts of one test with a number above `after`, by number, and
+    /// whether more follow: a range of keys, whatever the length of the history.
+    pub fn attempts_page(
+        &self,
+        loop_name: &str,
+        test: &str,
+        after: u32,
+        limit: usize,
+    ) -> Result<(Vec<AttemptRecord>, bool)> {
+        let Some(start) = after.checked_add(1) else {
+            return Ok((Vec::new(), false));
+        };
+        let from = attempt_key(loop_name, test, start);
+        let to = attempt_key(loop_name, test, u32::MAX);
+        let mut page = Vec::with_capacity(limit.min(1024));
+        for kv in self.attempts.range(from..=to) {
+            let (k, v) = kv?;
+            if page.len() == limit {
+                return Ok((page, true));
+            }
+            page.push(decode("attempts", &k, &v)?);
+        }
+        Ok((page, false))
+    }
+
     /// Attempts without an outcome: running now, or left behind by a loopd that died.
     pub fn unfinished_attempts(&self) -> Result<Vec<AttemptRecord>> {
         Ok(scan::<AttemptRecord>(&self.attempts, "attempts", b"")?
@@ -839,6 +864,34 @@ mod tests {
             store.get_delivery(1, &delivery.url).unwrap(),
             Some(delivery)
         );
+    }
+
+    #[test]
+    fn a_tests_attempts_come_in_pages_by_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let attempts = (1..=5)
+            .map(|n| AttemptRecord::started("a", "T-1", n, "t".into()))
+            .chain([AttemptRecord::started("a", "T-10", 1, "t".into())])
+            .collect();
+        store
+            .apply(Batch {
+                attempts,
+                ..Batch::default()
+            })
+            .unwrap();
+        let numbers = |(page, more): (Vec<AttemptRecord>, bool)| {
+            (page.iter().map(|a| a.number).collect::<Vec<_>>(), more)
+        };
+        let page = store.attempts_page("a", "T-1", 0, 2).unwrap();
+        assert_eq!(numbers(page), (vec![1, 2], true));
+        let page = store.attempts_page("a", "T-1", 2, 2).unwrap();
+        assert_eq!(numbers(page), (vec![3, 4], true));
+        // "T-10" shares the prefix "T-1" but is another test.
+        let page = store.attempts_page("a", "T-1", 4, 2).unwrap();
+        assert_eq!(numbers(page), (vec![5], false));
+        let page = store.attempts_page("a", "T-1", u32::MAX, 2).unwrap();
+        assert_eq!(numbers(page), (vec![], false));
     }
 
     #[test]

@@ -127,6 +127,147 @@ pub struct TestView {
     pub attempts: Vec<AttemptRecord>,
 }
 
+/// `GET /api/loops?view=summary` and `loopd ls --json`: every loop, each test with its last
+/// attempt only.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct SummaryDoc {
+    /// Every loop in the store.
+    pub loops: Vec<LoopSummary>,
+}
+
+/// One loop in the summary view: a [`LoopView`] whose tests carry counts and their last attempt
+/// instead of every attempt, so that its size does not grow with the history. The other
+/// attempts are at `GET /api/loops/:id/tests/:test/attempts`, a page at a time.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct LoopSummary {
+    /// The loop's name.
+    pub name: String,
+    /// What it is doing.
+    pub status: LoopState,
+    /// Why it is paused, stopped or crashed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When it last started running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// The test being attempted now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_test: Option<String>,
+    /// The number of the attempt running now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_attempt: Option<u32>,
+    /// The running agent's process group leader, when an attempt runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    /// When the running agent last printed a line (from the monitor; only when a daemon answers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat: Option<DateTime<Utc>>,
+    /// Scheduling priority (1 is highest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u32>,
+    /// What the loop may use.
+    pub resources: Resources,
+    /// The monitor's view of the running attempt; only when a daemon answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<crate::monitor::AttemptHealth>,
+    /// Counts of tests by status.
+    pub progress: Progress,
+    /// Attempts recorded for this loop.
+    pub attempts: usize,
+    /// Cost of all its attempts, in US dollars.
+    pub cost_usd: f64,
+    /// The last checkpoint commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<String>,
+    /// Its tests, in the tests file's order.
+    pub tests: Vec<TestSummary>,
+}
+
+/// One test in the summary view: status, counts and the last attempt.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct TestSummary {
+    /// Its id.
+    pub id: String,
+    /// Its title.
+    pub title: String,
+    /// Where it is in its life.
+    pub status: TestStatus,
+    /// Why, where there is more to say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What holds it back, when blocked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocked_by: Vec<String>,
+    /// Attempts recorded.
+    pub attempts: usize,
+    /// Attempts that counted toward `max_attempts`.
+    pub counted_attempts: u32,
+    /// Its checkpoint commit, when passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// The healer's diagnosis, once `max_attempts` was reached (bounded: runs of attempt
+    /// numbers, a few repeated failures).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnosis: Option<crate::healer::Diagnosis>,
+    /// The healer's current strategy, while it heals this test.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heal_strategy: Option<crate::healer::HealStrategy>,
+    /// The newest attempt, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempt: Option<AttemptRecord>,
+}
+
+impl From<LoopView> for LoopSummary {
+    fn from(v: LoopView) -> LoopSummary {
+        LoopSummary {
+            name: v.name,
+            status: v.status,
+            reason: v.reason,
+            started_at: v.started_at,
+            current_test: v.current_test,
+            current_attempt: v.current_attempt,
+            pid: v.pid,
+            last_heartbeat: v.last_heartbeat,
+            priority: v.priority,
+            resources: v.resources,
+            heartbeat: v.heartbeat,
+            progress: v.progress,
+            attempts: v.attempts,
+            cost_usd: v.cost_usd,
+            checkpoint: v.checkpoint,
+            tests: v.tests.into_iter().map(TestSummary::from).collect(),
+        }
+    }
+}
+
+impl From<TestView> for TestSummary {
+    fn from(mut t: TestView) -> TestSummary {
+        TestSummary {
+            attempts: t.attempts.len(),
+            last_attempt: t.attempts.pop(),
+            id: t.id,
+            title: t.title,
+            status: t.status,
+            reason: t.reason,
+            blocked_by: t.blocked_by,
+            counted_attempts: t.counted_attempts,
+            commit: t.commit,
+            diagnosis: t.diagnosis,
+            heal_strategy: t.heal_strategy,
+        }
+    }
+}
+
+/// `GET /api/loops/:id/tests/:test/attempts`: one page of a test's attempts.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct AttemptPage {
+    /// The attempts of this page, by number.
+    pub attempts: Vec<AttemptRecord>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
 /// `loopd attempts --json`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct AttemptsDoc {
@@ -217,9 +358,15 @@ pub fn loop_view(store: &Store, record: &LoopRecord) -> Result<LoopView, StoreEr
             attempts: Vec::new(),
         })
         .collect();
+    // A map from id to view: a search of the tests per attempt cost tests x attempts.
+    let index: std::collections::HashMap<&str, usize> = tests
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.spec.id.as_str(), i))
+        .collect();
     for a in &attempts {
-        if let Some(v) = views.iter_mut().find(|v| v.id == a.test_id) {
-            v.attempts.push(a.clone());
+        if let Some(&i) = index.get(a.test_id.as_str()) {
+            views[i].attempts.push(a.clone());
         }
     }
     Ok(LoopView {
@@ -253,6 +400,16 @@ pub fn status(store: &Store) -> Result<StatusDoc, StoreError> {
         .map(|r| loop_view(store, r))
         .collect::<Result<_, _>>()?;
     Ok(StatusDoc { loops })
+}
+
+/// Every loop of the store, in the summary view.
+pub fn summary(store: &Store) -> Result<SummaryDoc, StoreError> {
+    let loops = store
+        .list_loops()?
+        .iter()
+        .map(|r| loop_view(store, r).map(LoopSummary::from))
+        .collect::<Result<_, _>>()?;
+    Ok(SummaryDoc { loops })
 }
 
 /// The whole state as tests files plus progress.

@@ -16,13 +16,13 @@ use chrono::{DateTime, Utc};
 use loopd_actors::config::LoopConfig;
 use loopd_actors::control::Control;
 use loopd_actors::model::{AttemptRecord, Killed, LoopState, Outcome};
-use loopd_actors::view::{self, LoopView, Progress, TestView};
+use loopd_actors::view::{self, AttemptPage, LoopSummary, LoopView, Progress, TestView};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::body;
 use super::error::{check_name, ApiError, Code};
-use super::view_cache::Entry;
+use super::view_cache::{Entry, View};
 use super::ApiState;
 
 /// The default and largest page of `GET /api/loops`.
@@ -37,6 +37,36 @@ pub struct LoopPage {
     /// Pass as `cursor` for the next page; absent on the last page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
+}
+
+/// `GET /api/loops?view=summary`: one page of loops in the summary view.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct SummaryPage {
+    /// The loops of this page, each exactly as `GET /api/loops/:id?view=summary` returns it.
+    pub loops: Vec<LoopSummary>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /api/loops`, by `view`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum LoopPageAnswer {
+    /// `view=full` (the default).
+    Full(LoopPage),
+    /// `view=summary`.
+    Summary(SummaryPage),
+}
+
+/// `GET /api/loops/:id`, by `view`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum LoopAnswer {
+    /// `view=full` (the default).
+    Full(Box<LoopView>),
+    /// `view=summary`.
+    Summary(Box<LoopSummary>),
 }
 
 /// `GET /api/loops/:id/tests`.
@@ -150,7 +180,42 @@ fn query_flag(q: &HashMap<String, String>, key: &str) -> Result<bool, ApiError> 
     }
 }
 
-/// `GET /api/loops?limit=N&cursor=NAME`.
+/// The default and largest page of `GET /api/loops/:id/tests/:test/attempts`.
+pub const DEFAULT_ATTEMPTS_LIMIT: usize = 50;
+const MAX_ATTEMPTS_LIMIT: usize = 1000;
+
+/// A bad query parameter: `bad_request`, with the parameter named in `details`.
+fn bad_param(name: &str, message: String) -> ApiError {
+    ApiError::new(Code::BadRequest, message).with_details(serde_json::json!({ "parameter": name }))
+}
+
+/// `?limit=`: absent is `default`, otherwise an integer from 1 to `max`.
+fn query_limit(q: &HashMap<String, String>, default: usize, max: usize) -> Result<usize, ApiError> {
+    match q.get("limit") {
+        None => Ok(default),
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(bad_param(
+                "limit",
+                format!("`limit` must be an integer from 1 to {max}, found `{l}`"),
+            )),
+        },
+    }
+}
+
+/// `?view=full|summary` (full when absent).
+fn query_view(q: &HashMap<String, String>) -> Result<View, ApiError> {
+    match q.get("view").map(String::as_str) {
+        None | Some("full") => Ok(View::Full),
+        Some("summary") => Ok(View::Summary),
+        Some(other) => Err(bad_param(
+            "view",
+            format!("`view` must be `full` or `summary`, found `{other}`"),
+        )),
+    }
+}
+
+/// `GET /api/loops?limit=N&cursor=NAME&view=full|summary`.
 ///
 /// The answer is a [`LoopPage`], written by hand from entries the [`ViewCache`] keeps
 /// serialized: a page of idle loops costs a key scan and a copy, not a decode of every record.
@@ -160,25 +225,15 @@ pub async fn list(
     State(state): State<ApiState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let limit = match q.get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(l) => match l.parse::<usize>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            _ => {
-                return Err(ApiError::new(
-                    Code::BadRequest,
-                    format!("`limit` must be an integer from 1 to {MAX_LIMIT}, found `{l}`"),
-                ))
-            }
-        },
-    };
+    let limit = query_limit(&q, DEFAULT_LIMIT, MAX_LIMIT)?;
+    let shape = query_view(&q)?;
     let cursor = q.get("cursor").cloned().unwrap_or_default();
     // A range scan of names from the cursor (the cost is the page's, not the registry's) and a
     // cache lookup run here: sled keeps the tree in memory. Decoding records goes to a blocking
     // thread, and only for the loops that changed since their entry was cached.
     let (names, more) = state.ctx().store().loop_names_page(&cursor, limit)?;
     let next_cursor = if more { names.last().cloned() } else { None };
-    let page = state.views().cached(state.ctx().store(), names);
+    let page = state.views().cached(state.ctx().store(), names, shape);
     let entries = if page.complete() {
         state.views().fill(state.ctx().store(), page)?
     } else {
@@ -205,7 +260,7 @@ pub async fn list(
             Entry::Live(mut l) => {
                 l.heartbeat = health.iter().find(|h| h.loop_name == l.name).cloned();
                 l.last_heartbeat = l.heartbeat.as_ref().map(heartbeat_at);
-                serde_json::to_writer(&mut out, &l).expect("a loop view always serializes");
+                out.extend_from_slice(&shape.to_json(*l));
             }
         }
     }
@@ -218,12 +273,65 @@ pub async fn list(
     Ok(([(header::CONTENT_TYPE, "application/json")], out).into_response())
 }
 
-/// `GET /api/loops/:id`.
+/// `GET /api/loops/:id[?view=full|summary]`.
 pub async fn get_one(
     State(state): State<ApiState>,
     Path(id): Path<String>,
-) -> Result<Json<LoopView>, ApiError> {
-    Ok(Json(loop_view(&state, &id).await?))
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let shape = query_view(&q)?;
+    let view = loop_view(&state, &id).await?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        shape.to_json(view),
+    )
+        .into_response())
+}
+
+/// `GET /api/loops/:id/tests/:test/attempts?limit=N&cursor=C`: one page of a test's attempts,
+/// by number. The cursor is opaque to clients (it is the last attempt number of the page
+/// before); a page costs a range of keys, whatever the length of the history.
+pub async fn test_attempts(
+    State(state): State<ApiState>,
+    Path((id, test)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<AttemptPage>, ApiError> {
+    check_name("loop", &id)?;
+    check_name("test", &test)?;
+    let limit = query_limit(&q, DEFAULT_ATTEMPTS_LIMIT, MAX_ATTEMPTS_LIMIT)?;
+    let after: u32 = match q.get("cursor") {
+        None => 0,
+        Some(c) => c.parse().map_err(|_| {
+            bad_param(
+                "cursor",
+                format!("`cursor` must be a `next_cursor` of an earlier page, found `{c}`"),
+            )
+        })?,
+    };
+    let (l, t) = (id.clone(), test.clone());
+    let (record, known, (attempts, more)) = state
+        .ctx()
+        .read(move |s| -> Result<_, ApiError> {
+            Ok((
+                s.get_loop(&l)?,
+                s.get_test(&l, &t)?,
+                s.attempts_page(&l, &t, after, limit)?,
+            ))
+        })
+        .await?;
+    if record.is_none() {
+        return Err(ApiError::no_loop(&id));
+    }
+    if known.is_none() {
+        return Err(ApiError::no_test(&id, &test));
+    }
+    let next_cursor = more
+        .then(|| attempts.last().map(|a| a.number.to_string()))
+        .flatten();
+    Ok(Json(AttemptPage {
+        attempts,
+        next_cursor,
+    }))
 }
 
 /// `POST /api/loops[?start=true]`: a loop config, as in the fleet file.

@@ -156,6 +156,10 @@ pub fn router(state: ApiState, auth: AuthPolicy) -> Router {
         .route("/loops/{id}/pause", post(loops::pause))
         .route("/loops/{id}/resume", post(loops::resume))
         .route("/loops/{id}/tests", get(loops::tests).post(loops::inject))
+        .route(
+            "/loops/{id}/tests/{test}/attempts",
+            get(loops::test_attempts),
+        )
         .route("/loops/{id}/tests/{test}/reset", post(loops::reset))
         .route("/loops/{id}/tests/{test}/rollback", post(loops::rollback))
         .route("/loops/{id}/tests/{test}/skip", post(loops::skip))

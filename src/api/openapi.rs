@@ -15,7 +15,8 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use super::error::Code;
-use super::loops::{Health, LoopPage, TestList, TranscriptList};
+use super::loops::{Health, LoopAnswer, LoopPageAnswer, TestList, TranscriptList};
+use loopd_actors::view::AttemptPage;
 
 /// `{"error": {...}}`: every failed request.
 #[derive(Debug, Serialize, JsonSchema)]
@@ -77,6 +78,11 @@ const LOOP: Content = Content::Json(s::<LoopView>);
 const TEST: Content = Content::Json(s::<TestView>);
 const TESTS: Content = Content::Json(s::<TestList>);
 
+/// The `view` query parameter of the loop reads.
+const VIEW: &str = "`full` (default): every attempt of every test; `summary`: per test its \
+                    status, counts and last attempt only, a size that does not grow with the \
+                    history (attempts at /api/loops/{id}/tests/{test}/attempts)";
+
 /// Every operation; the router in `mod.rs` serves exactly these.
 pub const OPERATIONS: &[Operation] = &[
     Operation {
@@ -87,10 +93,11 @@ pub const OPERATIONS: &[Operation] = &[
         query: &[
             ("limit", "page size, 1 to 1000, default 100"),
             ("cursor", "`next_cursor` of the previous page"),
+            ("view", VIEW),
         ],
         body: Content::None,
         status: 200,
-        answer: Content::Json(s::<LoopPage>),
+        answer: Content::Json(s::<LoopPageAnswer>),
     },
     Operation {
         method: "post",
@@ -107,10 +114,10 @@ pub const OPERATIONS: &[Operation] = &[
         path: "/api/loops/{id}",
         id: "getLoop",
         summary: "One loop with its tests and attempts",
-        query: &[],
+        query: &[("view", VIEW)],
         body: Content::None,
         status: 200,
-        answer: LOOP,
+        answer: Content::Json(s::<LoopAnswer>),
     },
     Operation {
         method: "delete",
@@ -181,6 +188,19 @@ pub const OPERATIONS: &[Operation] = &[
         body: Content::Json(s::<TestsFile>),
         status: 201,
         answer: TESTS,
+    },
+    Operation {
+        method: "get",
+        path: "/api/loops/{id}/tests/{test}/attempts",
+        id: "listTestAttempts",
+        summary: "One page of a test's attempts, by number",
+        query: &[
+            ("limit", "page size, 1 to 1000, default 50"),
+            ("cursor", "`next_cursor` of the previous page (opaque)"),
+        ],
+        body: Content::None,
+        status: 200,
+        answer: Content::Json(s::<AttemptPage>),
     },
     Operation {
         method: "post",

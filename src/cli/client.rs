@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use loopd_actors::config;
 use loopd_actors::statedir;
-use loopd_actors::view::{AttemptsDoc, LoopView, StatusDoc, TestView};
+use loopd_actors::view::{AttemptsDoc, LoopSummary, LoopView, StatusDoc, SummaryDoc, TestView};
 use reqwest::blocking::{Client as Http, RequestBuilder, Response};
 use reqwest::Method;
 use serde::de::DeserializeOwned;
@@ -153,23 +153,36 @@ impl Client {
 
     /// Every loop, through all pages: `status --json`'s document.
     pub fn status(&self) -> Result<StatusDoc, Failed> {
+        Ok(StatusDoc {
+            loops: self.every_loop("full")?,
+        })
+    }
+
+    /// Every loop in the summary view (`ls`): per test its counts and last attempt.
+    pub fn summary(&self) -> Result<SummaryDoc, Failed> {
+        Ok(SummaryDoc {
+            loops: self.every_loop("summary")?,
+        })
+    }
+
+    /// Every page of `GET /api/loops?view=VIEW`.
+    fn every_loop<T: DeserializeOwned>(&self, view: &str) -> Result<Vec<T>, Failed> {
         let mut loops = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
             let path = match &cursor {
-                Some(c) => format!("/api/loops?limit=1000&cursor={c}"),
-                None => "/api/loops?limit=1000".to_string(),
+                Some(c) => format!("/api/loops?limit=1000&view={view}&cursor={c}"),
+                None => format!("/api/loops?limit=1000&view={view}"),
             };
             let page: Value = self.get(&path)?;
-            let mut got: Vec<LoopView> =
-                serde_json::from_value(page["loops"].clone()).map_err(|e| {
-                    eprintln!("loopd: unexpected answer from the daemon: {e}");
-                    Failed(Exit::NotAllPassed)
-                })?;
+            let mut got: Vec<T> = serde_json::from_value(page["loops"].clone()).map_err(|e| {
+                eprintln!("loopd: unexpected answer from the daemon: {e}");
+                Failed(Exit::NotAllPassed)
+            })?;
             loops.append(&mut got);
             match page["next_cursor"].as_str() {
                 Some(c) => cursor = Some(c.to_string()),
-                None => return Ok(StatusDoc { loops }),
+                None => return Ok(loops),
             }
         }
     }
@@ -247,7 +260,8 @@ pub struct AddTestArgs {
 /// `loopd ls`.
 #[derive(Debug, clap::Args)]
 pub struct LsArgs {
-    /// Print `{"loops": [LOOP]}` as JSON.
+    /// Print `{"loops": [LOOP]}` as JSON, each LOOP in the summary view (what
+    /// `GET /api/loops/:id?view=summary` returns: per test its counts and last attempt).
     #[arg(long)]
     pub json: bool,
 }
@@ -259,7 +273,7 @@ fn done(result: Result<(), Failed>) -> anyhow::Result<Exit> {
     })
 }
 
-fn print_loop(l: &LoopView) {
+fn print_loop(l: &LoopSummary) {
     let p = &l.progress;
     println!(
         "{:<20} {:<9} {:>3}/{:<3} {:<20} {:>5} {:>9}{}",
@@ -283,12 +297,12 @@ fn print_loop(l: &LoopView) {
 /// `loopd ls`: through the daemon when one runs, else from the store.
 pub fn ls(file: &Path, args: &LsArgs) -> anyhow::Result<Exit> {
     let doc = match Client::for_fleet(file) {
-        Some(client) => match client.status() {
+        Some(client) => match client.summary() {
             Ok(d) => d,
             Err(Failed(code)) => return Ok(code),
         },
         None => match super::status::open_store(file) {
-            Ok(store) => loopd_actors::view::status(&store)?,
+            Ok(store) => loopd_actors::view::summary(&store)?,
             Err(code) => return Ok(code),
         },
     };
@@ -336,7 +350,7 @@ fn show_loop(view: &LoopView, json: bool) {
     if json {
         println!("{}", serde_json::to_string_pretty(view).unwrap_or_default());
     } else {
-        print_loop(view);
+        print_loop(&LoopSummary::from(view.clone()));
     }
 }
 
