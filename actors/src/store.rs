@@ -2,7 +2,9 @@
 //!
 //! Trees: `loops` (name), `tests` (loop NUL id), `attempts` (loop NUL test NUL number),
 //! `events` (monotonic id), `lessons`, `deliveries` (event id, webhook URL: the webhook delivery
-//! log) and `meta` (schema version). Every write, of any tree, is a [`Batch`]; records are JSON values,
+//! log), `running` (the keys of attempts without an outcome, so that a restart does not read the
+//! whole ledger to find them) and `meta` (schema version). Every write, of any tree, is a
+//! [`Batch`]; records are JSON values,
 //! so a newer field can be added with a serde default. Everything that belongs together is written
 //! by [`Store::apply`] in one transaction and flushed before it returns, so an effect that depends
 //! on a write (spawning an agent, answering a client) never runs ahead of it.
@@ -27,6 +29,9 @@ const VERSION_KEY: &[u8] = b"schema_version";
 
 /// The generation of the last flush (see [`crate::generation`]), in `meta`.
 const GENERATION_KEY: &[u8] = b"generation";
+/// Set in `meta` once the `running` tree indexes every attempt without an outcome; a store
+/// written before the index existed is indexed once, by one scan, when it is opened.
+const RUNNING_INDEX_KEY: &[u8] = b"running_index";
 
 /// What can go wrong with the store.
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +148,8 @@ pub struct Store {
     lessons: sled::Tree,
     /// The webhook delivery log, keyed by event id then endpoint URL.
     deliveries: sled::Tree,
+    /// Keys (as in `attempts`) of the attempts without an outcome; values are empty.
+    running: sled::Tree,
     /// Which write last touched each loop, for caches of views derived from the store.
     versions: Arc<Versions>,
 }
@@ -241,20 +248,40 @@ impl Store {
             // record: the store is the truth, the record catches up.
             crate::generation::write(state_dir, generation)?;
         }
-        Ok(Store {
+        let store = Store {
             loops: db.open_tree("loops")?,
             tests: db.open_tree("tests")?,
             attempts: db.open_tree("attempts")?,
             events: db.open_tree("events")?,
             lessons: db.open_tree("lessons")?,
             deliveries: db.open_tree("deliveries")?,
+            running: db.open_tree("running")?,
             versions: Arc::default(),
             generation: Arc::new(Mutex::new(generation)),
             record: Arc::new(crate::generation::Writer::start(state_dir, generation)),
             meta,
             path,
             db,
-        })
+        };
+        if store.meta.get(RUNNING_INDEX_KEY)?.is_none() {
+            store.index_running()?;
+            store.meta.insert(RUNNING_INDEX_KEY, &1u32.to_be_bytes())?;
+            store.flush()?;
+        }
+        Ok(store)
+    }
+
+    /// Builds the `running` index from the ledger (a store from before the index).
+    fn index_running(&self) -> Result<()> {
+        self.running.clear()?;
+        for kv in self.attempts.iter() {
+            let (k, v) = kv?;
+            let a: AttemptRecord = decode("attempts", &k, &v)?;
+            if a.outcome.is_none() {
+                self.running.insert(k, &[])?;
+            }
+        }
+        Ok(())
     }
 
     /// The generation of the last flush.
@@ -313,6 +340,7 @@ impl Store {
                 }
             }
         }
+        let finished: Vec<bool> = batch.attempts.iter().map(|a| a.outcome.is_some()).collect();
         let trees = (
             &self.loops,
             &self.tests,
@@ -320,38 +348,47 @@ impl Store {
             &self.events,
             &self.lessons,
             &self.deliveries,
+            &self.running,
         );
         trees
-            .transaction(|(loops, tests, attempts, events, lessons, deliveries)| {
-                for name in &batch.forget_loops {
-                    loops.remove(name.as_bytes())?;
-                }
-                for k in &forgotten[0] {
-                    tests.remove(k)?;
-                }
-                for k in &forgotten[1] {
-                    attempts.remove(k)?;
-                }
-                for (k, v) in &encoded.lessons {
-                    lessons.insert(k.as_slice(), v.as_slice())?;
-                }
-                for (k, v) in &encoded.deliveries {
-                    deliveries.insert(k.as_slice(), v.as_slice())?;
-                }
-                for (k, v) in &encoded.loops {
-                    loops.insert(k.as_slice(), v.as_slice())?;
-                }
-                for (k, v) in &encoded.tests {
-                    tests.insert(k.as_slice(), v.as_slice())?;
-                }
-                for (k, v) in &encoded.attempts {
-                    attempts.insert(k.as_slice(), v.as_slice())?;
-                }
-                for (k, v) in &encoded.events {
-                    events.insert(k.as_slice(), v.as_slice())?;
-                }
-                Ok::<(), ConflictableTransactionError<()>>(())
-            })
+            .transaction(
+                |(loops, tests, attempts, events, lessons, deliveries, running)| {
+                    for name in &batch.forget_loops {
+                        loops.remove(name.as_bytes())?;
+                    }
+                    for k in &forgotten[0] {
+                        tests.remove(k)?;
+                    }
+                    for k in &forgotten[1] {
+                        attempts.remove(k)?;
+                        running.remove(k)?;
+                    }
+                    for (k, v) in &encoded.lessons {
+                        lessons.insert(k.as_slice(), v.as_slice())?;
+                    }
+                    for (k, v) in &encoded.deliveries {
+                        deliveries.insert(k.as_slice(), v.as_slice())?;
+                    }
+                    for (k, v) in &encoded.loops {
+                        loops.insert(k.as_slice(), v.as_slice())?;
+                    }
+                    for (k, v) in &encoded.tests {
+                        tests.insert(k.as_slice(), v.as_slice())?;
+                    }
+                    for ((k, v), done) in encoded.attempts.iter().zip(&finished) {
+                        attempts.insert(k.as_slice(), v.as_slice())?;
+                        if *done {
+                            running.remove(k.as_slice())?;
+                        } else {
+                            running.insert(k.as_slice(), &[])?;
+                        }
+                    }
+                    for (k, v) in &encoded.events {
+                        events.insert(k.as_slice(), v.as_slice())?;
+                    }
+                    Ok::<(), ConflictableTransactionError<()>>(())
+                },
+            )
             .map_err(|e| match e {
                 TransactionError::Storage(e) => StoreError::Sled(e),
                 TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
@@ -484,12 +521,19 @@ impl Store {
         Ok((page, false))
     }
 
-    /// Attempts without an outcome: running now, or left behind by a loopd that died.
+    /// Attempts without an outcome: running now, or left behind by a loopd that died. Read
+    /// through the `running` index: the cost is theirs, not the ledger's.
     pub fn unfinished_attempts(&self) -> Result<Vec<AttemptRecord>> {
-        Ok(scan::<AttemptRecord>(&self.attempts, "attempts", b"")?
-            .into_iter()
-            .filter(|a| a.outcome.is_none())
-            .collect())
+        let mut out = Vec::new();
+        for k in self.running.iter().keys() {
+            let k = k?;
+            if let Some(a) = get::<AttemptRecord>(&self.attempts, "attempts", &k)? {
+                if a.outcome.is_none() {
+                    out.push(a);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Events with an id greater than `after`, oldest first, at most `limit`.
@@ -864,6 +908,52 @@ mod tests {
             store.get_delivery(1, &delivery.url).unwrap(),
             Some(delivery)
         );
+    }
+
+    #[test]
+    fn unfinished_attempts_are_indexed_and_a_store_without_the_index_gets_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let started = |n| AttemptRecord::started("a", "T-1", n, "t".into());
+        let mut done = started(1);
+        done.outcome = Some(crate::model::Outcome::Passed);
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let batch = |attempts| Batch {
+                attempts,
+                ..Batch::default()
+            };
+            store.apply(batch(vec![started(1), started(2)])).unwrap();
+            let numbers = |s: &Store| -> Vec<u32> {
+                s.unfinished_attempts()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a.number)
+                    .collect()
+            };
+            assert_eq!(numbers(&store), vec![1, 2]);
+            store.apply(batch(vec![done.clone()])).unwrap();
+            assert_eq!(numbers(&store), vec![2]);
+            assert_eq!(store.running.len(), 1);
+            // As a store from before the index: no index, no flag.
+            store.running.clear().unwrap();
+            store
+                .db
+                .open_tree("meta")
+                .unwrap()
+                .remove(RUNNING_INDEX_KEY)
+                .unwrap();
+            store.flush().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let left: Vec<u32> = store
+            .unfinished_attempts()
+            .unwrap()
+            .iter()
+            .map(|a| a.number)
+            .collect();
+        assert_eq!(left, vec![2]);
+        store.delete_loop("a").unwrap();
+        assert!(store.running.is_empty());
     }
 
     #[test]
