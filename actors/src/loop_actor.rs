@@ -3,6 +3,7 @@
 //! It keeps nothing in memory that the store does not also have: a restarted loop actor boots
 //! from the store, reconciles what its predecessor left running, and carries on.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -86,8 +87,9 @@ pub struct LoopActorState {
     /// The loop's tests as stored, in order; `None` until read. This actor is the only writer
     /// of its tests while it lives (every write goes through [`record_own`], which keeps the copy in
     /// step); after a reconcile or a rollback, which write them elsewhere, the copy is dropped.
-    /// Debug builds check the copy against the store on every use.
-    tests: Option<Vec<TestRecord>>,
+    /// Debug builds check the copy against the store on every use. A table with the
+    /// dependencies resolved, shared with the decisions of one turn (never copied per attempt).
+    tests: Option<Arc<plan::TestTable>>,
     /// The finished attempts of the test attempted last, by start, kept the same way: a retry
     /// of the test needs no read for its history. Shared, not copied, with each attempt's use
     /// of it: a test with a long history would copy every earlier attempt's output twice per
@@ -200,14 +202,30 @@ impl OwnChanges {
     fn apply(self, state: &mut LoopActorState) {
         cache_written(state, self.tests);
         if let Some((id, history)) = state.history.as_mut() {
+            let mut finished = self
+                .finished
+                .into_iter()
+                .filter(|a| a.test_id == *id)
+                .peekable();
+            if finished.peek().is_none() {
+                return;
+            }
             let history = Arc::make_mut(history);
-            for a in self.finished.into_iter().filter(|a| a.test_id == *id) {
+            for a in finished {
+                // The common case, an attempt newer than every other: appended, not searched.
+                if history
+                    .last()
+                    .is_none_or(|h| h.started_at <= a.started_at && h.number < a.number)
+                {
+                    history.push(a);
+                    continue;
+                }
                 match history.iter_mut().find(|h| h.number == a.number) {
                     Some(h) => *h = a,
                     None => history.push(a),
                 }
+                history.sort_by_key(|a| a.started_at);
             }
-            history.sort_by_key(|a| a.started_at);
         }
     }
 }
@@ -257,28 +275,18 @@ async fn own_history(
     }
 }
 
-/// Puts tests just written into the cached copy.
+/// Puts tests just written into the cached copy (kept in the store's order: by `order`, ties by
+/// id, its key order). In place: callers drop their handles on the table before they write.
 fn cache_written(state: &mut LoopActorState, written: Vec<TestRecord>) {
     if let Some(cached) = state.tests.as_mut() {
-        for t in written {
-            match cached.iter_mut().find(|c| c.spec.id == t.spec.id) {
-                Some(c) => *c = t,
-                None => cached.push(t),
-            }
-        }
-        // The store's order: by `order`, ties by id (its key order).
-        cached.sort_by(|a, b| {
-            a.order
-                .cmp(&b.order)
-                .then_with(|| a.spec.id.cmp(&b.spec.id))
-        });
+        Arc::make_mut(cached).upsert(written);
     }
 }
 
 /// The loop's tests, in order: the cached copy, or read from the store.
 async fn own_tests(
     state: &mut LoopActorState,
-) -> Result<Vec<TestRecord>, crate::store::StoreError> {
+) -> Result<Arc<plan::TestTable>, crate::store::StoreError> {
     let name = state.config.name.clone();
     // A read of the store must see this actor's own writes.
     if cfg!(debug_assertions) || state.tests.is_none() {
@@ -290,7 +298,8 @@ async fn own_tests(
             {
                 let stored = state.ctx.read(move |s| s.list_tests(&name)).await?;
                 assert_eq!(
-                    &stored, cached,
+                    stored.as_slice(),
+                    cached.tests(),
                     "loop `{}`: the cached tests differ from the store",
                     state.config.name
                 );
@@ -299,8 +308,9 @@ async fn own_tests(
         }
         None => {
             let stored = state.ctx.read(move |s| s.list_tests(&name)).await?;
-            state.tests = Some(stored.clone());
-            Ok(stored)
+            let table = Arc::new(plan::TestTable::new(stored));
+            state.tests = Some(table.clone());
+            Ok(table)
         }
     }
 }
@@ -507,16 +517,18 @@ async fn recheck_other_loops(
 ) -> Result<(), ActorProcessingErr> {
     let tests = own_tests(state).await?;
     let prefix = format!("{other}:");
-    if !cross_loop_deps(&tests)
+    if !tests
+        .cross_deps()
         .iter()
         .any(|d| other.is_empty() || d.starts_with(&prefix))
     {
         return Ok(());
     }
-    let others = external_snapshot(&state.ctx, &tests).await?;
-    let changed = plan::refresh_blocked(&tests, run_past(&state.config), &|d: &str| {
+    let others = external_snapshot(&state.ctx, tests.cross_deps()).await?;
+    let changed = tests.refresh_blocked(None, run_past(&state.config), &|d: &str| {
         others.get(d).copied().flatten()
     });
+    drop(tests);
     if changed.is_empty() {
         return Ok(());
     }
@@ -663,9 +675,10 @@ async fn finish_boot(
         return Ok(());
     }
     let stored = own_tests(state).await?;
-    let mut changed = plan::sync_tests(&cfg.name, &stored, &specs);
+    let mut changed = plan::sync_tests(&cfg.name, stored.tests(), &specs);
     // Tests left `running` by a predecessor have no live attempt any more.
-    let mut merged = merge(&stored, &changed);
+    let mut merged = merge(stored.tests(), &changed);
+    drop(stored);
     for t in merged
         .iter_mut()
         .filter(|t| t.status == TestStatus::Running)
@@ -673,7 +686,7 @@ async fn finish_boot(
         t.status = TestStatus::Pending;
         changed.push(t.clone());
     }
-    let others = external_snapshot(&state.ctx, &merged).await?;
+    let others = external_snapshot(&state.ctx, &cross_loop_deps(&merged)).await?;
     changed.extend(plan::refresh_blocked(
         &merged,
         run_past(&cfg),
@@ -771,12 +784,18 @@ async fn next(
     let priority = state.config.priority;
     let run_past = run_past(&state.config);
     let tests = own_tests(state).await?;
-    let others = external_snapshot(&state.ctx, &tests).await?;
+    let others = external_snapshot(&state.ctx, tests.cross_deps()).await?;
     let external = |d: &str| others.get(d).copied().flatten();
-    let runnable = plan::next_runnable(&tests, priority, run_past, &external).is_some();
-    let finished = plan::is_finished(&tests);
-    // Tests of other loops change under us: block or unblock on what they are now.
-    let reblocked = plan::refresh_blocked(&tests, run_past, &external);
+    let runnable = tests.next_runnable(priority, run_past, &external).is_some();
+    let finished = tests.is_finished();
+    // Tests of other loops change under us: block or unblock on what they are now. Only they
+    // can: every change of this loop's own tests refreshed the blocking when it was written.
+    let reblocked = if tests.cross_deps().is_empty() {
+        Vec::new()
+    } else {
+        tests.refresh_blocked(None, run_past, &external)
+    };
+    drop(tests);
     if !reblocked.is_empty() {
         let events = reblocked
             .iter()
@@ -851,15 +870,15 @@ async fn next(
     Ok(())
 }
 
-/// The statuses of every `other-loop:ID` dependency of `tests`.
+/// The statuses of `deps`, `other-loop:ID` dependencies.
 async fn external_snapshot(
     ctx: &Ctx,
-    tests: &[TestRecord],
+    deps: &[String],
 ) -> Result<ExternalStatuses, ActorProcessingErr> {
-    let deps = cross_loop_deps(tests);
     if deps.is_empty() {
         return Ok(ExternalStatuses::new());
     }
+    let deps = deps.to_vec();
     Ok(ctx.read(move |s| external_statuses(s, &deps)).await)
 }
 
@@ -980,17 +999,26 @@ async fn start_attempt(
     let priority = state.config.priority;
     let run_past = run_past(&state.config);
     let tests = own_tests(state).await?;
-    let others = external_snapshot(&state.ctx, &tests).await?;
-    let picked = match plan::next_runnable(&tests, priority, run_past, &|d: &str| {
-        others.get(d).copied().flatten()
-    }) {
+    let others = external_snapshot(&state.ctx, tests.cross_deps()).await?;
+    let picked = tests
+        .next_runnable(priority, run_past, &|d: &str| {
+            others.get(d).copied().flatten()
+        })
+        .cloned();
+    let picked = match picked {
         Some(t) => {
-            let passed = tests
-                .iter()
-                .filter(|o| o.status == TestStatus::Passed && o.spec.id != t.spec.id)
-                .map(|o| (o.spec.id.clone(), o.spec.verify.clone()))
-                .collect();
-            let t = t.clone();
+            // Only with `regression` on: a list of every passed test per attempt otherwise.
+            let passed: Vec<(String, String)> = if state.config.regression {
+                tests
+                    .tests()
+                    .iter()
+                    .filter(|o| o.status == TestStatus::Passed && o.spec.id != t.spec.id)
+                    .map(|o| (o.spec.id.clone(), o.spec.verify.clone()))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            drop(tests);
             let history = own_history(state, &t.spec.id).await?;
             let fingerprints = crate::healer::history_fingerprints(&history);
             let lessons = if fingerprints.is_empty() {
@@ -1104,15 +1132,16 @@ async fn finish_attempt(
     let outcome = record.outcome.unwrap_or(Outcome::Interrupted);
     let test_id = record.test_id.clone();
     // From the actor's own copies; the store only for other loops' tests this loop depends on.
-    let mut tests = own_tests(state).await?;
+    let tests = own_tests(state).await?;
     let earlier = own_history(state, &test_id).await?;
-    let external = external_snapshot(&state.ctx, &tests).await?;
+    let external = external_snapshot(&state.ctx, tests.cross_deps()).await?;
     let mut events = Vec::new();
-    let Some(pos) = tests.iter().position(|t| t.spec.id == test_id) else {
+    // The one record this outcome changes, and what that does to the others.
+    let Some(mut test) = tests.get(&test_id).cloned() else {
         return Ok(());
     };
     {
-        let test = &mut tests[pos];
+        let test = &mut test;
         if record.counted {
             test.counted_attempts += 1;
         }
@@ -1178,7 +1207,9 @@ async fn finish_attempt(
         };
     }
     let external = |d: &str| external.get(d).copied().flatten();
-    let unblocked_or_blocked = plan::refresh_blocked(&tests, run_past(&cfg), &external);
+    let unblocked_or_blocked = tests.refresh_blocked(Some(&test), run_past(&cfg), &external);
+    // The cached table is updated in place by the write below, once no one else holds it.
+    drop(tests);
     for t in &unblocked_or_blocked {
         if t.status == TestStatus::Blocked {
             events.push(
@@ -1217,7 +1248,7 @@ async fn finish_attempt(
             "reason": record.reason,
         })),
     );
-    let mut changed = vec![tests[pos].clone()];
+    let mut changed = vec![test];
     changed.extend(unblocked_or_blocked);
     let mut lessons = Vec::new();
     if outcome == Outcome::Passed {
@@ -1233,6 +1264,8 @@ async fn finish_attempt(
         // is written with the pass.
         lessons.extend(crate::healer::lesson_from_pass(&earlier, &record, &diff));
     }
+    // The cached history is appended to by the write below, in place once this is gone.
+    drop(earlier);
     if let Some(c) = &done.new_checkpoint {
         state.record.checkpoint = Some(c.clone());
     }
@@ -1365,13 +1398,22 @@ async fn crash(
     Ok(())
 }
 
-/// `stored` with the records of `changed` in place of theirs.
+/// `stored` with the records of `changed` in place of theirs (by id, through a map: the first
+/// boot of a 100,000-test loop changes every test).
 fn merge(stored: &[TestRecord], changed: &[TestRecord]) -> Vec<TestRecord> {
     let mut out: Vec<TestRecord> = stored.to_vec();
+    let mut at: HashMap<String, usize> = out
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.spec.id.clone(), i))
+        .collect();
     for c in changed {
-        match out.iter_mut().find(|t| t.spec.id == c.spec.id) {
-            Some(t) => *t = c.clone(),
-            None => out.push(c.clone()),
+        match at.get(&c.spec.id) {
+            Some(&i) => out[i] = c.clone(),
+            None => {
+                at.insert(c.spec.id.clone(), out.len());
+                out.push(c.clone());
+            }
         }
     }
     out
@@ -1379,11 +1421,15 @@ fn merge(stored: &[TestRecord], changed: &[TestRecord]) -> Vec<TestRecord> {
 
 /// Keeps the last record per test id (later changes win), in first-seen order.
 fn dedup_last(records: Vec<TestRecord>) -> Vec<TestRecord> {
-    let mut out: Vec<TestRecord> = Vec::new();
+    let mut out: Vec<TestRecord> = Vec::with_capacity(records.len());
+    let mut at: HashMap<String, usize> = HashMap::with_capacity(records.len());
     for r in records {
-        match out.iter_mut().find(|t| t.spec.id == r.spec.id) {
-            Some(t) => *t = r,
-            None => out.push(r),
+        match at.get(&r.spec.id) {
+            Some(&i) => out[i] = r,
+            None => {
+                at.insert(r.spec.id.clone(), out.len());
+                out.push(r);
+            }
         }
     }
     out
@@ -1478,7 +1524,7 @@ async fn control(
             let taken: Vec<&str> = tests
                 .iter()
                 .map(|t| t.id.as_str())
-                .filter(|id| existing.iter().any(|e| e.spec.id == *id))
+                .filter(|id| existing.get(id).is_some())
                 .collect();
             if !taken.is_empty() {
                 return Err(ControlError::Conflict(format!(
@@ -1487,7 +1533,12 @@ async fn control(
                     taken.join(", ")
                 )));
             }
-            let mut order = existing.iter().map(|t| t.order).max().map_or(0, |o| o + 1);
+            let mut order = existing
+                .tests()
+                .iter()
+                .map(|t| t.order)
+                .max()
+                .map_or(0, |o| o + 1);
             let new: Vec<TestRecord> = tests
                 .into_iter()
                 .map(|spec| {
@@ -1575,8 +1626,9 @@ async fn apply_test_changes(
     event: Event,
 ) -> Result<(), ControlError> {
     let stored = own_tests(state).await?;
-    let merged = merge(&stored, &changed);
-    let others = external_snapshot(&state.ctx, &merged)
+    let merged = merge(stored.tests(), &changed);
+    drop(stored);
+    let others = external_snapshot(&state.ctx, &cross_loop_deps(&merged))
         .await
         .map_err(|e| ControlError::Internal(e.to_string()))?;
     let mut all = changed;

@@ -8,6 +8,9 @@ use chrono::Utc;
 use crate::model::{Origin, TestRecord, TestStatus};
 use crate::tests_file::TestSpec;
 
+mod table;
+pub use table::TestTable;
+
 /// Reconciles the stored tests of a loop with its tests file (DESIGN.md, "Tests file edits"):
 /// new ids become `pending`, ids that disappeared become `removed` (history stays), a changed
 /// verify command resets a `passed` test to `pending`. Returns only the records that changed.
@@ -83,65 +86,13 @@ enum DepState {
 /// becomes `blocked` (with `blocked_by`), a blocked test whose dependencies are no longer stuck
 /// becomes `pending` again. `external` answers for `other-loop:ID` dependencies. Returns the
 /// records that changed. Iterates to a fixed point, so blocking is transitive.
+/// ([`TestTable::refresh_blocked`] without building the table each time.)
 pub fn refresh_blocked(
     tests: &[TestRecord],
     run_past_failed: bool,
     external: &dyn Fn(&str) -> Option<TestStatus>,
 ) -> Vec<TestRecord> {
-    let mut current: Vec<TestRecord> = tests.to_vec();
-    loop {
-        let status: HashMap<String, TestStatus> = current
-            .iter()
-            .map(|t| (t.spec.id.clone(), t.status))
-            .collect();
-        let lookup = |dep: &str| {
-            if dep.contains(':') {
-                external(dep)
-            } else {
-                status.get(dep).copied()
-            }
-        };
-        let mut changed_any = false;
-        for t in current.iter_mut() {
-            if !matches!(t.status, TestStatus::Pending | TestStatus::Blocked) {
-                continue;
-            }
-            let stuck: Vec<String> = t
-                .spec
-                .depends_on
-                .iter()
-                .filter(|d| dependency_state(lookup(d), run_past_failed) == DepState::Stuck)
-                .cloned()
-                .collect();
-            let (status, reason) = if stuck.is_empty() {
-                (TestStatus::Pending, None)
-            } else {
-                (
-                    TestStatus::Blocked,
-                    Some(format!(
-                        "waiting on {} that cannot pass on its own",
-                        stuck.join(", ")
-                    )),
-                )
-            };
-            if t.status != status || t.blocked_by != stuck {
-                t.status = status;
-                t.blocked_by = stuck;
-                t.reason = reason;
-                t.updated_at = Utc::now();
-                changed_any = true;
-            }
-        }
-        if !changed_any {
-            break;
-        }
-    }
-    current
-        .into_iter()
-        .zip(tests)
-        .filter(|(new, old)| new.status != old.status || new.blocked_by != old.blocked_by)
-        .map(|(new, _)| new)
-        .collect()
+    TestTable::new(tests.to_vec()).refresh_blocked(None, run_past_failed, external)
 }
 
 /// The test to attempt next: pending, every dependency passed or skipped, lowest priority number

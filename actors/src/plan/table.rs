@@ -1,0 +1,332 @@
+//! A loop's tests with their dependencies resolved once, so that the decisions made on every
+//! attempt (which test runs next, which tests are blocked) are a walk over positions, not a
+//! map of every id built again (and every record cloned) each time.
+//!
+//! The loop actor keeps one [`TestTable`] as its copy of the stored tests and updates it with
+//! each write ([`TestTable::upsert`]): a write of k tests costs k, whatever the loop's size.
+
+use std::collections::HashMap;
+
+use chrono::Utc;
+
+use super::{dependency_state, DepState};
+use crate::model::{TestRecord, TestStatus};
+
+/// A dependency, resolved against the loop's tests.
+#[derive(Debug, Clone, PartialEq)]
+enum Dep {
+    /// A test of this loop, by position.
+    Local(usize),
+    /// `other-loop:ID`, answered by the caller.
+    External,
+    /// An id this loop does not have: it will never pass.
+    Missing,
+}
+
+/// The tests of one loop, in the store's order (by `order`, then id), with lookups.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TestTable {
+    tests: Vec<TestRecord>,
+    by_id: HashMap<String, usize>,
+    /// Per test, its `depends_on` resolved, in the same order.
+    deps: Vec<Vec<Dep>>,
+    /// Every `other-loop:ID` dependency, once each.
+    cross: Vec<String>,
+}
+
+impl TestTable {
+    /// The table of `tests` (in any order).
+    pub fn new(mut tests: Vec<TestRecord>) -> TestTable {
+        tests.sort_by(|a, b| {
+            a.order
+                .cmp(&b.order)
+                .then_with(|| a.spec.id.cmp(&b.spec.id))
+        });
+        let mut table = TestTable {
+            tests,
+            ..TestTable::default()
+        };
+        table.index();
+        table
+    }
+
+    fn index(&mut self) {
+        self.by_id = self
+            .tests
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.spec.id.clone(), i))
+            .collect();
+        self.deps = (0..self.tests.len()).map(|i| self.resolve(i)).collect();
+        let mut cross: Vec<String> = self
+            .tests
+            .iter()
+            .flat_map(|t| t.spec.depends_on.iter())
+            .filter(|d| d.contains(':'))
+            .cloned()
+            .collect();
+        cross.sort();
+        cross.dedup();
+        self.cross = cross;
+    }
+
+    fn resolve(&self, i: usize) -> Vec<Dep> {
+        self.tests[i]
+            .spec
+            .depends_on
+            .iter()
+            .map(|d| match self.by_id.get(d.as_str()) {
+                _ if d.contains(':') => Dep::External,
+                Some(&j) => Dep::Local(j),
+                None => Dep::Missing,
+            })
+            .collect()
+    }
+
+    /// The tests, in order.
+    pub fn tests(&self) -> &[TestRecord] {
+        &self.tests
+    }
+
+    /// The test with `id`.
+    pub fn get(&self, id: &str) -> Option<&TestRecord> {
+        self.by_id.get(id).map(|&i| &self.tests[i])
+    }
+
+    /// Every `other-loop:ID` dependency of the loop's tests.
+    pub fn cross_deps(&self) -> &[String] {
+        &self.cross
+    }
+
+    /// Puts records just written into the table: in place when the test is known and keeps
+    /// its place and dependencies (every attempt's case, a cost of one), otherwise by
+    /// indexing again.
+    pub fn upsert(&mut self, written: Vec<TestRecord>) {
+        let mut again = false;
+        for t in written {
+            match self.by_id.get(&t.spec.id) {
+                Some(&i) if self.tests[i].order == t.order => {
+                    let same_deps = self.tests[i].spec.depends_on == t.spec.depends_on;
+                    self.tests[i] = t;
+                    again |= !same_deps;
+                }
+                Some(&i) => {
+                    self.tests[i] = t;
+                    again = true;
+                }
+                None => {
+                    self.tests.push(t);
+                    again = true;
+                }
+            }
+        }
+        if again {
+            let tests = std::mem::take(&mut self.tests);
+            *self = TestTable::new(tests);
+        }
+    }
+
+    /// See [`super::next_runnable`].
+    pub fn next_runnable(
+        &self,
+        loop_priority: u32,
+        run_past_failed: bool,
+        external: &dyn Fn(&str) -> Option<TestStatus>,
+    ) -> Option<&TestRecord> {
+        self.tests
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.status == TestStatus::Pending)
+            .filter(|(i, t)| {
+                self.dep_states(*i, t, None, external, run_past_failed)
+                    .all(|(_, s)| s == DepState::Done)
+            })
+            .min_by_key(|(_, t)| (t.spec.priority.unwrap_or(loop_priority), t.order))
+            .map(|(_, t)| t)
+    }
+
+    /// See [`super::is_finished`].
+    pub fn is_finished(&self) -> bool {
+        super::is_finished(&self.tests)
+    }
+
+    /// See [`super::refresh_blocked`]; `changed` is a record not in the table yet that stands
+    /// in for the table's test of its id (the outcome of an attempt, before it is written).
+    pub fn refresh_blocked(
+        &self,
+        changed: Option<&TestRecord>,
+        run_past_failed: bool,
+        external: &dyn Fn(&str) -> Option<TestStatus>,
+    ) -> Vec<TestRecord> {
+        let over = changed.and_then(|c| Some((*self.by_id.get(&c.spec.id)?, c)));
+        let record = |i: usize| match over {
+            Some((j, c)) if j == i => c,
+            _ => &self.tests[i],
+        };
+        let mut status: Vec<TestStatus> = (0..self.tests.len()).map(|i| record(i).status).collect();
+        // Only the tests whose blocking changes get an entry: the common pass allocates nothing.
+        let mut blocked_by: HashMap<usize, Vec<String>> = HashMap::new();
+        loop {
+            let mut changed_any = false;
+            for i in 0..self.tests.len() {
+                if !matches!(status[i], TestStatus::Pending | TestStatus::Blocked) {
+                    continue;
+                }
+                let t = record(i);
+                let stuck: Vec<String> = self
+                    .dep_states(i, t, Some(&status), external, run_past_failed)
+                    .filter(|(_, s)| *s == DepState::Stuck)
+                    .map(|(d, _)| d.clone())
+                    .collect();
+                let new = if stuck.is_empty() {
+                    TestStatus::Pending
+                } else {
+                    TestStatus::Blocked
+                };
+                let now_by = blocked_by.get(&i).unwrap_or(&t.blocked_by);
+                if status[i] != new || *now_by != stuck {
+                    status[i] = new;
+                    blocked_by.insert(i, stuck);
+                    changed_any = true;
+                }
+            }
+            if !changed_any {
+                break;
+            }
+        }
+        let mut out: Vec<(usize, TestRecord)> = blocked_by
+            .into_iter()
+            .filter(|(i, by)| status[*i] != record(*i).status || *by != record(*i).blocked_by)
+            .map(|(i, by)| {
+                let mut t = record(i).clone();
+                t.status = status[i];
+                t.reason = (!by.is_empty())
+                    .then(|| format!("waiting on {} that cannot pass on its own", by.join(", ")));
+                t.blocked_by = by;
+                t.updated_at = Utc::now();
+                (i, t)
+            })
+            .collect();
+        out.sort_by_key(|(i, _)| *i);
+        out.into_iter().map(|(_, t)| t).collect()
+    }
+
+    /// Each dependency of test `i` (record `t`) with what it means for `t`, by the statuses in
+    /// `status` (else the table's).
+    fn dep_states<'a>(
+        &'a self,
+        i: usize,
+        t: &'a TestRecord,
+        status: Option<&'a [TestStatus]>,
+        external: &'a dyn Fn(&str) -> Option<TestStatus>,
+        run_past_failed: bool,
+    ) -> impl Iterator<Item = (&'a String, DepState)> + 'a {
+        let deps = &self.deps[i];
+        t.spec.depends_on.iter().zip(deps).map(move |(d, dep)| {
+            let s = match dep {
+                Dep::Local(j) => Some(status.map_or(self.tests[*j].status, |s| s[*j])),
+                Dep::External => external(d),
+                Dep::Missing => None,
+            };
+            (d, dependency_state(s, run_past_failed))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Origin;
+
+    fn rec(id: &str, deps: &[&str], status: TestStatus, order: u32) -> TestRecord {
+        let spec = serde_json::from_value(serde_json::json!({
+            "id": id, "title": id, "spec": "x", "verify": "true", "depends_on": deps
+        }))
+        .unwrap();
+        let mut t = TestRecord::new("l", spec, Origin::File);
+        t.status = status;
+        t.order = order;
+        t
+    }
+
+    fn none(_: &str) -> Option<TestStatus> {
+        None
+    }
+
+    /// Statuses of a few shapes of graphs, each test in each status.
+    fn cases() -> Vec<Vec<TestRecord>> {
+        use TestStatus::*;
+        let statuses = [Pending, Passed, Failed, Blocked, Skipped, Running];
+        let mut out = Vec::new();
+        for (k, s) in statuses.iter().enumerate() {
+            let next = statuses[(k + 1) % statuses.len()];
+            out.push(vec![
+                rec("a", &[], *s, 0),
+                rec("b", &["a"], next, 1),
+                rec("c", &["b", "nope"], Pending, 2),
+                rec("d", &["a", "other:X"], Pending, 3),
+                rec("e", &["d"], Blocked, 4),
+            ]);
+        }
+        out
+    }
+
+    #[test]
+    fn the_table_decides_as_the_plain_functions_do() {
+        let other = |_: &str| Some(TestStatus::Passed);
+        for tests in cases() {
+            let table = TestTable::new(tests.clone());
+            for run_past in [false, true] {
+                assert_eq!(
+                    table.next_runnable(5, run_past, &other).map(|t| &t.spec.id),
+                    super::super::next_runnable(&tests, 5, run_past, &other).map(|t| &t.spec.id)
+                );
+                let by_table = table.refresh_blocked(None, run_past, &none);
+                let by_fn = super::super::refresh_blocked(&tests, run_past, &none);
+                let key = |v: &[TestRecord]| -> Vec<(String, TestStatus, Vec<String>)> {
+                    v.iter()
+                        .map(|t| (t.spec.id.clone(), t.status, t.blocked_by.clone()))
+                        .collect()
+                };
+                assert_eq!(key(&by_table), key(&by_fn));
+            }
+        }
+    }
+
+    #[test]
+    fn a_changed_record_stands_in_for_its_test() {
+        let tests = vec![
+            rec("a", &[], TestStatus::Running, 0),
+            rec("b", &["a"], TestStatus::Pending, 1),
+        ];
+        let table = TestTable::new(tests);
+        let mut failed = table.get("a").unwrap().clone();
+        failed.status = TestStatus::Failed;
+        let changed = table.refresh_blocked(Some(&failed), false, &none);
+        assert_eq!(changed.len(), 1);
+        assert_eq!(changed[0].spec.id, "b");
+        assert_eq!(changed[0].status, TestStatus::Blocked);
+        assert_eq!(changed[0].blocked_by, ["a"]);
+    }
+
+    #[test]
+    fn upserts_keep_the_lookups_right() {
+        let mut table = TestTable::new(vec![
+            rec("b", &["a"], TestStatus::Pending, 1),
+            rec("a", &[], TestStatus::Pending, 0),
+        ]);
+        assert_eq!(table.tests()[0].spec.id, "a");
+        assert_eq!(table.next_runnable(5, false, &none).unwrap().spec.id, "a");
+        table.upsert(vec![rec("a", &[], TestStatus::Passed, 0)]);
+        assert_eq!(table.next_runnable(5, false, &none).unwrap().spec.id, "b");
+        // A new test with a dependency on another loop, and one between the others.
+        table.upsert(vec![
+            rec("c", &["other:X"], TestStatus::Pending, 2),
+            rec("a2", &["b"], TestStatus::Pending, 1),
+        ]);
+        let ids: Vec<&str> = table.tests().iter().map(|t| t.spec.id.as_str()).collect();
+        assert_eq!(ids, ["a", "a2", "b", "c"]);
+        assert_eq!(table.cross_deps(), ["other:X"]);
+        assert_eq!(table, TestTable::new(table.tests().to_vec()));
+    }
+}
