@@ -55,6 +55,7 @@ max_concurrent_agents = 1
 [[loops]]
 name = "bench"
 workdir = "wd"
+init_workdir = true
 tests_file = "bench.tests.json"
 checkpoints = false
 max_attempts = 1
