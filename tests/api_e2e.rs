@@ -355,6 +355,11 @@ fn a_long_history_is_summarised_and_its_attempts_come_in_pages() {
     assert_eq!(page["loops"][0], summary);
     let ls = fleet.cmd(&["-c", "loopd.toml", "ls", "--json"]).json();
     assert_eq!(ls["loops"][0], summary);
+    // `attempts` through the daemon reads the pages.
+    let all = fleet
+        .cmd(&["-c", "loopd.toml", "attempts", "main", "T1", "--json"])
+        .json();
+    assert_eq!(all["attempts"].as_array().unwrap().len() as u64, N);
 
     // Pages of 50 by number, each naming where the next one starts.
     let mut numbers = Vec::new();

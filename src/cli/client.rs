@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use loopd_actors::config;
 use loopd_actors::statedir;
-use loopd_actors::view::{AttemptsDoc, LoopSummary, LoopView, StatusDoc, SummaryDoc, TestView};
+use loopd_actors::view::{
+    AttemptPage, AttemptsDoc, LoopSummary, LoopView, StatusDoc, SummaryDoc, TestView,
+};
 use reqwest::blocking::{Client as Http, RequestBuilder, Response};
 use reqwest::Method;
 use serde::de::DeserializeOwned;
@@ -187,15 +189,31 @@ impl Client {
         }
     }
 
-    /// A loop's attempts (of one test), oldest first: `attempts --json`'s document.
+    /// A loop's attempts (of one test), oldest first: `attempts --json`'s document. The tests
+    /// from the summary view, then each test's attempts a page at a time: no answer carries
+    /// the whole ledger at once.
     pub fn attempts(&self, loop_name: &str, test: Option<&str>) -> Result<AttemptsDoc, Failed> {
-        let view: LoopView = self.get(&format!("/api/loops/{loop_name}"))?;
-        let mut attempts: Vec<_> = view
+        let view: LoopSummary = self.get(&format!("/api/loops/{loop_name}?view=summary"))?;
+        let mut attempts = Vec::new();
+        for t in view
             .tests
-            .into_iter()
+            .iter()
             .filter(|t| test.is_none_or(|id| t.id == id))
-            .flat_map(|t| t.attempts)
-            .collect();
+        {
+            let mut cursor = String::new();
+            loop {
+                let path = format!(
+                    "/api/loops/{loop_name}/tests/{}/attempts?limit=1000{cursor}",
+                    t.id
+                );
+                let page: AttemptPage = self.get(&path)?;
+                attempts.extend(page.attempts);
+                match page.next_cursor {
+                    Some(c) => cursor = format!("&cursor={c}"),
+                    None => break,
+                }
+            }
+        }
         attempts.sort_by_key(|a| a.started_at);
         Ok(AttemptsDoc { attempts })
     }
