@@ -29,7 +29,10 @@ pub struct TestTable {
     tests: Vec<TestRecord>,
     by_id: HashMap<String, usize>,
     /// Per test, its `depends_on` resolved, in the same order.
-    deps: Vec<Vec<Dep>>,
+    /// (Every test's, one after the other: a walk over the tests reads them in sequence.)
+    deps: Vec<Dep>,
+    /// Where each test's dependencies start in `deps`; one more entry than there are tests.
+    dep_at: Vec<usize>,
     /// Every `other-loop:ID` dependency, once each, sorted.
     cross: Vec<String>,
     /// Each test's status, by position: the walks of every attempt read these bytes, not the
@@ -72,16 +75,19 @@ impl TestTable {
         cross.sort();
         cross.dedup();
         self.cross = cross;
-        self.deps = (0..self.tests.len()).map(|i| self.resolve(i)).collect();
-        self.status = self.tests.iter().map(|t| t.status).collect();
+        self.deps = Vec::new();
+        self.dep_at = vec![0];
         self.dependents = vec![Vec::new(); self.tests.len()];
-        for (i, deps) in self.deps.iter().enumerate() {
-            for d in deps {
+        for i in 0..self.tests.len() {
+            for d in self.resolve(i) {
                 if let Dep::Local(j) = d {
-                    self.dependents[*j].push(i);
+                    self.dependents[j].push(i);
                 }
+                self.deps.push(d);
             }
+            self.dep_at.push(self.deps.len());
         }
+        self.status = self.tests.iter().map(|t| t.status).collect();
     }
 
     fn resolve(&self, i: usize) -> Vec<Dep> {
@@ -263,14 +269,17 @@ impl TestTable {
         external: &'a dyn Fn(&str) -> Option<TestStatus>,
         run_past_failed: bool,
     ) -> impl Iterator<Item = (usize, DepState)> + 'a {
-        self.deps[i].iter().enumerate().map(move |(k, dep)| {
-            let s = match dep {
-                Dep::Local(j) => Some(status[*j]),
-                Dep::External(x) => external(&self.cross[*x]),
-                Dep::Missing => None,
-            };
-            (k, dependency_state(s, run_past_failed))
-        })
+        self.deps[self.dep_at[i]..self.dep_at[i + 1]]
+            .iter()
+            .enumerate()
+            .map(move |(k, dep)| {
+                let s = match dep {
+                    Dep::Local(j) => Some(status[*j]),
+                    Dep::External(x) => external(&self.cross[*x]),
+                    Dep::Missing => None,
+                };
+                (k, dependency_state(s, run_past_failed))
+            })
     }
 }
 
