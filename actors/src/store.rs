@@ -240,6 +240,8 @@ impl Store {
             }
             None => {
                 meta.insert(VERSION_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+                // A new store has no attempt to index.
+                meta.insert(RUNNING_INDEX_KEY, &1u32.to_be_bytes())?;
                 db.flush()?;
             }
         }
