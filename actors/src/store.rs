@@ -23,7 +23,11 @@ use crate::model::{AttemptRecord, Event, LoopRecord, TestRecord};
 use crate::notifier::DeliveryRecord;
 
 /// The layout version this build writes. A store with a higher one is refused, never overwritten.
-pub const SCHEMA_VERSION: u32 = 1;
+///
+/// 2: the `running` index. A loopd that knows only version 1 would write attempts without
+/// keeping the index, and this one would then trust an index that misses them; the version
+/// makes the older loopd refuse the store instead.
+pub const SCHEMA_VERSION: u32 = 2;
 
 const VERSION_KEY: &[u8] = b"schema_version";
 
@@ -236,6 +240,11 @@ impl Store {
                         found,
                         supported: SCHEMA_VERSION,
                     });
+                }
+                if found < SCHEMA_VERSION {
+                    // An older layout: whatever index marker it has, it is indexed again below.
+                    meta.remove(RUNNING_INDEX_KEY)?;
+                    meta.insert(VERSION_KEY, &SCHEMA_VERSION.to_be_bytes())?;
                 }
             }
             None => {
@@ -913,7 +922,7 @@ mod tests {
     }
 
     #[test]
-    fn unfinished_attempts_are_indexed_and_a_store_without_the_index_gets_one() {
+    fn unfinished_attempts_are_indexed_and_an_older_layout_is_indexed_again() {
         let dir = tempfile::tempdir().unwrap();
         let started = |n| AttemptRecord::started("a", "T-1", n, "t".into());
         let mut done = started(1);
@@ -936,14 +945,10 @@ mod tests {
             store.apply(batch(vec![done.clone()])).unwrap();
             assert_eq!(numbers(&store), vec![2]);
             assert_eq!(store.running.len(), 1);
-            // As a store from before the index: no index, no flag.
+            // As a store a version-1 loopd wrote to after this one: the index misses its
+            // attempts while the flag still says indexed.
             store.running.clear().unwrap();
-            store
-                .db
-                .open_tree("meta")
-                .unwrap()
-                .remove(RUNNING_INDEX_KEY)
-                .unwrap();
+            store.meta.insert(VERSION_KEY, &1u32.to_be_bytes()).unwrap();
             store.flush().unwrap();
         }
         let store = Store::open(dir.path()).unwrap();
@@ -954,6 +959,8 @@ mod tests {
             .map(|a| a.number)
             .collect();
         assert_eq!(left, vec![2]);
+        let version = store.meta.get(VERSION_KEY).unwrap().unwrap();
+        assert_eq!(decode_u32(&version), Some(SCHEMA_VERSION));
         store.delete_loop("a").unwrap();
         assert!(store.running.is_empty());
     }
