@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use loopd_actors::model::{Killed, LoopState, Outcome, TestStatus};
+use loopd_actors::monitor::AttemptHealth;
 use loopd_actors::store::Store;
 
 use super::error::ApiError;
@@ -52,7 +53,10 @@ fn label(v: &str) -> String {
 
 /// `GET /metrics`.
 pub async fn serve(State(state): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
-    let mut text = state.ctx().read(render).await?;
+    // The monitor hears every read of the agent's output, also one without a newline that
+    // leaves the transcript untouched: its clock wins over the transcript's mtime.
+    let health = state.ctx().monitor().health().await;
+    let mut text = state.ctx().read(move |s| render(s, &health)).await?;
     tree(&mut text, &state.ctx().tree_health());
     Ok((
         [(
@@ -63,8 +67,11 @@ pub async fn serve(State(state): State<ApiState>) -> Result<impl IntoResponse, A
     ))
 }
 
-/// The whole exposition.
-pub fn render(store: &Store) -> Result<String, loopd_actors::store::StoreError> {
+/// The whole exposition; `health` is the monitor's view of the running attempts.
+pub fn render(
+    store: &Store,
+    health: &[AttemptHealth],
+) -> Result<String, loopd_actors::store::StoreError> {
     let loops = store.list_loops()?;
     let mut out = String::new();
     let mut by_state: BTreeMap<String, usize> = LOOP_STATES.iter().map(|s| (word(s), 0)).collect();
@@ -105,7 +112,12 @@ pub fn render(store: &Store) -> Result<String, loopd_actors::store::StoreError> 
             match a.outcome {
                 Some(o) => *outcomes.entry(word::<Outcome>(&o)).or_default() += 1,
                 None => {
-                    let age = age_seconds(heartbeat(&a));
+                    let age = health
+                        .iter()
+                        .find(|h| {
+                            h.loop_name == l.name && h.test_id == a.test_id && h.attempt == a.number
+                        })
+                        .map_or_else(|| age_seconds(heartbeat(&a)), |h| h.since_heartbeat_s);
                     let _ = writeln!(
                         beats,
                         "loopd_heartbeat_age_seconds{{loop=\"{name}\",test=\"{}\"}} {age:.3}",
@@ -214,4 +226,49 @@ fn tree(out: &mut String, health: &loopd_actors::tree::TreeHealth) {
 
 fn head(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+#[cfg(test)]
+mod tests {
+    use loopd_actors::model::{AttemptRecord, LoopRecord};
+    use loopd_actors::monitor::AttemptHealth;
+    use loopd_actors::store::{Batch, Store};
+
+    #[test]
+    fn heartbeat_age_is_the_monitors_when_it_watches_the_attempt() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // Its transcript never grew (a `\r` progress bar, say): by the file, an hour old.
+        let mut a = AttemptRecord::started("a", "T-1", 1, dir.path().join("none.log"));
+        a.started_at -= chrono::Duration::hours(1);
+        store
+            .apply(Batch {
+                loops: vec![LoopRecord::new("a")],
+                attempts: vec![a],
+                ..Batch::default()
+            })
+            .unwrap();
+        let heard = AttemptHealth {
+            loop_name: "a".into(),
+            test_id: "T-1".into(),
+            attempt: 1,
+            running_for_s: 3600.0,
+            since_heartbeat_s: 0.25,
+            lines: 0,
+            stuck: false,
+        };
+        let line = |text: String| {
+            text.lines()
+                .find(|l| l.starts_with("loopd_heartbeat_age_seconds{"))
+                .map(String::from)
+        };
+        assert_eq!(
+            line(super::render(&store, &[heard]).unwrap()).as_deref(),
+            Some("loopd_heartbeat_age_seconds{loop=\"a\",test=\"T-1\"} 0.250")
+        );
+        // Without the monitor's word, the transcript's age.
+        let age = line(super::render(&store, &[]).unwrap()).unwrap();
+        let secs: f64 = age.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(secs >= 3599.0, "{age}");
+    }
 }
