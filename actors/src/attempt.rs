@@ -36,6 +36,8 @@ use crate::scheduler::ProviderReport;
 use crate::store::Batch;
 use crate::transcript::Transcript;
 
+mod settle;
+
 /// How many lines of agent and verify output an attempt record keeps.
 const TAIL_LINES: usize = 40;
 /// How many bytes of verify output an attempt record keeps.
@@ -93,6 +95,8 @@ pub struct AttemptDone {
     pub new_checkpoint: Option<String>,
     /// What the agent's run said about its provider.
     pub provider_failure: Option<ProviderFailure>,
+    /// Git work the attempt's end could not do: the loop pauses for it.
+    pub hold: Option<crate::hold::Hold>,
 }
 
 /// Messages of the attempt actor.
@@ -353,6 +357,7 @@ async fn run(
                 ));
                 return AttemptDone {
                     new_checkpoint: None,
+                    hold: None,
                     provider_failure: None,
                     record: finish_interrupted(record, started),
                 };
@@ -459,60 +464,14 @@ async fn run(
     }
 
     let mut new_checkpoint = None;
+    let mut hold = None;
     if let (Some(git), Some(checkpoint)) = (&git, &checkpoint) {
-        if outcome == Outcome::Passed {
-            match git
-                .commit_pass(
-                    &record.test_id,
-                    record.number,
-                    record.cost_usd,
-                    &commit_title(&record),
-                )
-                .await
-            {
-                Ok(c) => {
-                    record.commit = Some(c.clone());
-                    new_checkpoint = Some(c);
-                    if let Some(broken) =
-                        first_regression(&regression_checks, &workdir, &config, &attempt_key).await
-                    {
-                        // Keep the pass under the attempt's ref, and go back to the checkpoint.
-                        outcome = Outcome::Regression;
-                        record.reason = Some(format!(
-                            "verify passed, but it broke {} which passed before; the commit was rolled back",
-                            broken.0
-                        ));
-                        record.verify_tail = broken.1;
-                        record.fingerprint = fingerprint(&record.verify_tail);
-                        new_checkpoint = None;
-                        match git
-                            .save_attempt(&record.test_id, record.number, checkpoint)
-                            .await
-                        {
-                            Ok(saved) => record.commit = saved,
-                            Err(e) => tracing::warn!(error = %e, "could not save the attempt"),
-                        }
-                        if let Err(e) = git.reset_to(checkpoint).await {
-                            tracing::error!(error = %e, "could not roll back a regression");
-                        }
-                    }
-                }
-                Err(e) => {
-                    record.reason = Some(format!("passed, but the checkpoint commit failed: {e}"))
-                }
-            }
-        } else {
-            match git
-                .save_attempt(&record.test_id, record.number, checkpoint)
-                .await
-            {
-                Ok(c) => record.commit = c,
-                Err(e) => tracing::warn!(error = %e, "could not save the attempt's changes"),
-            }
-            if let Err(e) = git.reset_to(checkpoint).await {
-                tracing::error!(error = %e, "could not reset the workdir to the checkpoint");
-            }
-        }
+        let settled = settle::settle(git, checkpoint, &mut record, &mut outcome, || {
+            first_regression(&regression_checks, &workdir, &config, &attempt_key)
+        })
+        .await;
+        new_checkpoint = settled.new_checkpoint;
+        hold = settled.hold;
     }
 
     record.outcome = Some(outcome);
@@ -523,6 +482,7 @@ async fn run(
         record,
         new_checkpoint,
         provider_failure: report.provider_failure,
+        hold,
     }
 }
 
@@ -639,11 +599,9 @@ async fn first_regression(
     None
 }
 
-fn commit_title(record: &AttemptRecord) -> String {
-    format!(
-        "loopd: {} passed (attempt {})",
-        record.test_id, record.number
-    )
+/// The title of a pass's checkpoint commit.
+pub(crate) fn commit_title(test_id: &str, number: u32) -> String {
+    format!("loopd: {test_id} passed (attempt {number})")
 }
 
 /// The outcome of loopd's own run of verify.

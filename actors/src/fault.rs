@@ -4,7 +4,8 @@
 //! The variable holds comma-separated specs `ACTION:POINT:LOOP[:TIMES[:AFTER]]`: ACTION is `panic` or
 //! `hang` (at `loop_boot`, `loop_next`, `loop_attempt_done`, `loop_ping`), or `fail` (at
 //! `attempt_group_record`: recording the agent's process group fails as if the store had; at
-//! `store_flush`: every flush of the journal fails as if the disk were full), LOOP a loop name or
+//! `store_flush`: every flush of the journal fails as if the disk were full; at `git_checkpoint`:
+//! a pass's checkpoint commit fails as if git had), LOOP a loop name or
 //! `*` for any, TIMES how often it fires (default: every time), AFTER how many passes of the point
 //! it lets go by first (default 0). Counters live in the process, so a
 //! loop restarted by its supervisor sees how often it already fired. Not for production use.

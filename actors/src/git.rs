@@ -1,22 +1,30 @@
 //! The loop's workdir as git sees it: checkpoints, pass commits with trailers, attempt refs,
 //! resets.
 //!
-//! Every call runs `git` through `tokio::process` in the workdir, never prompts
-//! (`GIT_TERMINAL_PROMPT=0`, no GPG signing, no hooks on loopd's own commits) and ignores any
+//! Every call runs `git` through one hardened runner ([`run`]): no hooks, no program the
+//! agent's config names, no pager or prompt, a timeout that kills git's process group, and no
 //! `GIT_DIR`/`GIT_INDEX_FILE` loopd itself may have inherited. Commits get the identity
 //! `loopd <loopd@localhost>` only when the repository has none configured.
+//! Stale lock files an attempt left are removed ([`locks`]) and the loop's branch and checkpoint
+//! are kept in loopd's own refs, checked after every attempt and restored from them ([`branch`]).
 //! Snapshots of the working tree (untracked files included, ignored ones not) are written
 //! through a temporary index, so neither HEAD nor the index the user sees is touched.
 
+mod branch;
 mod history;
+mod locks;
 mod run;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use tokio::sync::OnceCell;
 
 pub use history::PassCommit;
 use run::Git;
+
+pub use branch::{BRANCH_REF, CHECKPOINT_REF};
+pub use run::DEFAULT_TIMEOUT;
 
 /// Longest `diff_summary`, in bytes.
 pub const MAX_DIFF_SUMMARY: usize = 8 * 1024;
@@ -44,6 +52,16 @@ pub enum GitError {
         /// Why.
         source: std::io::Error,
     },
+    /// git ran longer than its timeout and was killed with its process group.
+    #[error("{workdir}: `git {command}` did not finish within {} and was killed", humantime::format_duration(*after))]
+    TimedOut {
+        /// The workdir.
+        workdir: PathBuf,
+        /// The git command line, without `git`.
+        command: String,
+        /// The timeout.
+        after: Duration,
+    },
     /// The workdir is missing, not a repository of its own, or could not be prepared.
     #[error("{workdir}: {message}")]
     Workdir {
@@ -59,8 +77,12 @@ pub enum GitError {
 pub struct Workdir {
     /// The top level of the working tree.
     path: PathBuf,
-    /// `-c user.name=… -c user.email=…` when the repository has no identity (asked once).
-    identity: OnceCell<Vec<String>>,
+    /// How long one git command may run.
+    timeout: Duration,
+    /// Config every command of this workdir gets on top of the hardened set: the identity when
+    /// the repository has none, and blanked filter drivers (read once, after the agent ended:
+    /// a `Workdir` lives for one piece of loopd's own work).
+    overrides: OnceCell<Vec<(String, String)>>,
 }
 
 impl Workdir {
@@ -68,8 +90,15 @@ impl Workdir {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Workdir {
             path: path.into(),
-            identity: OnceCell::new(),
+            timeout: DEFAULT_TIMEOUT,
+            overrides: OnceCell::new(),
         }
+    }
+
+    /// The same workdir with another timeout per git command.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// Where it is.
@@ -77,8 +106,36 @@ impl Workdir {
         &self.path
     }
 
-    fn git(&self) -> Git<'_> {
-        Git::new(&self.path)
+    /// A git command with the hardened config and this repository's overrides.
+    async fn git(&self) -> Result<Git<'_>, GitError> {
+        let overrides = self
+            .overrides
+            .get_or_try_init(|| async {
+                let names = self
+                    .bare_git()
+                    .args(["config", "--name-only", "--list"])
+                    .output()
+                    .await?;
+                let names = if names.success {
+                    names.stdout
+                } else {
+                    String::new()
+                };
+                let has = |key: &str| names.lines().any(|n| n == key);
+                let mut pairs = run::filter_overrides(&names);
+                if !(has("user.name") && has("user.email")) {
+                    pairs.push(("user.name".into(), "loopd".into()));
+                    pairs.push(("user.email".into(), "loopd@localhost".into()));
+                }
+                Ok::<_, GitError>(pairs)
+            })
+            .await?;
+        Ok(self.bare_git().config(overrides))
+    }
+
+    /// A git command with the hardened config only.
+    fn bare_git(&self) -> Git<'_> {
+        Git::new(&self.path, self.timeout)
     }
 
     fn workdir_error(&self, message: impl Into<String>) -> GitError {
@@ -125,7 +182,7 @@ impl Workdir {
                 })?;
             }
         }
-        self.git().args(["init", "-q"]).run().await?;
+        self.git().await?.args(["init", "-q"]).run().await?;
         Ok(())
     }
 
@@ -140,6 +197,7 @@ impl Workdir {
     async fn is_own_repo(&self) -> Result<bool, GitError> {
         let out = self
             .git()
+            .await?
             .args(["rev-parse", "--show-toplevel"])
             .output()
             .await?;
@@ -160,6 +218,7 @@ impl Workdir {
     pub async fn head(&self) -> Result<Option<String>, GitError> {
         let out = self
             .git()
+            .await?
             .args(["rev-parse", "-q", "--verify", "HEAD^{commit}"])
             .output()
             .await?;
@@ -172,7 +231,7 @@ impl Workdir {
         if let Some(head) = self.head().await? {
             return Ok(head);
         }
-        self.git().args(["add", "-A"]).run().await?;
+        self.git().await?.args(["add", "-A"]).run().await?;
         self.commit("loopd: initial checkpoint").await?;
         self.head()
             .await?
@@ -181,7 +240,12 @@ impl Workdir {
 
     /// `git status --porcelain` is not empty (untracked files count, ignored ones do not).
     pub async fn is_dirty(&self) -> Result<bool, GitError> {
-        let out = self.git().args(["status", "--porcelain"]).run().await?;
+        let out = self
+            .git()
+            .await?
+            .args(["status", "--porcelain"])
+            .run()
+            .await?;
         Ok(!out.trim().is_empty())
     }
 
@@ -231,7 +295,14 @@ impl Workdir {
         let tree = self.snapshot_tree().await?;
         let stat = self
             .git()
-            .args(["diff", "--no-color", "--no-ext-diff", "--stat=120"])
+            .await?
+            .args([
+                "diff",
+                "--no-color",
+                "--no-ext-diff",
+                "--no-textconv",
+                "--stat=120",
+            ])
             .arg(checkpoint)
             .arg(&tree)
             .run()
@@ -249,16 +320,19 @@ impl Workdir {
         cost_usd: f64,
         title: &str,
     ) -> Result<String, GitError> {
-        self.git().args(["add", "-A"]).run().await?;
+        self.git().await?.args(["add", "-A"]).run().await?;
         self.commit(&format!(
             "{}\n\n{}Loopd-Cost: {cost_usd:.4}",
             title.trim(),
             trailers(test_id, attempt)
         ))
         .await?;
-        self.head()
+        let head = self
+            .head()
             .await?
-            .ok_or_else(|| self.workdir_error("no HEAD after the pass commit"))
+            .ok_or_else(|| self.workdir_error("no HEAD after the pass commit"))?;
+        self.keep_checkpoint(&head).await?;
+        Ok(head)
     }
 
     /// Saves the attempt's state (working tree with untracked files, and any commits the agent
@@ -282,14 +356,15 @@ impl Workdir {
         );
         let commit = self
             .git()
-            .args(self.identity().await?)
+            .await?
             .args(["commit-tree", &tree, "-p", &parent, "-m", &message])
             .run()
             .await?
             .trim()
             .to_string();
         self.git()
-            .args(["update-ref", "-m", "loopd: save attempt"])
+            .await?
+            .args(["update-ref", "--no-deref", "-m", "loopd: save attempt"])
             .arg(attempt_ref(test_id, attempt))
             .arg(&commit)
             .run()
@@ -300,7 +375,8 @@ impl Workdir {
     /// Points `reference` at HEAD, so that what HEAD holds now stays reachable.
     pub async fn keep_head_as(&self, reference: &str) -> Result<(), GitError> {
         self.git()
-            .args(["update-ref", reference, "HEAD"])
+            .await?
+            .args(["update-ref", "--no-deref", reference, "HEAD"])
             .run()
             .await?;
         Ok(())
@@ -308,45 +384,25 @@ impl Workdir {
 
     /// `commit` is `of` or one of its ancestors (false when git cannot tell).
     pub async fn is_ancestor(&self, commit: &str, of: &str) -> bool {
-        self.git()
-            .args(["merge-base", "--is-ancestor", commit, of])
+        let Ok(git) = self.git().await else {
+            return false;
+        };
+        git.args(["merge-base", "--is-ancestor", commit, of])
             .output()
             .await
             .is_ok_and(|out| out.success)
     }
 
-    /// Resets HEAD, index and working tree to `checkpoint` and removes untracked files (ignored
-    /// ones stay: loopd's own files are ignored through `.git/info/exclude`).
+    /// Puts HEAD back on the loop's branch (when one is recorded), resets it, the index and the
+    /// working tree to `checkpoint`, removes untracked files (ignored ones stay: loopd's own
+    /// files are ignored through `.git/info/exclude`) and records `checkpoint` as the loop's.
     pub async fn reset_to(&self, checkpoint: &str) -> Result<(), GitError> {
-        self.git()
-            .args(["reset", "-q", "--hard", checkpoint])
-            .run()
-            .await?;
-        self.git().args(["clean", "-q", "-f", "-d"]).run().await?;
-        Ok(())
-    }
-
-    /// The `-c` options that give commits an identity when the repository has none.
-    async fn identity(&self) -> Result<Vec<String>, GitError> {
-        self.identity
-            .get_or_try_init(|| async {
-                let name = self.git().args(["config", "user.name"]).output().await?;
-                let email = self.git().args(["config", "user.email"]).output().await?;
-                Ok::<_, GitError>(if name.success && email.success {
-                    Vec::new()
-                } else {
-                    ["-c", "user.name=loopd", "-c", "user.email=loopd@localhost"]
-                        .map(String::from)
-                        .to_vec()
-                })
-            })
-            .await
-            .cloned()
+        self.restore(checkpoint).await
     }
 
     async fn commit(&self, message: &str) -> Result<(), GitError> {
         self.git()
-            .args(self.identity().await?)
+            .await?
             .args([
                 "commit",
                 "-q",
@@ -365,6 +421,7 @@ impl Workdir {
     async fn git_path(&self, name: &str) -> Result<PathBuf, GitError> {
         let out = self
             .git()
+            .await?
             .args(["rev-parse", "--git-path", name])
             .run()
             .await?;
@@ -379,6 +436,7 @@ impl Workdir {
     async fn tree_of(&self, commit: &str) -> Result<String, GitError> {
         Ok(self
             .git()
+            .await?
             .args(["rev-parse", "--verify"])
             .arg(format!("{commit}^{{tree}}"))
             .run()
@@ -401,6 +459,7 @@ impl Workdir {
                 Ok(_) => {}
                 Err(_) if self.head().await?.is_some() => {
                     self.git()
+                        .await?
                         .index_file(&index)
                         .args(["read-tree", "HEAD"])
                         .run()
@@ -409,12 +468,14 @@ impl Workdir {
                 Err(_) => {}
             }
             self.git()
+                .await?
                 .index_file(&index)
                 .args(["add", "-A"])
                 .run()
                 .await?;
             Ok(self
                 .git()
+                .await?
                 .index_file(&index)
                 .args(["write-tree"])
                 .run()

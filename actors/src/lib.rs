@@ -22,7 +22,8 @@
 //! - `ledger`: the ledger against git history: passes the store does not know, `recover`.
 //! - `process`: agent process groups: spawn, record, end, reap.
 //! - `agent`: agent presets (command, claude-code) and what their output means.
-//! - `git`: checkpoints, attempt refs, resets.
+//! - `git`: checkpoints, attempt refs, resets, the loop's branch, stale locks.
+//! - `hold`: a loop paused for its workdir's git (`checkpoint_failed`, `workdir_broken`).
 //! - `prompt`: rendering the prompt of one attempt.
 //! - `healer`: diagnoses, repeated failures, lessons, heal strategies (pure functions).
 //! - `transcript`: an attempt's transcript, bytes as printed, head and tail kept beyond a cap.
@@ -42,6 +43,7 @@ pub mod fleet;
 pub mod generation;
 pub mod git;
 pub mod healer;
+pub mod hold;
 pub mod ledger;
 pub mod loop_actor;
 pub mod model;

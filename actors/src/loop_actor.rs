@@ -108,7 +108,10 @@ pub struct LoopActorState {
 /// through, and the workdir's checkpoint (`None` when the loop only waits for a person).
 #[derive(Debug)]
 pub struct BootWork {
-    reconciled: Result<(), String>,
+    /// True when the reconcile held the loop (see `hold`).
+    reconciled: Result<bool, String>,
+    /// The retry of git work a hold left, when there was some.
+    retried: Option<Result<Batch, crate::hold::Hold>>,
     workdir: Option<Result<Option<String>, String>>,
 }
 
@@ -561,6 +564,11 @@ async fn boot(
             start_boot_work(myself, state, Vec::new(), false);
             return Ok(());
         }
+        if state.record.state == LoopState::Paused && crate::hold::is_hold(Some(reason)) {
+            // Held for its workdir's git: only a person's resume retries (see `hold`).
+            start_boot_work(myself, state, Vec::new(), false);
+            return Ok(());
+        }
     }
     let specs = match config::load_tests(&cfg) {
         Ok(s) => s,
@@ -601,20 +609,29 @@ fn start_boot_work(
         replies: Vec::new(),
     });
     let (ctx, cfg, me) = (state.ctx.clone(), state.config.clone(), myself.clone());
+    let mut record = state.record.clone();
     let work = tokio::spawn(async move {
         let reconciled = reconcile_loop(&ctx, &cfg).await.map_err(|e| e.to_string());
-        let workdir = match (&reconciled, workdir) {
-            (Ok(()), true) => Some(prepare_workdir(ctx.state_dir(), &cfg).await),
+        let go_on = workdir && matches!(reconciled, Ok(false));
+        // Git work a hold left (a resume brought us here) comes before the workdir's checks.
+        let retried = match go_on && record.pending_git.is_some() {
+            true => Some(crate::hold::retry(&ctx, &cfg, &mut record).await),
+            false => None,
+        };
+        let workdir = match (go_on, &retried) {
+            (true, None | Some(Ok(_))) => Some(prepare_workdir(ctx.state_dir(), &cfg, false).await),
             _ => None,
         };
         BootWork {
             reconciled,
+            retried,
             workdir,
         }
     });
     tokio::spawn(async move {
         let work = work.await.unwrap_or_else(|e| BootWork {
             reconciled: Err(format!("the boot's git work failed: {e}")),
+            retried: None,
             workdir: None,
         });
         let _ = me.send_message(LoopMsg::Booted(Box::new(work)));
@@ -661,7 +678,25 @@ async fn finish_boot(
 ) -> Result<(), ActorProcessingErr> {
     let cfg = state.config.clone();
     // As if the reconcile had failed on the actor's turn: a failure its supervisor restarts.
-    work.reconciled.map_err(ActorProcessingErr::from)?;
+    if work.reconciled.map_err(ActorProcessingErr::from)? {
+        return adopt_hold(state).await;
+    }
+    match work.retried {
+        Some(Ok(batch)) => {
+            if let Some(r) = batch.loops.last() {
+                state.record.checkpoint = r.checkpoint.clone();
+            }
+            state.record.pending_git = None;
+            record_own(state, batch).await?;
+        }
+        Some(Err(hold)) => {
+            let mut batch = Batch::default();
+            hold.pause(&mut state.record, &mut batch);
+            record_own(state, batch).await?;
+            return Ok(());
+        }
+        None => {}
+    }
     let checkpoint = match work.workdir {
         // A person's pause: nothing else to do.
         None => return Ok(()),
@@ -714,11 +749,18 @@ async fn finish_boot(
 }
 
 /// Creates (with `init_workdir`) and checks the workdir; returns the checkpoint to reset failed
-/// attempts to, or `None` when checkpoints are off.
+/// attempts to, or `None` when checkpoints are off. `held`: the loop has git work pending
+/// (`hold`), and the working tree holds that attempt's files: nothing is done, and `None`.
 pub async fn prepare_workdir(
     state_dir: &std::path::Path,
     cfg: &LoopConfig,
+    held: bool,
 ) -> Result<Option<String>, String> {
+    if held {
+        // Its boot does no git either: the loop waits for a person (whose fix may be needed
+        // first: a deleted `.git` would fail `prepare`).
+        return Ok(None);
+    }
     let workdir = cfg.workdir.clone().expect("the loader fills in workdir");
     let git = Workdir::new(&workdir);
     git.prepare(cfg.init_workdir, cfg.workdir_template.as_deref())
@@ -732,14 +774,26 @@ pub async fn prepare_workdir(
         let pattern = format!("/{}/", rel.display());
         git.exclude(&[&pattern]).await.map_err(|e| e.to_string())?;
     }
+    // No attempt runs yet: a lock file now is left from a killed git.
+    git.clear_stale_locks().await.map_err(|e| e.to_string())?;
+    let checkpoint = adopt_checkpoint(&git, cfg, &workdir).await?;
+    git.record_position(&checkpoint)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Some(checkpoint))
+}
+
+/// HEAD as the loop's checkpoint (an initial commit when there is none), refusing a dirty
+/// workdir unless `allow_dirty`.
+async fn adopt_checkpoint(
+    git: &Workdir,
+    cfg: &LoopConfig,
+    workdir: &std::path::Path,
+) -> Result<String, String> {
     if git.head().await.map_err(|e| e.to_string())?.is_none() {
         // A repository without commits (fresh from `init_workdir`, or a template just copied
         // in): what is there becomes the first checkpoint.
-        return git
-            .ensure_checkpoint()
-            .await
-            .map(Some)
-            .map_err(|e| e.to_string());
+        return git.ensure_checkpoint().await.map_err(|e| e.to_string());
     }
     if !cfg.allow_dirty && git.is_dirty().await.map_err(|e| e.to_string())? {
         return Err(format!(
@@ -748,26 +802,46 @@ pub async fn prepare_workdir(
             cfg.name
         ));
     }
-    git.ensure_checkpoint()
-        .await
-        .map(Some)
-        .map_err(|e| e.to_string())
+    git.ensure_checkpoint().await.map_err(|e| e.to_string())
 }
 
-async fn reconcile_own(state: &mut LoopActorState) -> Result<(), ActorProcessingErr> {
-    reconcile_loop(&state.ctx, &state.config).await?;
-    // The reconcile wrote tests and attempts on its own.
+/// Reconciles what a predecessor left running; true when that holds the loop (an interrupted
+/// attempt's workdir could not be saved and reset: see `hold`).
+async fn reconcile_own(state: &mut LoopActorState) -> Result<bool, ActorProcessingErr> {
+    let held = reconcile_loop(&state.ctx, &state.config).await?;
+    // The reconcile wrote tests and attempts on its own, and the git work it could not do.
     forget_cached(state);
+    if held {
+        adopt_hold(state).await?;
+    }
+    Ok(held)
+}
+
+/// Takes the hold a reconcile stored on the loop into the actor's copy of its record.
+async fn adopt_hold(state: &mut LoopActorState) -> Result<(), ActorProcessingErr> {
+    let name = state.config.name.clone();
+    if let Some(r) = state.ctx.read(move |s| s.get_loop(&name)).await? {
+        state.record.state = r.state;
+        state.record.reason = r.reason;
+        state.record.pending_git = r.pending_git;
+    }
     Ok(())
 }
 
-/// Reconciles the attempts of loop `cfg` that a predecessor left without an outcome.
-async fn reconcile_loop(ctx: &Ctx, cfg: &LoopConfig) -> Result<(), crate::store::StoreError> {
+/// Reconciles the attempts of loop `cfg` that a predecessor left without an outcome; true when
+/// that held the loop (an interrupted attempt's workdir could not be saved and reset).
+async fn reconcile_loop(ctx: &Ctx, cfg: &LoopConfig) -> Result<bool, crate::store::StoreError> {
     let name = cfg.name.clone();
     let record = ctx.read(move |s| s.get_loop(&name)).await?;
     let checkpoint = record.and_then(|r| r.checkpoint);
-    reconcile::interrupted_attempts(ctx, Some(cfg), checkpoint.as_deref()).await?;
-    Ok(())
+    if reconcile::interrupted_attempts(ctx, Some(cfg), checkpoint.as_deref()).await? == 0 {
+        return Ok(false);
+    }
+    let name = cfg.name.clone();
+    Ok(ctx
+        .read(move |s| s.get_loop(&name))
+        .await?
+        .is_some_and(|r| r.state == LoopState::Paused && crate::hold::is_hold(r.reason.as_deref())))
 }
 
 /// Picks the next runnable test and asks for a slot, or finishes the loop.
@@ -1148,6 +1222,11 @@ async fn finish_attempt(
         test.last_outcome = Some(outcome);
         test.updated_at = Utc::now();
         test.status = match outcome {
+            Outcome::Passed if done.hold.is_some() => {
+                // Not passed until its checkpoint is made: dependents must not build on it.
+                test.reason = done.hold.as_ref().map(|h| h.message.clone());
+                TestStatus::Pending
+            }
             Outcome::Passed => {
                 test.commit = record.commit.clone();
                 test.reason = None;
@@ -1278,6 +1357,15 @@ async fn finish_attempt(
         lessons,
         ..Batch::default()
     };
+    if let Some(hold) = &done.hold {
+        // In the outcome's transaction: a restart finds the loop held, with its git work.
+        hold.pause(&mut state.record, &mut batch);
+        record_own(state, batch).await?;
+        if state.stopping {
+            myself.stop(None);
+        }
+        return Ok(());
+    }
 
     if state.stopping {
         if state.record.state == LoopState::Running {

@@ -158,6 +158,38 @@ pub struct LoopRecord {
     /// a restart); `None` for loops of the fleet file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<crate::config::LoopConfig>,
+    /// Git work an attempt's end could not do (the loop is paused for it); retried on resume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_git: Option<PendingGit>,
+}
+
+/// Git work left undone at the end of an attempt: a pass whose checkpoint commit failed, or a
+/// workdir that could not be reset to the checkpoint. The attempt's files stay in the working
+/// tree until it is done.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PendingGit {
+    /// The attempt's test.
+    pub test_id: String,
+    /// The attempt's number.
+    pub attempt: u32,
+    /// What is left to do.
+    pub action: PendingAction,
+    /// Why it was left undone, with what git said (for the console and the API).
+    #[serde(default)]
+    pub message: String,
+}
+
+/// What [`PendingGit`] has left to do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PendingAction {
+    /// The pass's checkpoint commit (with the attempt's cost in its trailer).
+    Checkpoint {
+        /// The attempt's cost, for the `Loopd-Cost` trailer.
+        cost_usd: f64,
+    },
+    /// Saving the attempt's changes to its ref and resetting the workdir to the checkpoint.
+    Reset,
 }
 
 impl LoopRecord {
@@ -173,6 +205,7 @@ impl LoopRecord {
             priority: None,
             model: None,
             config: None,
+            pending_git: None,
         }
     }
 }

@@ -6,7 +6,7 @@ use chrono::Utc;
 
 use crate::config::LoopConfig;
 use crate::git::Workdir;
-use crate::model::{Event, EventKind, Outcome, TestStatus};
+use crate::model::{AttemptRecord, Event, EventKind, Outcome, PendingAction, TestStatus};
 use crate::process;
 use crate::runtime::Ctx;
 use crate::store::{Batch, StoreError};
@@ -49,19 +49,11 @@ pub async fn interrupted_attempts(
             Some(t) => process::end_tracked(&t, grace).await.members,
             None => 0,
         };
+        let mut pending = None;
         if let (Some(cfg), Some(cp)) = (loop_cfg, checkpoint) {
             if cfg.checkpoints {
                 if let Some(wd) = &cfg.workdir {
-                    let git = Workdir::new(wd);
-                    match git.save_attempt(&attempt.test_id, attempt.number, cp).await {
-                        Ok(c) => attempt.commit = c,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "could not save an interrupted attempt's changes")
-                        }
-                    }
-                    if let Err(e) = git.reset_to(cp).await {
-                        tracing::error!(error = %e, "could not reset the workdir after an interrupted attempt");
-                    }
+                    pending = save_and_reset(&Workdir::new(wd), &mut attempt, cp).await;
                 }
             }
         }
@@ -76,8 +68,18 @@ pub async fn interrupted_attempts(
             "loopd stopped during the attempt".to_string()
         });
         let (name, id) = (attempt.loop_name.clone(), attempt.test_id.clone());
-        let test = ctx.read(move |s| s.get_test(&name, &id)).await?;
+        let (test, record) = ctx
+            .read(move |s| -> Result<_, StoreError> {
+                Ok((s.get_test(&name, &id)?, s.get_loop(&name)?))
+            })
+            .await?;
         let mut batch = Batch::default();
+        if let (Some(pending), Some(mut record)) = (pending, record) {
+            // Not reset: the next start retries instead of refusing a dirty workdir forever.
+            tracing::error!(loop_name = %record.name, "could not save and reset an interrupted attempt; the loop is held");
+            let hold = crate::hold::Hold::workdir_broken(&attempt, pending, PendingAction::Reset);
+            hold.pause(&mut record, &mut batch);
+        }
         if let Some(mut t) = test {
             if t.status == TestStatus::Running {
                 t.status = TestStatus::Pending;
@@ -104,4 +106,36 @@ pub async fn interrupted_attempts(
         ctx.record(batch).await?;
     }
     Ok(count)
+}
+
+/// Saves an interrupted attempt's files under its ref and resets the workdir to `checkpoint`,
+/// after removing the lock files its killed git may have left (its processes are ended by now).
+/// Returns what went wrong, with what git said, when the workdir could not be saved and reset.
+async fn save_and_reset(
+    git: &Workdir,
+    attempt: &mut AttemptRecord,
+    checkpoint: &str,
+) -> Option<String> {
+    if let Err(e) = git.clear_stale_locks().await {
+        tracing::warn!(error = %e, "could not look for stale git locks");
+    }
+    match git
+        .save_attempt(&attempt.test_id, attempt.number, checkpoint)
+        .await
+    {
+        Ok(c) => attempt.commit = c,
+        Err(e) => {
+            return Some(format!(
+                "loopd could not save the changes of interrupted attempt {} of {}, so it left the workdir as it is: {e}",
+                attempt.number, attempt.test_id
+            ))
+        }
+    }
+    match git.reset_to(checkpoint).await {
+        Ok(()) => None,
+        Err(e) => Some(format!(
+            "loopd could not reset the workdir after interrupted attempt {} of {}: {e}",
+            attempt.number, attempt.test_id
+        )),
+    }
 }

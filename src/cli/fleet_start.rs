@@ -128,7 +128,13 @@ pub async fn open_ctx(fleet: &Fleet, store: Store) -> anyhow::Result<Result<Ctx,
     }
     reconcile::interrupted_attempts(&ctx, None, None).await?;
     for lp in &fleet.loops {
-        if let Err(e) = prepare_workdir(ctx.state_dir(), lp).await {
+        let name = lp.name.clone();
+        // A loop with git work pending keeps that attempt's files in its tree (`hold`).
+        let held = ctx
+            .read(move |s| s.get_loop(&name))
+            .await?
+            .is_some_and(|r| r.pending_git.is_some());
+        if let Err(e) = prepare_workdir(ctx.state_dir(), lp, held).await {
             return Ok(Err(e));
         }
     }

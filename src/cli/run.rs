@@ -73,7 +73,22 @@ async fn run_fleet(
             "loopd run: loop `{name}` was {what} by a person; it stays so (`loopd {undo} {name}` while this runs, or before the next run)",
         );
     }
-    let held: HashSet<String> = held.into_iter().map(|(n, _)| n).collect();
+    let mut held: HashSet<String> = held.into_iter().map(|(n, _)| n).collect();
+    // Loops held for their workdir's git boot into that state without a word too.
+    for r in fleet_records(&ctx, &fleet).await?.into_iter().flatten() {
+        if r.state == LoopState::Paused && loopd_actors::hold::is_hold(r.reason.as_deref()) {
+            eprintln!(
+                "loopd run: loop `{}` is paused ({}): {}; fix the cause, then `loopd resume {}` (with `loopd serve`) retries it",
+                r.name,
+                r.reason.as_deref().unwrap_or_default(),
+                r.pending_git
+                    .as_ref()
+                    .map_or("its git work is left undone", |p| p.message.as_str()),
+                r.name
+            );
+            held.insert(r.name);
+        }
+    }
     let mut display = Progress::new(&ctx, &fleet, plain).await?;
     let mut events = ctx.subscribe();
     let started_fleet = super::fleet_start::spawn(&ctx, &fleet)
@@ -200,6 +215,7 @@ async fn run_fleet(
         l.status == LoopState::Paused
             && match l.reason.as_deref() {
                 Some("out_of_credits" | "budget_exhausted") => true,
+                reason if loopd_actors::hold::is_hold(reason) => true,
                 Some("by_user") => unfinished,
                 _ => false,
             }

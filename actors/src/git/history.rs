@@ -35,6 +35,7 @@ impl Workdir {
         }
         let out = self
             .git()
+            .await?
             .args([
                 "log",
                 "-1",
@@ -56,6 +57,7 @@ impl Workdir {
         }
         let out = self
             .git()
+            .await?
             .args([
                 "log",
                 "-E",
@@ -73,6 +75,7 @@ impl Workdir {
     pub async fn attempt_refs(&self) -> Result<Vec<(String, u32)>, GitError> {
         let out = self
             .git()
+            .await?
             .args([
                 "for-each-ref",
                 "--format=%(refname)",

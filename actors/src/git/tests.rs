@@ -338,13 +338,10 @@ async fn save_attempt_with_only_untracked_files() {
 #[tokio::test]
 async fn errors_name_the_workdir_the_command_and_stderr() {
     let (_dir, wd, _) = repo().await;
-    let err = wd.reset_to("no-such-commit").await.unwrap_err();
+    let err = wd.diff_summary("no-such-commit").await.unwrap_err();
     let text = err.to_string();
     assert!(text.contains(&wd.path().display().to_string()), "{text}");
-    assert!(
-        text.contains("git reset -q --hard no-such-commit"),
-        "{text}"
-    );
+    assert!(text.contains("git diff --no-color"), "{text}");
     assert!(text.contains("no-such-commit"), "{text}");
     match err {
         GitError::Command { stderr, .. } => assert!(!stderr.is_empty()),
@@ -370,4 +367,185 @@ fn bound_cuts_on_lines() {
     assert_eq!(bound("short".into(), 10), "short");
     let cut = bound("aaaa\nbbbb\ncccc\n".into(), 12);
     assert_eq!(cut, "aaaa\nbbbb\n… (5 more bytes)\n");
+}
+
+#[tokio::test]
+async fn a_hanging_git_is_killed_with_its_group_at_the_timeout() {
+    let (_dir, wd, _) = repo().await;
+    let pid_file = wd.path().join("../alias.pid");
+    let alias = format!(
+        "alias.hang=!echo $$ > {}; exec sleep 1000",
+        pid_file.display()
+    );
+    let err = run::Git::new(wd.path(), std::time::Duration::from_millis(500))
+        .args(["-c", &alias, "hang"])
+        .run()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, GitError::TimedOut { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("did not finish within 500ms"),
+        "{err}"
+    );
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while crate::process::proc_start_time(pid).is_some()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the alias's sleep outlived the timeout"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn hooks_filters_and_fsmonitor_the_agent_configured_never_run() {
+    let (dir, wd, checkpoint) = repo().await;
+    let marker = dir.path().join("ran");
+    let program = dir.path().join("evil.sh");
+    std::fs::write(
+        &program,
+        format!("#!/bin/sh\necho \"$0 $*\" >> {}\ncat\n", marker.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let p = program.display();
+    sh(
+        wd.path(),
+        &format!(
+            "mkdir -p .git/hooks myhooks && for h in pre-commit post-commit reference-transaction post-checkout; do \
+               cp {p} .git/hooks/$h; cp {p} myhooks/$h; done && \
+             git config core.hooksPath myhooks && git config core.fsmonitor {p} && \
+             git config filter.evil.clean {p} && git config filter.evil.smudge {p} && \
+             git config filter.evil.process {p} && git config filter.evil.required true && \
+             git config commit.gpgsign true && git config gpg.program {p} && \
+             echo '* filter=evil' > .gitattributes && echo two > a.txt"
+        ),
+    )
+    .await;
+    let wd = Workdir::new(wd.path());
+    assert!(wd.is_dirty().await.unwrap());
+    let pass = wd.commit_pass("t", 1, 0.0, "t").await.unwrap();
+    sh(wd.path(), "echo three > a.txt").await;
+    wd.save_attempt("t", 2, &pass).await.unwrap();
+    wd.reset_to(&checkpoint).await.unwrap();
+    assert!(
+        !marker.exists(),
+        "ran: {}",
+        std::fs::read_to_string(&marker).unwrap_or_default()
+    );
+}
+
+#[tokio::test]
+async fn stale_locks_go_and_a_held_lock_stays() {
+    let (_dir, wd, _) = repo().await;
+    let lock = wd.path().join(".git/index.lock");
+    let ref_lock = wd.path().join(".git/refs/heads/main.lock");
+    std::fs::write(&lock, "").unwrap();
+    std::fs::write(&ref_lock, "").unwrap();
+    let removed = wd.clear_stale_locks().await.unwrap();
+    assert_eq!(removed.len(), 2, "{removed:?}");
+    assert!(!lock.exists() && !ref_lock.exists());
+    // Open in this process: a live holder.
+    let _held = std::fs::File::create(&lock).unwrap();
+    assert!(wd.clear_stale_locks().await.unwrap().is_empty());
+    assert!(lock.exists());
+    let err = wd.commit_pass("t", 1, 0.0, "t").await.unwrap_err();
+    assert!(err.to_string().contains("index.lock"), "{err}");
+}
+
+#[tokio::test]
+async fn another_branch_and_rewritten_history_are_found_and_restored() {
+    let (_dir, wd, first) = repo().await;
+    wd.record_position(&first).await.unwrap();
+    let branch = sh(wd.path(), "git symbolic-ref HEAD").await;
+    sh(wd.path(), "echo b > b.txt").await;
+    let pass = wd.commit_pass("t1", 1, 0.0, "t1").await.unwrap();
+    assert_eq!(wd.check_position(&pass).await.unwrap(), None);
+
+    sh(
+        wd.path(),
+        "git checkout -q -b other && echo c > c.txt && git add . && git commit -q -m c",
+    )
+    .await;
+    let problem = wd.check_position(&pass).await.unwrap().unwrap();
+    assert!(problem.contains("on branch `other`"), "{problem}");
+    wd.reset_to(&pass).await.unwrap();
+    assert_eq!(sh(wd.path(), "git symbolic-ref HEAD").await, branch);
+    assert_eq!(wd.head().await.unwrap().as_deref(), Some(pass.as_str()));
+
+    sh(wd.path(), "git reset -q --hard HEAD~1 && git reflog expire --expire=now --all && git gc -q --prune=now").await;
+    let problem = wd.check_position(&pass).await.unwrap().unwrap();
+    assert!(problem.contains("no longer in the history"), "{problem}");
+    // refs/loopd/checkpoint kept the commit through the gc.
+    wd.reset_to(&pass).await.unwrap();
+    assert_eq!(wd.head().await.unwrap().as_deref(), Some(pass.as_str()));
+    assert!(wd.path().join("b.txt").exists());
+}
+
+#[tokio::test]
+async fn a_deleted_git_dir_never_sends_loopd_to_an_enclosing_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    sh(dir.path(), "git init -q && echo keep > outer.txt && git add outer.txt && git commit -q -m outer && echo untracked > loose.txt").await;
+    let wd = Workdir::new(dir.path().join("w"));
+    wd.prepare(true, None).await.unwrap();
+    std::fs::write(wd.path().join("a.txt"), "one\n").unwrap();
+    let checkpoint = wd.ensure_checkpoint().await.unwrap();
+    wd.record_position(&checkpoint).await.unwrap();
+    let outer_head = sh(dir.path(), "git rev-parse HEAD").await;
+
+    std::fs::remove_dir_all(wd.path().join(".git")).unwrap();
+    let wd = Workdir::new(wd.path());
+    let problem = wd.check_position(&checkpoint).await.unwrap().unwrap();
+    assert!(problem.contains("no longer a git repository"), "{problem}");
+    assert!(wd.commit_pass("t", 1, 0.0, "t").await.is_err());
+    assert!(wd.save_attempt("t", 1, &checkpoint).await.is_err());
+    let err = wd.reset_to(&checkpoint).await.unwrap_err();
+    assert!(err.to_string().contains("was .git deleted?"), "{err}");
+    assert!(dir.path().join("loose.txt").exists() && wd.path().join("a.txt").exists());
+    assert_eq!(sh(dir.path(), "git rev-parse HEAD").await, outer_head);
+    assert_eq!(
+        sh(dir.path(), "git status --porcelain").await,
+        "?? loose.txt\n?? w/\n"
+    );
+}
+
+#[test]
+fn filter_overrides_blank_every_driver_once() {
+    let o = run::filter_overrides(
+        "core.bare\nfilter.lfs.clean\nfilter.lfs.smudge\nfilter.a.b.process\n",
+    );
+    let keys: Vec<&str> = o.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys.len(), 8, "{keys:?}");
+    assert!(keys.contains(&"filter.a.b.process") && keys.contains(&"filter.lfs.required"));
+}
+
+#[tokio::test]
+async fn a_core_worktree_the_agent_set_does_not_send_resets_elsewhere() {
+    let (dir, wd, checkpoint) = repo().await;
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::write(elsewhere.join("precious.txt"), "keep\n").unwrap();
+    sh(
+        wd.path(),
+        &format!(
+            "git config core.worktree {} && echo x > new.txt",
+            elsewhere.display()
+        ),
+    )
+    .await;
+    let wd = Workdir::new(wd.path());
+    wd.reset_to(&checkpoint).await.unwrap();
+    assert!(
+        elsewhere.join("precious.txt").exists(),
+        "loopd cleaned core.worktree"
+    );
+    assert!(!wd.path().join("new.txt").exists());
 }
