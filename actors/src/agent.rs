@@ -72,8 +72,17 @@ impl CommandLine {
     /// loopd only the session variables, the preset's [`CommandLine::inherit`] and `passthrough`
     /// (the loop's `env_passthrough`); the caller adds the current directory, the loop's env and
     /// `LOOPD_*`, and spawns it with [`crate::process::spawn_group`].
-    pub fn command(&self, passthrough: &[String]) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(&self.program);
+    /// `env` is the loop's, for the `PATH` the program is found on.
+    pub fn command(
+        &self,
+        passthrough: &[String],
+        env: &std::collections::BTreeMap<String, String>,
+    ) -> tokio::process::Command {
+        let program = crate::process::resolve_program(
+            &self.program,
+            crate::process::child_path(env).as_deref(),
+        );
+        let mut cmd = tokio::process::Command::new(program);
         crate::process::inherit_only(
             &mut cmd,
             self.inherit

@@ -203,7 +203,7 @@ fn launch(plan: &AttemptPlan) -> Launched {
         &plan.prompt,
         &paths.prompt,
     );
-    let mut cmd = line.command(&config.env_passthrough);
+    let mut cmd = line.command(&config.env_passthrough, &config.env);
     cmd.current_dir(workdir)
         .envs(&config.env)
         .env("LOOPD_PROMPT_FILE", &paths.prompt)
@@ -614,7 +614,9 @@ struct VerifyRun {
 
 /// Runs `verify` with bash in the workdir, in its own process group, bounded by `verify_timeout`.
 async fn run_verify(verify: &str, workdir: &PathBuf, config: &LoopConfig, key: &str) -> VerifyRun {
-    let mut cmd = tokio::process::Command::new("bash");
+    let bash =
+        process::resolve_program("bash".as_ref(), process::child_path(&config.env).as_deref());
+    let mut cmd = tokio::process::Command::new(bash);
     // The agent's environment without its preset's variables (API keys): verify runs code
     // the agent wrote, and talks to no model.
     process::inherit_only(&mut cmd, config.env_passthrough.iter().map(String::as_str));

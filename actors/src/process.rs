@@ -22,7 +22,8 @@ use tokio::process::{Child, Command};
 use crate::model::ProcessRecord;
 
 pub use env::{
-    check_pattern, inherit_only, keep_from_children, matches, without_private_env, SESSION_VARS,
+    check_pattern, child_path, inherit_only, keep_from_children, matches, resolve_program,
+    without_private_env, SESSION_VARS,
 };
 pub use lines::{LineReader, OnRead, Output, OutputLine, OutputStream, DEFAULT_MAX_LINE};
 pub use procfs::{boot_id, proc_start_time, ticks_at};

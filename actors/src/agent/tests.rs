@@ -99,7 +99,7 @@ fn command_line_of_a_command_agent_is_its_argv() {
     assert_eq!(line.program, PathBuf::from("./agent.sh"));
     assert_eq!(line.args, ["--fast"]);
     assert!(line.env.is_empty());
-    let cmd = line.command(&[]);
+    let cmd = line.command(&[], &Default::default());
     assert_eq!(cmd.as_std().get_program(), "./agent.sh");
 }
 
