@@ -188,11 +188,32 @@ pub async fn end_tracked(tracked: &Tracked, grace: Duration) -> EndReport {
         return report;
     }
     report.terminated = !signal_if_ours(tracked, Signal::SIGTERM).await.is_empty();
-    if wait_gone(tracked, grace, None).await == 0 {
+    // A process found by its link to another (an `env -i` child of an escaped session leader)
+    // is no longer found once that one is gone: what was found first is followed by pid and
+    // start time to the end.
+    let found_left = || {
+        found
+            .escaped
+            .iter()
+            .filter(|(pid, start)| {
+                procfs::read_stat(*pid).is_some_and(|s| s.start_time == *start && !s.is_zombie())
+            })
+            .count()
+    };
+    if wait_gone(tracked, grace, None).await == 0 && found_left() == 0 {
         return report;
     }
-    report.killed = !signal_if_ours(tracked, Signal::SIGKILL).await.is_empty();
+    let mut killed = !signal_if_ours(tracked, Signal::SIGKILL).await.is_empty();
+    for &(pid, start) in &found.escaped {
+        killed |= tracked::signal_same(pid, start, Signal::SIGKILL);
+    }
+    report.killed = killed;
     report.survivors = wait_gone(tracked, AFTER_KILL, Some(Signal::SIGKILL)).await;
+    let deadline = tokio::time::Instant::now() + AFTER_KILL;
+    while found_left() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    report.survivors += found_left();
     report
 }
 
