@@ -342,7 +342,8 @@ mod tests {
     }
 
     #[test]
-    fn renders_retries_errors_and_plain_lines() {
+    fn renders_handwritten_retries_errors_and_plain_lines() {
+        // Hand-written lines (the recordings hold no network retry); the real ones are above.
         let retry = r#"{"type":"system","subtype":"api_retry","attempt":1,"max_retries":10,"retry_delay_ms":507,"error_status":529,"error":"overloaded"}"#;
         assert_eq!(
             render(retry),

@@ -1,4 +1,9 @@
-//! Recorded samples of Claude Code 2.1 stream-json and scripted command agents.
+//! The output parsers, fed two kinds of samples:
+//! - the real recordings of Claude Code's stream-json under `tests/fixtures/claude-code/` (made by
+//!   `LOOPD_RECORD_FIXTURES=1 cargo test --test claude_code` from the installed CLI against the
+//!   mock Anthropic API), read by the `recorded_*` tests;
+//! - hand-written lines, named `HANDWRITTEN_*`, for the cases a recording cannot reach (a
+//!   network retry, a max-turns result, malformed lines) and to pin one field at a time.
 
 use std::path::{Path, PathBuf};
 
@@ -21,23 +26,38 @@ fn command(codes: Vec<i32>, api: &[&str], billing: &[&str]) -> AgentConfig {
     }
 }
 
-const INIT: &str = r#"{"type":"system","subtype":"init","cwd":"/w","session_id":"0b1c","tools":["Bash","Edit","Write","Read","Glob","Grep"],"mcp_servers":[],"model":"claude-sonnet-4-5","permissionMode":"acceptEdits","apiKeySource":"ANTHROPIC_API_KEY","claude_code_version":"2.1.29","uuid":"a1"}"#;
-const TOOL_USE: &str = r#"{"type":"assistant","message":{"model":"claude-sonnet-4-5","id":"msg_01","type":"message","role":"assistant","content":[{"type":"tool_use","id":"toolu_01","name":"Write","input":{"file_path":"/w/hello.txt","content":"hi"}}],"stop_reason":null,"usage":{"input_tokens":3,"output_tokens":8}},"parent_tool_use_id":null,"session_id":"0b1c","uuid":"a2"}"#;
-const TOOL_RESULT: &str = r#"{"type":"user","message":{"role":"user","content":[{"tool_use_id":"toolu_01","type":"tool_result","content":"File created successfully at: /w/hello.txt"}]},"parent_tool_use_id":null,"session_id":"0b1c","uuid":"a3"}"#;
-const TEXT_ABOUT_BILLING: &str = r#"{"type":"assistant","message":{"model":"claude-sonnet-4-5","id":"msg_02","type":"message","role":"assistant","content":[{"type":"text","text":"The test expects the error 'Credit balance is too low' and an HTTP 529 from the mock."}]},"session_id":"0b1c","uuid":"a4"}"#;
-const SUCCESS: &str = r#"{"type":"result","subtype":"success","is_error":false,"duration_ms":5210,"duration_api_ms":4800,"num_turns":3,"result":"Created hello.txt with the greeting.","session_id":"0b1c","total_cost_usd":0.0421,"usage":{"input_tokens":120,"cache_creation_input_tokens":2000,"cache_read_input_tokens":10000,"output_tokens":345,"server_tool_use":{"web_search_requests":0}},"permission_denials":[],"uuid":"a5"}"#;
-const RETRY_529: &str = r#"{"type":"system","subtype":"api_retry","attempt":1,"max_retries":10,"retry_delay_ms":1120,"error_status":529,"error":"server_error","session_id":"0b1c","uuid":"r1"}"#;
-const RETRY_NETWORK: &str = r#"{"type":"system","subtype":"api_retry","attempt":2,"max_retries":10,"retry_delay_ms":2250,"error_status":null,"error":"unknown","session_id":"0b1c","uuid":"r2"}"#;
-const SYNTHETIC_529: &str = r#"{"type":"assistant","message":{"id":"5f0e","model":"<synthetic>","role":"assistant","stop_reason":"stop_sequence","type":"message","usage":{"input_tokens":0,"output_tokens":0},"content":[{"type":"text","text":"API Error: 529 {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}"}]},"parent_tool_use_id":null,"session_id":"0b1c","uuid":"s1","error":"server_error"}"#;
-const RESULT_529: &str = r#"{"type":"result","subtype":"success","is_error":true,"duration_ms":61234,"num_turns":1,"result":"API Error: 529 {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}","session_id":"0b1c","total_cost_usd":0,"usage":{"input_tokens":0,"output_tokens":0},"uuid":"s2"}"#;
-const BILLING: &str = r#"{"type":"assistant","message":{"id":"7a1d","model":"<synthetic>","role":"assistant","stop_reason":"stop_sequence","type":"message","usage":{"input_tokens":0,"output_tokens":0},"content":[{"type":"text","text":"Credit balance is too low"}]},"parent_tool_use_id":null,"session_id":"0b1c","uuid":"b1","error":"billing_error"}"#;
-const RESULT_BILLING: &str = r#"{"type":"result","subtype":"success","is_error":true,"duration_ms":812,"num_turns":1,"result":"Credit balance is too low","session_id":"0b1c","total_cost_usd":0,"usage":{"input_tokens":0,"output_tokens":0},"uuid":"b2"}"#;
-const RESULT_MAX_TURNS: &str = r#"{"type":"result","subtype":"error_max_turns","is_error":true,"num_turns":40,"session_id":"0b1c","total_cost_usd":1.25,"usage":{"input_tokens":50,"output_tokens":900},"uuid":"m1"}"#;
+const HANDWRITTEN_INIT: &str = r#"{"type":"system","subtype":"init","cwd":"/w","session_id":"0b1c","tools":["Bash","Edit","Write","Read","Glob","Grep"],"mcp_servers":[],"model":"claude-sonnet-4-5","permissionMode":"acceptEdits","apiKeySource":"ANTHROPIC_API_KEY","claude_code_version":"2.1.29","uuid":"a1"}"#;
+const HANDWRITTEN_TOOL_USE: &str = r#"{"type":"assistant","message":{"model":"claude-sonnet-4-5","id":"msg_01","type":"message","role":"assistant","content":[{"type":"tool_use","id":"toolu_01","name":"Write","input":{"file_path":"/w/hello.txt","content":"hi"}}],"stop_reason":null,"usage":{"input_tokens":3,"output_tokens":8}},"parent_tool_use_id":null,"session_id":"0b1c","uuid":"a2"}"#;
+const HANDWRITTEN_TOOL_RESULT: &str = r#"{"type":"user","message":{"role":"user","content":[{"tool_use_id":"toolu_01","type":"tool_result","content":"File created successfully at: /w/hello.txt"}]},"parent_tool_use_id":null,"session_id":"0b1c","uuid":"a3"}"#;
+const HANDWRITTEN_TEXT_ABOUT_BILLING: &str = r#"{"type":"assistant","message":{"model":"claude-sonnet-4-5","id":"msg_02","type":"message","role":"assistant","content":[{"type":"text","text":"The test expects the error 'Credit balance is too low' and an HTTP 529 from the mock."}]},"session_id":"0b1c","uuid":"a4"}"#;
+const HANDWRITTEN_SUCCESS: &str = r#"{"type":"result","subtype":"success","is_error":false,"duration_ms":5210,"duration_api_ms":4800,"num_turns":3,"result":"Created hello.txt with the greeting.","session_id":"0b1c","total_cost_usd":0.0421,"usage":{"input_tokens":120,"cache_creation_input_tokens":2000,"cache_read_input_tokens":10000,"output_tokens":345,"server_tool_use":{"web_search_requests":0}},"permission_denials":[],"uuid":"a5"}"#;
+const HANDWRITTEN_RETRY_529: &str = r#"{"type":"system","subtype":"api_retry","attempt":1,"max_retries":10,"retry_delay_ms":1120,"error_status":529,"error":"server_error","session_id":"0b1c","uuid":"r1"}"#;
+const HANDWRITTEN_RETRY_NETWORK: &str = r#"{"type":"system","subtype":"api_retry","attempt":2,"max_retries":10,"retry_delay_ms":2250,"error_status":null,"error":"unknown","session_id":"0b1c","uuid":"r2"}"#;
+const HANDWRITTEN_SYNTHETIC_529: &str = r#"{"type":"assistant","message":{"id":"5f0e","model":"<synthetic>","role":"assistant","stop_reason":"stop_sequence","type":"message","usage":{"input_tokens":0,"output_tokens":0},"content":[{"type":"text","text":"API Error: 529 {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}"}]},"parent_tool_use_id":null,"session_id":"0b1c","uuid":"s1","error":"server_error"}"#;
+const HANDWRITTEN_RESULT_529: &str = r#"{"type":"result","subtype":"success","is_error":true,"duration_ms":61234,"num_turns":1,"result":"API Error: 529 {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}","session_id":"0b1c","total_cost_usd":0,"usage":{"input_tokens":0,"output_tokens":0},"uuid":"s2"}"#;
+const HANDWRITTEN_BILLING: &str = r#"{"type":"assistant","message":{"id":"7a1d","model":"<synthetic>","role":"assistant","stop_reason":"stop_sequence","type":"message","usage":{"input_tokens":0,"output_tokens":0},"content":[{"type":"text","text":"Credit balance is too low"}]},"parent_tool_use_id":null,"session_id":"0b1c","uuid":"b1","error":"billing_error"}"#;
+const HANDWRITTEN_RESULT_BILLING: &str = r#"{"type":"result","subtype":"success","is_error":true,"duration_ms":812,"num_turns":1,"result":"Credit balance is too low","session_id":"0b1c","total_cost_usd":0,"usage":{"input_tokens":0,"output_tokens":0},"uuid":"b2"}"#;
+const HANDWRITTEN_RESULT_MAX_TURNS: &str = r#"{"type":"result","subtype":"error_max_turns","is_error":true,"num_turns":40,"session_id":"0b1c","total_cost_usd":1.25,"usage":{"input_tokens":50,"output_tokens":900},"uuid":"m1"}"#;
 
 fn feed(cfg: &AgentConfig, lines: &[&str]) -> (Vec<LineEvent>, OutputWatcher) {
     let mut watcher = OutputWatcher::new(cfg);
     let events = lines.iter().map(|l| watcher.line(l)).collect();
     (events, watcher)
+}
+
+/// The lines of a real recording in `tests/fixtures/claude-code/`.
+fn recording(name: &str) -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/claude-code")
+        .join(format!("{name}.jsonl"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines().map(String::from).collect()
+}
+
+fn feed_recording(name: &str) -> (Vec<LineEvent>, OutputWatcher) {
+    let lines = recording(name);
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    feed(&claude(), &lines)
 }
 
 fn no_file() -> PathBuf {
@@ -107,7 +127,13 @@ fn command_line_of_a_command_agent_is_its_argv() {
 fn claude_success_fills_the_report() {
     let (events, watcher) = feed(
         &claude(),
-        &[INIT, TOOL_USE, TOOL_RESULT, TEXT_ABOUT_BILLING, SUCCESS],
+        &[
+            HANDWRITTEN_INIT,
+            HANDWRITTEN_TOOL_USE,
+            HANDWRITTEN_TOOL_RESULT,
+            HANDWRITTEN_TEXT_ABOUT_BILLING,
+            HANDWRITTEN_SUCCESS,
+        ],
     );
     assert_eq!(
         events,
@@ -139,12 +165,12 @@ fn claude_overloaded_until_it_gives_up_is_an_api_error() {
     let (events, watcher) = feed(
         &claude(),
         &[
-            INIT,
-            RETRY_529,
-            RETRY_NETWORK,
-            RETRY_529,
-            SYNTHETIC_529,
-            RESULT_529,
+            HANDWRITTEN_INIT,
+            HANDWRITTEN_RETRY_529,
+            HANDWRITTEN_RETRY_NETWORK,
+            HANDWRITTEN_RETRY_529,
+            HANDWRITTEN_SYNTHETIC_529,
+            HANDWRITTEN_RESULT_529,
         ],
     );
     assert_eq!(events[1], LineEvent::ApiRetry { status: Some(529) });
@@ -165,7 +191,7 @@ fn claude_overloaded_until_it_gives_up_is_an_api_error() {
 
 #[test]
 fn claude_error_result_with_api_words_alone_is_an_api_error() {
-    let (_, watcher) = feed(&claude(), &[INIT, RESULT_529]);
+    let (_, watcher) = feed(&claude(), &[HANDWRITTEN_INIT, HANDWRITTEN_RESULT_529]);
     let report = watcher.finish(Some(1), &no_file());
     assert!(matches!(
         report.provider_failure,
@@ -178,7 +204,15 @@ fn claude_error_result_with_api_words_alone_is_an_api_error() {
 
 #[test]
 fn claude_killed_while_retrying_points_at_the_provider() {
-    let (_, watcher) = feed(&claude(), &[INIT, TOOL_USE, RETRY_529, RETRY_529]);
+    let (_, watcher) = feed(
+        &claude(),
+        &[
+            HANDWRITTEN_INIT,
+            HANDWRITTEN_TOOL_USE,
+            HANDWRITTEN_RETRY_529,
+            HANDWRITTEN_RETRY_529,
+        ],
+    );
     let report = watcher.finish(None, &no_file());
     assert!(report.is_error);
     assert!(matches!(
@@ -192,14 +226,29 @@ fn claude_killed_while_retrying_points_at_the_provider() {
 
 #[test]
 fn claude_retries_that_recovered_are_not_a_failure() {
-    let (_, watcher) = feed(&claude(), &[INIT, RETRY_529, TOOL_USE, SUCCESS]);
+    let (_, watcher) = feed(
+        &claude(),
+        &[
+            HANDWRITTEN_INIT,
+            HANDWRITTEN_RETRY_529,
+            HANDWRITTEN_TOOL_USE,
+            HANDWRITTEN_SUCCESS,
+        ],
+    );
     let report = watcher.finish(Some(0), &no_file());
     assert_eq!(report.api_retries, 1);
     assert!(!report.is_error);
     assert_eq!(report.provider_failure, None);
 
     // Recovered, then stalled for another reason: not the provider's fault.
-    let (_, watcher) = feed(&claude(), &[INIT, RETRY_529, TOOL_USE]);
+    let (_, watcher) = feed(
+        &claude(),
+        &[
+            HANDWRITTEN_INIT,
+            HANDWRITTEN_RETRY_529,
+            HANDWRITTEN_TOOL_USE,
+        ],
+    );
     let report = watcher.finish(None, &no_file());
     assert!(report.is_error);
     assert_eq!(report.provider_failure, None);
@@ -207,7 +256,14 @@ fn claude_retries_that_recovered_are_not_a_failure() {
 
 #[test]
 fn claude_billing_error_is_out_of_credits() {
-    let (events, watcher) = feed(&claude(), &[INIT, BILLING, RESULT_BILLING]);
+    let (events, watcher) = feed(
+        &claude(),
+        &[
+            HANDWRITTEN_INIT,
+            HANDWRITTEN_BILLING,
+            HANDWRITTEN_RESULT_BILLING,
+        ],
+    );
     assert_eq!(
         events,
         [LineEvent::Output, LineEvent::Billing, LineEvent::Result]
@@ -224,7 +280,14 @@ fn claude_billing_error_is_out_of_credits() {
 
 #[test]
 fn claude_billing_wins_over_api_errors() {
-    let (_, watcher) = feed(&claude(), &[RETRY_529, BILLING, RESULT_BILLING]);
+    let (_, watcher) = feed(
+        &claude(),
+        &[
+            HANDWRITTEN_RETRY_529,
+            HANDWRITTEN_BILLING,
+            HANDWRITTEN_RESULT_BILLING,
+        ],
+    );
     let report = watcher.finish(Some(1), &no_file());
     assert!(matches!(
         report.provider_failure,
@@ -247,7 +310,15 @@ fn claude_plain_text_credit_error_is_billing() {
 
 #[test]
 fn claude_max_turns_is_an_agent_failure_not_the_provider() {
-    let (_, watcher) = feed(&claude(), &[INIT, RETRY_529, TOOL_USE, RESULT_MAX_TURNS]);
+    let (_, watcher) = feed(
+        &claude(),
+        &[
+            HANDWRITTEN_INIT,
+            HANDWRITTEN_RETRY_529,
+            HANDWRITTEN_TOOL_USE,
+            HANDWRITTEN_RESULT_MAX_TURNS,
+        ],
+    );
     let report = watcher.finish(Some(1), &no_file());
     assert!(report.is_error);
     assert_eq!(report.cost_usd, 1.25);
@@ -285,7 +356,7 @@ fn claude_malformed_lines_never_panic() {
 
 #[test]
 fn claude_without_result_is_an_error() {
-    let (_, watcher) = feed(&claude(), &[INIT, TOOL_USE]);
+    let (_, watcher) = feed(&claude(), &[HANDWRITTEN_INIT, HANDWRITTEN_TOOL_USE]);
     let report = watcher.finish(Some(0), &no_file());
     assert!(report.is_error);
     assert_eq!(report.provider_failure, None);
@@ -451,4 +522,70 @@ fn command_result_file() {
         .finish(Some(0), &no_file())
         .notes
         .is_empty());
+}
+
+#[test]
+fn recorded_tool_calls_are_a_successful_run_with_its_cost() {
+    let (events, watcher) = feed_recording("tools");
+    assert_eq!(events.last(), Some(&LineEvent::Result));
+    assert!(events[..events.len() - 1]
+        .iter()
+        .all(|e| *e == LineEvent::Output));
+    let report = watcher.finish(Some(0), &no_file());
+    assert!(!report.is_error, "{report:?}");
+    assert_eq!(report.provider_failure, None);
+    assert!(report.cost_usd > 0.0, "{report:?}");
+    assert!(
+        report.input_tokens > 0 && report.output_tokens > 0,
+        "{report:?}"
+    );
+    assert_eq!(report.malformed_lines, 0);
+    assert!(report.summary.is_some());
+}
+
+#[test]
+fn recorded_overloaded_run_is_an_api_error_after_its_retries() {
+    let (events, watcher) = feed_recording("overloaded");
+    let retries = events
+        .iter()
+        .filter(|e| matches!(e, LineEvent::ApiRetry { status: Some(529) }))
+        .count();
+    assert!(retries >= 1, "{events:?}");
+    let report = watcher.finish(Some(1), &no_file());
+    assert!(report.is_error);
+    assert_eq!(report.api_retries as usize, retries);
+    assert!(
+        matches!(
+            report.provider_failure,
+            Some(ProviderFailure::ApiError {
+                status: Some(529),
+                ..
+            })
+        ),
+        "{report:?}"
+    );
+}
+
+#[test]
+fn recorded_empty_balance_is_out_of_credits() {
+    let (events, watcher) = feed_recording("billing");
+    assert!(events.contains(&LineEvent::Billing), "{events:?}");
+    let report = watcher.finish(Some(1), &no_file());
+    assert!(
+        matches!(
+            report.provider_failure,
+            Some(ProviderFailure::OutOfCredits { .. })
+        ),
+        "{report:?}"
+    );
+}
+
+#[test]
+fn recorded_stream_that_stops_midway_has_no_result() {
+    let (events, watcher) = feed_recording("hang");
+    assert!(!events.contains(&LineEvent::Result));
+    // Killed by loopd as stalled: no exit code, no result line.
+    let report = watcher.finish(None, &no_file());
+    assert!(report.is_error);
+    assert_eq!(report.provider_failure, None);
 }
