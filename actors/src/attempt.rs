@@ -348,7 +348,7 @@ async fn run(
                 // A group the store does not know could not be reaped after a crash: never let
                 // such an agent run on.
                 tracing::error!(error = %e, "could not record the agent's process group; ending it");
-                process::end_attempt(&spawned.record, &attempt_key, config.kill_grace).await;
+                process::end_attempt(&spawned, &attempt_key, config.kill_grace).await;
                 monitor.send(MonitorMsg::Unwatch(key));
                 let _ = spawned.child.wait().await;
                 record.process = None;
@@ -374,7 +374,7 @@ async fn run(
             }
             // Always end the group: the leader may be gone while its children live on; and what
             // left the group still carries the attempt's key.
-            process::end_attempt(&spawned.record, &attempt_key, config.kill_grace).await;
+            process::end_attempt(&spawned, &attempt_key, config.kill_grace).await;
             monitor.send(MonitorMsg::Unwatch(key));
             let status = match status {
                 Some(s) => s.ok(),
@@ -660,7 +660,7 @@ async fn run_verify(verify: &str, workdir: &PathBuf, config: &LoopConfig, key: &
             _ = tokio::time::sleep_until(deadline) => { timed_out = true; break; }
         }
     }
-    process::end_attempt(&spawned.record, key, config.kill_grace).await;
+    process::end_attempt(&spawned, key, config.kill_grace).await;
     let exit_code = status.flatten().and_then(|s| s.code());
     if timed_out {
         tail.push(&format!(

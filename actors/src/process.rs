@@ -26,7 +26,7 @@ pub use env::{
     without_private_env, SESSION_VARS,
 };
 pub use lines::{LineReader, OnRead, Output, OutputLine, OutputStream, DEFAULT_MAX_LINE};
-pub use procfs::{boot_id, proc_start_time, ticks_at};
+pub use procfs::{boot_id, pid_mark, proc_start_time, ticks_at, PidMark};
 pub use tracked::{members, Members, Tracked};
 
 /// How often group membership is re-read while waiting for members to go.
@@ -41,6 +41,9 @@ pub struct Spawned {
     pub child: Child,
     /// What the store keeps so the group can be ended or reaped later, even after a crash.
     pub record: ProcessRecord,
+    /// Where pid allocation stood just before the spawn: the attempt's processes are looked
+    /// for among those started since (see [`PidMark`]).
+    pub mark: Option<PidMark>,
 }
 
 /// Spawns `cmd` as the leader of a new process group with no stdin and piped stdout and stderr,
@@ -55,6 +58,7 @@ pub fn spawn_group(mut cmd: Command) -> io::Result<Spawned> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(false);
+    let mark = pid_mark();
     let child = cmd.spawn()?;
     let pid = child
         .id()
@@ -73,6 +77,7 @@ pub fn spawn_group(mut cmd: Command) -> io::Result<Spawned> {
             start_time,
             boot_id: boot_id(),
         },
+        mark,
     })
 }
 
@@ -169,10 +174,10 @@ pub async fn end_group(record: &ProcessRecord, grace: Duration) -> EndReport {
     end_tracked(&Tracked::group(record), grace).await
 }
 
-/// Ends every process of an attempt: the group `record` and whatever left it but carries the
-/// attempt's `key` (see [`Tracked`]), as [`end_group`] does for the group alone.
-pub async fn end_attempt(record: &ProcessRecord, key: &str, grace: Duration) -> EndReport {
-    end_tracked(&Tracked::attempt(record, key), grace).await
+/// Ends every process of an attempt: the group of `spawned` and whatever left it but carries
+/// the attempt's `key` (see [`Tracked`]), as [`end_group`] does for the group alone.
+pub async fn end_attempt(spawned: &Spawned, key: &str, grace: Duration) -> EndReport {
+    end_tracked(&Tracked::spawned(spawned, key), grace).await
 }
 
 /// Ends the processes of `tracked`: SIGTERM, up to `grace`, then SIGKILL (repeated while any

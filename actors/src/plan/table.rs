@@ -4,8 +4,11 @@
 //!
 //! The loop actor keeps one [`TestTable`] as its copy of the stored tests and updates it with
 //! each write ([`TestTable::upsert`]): a write of k tests costs k, whatever the loop's size.
+//! So does picking the next test: the table keeps the tests that are ready, in the order they
+//! are picked in, and updates them with each write.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
 
 use chrono::Utc;
 
@@ -40,6 +43,38 @@ pub struct TestTable {
     status: Vec<TestStatus>,
     /// Per test, the positions of the tests that depend on it: what an outcome can change.
     dependents: Vec<Vec<usize>>,
+    /// The tests with an `other-loop:ID` dependency: looked at on every pick, since other
+    /// loops' tests change under the table.
+    external: Vec<usize>,
+    /// Built on the first pick, then kept up to date by [`TestTable::upsert`].
+    ready: Ready,
+}
+
+/// The tests whose own dependencies (all of this loop) are done, as `next_runnable` orders them:
+/// `(priority, order, position)`. Valid for one loop priority and `run_past_failed`; a pick with
+/// others (a reloaded config) builds it again.
+#[derive(Debug, Clone, PartialEq)]
+struct ReadySet {
+    priority: u32,
+    run_past_failed: bool,
+    set: BTreeSet<(u32, u32, usize)>,
+}
+
+/// A cache behind a lock, so that a pick (which reads the table) can build it. Not part of
+/// what a table is: two tables with the same tests are equal whatever they cached.
+#[derive(Debug, Default)]
+struct Ready(Mutex<Option<ReadySet>>);
+
+impl Clone for Ready {
+    fn clone(&self) -> Ready {
+        Ready(Mutex::new(self.0.lock().map(|r| r.clone()).unwrap_or(None)))
+    }
+}
+
+impl PartialEq for Ready {
+    fn eq(&self, _: &Ready) -> bool {
+        true
+    }
 }
 
 impl TestTable {
@@ -88,6 +123,14 @@ impl TestTable {
             self.dep_at.push(self.deps.len());
         }
         self.status = self.tests.iter().map(|t| t.status).collect();
+        self.external = (0..self.tests.len())
+            .filter(|&i| {
+                self.deps[self.dep_at[i]..self.dep_at[i + 1]]
+                    .iter()
+                    .any(|d| matches!(d, Dep::External(_)))
+            })
+            .collect();
+        self.ready = Ready::default();
     }
 
     fn resolve(&self, i: usize) -> Vec<Dep> {
@@ -125,14 +168,26 @@ impl TestTable {
     /// its place and dependencies (every attempt's case, a cost of one), otherwise by
     /// indexing again.
     pub fn upsert(&mut self, written: Vec<TestRecord>) {
+        let mut ready = self
+            .ready
+            .0
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         let mut again = false;
+        let mut touched = Vec::new();
         for t in written {
             match self.by_id.get(&t.spec.id) {
                 Some(&i) if self.tests[i].order == t.order => {
                     let same_deps = self.tests[i].spec.depends_on == t.spec.depends_on;
+                    // Its place in the ready set goes with the record it was computed from.
+                    if let Some(r) = &mut ready {
+                        r.set.remove(&self.ready_key(i, r.priority));
+                    }
                     self.status[i] = t.status;
                     self.tests[i] = t;
                     again |= !same_deps;
+                    touched.push(i);
                 }
                 Some(&i) => {
                     self.tests[i] = t;
@@ -147,24 +202,77 @@ impl TestTable {
         if again {
             let tests = std::mem::take(&mut self.tests);
             *self = TestTable::new(tests);
+            return;
         }
+        // A status changes the readiness of its test and of the tests that depend on it.
+        if let Some(r) = &mut ready {
+            for &i in &touched {
+                for k in std::iter::once(i).chain(self.dependents[i].iter().copied()) {
+                    let key = self.ready_key(k, r.priority);
+                    if self.locally_ready(k, r.run_past_failed) {
+                        r.set.insert(key);
+                    } else {
+                        r.set.remove(&key);
+                    }
+                }
+            }
+        }
+        *self.ready.0.get_mut().unwrap_or_else(|e| e.into_inner()) = ready;
     }
 
-    /// See [`super::next_runnable`].
+    /// Where test `i` sorts among the ready tests.
+    fn ready_key(&self, i: usize, loop_priority: u32) -> (u32, u32, usize) {
+        let t = &self.tests[i];
+        (t.spec.priority.unwrap_or(loop_priority), t.order, i)
+    }
+
+    /// Pending, no dependency on another loop, and every dependency done.
+    fn locally_ready(&self, i: usize, run_past_failed: bool) -> bool {
+        self.status[i] == TestStatus::Pending
+            && self.external.binary_search(&i).is_err()
+            && self
+                .dep_states(i, &self.status, &|_| None, run_past_failed)
+                .all(|(_, s)| s == DepState::Done)
+    }
+
+    /// See [`super::next_runnable`]. The first pick builds the ready set (a walk over the
+    /// tests); later picks read its first entry and the tests that wait on other loops.
     pub fn next_runnable(
         &self,
         loop_priority: u32,
         run_past_failed: bool,
         external: &dyn Fn(&str) -> Option<TestStatus>,
     ) -> Option<&TestRecord> {
-        (0..self.tests.len())
+        let local = {
+            let mut cached = self.ready.0.lock().unwrap_or_else(|e| e.into_inner());
+            let fresh = cached.as_ref().is_some_and(|r| {
+                r.priority == loop_priority && r.run_past_failed == run_past_failed
+            });
+            if !fresh {
+                *cached = Some(ReadySet {
+                    priority: loop_priority,
+                    run_past_failed,
+                    set: (0..self.tests.len())
+                        .filter(|&i| self.locally_ready(i, run_past_failed))
+                        .map(|i| self.ready_key(i, loop_priority))
+                        .collect(),
+                });
+            }
+            cached.as_ref().and_then(|r| r.set.first().copied())
+        };
+        let across = self
+            .external
+            .iter()
+            .copied()
             .filter(|&i| self.status[i] == TestStatus::Pending)
             .filter(|&i| {
                 self.dep_states(i, &self.status, external, run_past_failed)
                     .all(|(_, s)| s == DepState::Done)
             })
-            .map(|i| &self.tests[i])
-            .min_by_key(|t| (t.spec.priority.unwrap_or(loop_priority), t.order))
+            .map(|i| self.ready_key(i, loop_priority))
+            .min();
+        let (_, _, i) = local.into_iter().chain(across).min()?;
+        Some(&self.tests[i])
     }
 
     /// See [`super::is_finished`].
@@ -398,6 +506,47 @@ mod tests {
         v.iter()
             .map(|t| (t.spec.id.clone(), t.status, t.blocked_by.clone()))
             .collect()
+    }
+
+    #[test]
+    fn picks_from_the_kept_ready_set_agree_with_the_plain_function_after_every_change() {
+        use TestStatus::*;
+        let answers = [Some(Passed), Some(Pending), None];
+        for tests in cases() {
+            for run_past in [false, true] {
+                for other in answers {
+                    let external = move |_: &str| other;
+                    // The ready set is built by the first pick, then kept by each upsert.
+                    let mut table = TestTable::new(tests.clone());
+                    let mut plain = tests.clone();
+                    let pick = |table: &TestTable, plain: &[TestRecord], at: u32| {
+                        assert_eq!(
+                            table
+                                .next_runnable(at, run_past, &external)
+                                .map(|t| &t.spec.id),
+                            super::super::next_runnable(plain, at, run_past, &external)
+                                .map(|t| &t.spec.id),
+                            "priority {at}, run_past {run_past}, other {other:?}"
+                        );
+                    };
+                    pick(&table, &plain, 5);
+                    for i in 0..plain.len() {
+                        for s in [Pending, Passed, Failed, Skipped, Running, Blocked] {
+                            let mut c = plain[i].clone();
+                            c.status = s;
+                            // A priority of its own moves it in the order, too.
+                            c.spec.priority = (s == Passed).then_some(1);
+                            plain[i] = c.clone();
+                            table.upsert(vec![c]);
+                            pick(&table, &plain, 5);
+                        }
+                    }
+                    // Another loop priority (a reload) builds the set again.
+                    pick(&table, &plain, 0);
+                    pick(&table, &plain, 9);
+                }
+            }
+        }
     }
 
     #[test]

@@ -60,9 +60,21 @@ pub(crate) fn parse_stat(pid: i32, line: &str) -> Option<Stat> {
     })
 }
 
+/// One open and one read: a stat line is a few hundred bytes. Not UTF-8 checked as a whole:
+/// a process can give itself a name that is not UTF-8 (`/proc/self/comm`), and must not become
+/// invisible by it.
 pub(crate) fn read_stat(pid: i32) -> Option<Stat> {
-    let line = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(pid, &line)
+    use std::io::Read;
+    let mut file = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+    let mut buf = [0u8; 2048];
+    let mut len = 0;
+    while len < buf.len() {
+        match file.read(&mut buf[len..]).ok()? {
+            0 => break,
+            n => len += n,
+        }
+    }
+    parse_stat(pid, &String::from_utf8_lossy(&buf[..len]))
 }
 
 /// Whether `/proc/<pid>/environ` holds `entry` (`NAME=value`) exactly. False when it cannot be
@@ -96,12 +108,111 @@ pub fn ticks_at(at: std::time::SystemTime) -> Option<u64> {
 
 /// Every process visible in `/proc` (processes that vanish while being read are skipped).
 pub(crate) fn all_processes() -> Vec<Stat> {
+    pids().into_iter().filter_map(read_stat).collect()
+}
+
+fn pids() -> Vec<i32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     dir.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(read_stat)
         .collect()
+}
+
+/// Where the kernel's pid allocation stood at one moment (taken just before a spawn), so that
+/// a later look for the processes started since reads only those ([`processes_since`]) and not
+/// every process of the machine: two looks an attempt, each a read of every `/proc/<pid>/stat`,
+/// were most of what an attempt cost loopd on a machine with a few hundred processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PidMark {
+    /// The last pid handed out in loopd's pid namespace (`/proc/loadavg`, field 5).
+    last_pid: i32,
+    /// Threads of the whole machine (`/proc/loadavg`, field 4, after the `/`).
+    threads: u64,
+    /// Forks (processes and threads) since boot, in every namespace (`processes` of
+    /// `/proc/stat`).
+    forks: u64,
+}
+
+/// Pids below this are never handed out again after the first lap (the kernel's
+/// `RESERVED_PIDS`).
+const RESERVED_PIDS: u64 = 300;
+
+/// The mark now; `None` when `/proc` does not say (then every look reads all of `/proc`).
+pub fn pid_mark() -> Option<PidMark> {
+    // Forks first: counted no later than the cursor is read, the count since is never short.
+    let forks = forks()?;
+    let (threads, last_pid) = loadavg()?;
+    Some(PidMark {
+        last_pid,
+        threads,
+        forks,
+    })
+}
+
+/// The processes whose pids were handed out after `mark`, or `None` when that cannot be told
+/// for certain (the caller then reads every process).
+///
+/// The kernel hands out pids cyclically: each new pid is the first free one after the last,
+/// wrapping to [`RESERVED_PIDS`] at `pid_max`. So until the cursor has gone once round, every
+/// pid handed out since the mark lies in (mark, now], cyclically. The cursor moves one step per
+/// pid handed out plus one per pid in use that it skips; a pid is in use because it was alive
+/// at the mark (at most `threads` of them) or was handed out since (at most `forks`), so it has
+/// moved at most `2 * forks + threads` steps, which must stay short of a lap.
+///
+/// A process that may write `/proc/sys/kernel/ns_last_pid` (CAP_SYS_ADMIN or
+/// CAP_CHECKPOINT_RESTORE) can move the cursor and have a child outside the range; such a
+/// process can as well trace loopd itself, and only a sandbox holds it.
+pub(crate) fn processes_since(mark: &PidMark) -> Option<Vec<Stat>> {
+    let listed = pids();
+    // Read after the listing: a pid in it handed out after the mark is at most `last_pid`.
+    let (_, last_pid) = loadavg()?;
+    let forks = forks()?.checked_sub(mark.forks)?;
+    let pid_max: u64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    if 2 * forks + mark.threads + RESERVED_PIDS >= pid_max {
+        return None;
+    }
+    Some(
+        listed
+            .into_iter()
+            .filter(|&p| in_cyclic_range(mark.last_pid, last_pid, p))
+            .filter_map(read_stat)
+            .collect(),
+    )
+}
+
+/// Whether `pid` lies in (`from`, `to`], going round at `pid_max`.
+fn in_cyclic_range(from: i32, to: i32, pid: i32) -> bool {
+    if from <= to {
+        pid > from && pid <= to
+    } else {
+        pid > from || pid <= to
+    }
+}
+
+/// `processes` of `/proc/stat`.
+fn forks() -> Option<u64> {
+    std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("processes "))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The threads of the machine and the last pid of loopd's namespace, from `/proc/loadavg`
+/// (`0.50 0.40 0.30 2/139 2999`).
+fn loadavg() -> Option<(u64, i32)> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let mut fields = text.split_whitespace().skip(3);
+    let threads = fields.next()?.split_once('/')?.1.parse().ok()?;
+    let last_pid = fields.next()?.parse().ok()?;
+    Some((threads, last_pid))
 }
 
 #[cfg(test)]
@@ -134,6 +245,68 @@ mod tests {
         assert_eq!(stat.start_time, proc_start_time(me).unwrap());
         assert!(all_processes().iter().any(|p| p.pid == me));
         assert_eq!(boot_id().len(), 36);
+    }
+
+    #[test]
+    fn a_name_that_is_not_utf8_does_not_hide_a_process() {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+        let mut child = Command::new("sh")
+            .args([
+                "-c",
+                "printf '\\377\\376x' > /proc/$$/comm && echo ready && read x",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready");
+        let pid = child.id() as i32;
+        let comm = std::fs::read(format!("/proc/{pid}/comm")).unwrap();
+        let stat = read_stat(pid);
+        drop(child.stdin.take());
+        let _ = child.wait();
+        assert!(std::str::from_utf8(&comm).is_err(), "{comm:?}");
+        assert_eq!(stat.map(|s| s.pid), Some(pid));
+    }
+
+    #[test]
+    fn processes_since_a_mark_are_the_ones_spawned_after_it() {
+        use std::process::Command;
+        let mut before = Command::new("sleep").arg("30").spawn().unwrap();
+        let mark = pid_mark().expect("/proc/stat and /proc/loadavg are readable here");
+        let mut after = Command::new("sleep").arg("30").spawn().unwrap();
+        let since = processes_since(&mark).expect("no lap of the pid space in a moment");
+        let pids: Vec<i32> = since.iter().map(|s| s.pid).collect();
+        let (b, a) = (before.id() as i32, after.id() as i32);
+        for c in [&mut before, &mut after] {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        assert!(pids.contains(&a), "{a} not in {pids:?}");
+        assert!(!pids.contains(&b), "{b} in {pids:?}");
+    }
+
+    #[test]
+    fn the_range_since_a_mark_wraps_at_pid_max() {
+        // No wrap: (100, 200].
+        assert!(in_cyclic_range(100, 200, 150));
+        assert!(in_cyclic_range(100, 200, 200));
+        assert!(!in_cyclic_range(100, 200, 100));
+        assert!(!in_cyclic_range(100, 200, 201));
+        assert!(!in_cyclic_range(100, 200, 50));
+        // Wrapped past pid_max: (32000, max] and [low, 400].
+        assert!(in_cyclic_range(32000, 400, 32500));
+        assert!(in_cyclic_range(32000, 400, 301));
+        assert!(!in_cyclic_range(32000, 400, 401));
+        assert!(!in_cyclic_range(32000, 400, 31999));
+        // Nothing handed out since.
+        assert!(!in_cyclic_range(100, 100, 100));
+        assert!(!in_cyclic_range(100, 100, 101));
     }
 
     #[test]

@@ -222,7 +222,7 @@ async fn end_attempt_ends_what_left_the_group_and_nothing_older() {
     assert_eq!(end_group(&record, Duration::from_secs(5)).await.members, 0);
     assert!(escaped.iter().all(|&p| alive(p)));
 
-    let report = end_attempt(&record, &key, Duration::from_secs(5)).await;
+    let report = end_attempt(&spawned, &key, Duration::from_secs(5)).await;
     // The three sleeps and the session leader `sh` that waits on one of them.
     assert_eq!(report.members, 4, "{report:?}");
     assert_eq!(report.escaped, 4, "{report:?}");

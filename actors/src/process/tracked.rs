@@ -21,7 +21,8 @@ use std::time::SystemTime;
 
 use crate::model::ProcessRecord;
 
-use super::procfs::{self, Stat};
+use super::procfs::{self, PidMark, Stat};
+use super::Spawned;
 
 /// What identifies the processes of one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +36,8 @@ pub struct Tracked {
     boot_id: String,
     /// Start time (clock ticks after boot) before which no process is the attempt's.
     since: u64,
+    /// Taken before the leader was spawned: only processes started since are read.
+    mark: Option<PidMark>,
 }
 
 impl Tracked {
@@ -45,6 +48,15 @@ impl Tracked {
             key: None,
             boot_id: record.boot_id.clone(),
             since: record.start_time,
+            mark: None,
+        }
+    }
+
+    /// What [`Tracked::attempt`] tracks, for a group this loopd spawned (and marked).
+    pub fn spawned(spawned: &Spawned, key: &str) -> Tracked {
+        Tracked {
+            mark: spawned.mark,
+            ..Tracked::attempt(&spawned.record, key)
         }
     }
 
@@ -76,6 +88,7 @@ impl Tracked {
             key: Some(key_entry(key)),
             boot_id: procfs::boot_id(),
             since,
+            mark: None,
         })
     }
 
@@ -119,13 +132,18 @@ impl Members {
     }
 }
 
-/// The live processes of `tracked`, from one read of `/proc`. Blocking: call it from
+/// The live processes of `tracked`, from one read of `/proc` (of the processes started since
+/// its mark when it has one). Blocking: call it from
 /// `spawn_blocking` in async code.
 pub fn members(tracked: &Tracked) -> Members {
     if tracked.boot_id != procfs::boot_id() {
         return Members::default();
     }
-    let all = procfs::all_processes();
+    let all = tracked
+        .mark
+        .as_ref()
+        .and_then(procfs::processes_since)
+        .unwrap_or_else(procfs::all_processes);
     let group = tracked
         .group
         .as_ref()
