@@ -994,8 +994,8 @@ async fn budget_exhausted(
         .read(
             move |s| -> Result<Option<String>, crate::store::StoreError> {
                 let spent = |name: &str| -> Result<(u32, f64), crate::store::StoreError> {
-                    let a = s.list_attempts(name, None)?;
-                    Ok((a.len() as u32, a.iter().map(|a| a.cost_usd).sum()))
+                    let a = s.spent(name)?;
+                    Ok((a.attempts, a.cost_usd))
                 };
                 let over = |what: &str,
                             (n, usd): (u32, f64),

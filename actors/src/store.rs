@@ -18,6 +18,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
+mod totals;
+
+pub use totals::Spent;
+
 use crate::healer::Lesson;
 use crate::model::{AttemptRecord, Event, LoopRecord, TestRecord};
 use crate::notifier::DeliveryRecord;
@@ -156,6 +160,8 @@ pub struct Store {
     running: sled::Tree,
     /// Which write last touched each loop, for caches of views derived from the store.
     versions: Arc<Versions>,
+    /// Attempt counts and costs per loop, for the budget checks.
+    totals: Arc<totals::Totals>,
 }
 
 /// Write counters: every write that touches a loop's records (its loop record, tests or
@@ -268,6 +274,7 @@ impl Store {
             deliveries: db.open_tree("deliveries")?,
             running: db.open_tree("running")?,
             versions: Arc::default(),
+            totals: Arc::default(),
             generation: Arc::new(Mutex::new(generation)),
             record: Arc::new(crate::generation::Writer::start(state_dir, generation)),
             meta,
@@ -352,6 +359,14 @@ impl Store {
             }
         }
         let finished: Vec<bool> = batch.attempts.iter().map(|a| a.outcome.is_some()).collect();
+        let mut known = self.totals.lock();
+        let spent = totals::changes(&known, &batch.attempts, &batch.forget_loops, |a| {
+            let k = attempt_key(&a.loop_name, &a.test_id, a.number);
+            self.attempts
+                .get(&k)?
+                .map(|v| decode::<AttemptRecord>("attempts", &k, &v).map(|old| old.cost_usd))
+                .transpose()
+        })?;
         let trees = (
             &self.loops,
             &self.tests,
@@ -404,6 +419,8 @@ impl Store {
                 TransactionError::Storage(e) => StoreError::Sled(e),
                 TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
             })?;
+        totals::apply(&mut known, spent, &batch.forget_loops);
+        drop(known);
         self.versions.bump(
             batch.loops.iter().map(|l| l.name.as_str()).chain(
                 batch
@@ -494,6 +511,20 @@ impl Store {
         n: u32,
     ) -> Result<Option<AttemptRecord>> {
         get(&self.attempts, "attempts", &attempt_key(loop_name, test, n))
+    }
+
+    /// How many attempts `loop_name` made and what they cost: read from its attempts once,
+    /// then kept by every write.
+    pub fn spent(&self, loop_name: &str) -> Result<Spent> {
+        let mut known = self.totals.lock();
+        if let Some(s) = known.get(loop_name) {
+            return Ok(*s);
+        }
+        let prefix = key(&[loop_name, ""]);
+        let attempts: Vec<AttemptRecord> = scan(&self.attempts, "attempts", &prefix)?;
+        let s = totals::sum(&attempts);
+        known.insert(loop_name.to_string(), s);
+        Ok(s)
     }
 
     /// Attempts of a loop (or of one of its tests), oldest first per test.
@@ -919,6 +950,71 @@ mod tests {
             store.get_delivery(1, &delivery.url).unwrap(),
             Some(delivery)
         );
+    }
+
+    #[test]
+    fn kept_totals_agree_with_a_read_of_every_attempt() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let attempt = |l: &str, t: &str, n: u32, usd: f64| {
+            let mut a = AttemptRecord::started(l, t, n, "t.log".into());
+            a.cost_usd = usd;
+            a
+        };
+        let write = |attempts: Vec<AttemptRecord>, forget: &[&str]| {
+            store
+                .apply(Batch {
+                    attempts,
+                    forget_loops: forget.iter().map(|s| s.to_string()).collect(),
+                    ..Batch::default()
+                })
+                .unwrap();
+        };
+        let read = |l: &str| {
+            let all = store.list_attempts(l, None).unwrap();
+            (
+                all.len() as u32,
+                all.iter().map(|a| a.cost_usd).sum::<f64>(),
+            )
+        };
+        let kept = |l: &str| {
+            let s = store.spent(l).unwrap();
+            (s.attempts, s.cost_usd)
+        };
+        write(vec![attempt("a", "T-1", 1, 0.0)], &[]);
+        // Read once (the first ask scans), then kept by each write.
+        assert_eq!(kept("a"), read("a"));
+        assert_eq!(kept("b"), (0, 0.0));
+        let steps: Vec<(Vec<AttemptRecord>, Vec<&str>)> = vec![
+            // The attempt that started finishes with a cost; a new one starts.
+            (
+                vec![attempt("a", "T-1", 1, 0.25), attempt("a", "T-2", 1, 0.0)],
+                vec![],
+            ),
+            // One attempt twice in one write: the second replaces the first.
+            (
+                vec![attempt("a", "T-2", 1, 0.5), attempt("a", "T-2", 1, 0.75)],
+                vec![],
+            ),
+            // Another loop's attempts leave `a` alone.
+            (vec![attempt("b", "T-1", 1, 1.0)], vec![]),
+            // Forgotten, and written again in the same batch.
+            (vec![attempt("b", "T-9", 1, 2.0)], vec!["b"]),
+        ];
+        for (attempts, forget) in steps {
+            write(attempts, &forget);
+            for l in ["a", "b"] {
+                let (n, usd) = kept(l);
+                let (want_n, want_usd) = read(l);
+                assert_eq!(n, want_n, "{l}");
+                assert!(
+                    (usd - want_usd).abs() < 1e-9,
+                    "{l}: {usd} against {want_usd}"
+                );
+            }
+        }
+        assert_eq!(kept("a").0, 2);
+        assert_eq!(kept("b"), (1, 2.0));
     }
 
     #[test]
