@@ -148,7 +148,10 @@ agent = { kind = "claude-code" }
   {"id": "b", "title": "B", "spec": "x", "spec_file": "a.md", "verify": "true"}
 ]}"#,
     );
-    let out = loopd(&["validate"], dir, &[]);
+    // A PATH without `claude`, whatever the machine has installed.
+    let empty = tmp.path().join("empty-bin");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = loopd(&["validate"], dir, &[("PATH", empty.to_str().unwrap())]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert_eq!(
         stdout(&out, dir),
@@ -158,10 +161,49 @@ loopd.toml:4: /loops/0/tests_file: the tests file `<DIR>/missing.json` does not 
 loopd.toml:5: /loops/0/prompt_template: the prompt template `<DIR>/prompt.md` does not exist
 loopd.toml:6: /loops/0/agent/command/0: the agent program `<DIR>/agent.sh` does not exist
 loopd.toml:12: /loops/1/specs_dir: the specs folder `<DIR>/specs` does not exist
+loopd.toml:13: /loops/1/agent/kind: the agent program `claude` is not on PATH (install it, or give its path)
 <DIR>/core.tests.json:2: /tests/0/spec_file: the spec file `<DIR>/specs/a.md` does not exist
 <DIR>/core.tests.json:3: /tests/0/depends_on/1: unknown loop `nope` in `nope:T1`
 <DIR>/core.tests.json:4: /tests/1: has both `spec` and `spec_file`; keep one
-8 problems
+9 problems
+"
+    );
+}
+
+#[test]
+fn an_agent_program_missing_from_path_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("work")).unwrap();
+    write(
+        dir,
+        "tests.json",
+        r#"{"tests": [{"id": "a", "title": "A", "spec": "x", "verify": "true"}]}"#,
+    );
+    write(
+        dir,
+        "loopd.toml",
+        r#"[[loops]]
+name = "cmd"
+workdir = "work"
+tests_file = "tests.json"
+agent = { kind = "command", command = ["no-such-agent-program"] }
+
+[[loops]]
+name = "cc"
+workdir = "work"
+tests_file = "tests.json"
+agent = { kind = "claude-code", binary = "no-such-claude" }
+"#,
+    );
+    let out = loopd(&["validate"], dir, &[("PATH", "/usr/bin:/bin")]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert_eq!(
+        stdout(&out, dir),
+        "\
+loopd.toml:5: /loops/0/agent/command/0: the agent program `no-such-agent-program` is not on PATH (install it, or give its path)
+loopd.toml:11: /loops/1/agent/binary: the agent program `no-such-claude` is not on PATH (install it, or give its path)
+2 problems
 "
     );
 }
@@ -237,7 +279,21 @@ fn init_scaffolds_a_fleet_that_validates_and_refuses_to_overwrite() {
 #[test]
 fn the_example_fleet_validates() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = loopd(&["validate", "config/loopd.example.toml"], root, &[]);
+    // The example's frontend loop runs `claude` from PATH: a stand-in, on machines without it.
+    let tmp = tempfile::tempdir().unwrap();
+    let claude = tmp.path().join("claude");
+    std::fs::write(&claude, "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(&claude, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        tmp.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = loopd(
+        &["validate", "config/loopd.example.toml"],
+        root,
+        &[("PATH", &path)],
+    );
     assert_eq!(out.status.code(), Some(0), "{out:?}");
 }
 

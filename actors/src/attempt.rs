@@ -42,6 +42,10 @@ mod settle;
 const TAIL_LINES: usize = 40;
 /// How many bytes of verify output an attempt record keeps.
 const TAIL_BYTES: usize = 8 * 1024;
+/// How many lines of verify's first output an attempt record keeps (`verify_head`).
+const HEAD_LINES: usize = 10;
+/// How many bytes of verify's first output an attempt record keeps.
+const HEAD_BYTES: usize = 2 * 1024;
 /// How long output may keep coming after the agent exited (from children holding its pipes).
 const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
 
@@ -214,8 +218,17 @@ fn launch(plan: &AttemptPlan) -> Launched {
         .env("LOOPD_ATTEMPT_KEY", &attempt_key);
     Launched {
         started,
-        agent: process::spawn_group(cmd)
-            .map_err(|e| format!("cannot start the agent `{}`: {e}", line.program.display())),
+        agent: process::spawn_group(cmd).map_err(|e| {
+            // The system's words without std's "(os error 2)": this is read by people.
+            let cause = e.raw_os_error().map_or_else(
+                || e.to_string(),
+                |code| nix::errno::Errno::from_raw(code).desc().to_string(),
+            );
+            format!(
+                "cannot start the agent `{}`: {cause}",
+                line.program.display()
+            )
+        }),
     }
 }
 
@@ -433,10 +446,15 @@ async fn run(
     let mut outcome = if end == AgentEnd::Cancelled {
         record.reason = Some("interrupted before the agent finished".into());
         Outcome::Interrupted
+    } else if end == AgentEnd::SpawnFailed {
+        // Nothing ran, so verify would say nothing about an attempt: the configuration needs
+        // a person (the loop pauses), and the reason already names the cause.
+        Outcome::AgentUnavailable
     } else {
         let v = run_verify(&verify, &workdir, &config, &attempt_key).await;
         record.verify_exit = v.exit_code;
         record.verify_tail = v.tail;
+        record.verify_head = v.head;
         let unchanged = match (&git, &checkpoint) {
             (Some(g), Some(c)) => g.unchanged_since(c).await.unwrap_or(false),
             _ => false,
@@ -551,8 +569,7 @@ fn classify(
                 Some("the agent overran its time limit; its process group was ended".into()),
             )
         }
-        AgentEnd::SpawnFailed => return (Outcome::AgentError, None),
-        AgentEnd::Exited | AgentEnd::Cancelled => {}
+        AgentEnd::Exited | AgentEnd::Cancelled | AgentEnd::SpawnFailed => {}
     }
     if exit_code != Some(0) {
         let how = match (exit_code, exit_signal) {
@@ -610,6 +627,8 @@ struct VerifyRun {
     timed_out: bool,
     exit_code: Option<i32>,
     tail: String,
+    /// The first lines, when `tail` lost them (empty otherwise).
+    head: String,
 }
 
 /// Runs `verify` with bash in the workdir, in its own process group, bounded by `verify_timeout`.
@@ -634,11 +653,13 @@ async fn run_verify(verify: &str, workdir: &PathBuf, config: &LoopConfig, key: &
                 timed_out: false,
                 exit_code: None,
                 tail: format!("loopd could not run verify: {e}"),
+                head: String::new(),
             }
         }
     };
     let mut lines = process::Output::take(&mut spawned.child, process::DEFAULT_MAX_LINE);
     let mut tail = Tail::new(TAIL_LINES, TAIL_BYTES);
+    let mut head = Tail::new(HEAD_LINES, HEAD_BYTES);
     let deadline = Instant::now() + config.verify_timeout;
     // Set when verify exits: a background child of verify may hold the pipes; its output is
     // read for a moment, not waited on forever.
@@ -649,7 +670,11 @@ async fn run_verify(verify: &str, workdir: &PathBuf, config: &LoopConfig, key: &
     while status.is_none() || lines_open {
         tokio::select! {
             line = lines.next(), if lines_open => match line {
-                Some(l) => tail.push(&l.text()),
+                Some(l) => {
+                    let text = l.text();
+                    head.push_while_room(&text);
+                    tail.push(&text);
+                }
                 None => lines_open = false,
             },
             s = spawned.child.wait(), if status.is_none() => {
@@ -672,6 +697,11 @@ async fn run_verify(verify: &str, workdir: &PathBuf, config: &LoopConfig, key: &
         passed: !timed_out && exit_code == Some(0),
         timed_out,
         exit_code: if timed_out { None } else { exit_code },
+        head: if tail.dropped {
+            head.text()
+        } else {
+            String::new()
+        },
         tail: tail.text(),
     }
 }
@@ -720,6 +750,8 @@ struct Tail {
     max_lines: usize,
     max_bytes: usize,
     bytes: usize,
+    /// Whether a line was let go: the first lines are no longer here.
+    dropped: bool,
 }
 
 impl Tail {
@@ -729,6 +761,7 @@ impl Tail {
             max_lines,
             max_bytes,
             bytes: 0,
+            dropped: false,
         }
     }
 
@@ -749,7 +782,16 @@ impl Tail {
         {
             if let Some(old) = self.lines.pop_front() {
                 self.bytes -= old.len();
+                self.dropped = true;
             }
+        }
+    }
+
+    /// Keeps the first lines instead: takes `line` only while it fits (the first always).
+    fn push_while_room(&mut self, line: &str) {
+        let fits = self.lines.len() < self.max_lines && self.bytes + line.len() <= self.max_bytes;
+        if self.lines.is_empty() || fits {
+            self.push(line);
         }
     }
 
@@ -820,9 +862,23 @@ mod tests {
             t.push(&format!("line {i}"));
         }
         assert_eq!(t.text(), "line 7\nline 8\nline 9");
+        assert!(t.dropped);
         let mut t = Tail::new(100, 10);
         t.push(&"x".repeat(50));
         assert!(t.text().len() <= 10 + '…'.len_utf8());
+    }
+
+    #[test]
+    fn a_head_keeps_the_first_lines_within_bounds() {
+        let mut h = Tail::new(3, 1000);
+        for i in 0..10 {
+            h.push_while_room(&format!("line {i}"));
+        }
+        assert_eq!(h.text(), "line 0\nline 1\nline 2");
+        let mut h = Tail::new(100, 10);
+        h.push_while_room("first");
+        h.push_while_room("too long for the rest");
+        assert_eq!((h.text().as_str(), h.dropped), ("first", false));
     }
 
     #[test]

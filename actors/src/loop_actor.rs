@@ -1325,8 +1325,11 @@ async fn finish_attempt(
             "cost_usd": record.cost_usd,
             "duration_ms": record.duration_ms,
             "reason": record.reason,
+            // What a display shows of why it failed, without reading the ledger.
+            "verify_lines": record.verify_first_lines(crate::model::WHY_LINES),
         })),
     );
+    let reason = record.reason.clone();
     let mut changed = vec![test];
     changed.extend(unblocked_or_blocked);
     let mut lessons = Vec::new();
@@ -1383,6 +1386,16 @@ async fn finish_attempt(
             let message = message.clone();
             pause_for_credits(myself, state, &message, vec![batch]).await?;
         }
+        (_, Outcome::AgentUnavailable) => {
+            // A configuration problem: retrying would fail the same way until a person fixes it.
+            let alert = format!(
+                "the agent of loop `{}` cannot start; loop paused (fix it, then `loopd resume {}`): {}",
+                cfg.name,
+                cfg.name,
+                reason.as_deref().unwrap_or("no cause recorded")
+            );
+            pause_for(state, "agent_unavailable", alert, vec![batch]).await?;
+        }
         _ => {
             // After an API error the scheduler holds every loop of the provider back until
             // its backoff has passed. The outcome's flush runs while the next attempt is
@@ -1402,6 +1415,23 @@ async fn pause_for_credits(
     message: &str,
     before: Vec<Batch>,
 ) -> Result<(), ActorProcessingErr> {
+    let alert = format!(
+        "provider `{}` is out of credits; loop paused: {message}",
+        state.config.agent.provider()
+    );
+    pause_for(state, "out_of_credits", alert, before).await?;
+    myself.send_after(state.fleet.credit_probe_interval, || LoopMsg::ProbeCredits);
+    Ok(())
+}
+
+/// Pauses the loop for `reason`, something only a person can fix, with an alert, `before`
+/// written in the same transaction; a `resume` carries on.
+async fn pause_for(
+    state: &mut LoopActorState,
+    reason: &str,
+    alert: String,
+    before: Vec<Batch>,
+) -> Result<(), ActorProcessingErr> {
     let mut batch = Batch::default();
     for b in before {
         batch.loops.extend(b.loops);
@@ -1410,26 +1440,18 @@ async fn pause_for_credits(
         batch.events.extend(b.events);
     }
     state.record.state = LoopState::Paused;
-    state.record.reason = Some("out_of_credits".into());
+    state.record.reason = Some(reason.into());
     state.record.updated_at = Utc::now();
     batch.loops = vec![state.record.clone()];
     batch.events.push(
-        Event::new(
-            EventKind::Alert,
-            &state.config.name,
-            format!(
-                "provider `{}` is out of credits; loop paused: {message}",
-                state.config.agent.provider()
-            ),
-        )
-        .with_data(serde_json::json!({"reason": "out_of_credits"})),
+        Event::new(EventKind::Alert, &state.config.name, alert)
+            .with_data(serde_json::json!({"reason": reason})),
     );
     batch.events.push(
         Event::new(EventKind::LoopState, &state.config.name, "paused")
-            .with_data(serde_json::json!({"state": "paused", "reason": "out_of_credits"})),
+            .with_data(serde_json::json!({"state": "paused", "reason": reason})),
     );
     record_own(state, batch).await?;
-    myself.send_after(state.fleet.credit_probe_interval, || LoopMsg::ProbeCredits);
     Ok(())
 }
 

@@ -64,6 +64,9 @@ pub enum Outcome {
     Interrupted,
     /// The pass broke a test that passed before and was rolled back.
     Regression,
+    /// The agent could not be started at all (missing binary, not executable): a configuration
+    /// problem, not counted; the loop pauses (`agent_unavailable`) until a person resumes it.
+    AgentUnavailable,
 }
 
 impl Outcome {
@@ -73,9 +76,11 @@ impl Outcome {
         match self {
             Outcome::Failed | Outcome::AgentError | Outcome::NoChange | Outcome::Regression => true,
             Outcome::Stalled | Outcome::TimedOut => count_timeouts,
-            Outcome::Passed | Outcome::ApiError | Outcome::OutOfCredits | Outcome::Interrupted => {
-                false
-            }
+            Outcome::Passed
+            | Outcome::ApiError
+            | Outcome::OutOfCredits
+            | Outcome::Interrupted
+            | Outcome::AgentUnavailable => false,
         }
     }
 }
@@ -331,6 +336,10 @@ pub struct AttemptRecord {
     /// The last lines of verify's output.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub verify_tail: String,
+    /// The first lines of verify's output, kept only when there was more than `verify_tail`
+    /// holds (otherwise the tail begins with them): where a failure usually says what broke.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub verify_head: String,
     /// The last lines of the agent's output.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub output_tail: String,
@@ -379,6 +388,7 @@ impl AttemptRecord {
             exit_signal: None,
             verify_exit: None,
             verify_tail: String::new(),
+            verify_head: String::new(),
             output_tail: String::new(),
             reason: None,
             cost_usd: 0.0,
@@ -390,6 +400,26 @@ impl AttemptRecord {
             fingerprint: None,
             process: None,
         }
+    }
+}
+
+/// How many of verify's first lines the views show of a failed attempt.
+pub const WHY_LINES: usize = 3;
+
+impl AttemptRecord {
+    /// The first `n` non-empty lines of verify's output (from `verify_head` when the tail lost
+    /// them), trimmed at the end: what a person reads first to learn why it failed.
+    pub fn verify_first_lines(&self, n: usize) -> Vec<&str> {
+        let text = if self.verify_head.is_empty() {
+            &self.verify_tail
+        } else {
+            &self.verify_head
+        };
+        text.lines()
+            .map(str::trim_end)
+            .filter(|l| !l.trim().is_empty())
+            .take(n)
+            .collect()
     }
 }
 

@@ -248,6 +248,7 @@ pub fn outcome_words(o: Outcome) -> &'static str {
         Outcome::OutOfCredits => "out of credits",
         Outcome::Interrupted => "interrupted",
         Outcome::Regression => "broke a test that passed before; rolled back",
+        Outcome::AgentUnavailable => "the agent could not be started",
     }
 }
 

@@ -710,7 +710,12 @@ pub async fn health(
             a.killed.is_some()
                 || matches!(
                     a.outcome,
-                    Some(Outcome::ApiError | Outcome::Stalled | Outcome::TimedOut)
+                    Some(
+                        Outcome::ApiError
+                            | Outcome::Stalled
+                            | Outcome::TimedOut
+                            | Outcome::AgentUnavailable
+                    )
                 )
         })
         .count();

@@ -14,6 +14,7 @@ mod run;
 mod serve;
 mod status;
 mod validate;
+pub mod why;
 
 use std::path::PathBuf;
 

@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use loopd_actors::config::Fleet;
-use loopd_actors::model::{Event, EventKind};
+use loopd_actors::model::{Event, EventKind, Outcome};
 use loopd_actors::runtime::Ctx;
 use loopd_actors::view;
 
@@ -64,12 +64,11 @@ impl Progress {
     /// Reflects one recorded event.
     pub fn event(&mut self, e: &Event) {
         let Some((mp, bars)) = &self.bars else {
-            eprintln!(
-                "{} [{}] {}",
-                e.at.format("%H:%M:%S"),
-                e.loop_name,
-                e.message
-            );
+            let at = e.at.format("%H:%M:%S");
+            eprintln!("{at} [{}] {}", e.loop_name, e.message);
+            for line in why_of(e, e.loop_name.len() + 14) {
+                eprintln!("{at} [{}]   {line}", e.loop_name);
+            }
             return;
         };
         let Some(bar) = bars.get(&e.loop_name) else {
@@ -79,10 +78,13 @@ impl Progress {
             EventKind::AttemptStarted => bar.set_message(e.message.clone()),
             EventKind::TestPassed => bar.inc(1),
             EventKind::LoopState => bar.set_message(e.message.clone()),
-            EventKind::AttemptFinished
-            | EventKind::TestFailed
-            | EventKind::TestBlocked
-            | EventKind::Alert => {
+            EventKind::AttemptFinished => {
+                let _ = mp.println(format!("[{}] {}", e.loop_name, e.message));
+                for line in why_of(e, e.loop_name.len() + 5) {
+                    let _ = mp.println(format!("[{}]   {line}", e.loop_name));
+                }
+            }
+            EventKind::TestFailed | EventKind::TestBlocked | EventKind::Alert => {
                 let _ = mp.println(format!("[{}] {}", e.loop_name, e.message));
             }
             EventKind::TestChanged => {}
@@ -112,4 +114,25 @@ impl Progress {
             bars.values().for_each(ProgressBar::abandon);
         }
     }
+}
+
+/// Why a finished attempt failed, from its `attempt_finished` event, in lines that fit beside
+/// a prefix of `indent` characters (nothing for another kind of event).
+fn why_of(e: &Event, indent: usize) -> Vec<String> {
+    if e.kind != EventKind::AttemptFinished {
+        return Vec::new();
+    }
+    let outcome: Option<Outcome> = serde_json::from_value(e.data["outcome"].clone()).ok();
+    let verify: Vec<&str> = e.data["verify_lines"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l.as_str())
+        .collect();
+    super::why::why_lines(
+        outcome,
+        e.data["reason"].as_str(),
+        &verify,
+        super::why::width().saturating_sub(indent),
+    )
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use loopd_actors::config::Fleet;
 use loopd_actors::fleet::FleetMsg;
-use loopd_actors::model::{Event, EventKind, LoopRecord, LoopState, TestStatus};
+use loopd_actors::model::{Event, EventKind, LoopRecord, LoopState, Outcome, TestStatus};
 use loopd_actors::runtime::Ctx;
 use loopd_actors::statedir::StateDirLock;
 use loopd_actors::store::Store;
@@ -214,7 +214,7 @@ async fn run_fleet(
             .all(|t| matches!(t.status, TestStatus::Passed | TestStatus::Removed));
         l.status == LoopState::Paused
             && match l.reason.as_deref() {
-                Some("out_of_credits" | "budget_exhausted") => true,
+                Some("out_of_credits" | "budget_exhausted" | "agent_unavailable") => true,
                 reason if loopd_actors::hold::is_hold(reason) => true,
                 Some("by_user") => unfinished,
                 _ => false,
@@ -331,6 +331,20 @@ fn print_summary(
             if l.status != LoopState::Finished {
                 println!("  {}: {reason}", l.name);
             }
+            if reason == "agent_unavailable" {
+                // Its attempt is not counted, so no failed test shows the cause below.
+                let last = l
+                    .tests
+                    .iter()
+                    .flat_map(|t| &t.attempts)
+                    .filter(|a| a.outcome == Some(Outcome::AgentUnavailable))
+                    .max_by_key(|a| a.started_at);
+                for line in last.map_or(Vec::new(), |a| {
+                    super::why::why(a, super::why::width().saturating_sub(4))
+                }) {
+                    println!("    {line}");
+                }
+            }
         }
         for t in l.tests.iter().filter(|t| {
             matches!(
@@ -344,6 +358,11 @@ fn print_summary(
                 t.id,
                 t.reason.as_deref().unwrap_or("")
             );
+            if let Some(last) = t.attempts.last() {
+                for line in super::why::why(last, super::why::width().saturating_sub(6)) {
+                    println!("    {line}");
+                }
+            }
         }
     }
 }

@@ -195,8 +195,8 @@ pub fn attempts(file: &Path, args: &AttemptsArgs) -> anyhow::Result<Exit> {
                 .unwrap_or(""),
             a.transcript.display()
         );
-        if let Some(r) = &a.reason {
-            println!("{:<20}     {r}", "");
+        for line in super::why::why(a, super::why::width().saturating_sub(25)) {
+            println!("{:<20}     {line}", "");
         }
     }
     Ok(Exit::Ok)

@@ -139,29 +139,55 @@ fn check_loop_files(lp: &LoopConfig) -> Vec<(String, String)> {
         AgentConfig::ClaudeCode {
             binary: Some(b), ..
         } => Some(("agent/binary", b.clone())),
+        // The preset's default, which a fresh machine often lacks.
+        AgentConfig::ClaudeCode { binary: None, .. } => {
+            Some(("agent/kind", std::path::PathBuf::from("claude")))
+        }
         AgentConfig::Command { command, .. } => command
             .first()
             .map(|c| ("agent/command/0", std::path::PathBuf::from(c))),
-        _ => None,
     };
-    // Only a path can be checked here; a bare name is looked up on PATH when the agent starts.
-    if let Some((key, program)) = program.filter(|(_, p)| p.is_absolute()) {
-        if !program.is_file() {
-            push(
-                key,
-                format!("the agent program `{}` does not exist", program.display()),
-            );
-        } else if !is_executable(&program) {
-            push(
-                key,
-                format!(
-                    "the agent program `{}` is not executable",
-                    program.display()
-                ),
-            );
+    if let Some((key, program)) = program {
+        if let Some(problem) = program_problem(&program, &lp.env) {
+            push(key, problem);
         }
     }
     out
+}
+
+/// Why the agent's `program` could not be started, when it could not: a path that is missing
+/// or not executable, or a bare name not found on the `PATH` the agent gets (the loop's `env`,
+/// else loopd's). An agent that cannot start pauses its loop (`agent_unavailable`); saying so
+/// here saves the run.
+fn program_problem(
+    program: &Path,
+    env: &std::collections::BTreeMap<String, String>,
+) -> Option<String> {
+    let bare = program.components().count() == 1 && !program.as_os_str().is_empty();
+    if bare {
+        let path = crate::process::child_path(env);
+        let found = crate::process::resolve_program(program, path.as_deref());
+        return (found == program).then(|| {
+            format!(
+                "the agent program `{}` is not on PATH (install it, or give its path)",
+                program.display()
+            )
+        });
+    }
+    // Relative paths were made absolute when the file was loaded.
+    if !program.is_file() {
+        Some(format!(
+            "the agent program `{}` does not exist",
+            program.display()
+        ))
+    } else if !is_executable(program) {
+        Some(format!(
+            "the agent program `{}` is not executable",
+            program.display()
+        ))
+    } else {
+        None
+    }
 }
 
 fn is_executable(path: &Path) -> bool {
@@ -306,7 +332,7 @@ mod tests {
              4 problems"
         );
         let body = json!({"name": "ok", "tests_file": "missing.json",
-                          "agent": {"kind": "claude-code"}});
+                          "agent": {"kind": "claude-code", "binary": "/bin/sh"}});
         let state = dir.path().join("state");
         let report = parse_loop_value(body, dir.path(), dir.path(), &state).unwrap_err();
         assert_eq!(report.len(), 2, "{report}"); // workdir and tests file

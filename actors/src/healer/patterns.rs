@@ -7,7 +7,14 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::normalised_error;
-use crate::model::AttemptRecord;
+use crate::model::{AttemptRecord, Outcome};
+
+/// The fingerprint of failures whose verify printed nothing: they have no hash of their own,
+/// yet they are failures, and often the same one (a verify that only sets its exit status).
+pub const SILENT_FINGERPRINT: &str = "silent";
+
+/// The example of [`SILENT_FINGERPRINT`].
+const SILENT_EXAMPLE: &str = "verify failed with no output";
 
 /// A failure (one fingerprint) and where it was seen.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -24,14 +31,24 @@ pub struct FailurePattern {
     pub last_seen: DateTime<Utc>,
 }
 
-/// Fingerprinted failures of `attempts` grouped by fingerprint, most frequent first (then the
-/// most recent).
+/// Failures of `attempts` grouped by fingerprint (those whose verify printed nothing under
+/// [`SILENT_FINGERPRINT`]), most frequent first (then the most recent).
 pub fn failure_patterns(attempts: &[AttemptRecord]) -> Vec<FailurePattern> {
     let mut by: BTreeMap<&str, FailurePattern> = BTreeMap::new();
     let mut sorted: Vec<&AttemptRecord> = attempts.iter().collect();
     sorted.sort_by_key(|a| a.started_at);
     for a in sorted {
-        let Some(f) = a.fingerprint.as_deref() else {
+        let silent = a.fingerprint.is_none()
+            && matches!(
+                a.outcome,
+                Some(Outcome::Failed | Outcome::NoChange | Outcome::AgentError)
+            )
+            && a.verify_tail.trim().is_empty();
+        let Some(f) = a
+            .fingerprint
+            .as_deref()
+            .or(silent.then_some(SILENT_FINGERPRINT))
+        else {
             continue;
         };
         let p = by.entry(f).or_insert_with(|| FailurePattern {
@@ -43,7 +60,9 @@ pub fn failure_patterns(attempts: &[AttemptRecord]) -> Vec<FailurePattern> {
         });
         p.count += 1;
         p.last_seen = a.finished_at.unwrap_or(a.started_at);
-        if let Some(line) = normalised_error(a) {
+        if silent {
+            p.example = SILENT_EXAMPLE.into();
+        } else if let Some(line) = normalised_error(a) {
             p.example = line;
         }
         let test = format!("{}:{}", a.loop_name, a.test_id);
@@ -60,7 +79,6 @@ pub fn failure_patterns(attempts: &[AttemptRecord]) -> Vec<FailurePattern> {
 mod tests {
     use super::*;
     use crate::healer::testing::attempt;
-    use crate::model::Outcome;
 
     #[test]
     fn failures_are_grouped_by_fingerprint_across_loops() {
@@ -98,6 +116,22 @@ mod tests {
         assert_eq!(
             (p[1].count, p[1].example.as_str()),
             (1, "error: wrong password")
+        );
+    }
+
+    #[test]
+    fn failures_whose_verify_printed_nothing_are_one_pattern() {
+        let h = [
+            attempt(1, Outcome::Failed, ""),
+            attempt(2, Outcome::NoChange, "  \n"),
+            attempt(3, Outcome::TimedOut, ""),
+            attempt(4, Outcome::Interrupted, ""),
+        ];
+        let p = failure_patterns(&h);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(
+            (p[0].fingerprint.as_str(), p[0].count, p[0].example.as_str()),
+            (SILENT_FINGERPRINT, 2, "verify failed with no output")
         );
     }
 }
