@@ -7,8 +7,11 @@
 //! the stream starts with the live events.
 //!
 //! `?loop=NAME` keeps one loop's events. `?transcripts=true` adds, without ids (they are not
-//! journaled), `event: transcript` lines `{"loop", "test", "attempt", "line"}` of the running
-//! attempts' transcripts: this is what `loopd logs -f` renders.
+//! journaled), `event: transcript` lines `{"loop", "test", "attempt", "line", "at"}` of the
+//! running attempts' transcripts: this is what `loopd logs -f` renders. With `&lines=N` the
+//! attempts running at connect start with their last N lines (else from their beginning).
+//!
+//! When the server stops, every stream gets `event: shutdown` and ends.
 
 use std::collections::{BTreeSet, HashMap};
 use std::convert::Infallible;
@@ -44,6 +47,8 @@ struct Filter {
     loop_name: Option<String>,
     after: Option<u64>,
     transcripts: bool,
+    /// The last lines of each attempt running at connect to send first (`None`: all).
+    lines: Option<usize>,
 }
 
 impl Filter {
@@ -82,15 +87,27 @@ pub async fn stream(
         q.get("transcripts").map(String::as_str),
         Some("" | "true" | "1")
     );
+    let lines = q
+        .get("lines")
+        .map(|n| {
+            n.trim().parse::<usize>().map_err(|_| {
+                ApiError::new(
+                    Code::BadRequest,
+                    format!("`lines` must be a number of lines, found `{n}`"),
+                )
+            })
+        })
+        .transpose()?;
     let filter = Filter {
         loop_name,
         after,
         transcripts,
+        lines,
     };
     let (tx, rx) = mpsc::channel::<SseEvent>(256);
     // Subscribe here, before the journal is read in the task: nothing can fall between the two.
     let live = state.ctx().subscribe();
-    tokio::spawn(pump(state.ctx().clone(), live, filter, tx));
+    tokio::spawn(pump(state.ctx().clone(), live, state.closing(), filter, tx));
     let stream =
         futures_util::stream::unfold(
             rx,
@@ -174,6 +191,7 @@ type AttemptKey = (String, String, u32);
 async fn pump(
     ctx: Ctx,
     mut live: broadcast::Receiver<Event>,
+    mut closing: tokio::sync::watch::Receiver<bool>,
     filter: Filter,
     tx: mpsc::Sender<SseEvent>,
 ) {
@@ -191,15 +209,25 @@ async fn pump(
             .unwrap_or_default();
         for a in running {
             if filter.loop_name.as_ref().is_none_or(|l| *l == a.loop_name) {
-                tails.insert(
-                    (a.loop_name, a.test_id, a.number),
-                    Tail {
-                        path: a.transcript,
-                        offset: 0,
-                        partial: Vec::new(),
-                        finished: false,
-                    },
-                );
+                let key = (a.loop_name, a.test_id, a.number);
+                let mut tail = Tail {
+                    path: a.transcript,
+                    offset: 0,
+                    partial: Vec::new(),
+                    finished: false,
+                };
+                if let Some(n) = filter.lines {
+                    // What it printed so far, but only its end: a follower wants the picture,
+                    // not the whole history.
+                    let lines = new_lines(&mut tail).await;
+                    let skip = lines.len().saturating_sub(n);
+                    for line in &lines[skip..] {
+                        if tx.send(transcript_event(&key, line)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                tails.insert(key, tail);
             }
         }
     }
@@ -230,7 +258,18 @@ async fn pump(
                 }
             }
             _ = tx.closed() => return,
+            _ = stopping(&mut closing) => {
+                let _ = tx.send(SseEvent::default().event("shutdown").data("{}")).await;
+                return;
+            }
         }
+    }
+}
+
+/// Returns once the server stops (never when it outlives every sender, as in tests).
+async fn stopping(closing: &mut tokio::sync::watch::Receiver<bool>) {
+    if closing.wait_for(|c| *c).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -284,12 +323,7 @@ async fn read_tails(tails: &mut HashMap<AttemptKey, Tail>, tx: &mpsc::Sender<Sse
             done.push(key.clone());
         }
         for line in lines {
-            let data = json!({"loop": key.0, "test": key.1, "attempt": key.2, "line": line});
-            let event = SseEvent::default()
-                .event("transcript")
-                .json_data(data)
-                .unwrap_or_default();
-            if tx.send(event).await.is_err() {
+            if tx.send(transcript_event(&key, &line)).await.is_err() {
                 return false;
             }
         }
@@ -298,6 +332,16 @@ async fn read_tails(tails: &mut HashMap<AttemptKey, Tail>, tx: &mpsc::Sender<Sse
         tails.remove(&key);
     }
     true
+}
+
+/// `event: transcript` for one line of an attempt's transcript, stamped with when it was read.
+fn transcript_event(key: &AttemptKey, line: &str) -> SseEvent {
+    let data = json!({"loop": key.0, "test": key.1, "attempt": key.2, "line": line,
+                      "at": chrono::Utc::now()});
+    SseEvent::default()
+        .event("transcript")
+        .json_data(data)
+        .unwrap_or_default()
 }
 
 async fn new_lines(tail: &mut Tail) -> Vec<String> {

@@ -75,6 +75,9 @@ struct Inner {
     templates_dir: std::sync::OnceLock<PathBuf>,
     /// Serialized `GET /api/loops` entries of loops that are not running.
     views: view_cache::ViewCache,
+    /// Set when the server stops: open event streams say `shutdown` and end, so that a
+    /// follower knows the daemon went away on purpose.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl ApiState {
@@ -97,6 +100,7 @@ impl ApiState {
                 ready: AtomicBool::new(false),
                 templates_dir: std::sync::OnceLock::new(),
                 views: view_cache::ViewCache::default(),
+                closing: tokio::sync::watch::Sender::new(false),
             }),
         }
     }
@@ -121,6 +125,15 @@ impl ApiState {
 
     fn ctx(&self) -> &Ctx {
         &self.inner.ctx
+    }
+
+    /// Tells the open event streams that the server is stopping.
+    pub fn close(&self) {
+        self.inner.closing.send_replace(true);
+    }
+
+    fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.closing.subscribe()
     }
 
     fn views(&self) -> &view_cache::ViewCache {

@@ -272,6 +272,10 @@ pub const OPERATIONS: &[Operation] = &[
             ("loop", "only this loop"),
             ("after", "replay the journal after this id"),
             ("transcripts", "also stream running transcripts' lines"),
+            (
+                "lines",
+                "with transcripts: first the last N lines of the attempts running at connect",
+            ),
         ],
         body: Content::None,
         status: 200,

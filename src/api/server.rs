@@ -40,8 +40,11 @@ pub struct ApiServer {
 }
 
 impl ApiServer {
-    /// Stops accepting, lets open requests finish (SSE streams are cut) and waits.
+    /// Stops accepting, ends the event streams (each with a `shutdown` event), lets open requests
+    /// finish and waits.
     pub async fn stop(self) {
+        // Event streams first: they end with `shutdown` instead of being cut.
+        self.state.close();
         let _ = self.stop.send(());
         // Open SSE streams never finish on their own: give requests a moment, then go.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.task).await;

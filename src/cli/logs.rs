@@ -1,45 +1,55 @@
-//! `loopd logs [-f] [LOOP] [--raw]`: an attempt's transcript, or (`-f`) the live transcripts and
-//! events of the fleet over SSE, with Claude Code's stream-json rendered for a person: assistant
-//! text, one line per tool call, results, API retries, cost. `--raw` prints the lines as they are.
+//! `loopd logs LOOP [TEST[:N]] [--raw]`: an attempt's transcript, then verify's output for it;
+//! `loopd logs -f [LOOP]`: the fleet live (see `follow`).
 //!
-//! `-f` reconnects after a dropped connection with `Last-Event-ID`, so no event is lost.
+//! Without `-f` it works with or without a daemon and prints the same: through the daemon's API
+//! when one holds the state directory, else from the store and the transcript files on disk.
+//! `--raw` prints the transcript's lines as the agent wrote them on stdout, and what loopd says
+//! about the attempt (verify's output, how it ended) on stderr.
 
-use std::io::{BufRead, BufReader};
+mod follow;
+mod render;
+
 use std::path::Path;
-use std::time::Duration;
 
+use loopd_actors::model::AttemptRecord;
+use loopd_actors::store::Store;
 use reqwest::Method;
 use serde_json::Value;
 
 use super::client::{Client, Failed};
-use super::Exit;
+use super::{words, Exit};
 
 /// Arguments of `loopd logs`.
 #[derive(Debug, clap::Args)]
 pub struct LogsArgs {
     /// Only this loop (required without `-f`).
     pub loop_name: Option<String>,
-    /// Follow: stream live transcripts and events until interrupted.
+    /// Without `-f`: `TEST` (its latest attempt) or `TEST:N`; default the loop's latest attempt.
+    #[arg(value_name = "TEST[:N]")]
+    pub target: Option<String>,
+    /// Follow: stream live transcripts and events until the daemon shuts down.
     #[arg(short = 'f', long)]
     pub follow: bool,
+    /// With `-f`: how many of the last lines of each running attempt to show on connect.
+    #[arg(short = 'n', long = "lines", default_value_t = 20)]
+    pub lines: usize,
+    /// With `-f`: keep reconnecting when the daemon goes away, also after it shut down.
+    #[arg(long)]
+    pub retry: bool,
     /// Print transcript lines as the agent wrote them.
     #[arg(long)]
     pub raw: bool,
-    /// Without `-f`: this attempt (`TEST:N`) instead of the latest.
-    #[arg(long)]
+    /// The same as the positional `TEST:N`.
+    #[arg(long, value_name = "TEST:N", conflicts_with = "target")]
     pub attempt: Option<String>,
 }
 
 /// `loopd logs`.
 pub fn logs(file: &Path, args: &LogsArgs) -> anyhow::Result<Exit> {
-    let client = match Client::require(file) {
-        Ok(c) => c,
-        Err(Failed(code)) => return Ok(code),
-    };
     let result = if args.follow {
-        follow(&client, args)
+        follow::follow(file, args)
     } else {
-        show(&client, args)
+        show(file, args)
     };
     Ok(match result {
         Ok(()) => Exit::Ok,
@@ -47,313 +57,228 @@ pub fn logs(file: &Path, args: &LogsArgs) -> anyhow::Result<Exit> {
     })
 }
 
-fn show(client: &Client, args: &LogsArgs) -> Result<(), Failed> {
+/// Where attempts and transcripts are read from.
+enum Source {
+    /// The daemon that holds the state directory.
+    Daemon(Client),
+    /// The store and the transcript files, while no daemon runs.
+    Disk(Store),
+}
+
+impl Source {
+    fn of(file: &Path) -> Result<Source, Failed> {
+        match Client::for_fleet(file) {
+            Some(c) => Ok(Source::Daemon(c)),
+            None => super::status::open_store(file)
+                .map(Source::Disk)
+                .map_err(Failed),
+        }
+    }
+
+    /// The attempt `test` (latest when `number` is `None`; of any test when `test` is too).
+    fn attempt(
+        &self,
+        loop_name: &str,
+        test: Option<&str>,
+        number: Option<u32>,
+    ) -> Result<Option<AttemptRecord>, Failed> {
+        let attempts = match self {
+            Source::Daemon(client) => {
+                // The latest of the whole loop is found in the transcript list, so that only
+                // one test's attempts are fetched.
+                let test = match test {
+                    Some(t) => t.to_string(),
+                    None => {
+                        let list: Value =
+                            client.get(&format!("/api/loops/{loop_name}/transcripts"))?;
+                        match list["transcripts"].as_array().and_then(|t| t.last()) {
+                            Some(last) => last["test"].as_str().unwrap_or_default().to_string(),
+                            None => return Ok(None),
+                        }
+                    }
+                };
+                client.attempts(loop_name, Some(&test))?.attempts
+            }
+            Source::Disk(store) => {
+                let found = store.get_loop(loop_name).map_err(store_failed)?;
+                if found.is_none() {
+                    eprintln!("loopd: no loop named `{loop_name}` in the store");
+                    return Err(Failed(Exit::Invalid));
+                }
+                store.list_attempts(loop_name, test).map_err(store_failed)?
+            }
+        };
+        Ok(match number {
+            Some(n) => attempts.into_iter().find(|a| a.number == n),
+            None if test.is_some() => attempts.into_iter().max_by_key(|a| a.number),
+            None => attempts.into_iter().max_by_key(|a| a.started_at),
+        })
+    }
+
+    /// The attempt's transcript as the agent wrote it (empty when there is no file).
+    fn transcript(&self, loop_name: &str, a: &AttemptRecord) -> Result<Vec<u8>, Failed> {
+        match self {
+            Source::Daemon(client) => Ok(client
+                .send(
+                    Method::GET,
+                    &format!(
+                        "/api/loops/{loop_name}/transcripts/{}:{}",
+                        a.test_id, a.number
+                    ),
+                    None,
+                )?
+                .bytes()
+                .map(|b| b.to_vec())
+                .unwrap_or_default()),
+            Source::Disk(_) => match std::fs::read(&a.transcript) {
+                Ok(b) => Ok(b),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+                Err(e) => {
+                    eprintln!(
+                        "loopd: cannot read the transcript {}: {e}",
+                        a.transcript.display()
+                    );
+                    Err(Failed(Exit::NotAllPassed))
+                }
+            },
+        }
+    }
+}
+
+fn store_failed(e: loopd_actors::store::StoreError) -> Failed {
+    eprintln!("loopd: {e}");
+    Failed(Exit::NotAllPassed)
+}
+
+fn show(file: &Path, args: &LogsArgs) -> Result<(), Failed> {
     let Some(name) = &args.loop_name else {
         eprintln!("loopd logs: name a loop (or follow all with -f)");
         return Err(Failed(Exit::Invalid));
     };
-    let list: Value = client.get(&format!("/api/loops/{name}/transcripts"))?;
-    let entries = list["transcripts"].as_array().cloned().unwrap_or_default();
-    let entry = match &args.attempt {
-        Some(a) => entries.iter().find(|t| t["attempt"] == a.as_str()),
-        None => entries.last(),
+    let (test, number) = match args.target.as_deref().or(args.attempt.as_deref()) {
+        None => (None, None),
+        Some(t) => match parse_target(t) {
+            Some((test, n)) => (Some(test), n),
+            None => {
+                eprintln!(
+                    "loopd logs: an attempt is TEST or TEST:N (e.g. `CALC-2:1`), found `{t}`"
+                );
+                return Err(Failed(Exit::Invalid));
+            }
+        },
     };
-    let address = match (&args.attempt, entry) {
-        (Some(a), _) => a.clone(),
-        (None, Some(e)) => e["attempt"].as_str().unwrap_or_default().to_string(),
-        (None, None) => {
-            eprintln!("loopd logs: loop `{name}` has no attempt yet");
-            return Ok(());
+    let source = Source::of(file)?;
+    let Some(attempt) = source.attempt(name, test, number)? else {
+        match (test, number) {
+            (Some(t), Some(n)) => {
+                eprintln!("loopd logs: loop `{name}` has no attempt {t}:{n}");
+                return Err(Failed(Exit::Invalid));
+            }
+            (Some(t), None) => eprintln!("loopd logs: test `{t}` of `{name}` has no attempt yet"),
+            _ => eprintln!("loopd logs: loop `{name}` has no attempt yet"),
         }
+        return Ok(());
     };
-    let text = client
-        .send(
-            Method::GET,
-            &format!("/api/loops/{name}/transcripts/{address}"),
-            None,
-        )?
-        .bytes()
-        .unwrap_or_default();
+    let text = source.transcript(name, &attempt)?;
     // Transcripts are the agent's bytes; they are decoded only here, to print them.
     for line in String::from_utf8_lossy(&text).lines() {
-        print_line(line, args.raw, "");
+        render::print_line(line, args.raw, "");
     }
-    if let Some(end) = entry.and_then(|e| ending(&address, e)) {
-        // `--raw` prints the transcript as it is; what loopd says about it goes to stderr.
-        if args.raw {
-            eprintln!("{end}");
-        } else {
-            println!("{end}");
-        }
+    let said = about(&attempt);
+    // `--raw` prints the transcript as it is; what loopd says about it goes to stderr.
+    if args.raw {
+        eprint!("{said}");
+    } else {
+        print!("{said}");
     }
     Ok(())
 }
 
-/// How a finished attempt ended, and whether the monitor killed its agent, in a line.
-fn ending(address: &str, entry: &Value) -> Option<String> {
-    let outcome = entry["outcome"].as_str()?;
-    let killed = match entry["killed"].as_str() {
-        Some(k) => format!("; the monitor killed the agent ({k})"),
+/// `TEST` or `TEST:N`.
+fn parse_target(t: &str) -> Option<(&str, Option<u32>)> {
+    match t.rsplit_once(':') {
+        Some((test, n)) => Some((test, Some(n.parse().ok()?))).filter(|(t, _)| !t.is_empty()),
+        None => Some((t, None)).filter(|(t, _)| !t.is_empty()),
+    }
+}
+
+/// What loopd recorded after the agent: verify's output and how the attempt ended.
+fn about(a: &AttemptRecord) -> String {
+    let address = format!("{}:{}", a.test_id, a.number);
+    let Some(outcome) = a.outcome else {
+        return format!("── {address}: running\n");
+    };
+    let mut out = String::new();
+    let ran = a.verify_exit.is_some() || !a.verify_tail.is_empty();
+    if ran {
+        let exit = match a.verify_exit {
+            Some(c) => format!("exit {c}"),
+            None => "no exit status".into(),
+        };
+        out.push_str(&format!("── verify ({exit})\n"));
+        if !a.verify_head.is_empty() {
+            out.push_str(a.verify_head.trim_end());
+            out.push_str("\n… (lines between not kept)\n");
+        }
+        if a.verify_tail.trim().is_empty() {
+            out.push_str("(verify printed nothing)\n");
+        } else {
+            out.push_str(a.verify_tail.trim_end());
+            out.push('\n');
+        }
+    } else {
+        out.push_str("── verify did not run\n");
+    }
+    let killed = match a.killed {
+        Some(k) => format!("; the monitor killed the agent ({})", k.word()),
         None => String::new(),
     };
-    Some(format!("── {address}: {outcome}{killed}"))
-}
-
-fn follow(client: &Client, args: &LogsArgs) -> Result<(), Failed> {
-    let mut last_id: Option<String> = None;
-    let mut failures = 0;
-    loop {
-        let mut path = "/api/events?transcripts=true".to_string();
-        if let Some(l) = &args.loop_name {
-            path.push_str(&format!("&loop={l}"));
-        }
-        let mut req = client.http_get(&path);
-        if let Some(id) = &last_id {
-            req = req.header("Last-Event-ID", id.as_str());
-        }
-        match req.send() {
-            Ok(resp) if resp.status().is_success() => {
-                failures = 0;
-                read_stream(resp, args, &mut last_id);
-                eprintln!("loopd logs: connection lost; reconnecting ...");
-            }
-            Ok(resp) => {
-                let status = resp.status();
-                let body: Value = resp.json().unwrap_or(Value::Null);
-                eprintln!(
-                    "loopd logs: {} ({status})",
-                    body["error"]["message"].as_str().unwrap_or("refused")
-                );
-                return Err(Failed(if status.is_client_error() {
-                    Exit::Invalid
-                } else {
-                    Exit::NotAllPassed
-                }));
-            }
-            Err(e) => {
-                failures += 1;
-                if failures > 30 {
-                    eprintln!("loopd logs: the daemon at {} is gone: {e}", client.base);
-                    return Err(Failed(Exit::NotAllPassed));
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
-}
-
-/// Reads server-sent events until the stream ends.
-fn read_stream(resp: reqwest::blocking::Response, args: &LogsArgs, last_id: &mut Option<String>) {
-    let reader = BufReader::new(resp);
-    let (mut event, mut data, mut id) = (String::new(), String::new(), None::<String>);
-    for line in reader.lines() {
-        let Ok(line) = line else { return };
-        if line.is_empty() {
-            if !data.is_empty() {
-                render_event(&event, &data, args);
-            }
-            if let Some(i) = id.take() {
-                *last_id = Some(i);
-            }
-            event.clear();
-            data.clear();
-            continue;
-        }
-        let (field, value) = line.split_once(':').unwrap_or((line.as_str(), ""));
-        let value = value.strip_prefix(' ').unwrap_or(value);
-        match field {
-            "event" => event = value.to_string(),
-            "data" => {
-                if !data.is_empty() {
-                    data.push('\n');
-                }
-                data.push_str(value);
-            }
-            "id" => id = Some(value.to_string()),
-            _ => {}
-        }
-    }
-}
-
-fn render_event(event: &str, data: &str, args: &LogsArgs) {
-    let Ok(v) = serde_json::from_str::<Value>(data) else {
-        return;
-    };
-    if event == "transcript" {
-        let prefix = if args.loop_name.is_some() {
-            format!("{}#{} │ ", v["test"].as_str().unwrap_or("?"), v["attempt"])
-        } else {
-            format!(
-                "{}/{}#{} │ ",
-                v["loop"].as_str().unwrap_or("?"),
-                v["test"].as_str().unwrap_or("?"),
-                v["attempt"]
-            )
-        };
-        print_line(v["line"].as_str().unwrap_or(""), args.raw, &prefix);
-        return;
-    }
-    let at = v["at"].as_str().and_then(|t| t.get(11..19)).unwrap_or("");
-    println!(
-        "── {at} {} [{}] {}",
-        v["loop_name"].as_str().unwrap_or("?"),
-        event,
-        v["message"].as_str().unwrap_or("")
-    );
-}
-
-fn print_line(line: &str, raw: bool, prefix: &str) {
-    if raw {
-        println!("{prefix}{line}");
-        return;
-    }
-    for out in render(line) {
-        println!("{prefix}{out}");
-    }
-}
-
-fn short(s: &str, max: usize) -> String {
-    let one = s.replace('\n', " ⏎ ");
-    if one.chars().count() <= max {
-        one
-    } else {
-        let cut: String = one.chars().take(max).collect();
-        format!("{cut}…")
-    }
-}
-
-/// One line of agent output for a person: Claude Code's stream-json rendered, anything else
-/// as it is.
-pub fn render(line: &str) -> Vec<String> {
-    let Ok(v) = serde_json::from_str::<Value>(line) else {
-        return vec![line.to_string()];
-    };
-    let Some(kind) = v["type"].as_str() else {
-        return vec![line.to_string()];
-    };
-    match (kind, v["subtype"].as_str()) {
-        ("system", Some("init")) => vec![format!(
-            "● session started: model {}, {} tools",
-            v["model"].as_str().unwrap_or("?"),
-            v["tools"].as_array().map_or(0, Vec::len)
-        )],
-        ("system", Some("api_retry")) => vec![format!(
-            "⟳ API retry {}/{}: {} {} (next in {} ms)",
-            v["attempt"],
-            v["max_retries"],
-            v["error_status"],
-            v["error"].as_str().unwrap_or(""),
-            v["retry_delay_ms"]
-        )],
-        ("assistant", _) => {
-            let mut out = Vec::new();
-            for block in v["message"]["content"].as_array().into_iter().flatten() {
-                match block["type"].as_str() {
-                    Some("text") => out.extend(
-                        block["text"]
-                            .as_str()
-                            .unwrap_or("")
-                            .lines()
-                            .map(String::from),
-                    ),
-                    Some("tool_use") => out.push(format!(
-                        "→ {} {}",
-                        block["name"].as_str().unwrap_or("tool"),
-                        tool_input(&block["input"])
-                    )),
-                    Some("thinking") => out.push("… thinking".into()),
-                    _ => {}
-                }
-            }
-            if let Some(err) = v["error"].as_str() {
-                out.push(format!("✗ error: {err}"));
-            }
-            out
-        }
-        ("user", _) => v["message"]["content"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|b| b["type"] == "tool_result")
-            .map(|b| {
-                let text = match &b["content"] {
-                    Value::String(s) => s.clone(),
-                    Value::Array(parts) => parts
-                        .iter()
-                        .filter_map(|p| p["text"].as_str())
-                        .collect::<Vec<_>>()
-                        .join(" "),
-                    other => other.to_string(),
-                };
-                let mark = if b["is_error"] == true { "✗" } else { "←" };
-                format!("  {mark} {}", short(&text, 120))
-            })
-            .collect(),
-        ("result", _) => {
-            let usage = &v["usage"];
-            vec![format!(
-                "■ {}: {} turns, ${:.4}, {} in / {} out tokens{}",
-                if v["is_error"] == true {
-                    "failed"
-                } else {
-                    "done"
-                },
-                v["num_turns"],
-                v["total_cost_usd"].as_f64().unwrap_or(0.0),
-                usage["input_tokens"],
-                usage["output_tokens"],
-                v["result"]
-                    .as_str()
-                    .map(|r| format!(": {}", short(r, 100)))
-                    .unwrap_or_default()
-            )]
-        }
-        _ => vec![line.to_string()],
-    }
-}
-
-fn tool_input(input: &Value) -> String {
-    for key in ["command", "file_path", "path", "pattern", "url"] {
-        if let Some(s) = input[key].as_str() {
-            return short(s, 100);
-        }
-    }
-    short(&input.to_string(), 100)
+    let reason = a
+        .reason
+        .as_deref()
+        .map(|r| format!(": {r}"))
+        .unwrap_or_default();
+    out.push_str(&format!(
+        "── {address}: {}{killed}{reason}\n",
+        words(&outcome)
+    ));
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use loopd_actors::model::Outcome;
 
     #[test]
-    fn renders_claude_code_stream_json_for_a_person() {
-        let fixture = include_str!("../../tests/fixtures/claude-code/tools.jsonl");
-        let out: Vec<String> = fixture.lines().flat_map(render).collect();
-        let text = out.join("\n");
-        assert!(text.contains("● session started"), "{text}");
-        assert!(text.contains("→ Write "), "{text}");
-        assert!(text.contains("→ Bash "), "{text}");
-        assert!(
-            text.lines().any(|l| l.starts_with("■ done: 3 turns, $")),
-            "{text}"
-        );
-        // Nothing is printed as raw JSON.
-        assert!(!out.iter().any(|l| l.starts_with('{')), "{text}");
+    fn an_attempt_is_test_or_test_and_number() {
+        assert_eq!(parse_target("CALC-2"), Some(("CALC-2", None)));
+        assert_eq!(parse_target("CALC-2:3"), Some(("CALC-2", Some(3))));
+        assert_eq!(parse_target("CALC-2:x"), None);
+        assert_eq!(parse_target(":3"), None);
     }
 
     #[test]
-    fn renders_handwritten_retries_errors_and_plain_lines() {
-        // Hand-written lines (the recordings hold no network retry); the real ones are above.
-        let retry = r#"{"type":"system","subtype":"api_retry","attempt":1,"max_retries":10,"retry_delay_ms":507,"error_status":529,"error":"overloaded"}"#;
+    fn verify_output_follows_with_its_head_and_how_it_ended() {
+        let mut a = AttemptRecord::started("l", "T", 2, "t".into());
+        a.outcome = Some(Outcome::Failed);
+        a.verify_exit = Some(1);
+        a.verify_head = "first\n".into();
+        a.verify_tail = "last\n".into();
+        a.reason = Some("verify exited non-zero".into());
         assert_eq!(
-            render(retry),
-            vec!["⟳ API retry 1/10: 529 overloaded (next in 507 ms)"]
+            about(&a),
+            "── verify (exit 1)\nfirst\n… (lines between not kept)\nlast\n\
+             ── T:2: failed: verify exited non-zero\n"
         );
-        let billing = r#"{"type":"assistant","message":{"content":[{"type":"text","text":"Credit balance is too low"}]},"error":"billing_error"}"#;
+        a.outcome = Some(Outcome::AgentUnavailable);
+        a.verify_exit = None;
+        a.verify_head.clear();
+        a.verify_tail.clear();
+        a.reason = Some("cannot start the agent `x`: No such file or directory".into());
         assert_eq!(
-            render(billing),
-            vec!["Credit balance is too low", "✗ error: billing_error"]
+            about(&a),
+            "── verify did not run\n── T:2: agent_unavailable: cannot start the agent `x`: No such file or directory\n"
         );
-        assert_eq!(render("[demo-agent] done"), vec!["[demo-agent] done"]);
     }
 }
