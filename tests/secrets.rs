@@ -48,13 +48,7 @@ fn run_dumping_env(claude_preset: bool) -> Fleet {
         .agent("env > \"$ROOT/agent.env\"\necho ok > done.txt")
         .write();
     if claude_preset {
-        let toml = std::fs::read_to_string(fleet.config_file())
-            .unwrap()
-            .replace(
-                "kind = \"command\"\ncommand = [\"./agent.sh\"]",
-                "kind = \"claude-code\"\nbinary = \"./agent.sh\"",
-            );
-        std::fs::write(fleet.config_file(), toml).unwrap();
+        fleet.use_claude_code_preset();
     }
     let mut cmd = fleet.loopd(&["run", "loopd.toml", "--plain"]);
     cmd.envs(LOOPD_ENV.iter().copied());

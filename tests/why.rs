@@ -54,21 +54,6 @@ fn verifys_first_lines_are_in_plain_output_the_summary_and_attempts() {
         .is_some_and(|h| h.starts_with("line 1\n")));
 }
 
-/// The agent table of a fleet whose program is `./agent.sh`, as the command or claude-code
-/// preset.
-fn use_preset(fleet: &Fleet, claude_code: bool) {
-    if !claude_code {
-        return;
-    }
-    let toml = std::fs::read_to_string(fleet.config_file())
-        .unwrap()
-        .replace(
-            "kind = \"command\"\ncommand = [\"./agent.sh\"]",
-            "kind = \"claude-code\"\nbinary = \"./agent.sh\"",
-        );
-    std::fs::write(fleet.config_file(), toml).unwrap();
-}
-
 /// Two tests; the agent of the first moves itself away (after `validate`, which would refuse a
 /// missing program), so that the second's cannot start.
 fn vanishing_agent(claude_code: bool) -> Fleet {
@@ -83,7 +68,9 @@ fn vanishing_agent(claude_code: bool) -> Fleet {
              if [ \"$LOOPD_TEST_ID\" = a ]; then mv \"$ROOT/agent.sh\" \"$ROOT/agent.gone\"; fi",
         )
         .write();
-    use_preset(&fleet, claude_code);
+    if claude_code {
+        fleet.use_claude_code_preset();
+    }
     fleet
 }
 

@@ -130,6 +130,18 @@ impl Fleet {
         std::fs::write(self.config_file(), toml).unwrap();
     }
 
+    /// Rewrites `loopd.toml` so that `agent.sh` runs as the claude-code preset's `binary`
+    /// instead of as a command agent.
+    pub fn use_claude_code_preset(&self) {
+        let toml = std::fs::read_to_string(self.config_file())
+            .unwrap()
+            .replace(
+                "kind = \"command\"\ncommand = [\"./agent.sh\"]",
+                "kind = \"claude-code\"\nbinary = \"./agent.sh\"",
+            );
+        std::fs::write(self.config_file(), toml).unwrap();
+    }
+
     /// Writes `tests.json` from [`Fleet::tests`].
     pub fn write_tests(&self) {
         let text = serde_json::to_string_pretty(&self.tests).unwrap();
