@@ -343,7 +343,8 @@ fn a_corrupt_tests_file_is_refused_naming_file_and_line_and_the_store_is_untouch
 }
 
 #[test]
-fn an_agent_binary_that_is_not_on_path_is_an_agent_error_naming_it() {
+fn an_agent_binary_that_is_not_on_path_is_refused_before_anything_runs() {
+    // It would only pause the loop (`agent_unavailable`, tests/why.rs) once running.
     let fleet = Fleet::new().tests(json!([done_test("T1")])).write();
     std::fs::write(
         fleet.config_file(),
@@ -352,12 +353,20 @@ fn an_agent_binary_that_is_not_on_path_is_an_agent_error_naming_it() {
             .replace("\"./agent.sh\"", "\"loopd-e2e-no-such-agent\""),
     )
     .unwrap();
-    fleet.run().expect_code(1);
-    let a = &fleet.attempts("T1")[0];
-    assert_eq!(outcome(a), "agent_error", "{a:#}");
-    assert_eq!(a["counted"], true);
-    let reason = a["reason"].as_str().unwrap_or("");
-    assert!(reason.contains("loopd-e2e-no-such-agent"), "{reason}");
+    let run = fleet.run();
+    run.expect_code(2);
+    assert!(
+        run.stdout
+            .contains("the agent program `loopd-e2e-no-such-agent` is not on PATH")
+            || run
+                .stderr
+                .contains("the agent program `loopd-e2e-no-such-agent` is not on PATH"),
+        "{run}"
+    );
+    assert!(
+        !fleet.state_dir().join("store").exists(),
+        "a store was created"
+    );
 }
 
 #[test]
