@@ -13,6 +13,10 @@ use super::{GitError, Workdir};
 
 /// How deep under `.git/refs` lock files are looked for.
 const MAX_REF_DEPTH: usize = 8;
+/// How long a lock held by a live git is waited for before it is left to fail the next git.
+/// A git of loopd's own can still be running when its loop actor is restarted (a supervisor
+/// replaced an actor that stopped answering mid-checkpoint); it ends within moments.
+const WAIT_FOR_HOLDER: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Workdir {
     /// Removes the repository's stale lock files and returns them. Call it only when loopd's
@@ -35,10 +39,18 @@ impl Workdir {
             }
             PathBuf::from(out.stdout.trim())
         };
-        let workdir = self.path.clone();
-        let removed = tokio::task::spawn_blocking(move || clear(&git_dir, &workdir))
-            .await
-            .map_err(|e| self.workdir_error(format!("cannot look for stale git locks: {e}")))?;
+        let deadline = tokio::time::Instant::now() + WAIT_FOR_HOLDER;
+        let removed = loop {
+            let (git_dir, workdir) = (git_dir.clone(), self.path.clone());
+            let wait = tokio::time::Instant::now() < deadline;
+            let cleared = tokio::task::spawn_blocking(move || clear(&git_dir, &workdir, wait))
+                .await
+                .map_err(|e| self.workdir_error(format!("cannot look for stale git locks: {e}")))?;
+            match cleared {
+                Cleared::Removed(removed) => break removed,
+                Cleared::Held => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            }
+        };
         for lock in &removed {
             tracing::warn!(lock = %lock.display(), "removed a stale git lock file");
         }
@@ -46,7 +58,17 @@ impl Workdir {
     }
 }
 
-fn clear(git_dir: &Path, workdir: &Path) -> Vec<PathBuf> {
+/// What one look at the repository's locks did.
+enum Cleared {
+    /// These stale locks were removed (none, often).
+    Removed(Vec<PathBuf>),
+    /// A lock is there and a live process may hold it: nothing was removed (with `wait`).
+    Held,
+}
+
+/// Removes the stale locks; with `wait`, nothing while a lock may be held (the caller looks
+/// again in a moment), else those that no live process holds.
+fn clear(git_dir: &Path, workdir: &Path, wait: bool) -> Cleared {
     let git_dir = git_dir
         .canonicalize()
         .unwrap_or_else(|_| git_dir.to_path_buf());
@@ -54,18 +76,24 @@ fn clear(git_dir: &Path, workdir: &Path) -> Vec<PathBuf> {
     collect_locks(&git_dir, 0, 0, &mut locks);
     collect_locks(&git_dir.join("refs"), 0, MAX_REF_DEPTH, &mut locks);
     if locks.is_empty() {
-        return locks;
+        return Cleared::Removed(locks);
     }
     let users = Users::scan(workdir);
+    if wait && (users.git_in_workdir || locks.iter().any(|l| users.open.contains(l))) {
+        return Cleared::Held;
+    }
     if users.git_in_workdir {
         // A git (a person's, or one loopd does not know) is at work: its locks are not stale.
-        return Vec::new();
+        tracing::warn!(workdir = %workdir.display(), "a git still works in the workdir; its locks are left");
+        return Cleared::Removed(Vec::new());
     }
-    locks
-        .into_iter()
-        .filter(|l| !users.open.contains(l))
-        .filter(|l| std::fs::remove_file(l).is_ok())
-        .collect()
+    Cleared::Removed(
+        locks
+            .into_iter()
+            .filter(|l| !users.open.contains(l))
+            .filter(|l| std::fs::remove_file(l).is_ok())
+            .collect(),
+    )
 }
 
 /// Files named `*.lock` in `dir`, and in its folders down to `depth` levels.

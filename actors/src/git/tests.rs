@@ -462,6 +462,29 @@ async fn stale_locks_go_and_a_held_lock_stays() {
 }
 
 #[tokio::test]
+async fn a_lock_of_a_git_still_at_work_is_waited_for_then_cleared() {
+    let (dir, wd, _) = repo().await;
+    let lock = wd.path().join(".git/index.lock");
+    std::fs::write(&lock, "").unwrap();
+    // A process named git working in the workdir (loopd's own, left by a loop actor that was
+    // replaced mid-checkpoint), which ends a moment later without removing its lock.
+    let fake = dir.path().join("bin/git");
+    std::fs::create_dir_all(fake.parent().unwrap()).unwrap();
+    std::fs::copy("/bin/sleep", &fake).unwrap();
+    let mut git = std::process::Command::new(&fake)
+        .arg("0.5")
+        .current_dir(wd.path())
+        .spawn()
+        .unwrap();
+    let reaper = std::thread::spawn(move || git.wait());
+    let removed = wd.clear_stale_locks().await.unwrap();
+    reaper.join().unwrap().unwrap();
+    assert_eq!(removed.len(), 1, "{removed:?}");
+    assert!(!lock.exists());
+    wd.commit_pass("t", 1, 0.0, "t").await.unwrap();
+}
+
+#[tokio::test]
 async fn another_branch_and_rewritten_history_are_found_and_restored() {
     let (_dir, wd, first) = repo().await;
     wd.record_position(&first).await.unwrap();
