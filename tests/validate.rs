@@ -340,13 +340,15 @@ loopd.toml: /loops/0/max_attempts: expected an integer >= 1, found \"abc\" (set 
 }
 
 #[test]
-fn a_missing_fleet_file_is_one_clear_problem() {
+fn a_missing_fleet_file_is_named_as_missing_not_as_a_problem() {
     let tmp = tempfile::tempdir().unwrap();
     let out = loopd(&["validate"], tmp.path(), &[]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
-    assert_eq!(
-        stdout(&out, tmp.path()),
-        "loopd.toml: no such file\n1 problem\n"
+    assert_eq!(stdout(&out, tmp.path()), "");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("loopd validate: no fleet file found (tried ./loopd.toml (the default"),
+        "{stderr}"
     );
 }
 

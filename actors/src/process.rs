@@ -26,7 +26,7 @@ pub use env::{
     without_private_env, SESSION_VARS,
 };
 pub use lines::{LineReader, OnRead, Output, OutputLine, OutputStream, DEFAULT_MAX_LINE};
-pub use procfs::{boot_id, pid_mark, proc_start_time, ticks_at, PidMark};
+pub use procfs::{boot_id, pid_mark, proc_start_time, still_running, ticks_at, PidMark};
 pub use tracked::{members, Members, Tracked};
 
 /// How often group membership is re-read while waiting for members to go.

@@ -29,6 +29,11 @@ pub fn generate() -> Vec<(&'static str, Value)> {
             schema_of::<crate::view::AttemptsDoc>(),
         ),
         ("export.schema.json", schema_of::<crate::view::ExportDoc>()),
+        ("detail.schema.json", schema_of::<crate::view::LoopDetail>()),
+        (
+            "insights.schema.json",
+            schema_of::<crate::view::InsightsDoc>(),
+        ),
     ]
 }
 

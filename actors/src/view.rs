@@ -11,6 +11,12 @@ use crate::model::{AttemptRecord, LoopRecord, LoopState, Origin, Outcome, TestRe
 use crate::store::{Store, StoreError};
 use crate::tests_file::TestSpec;
 
+mod detail;
+mod insights;
+
+pub use detail::{LoopDetail, LoopSettings};
+pub use insights::{insights, InsightsDoc};
+
 /// The version `export` writes.
 pub const EXPORT_VERSION: &str = "1";
 
@@ -112,6 +118,9 @@ pub struct TestView {
     /// What holds it back, when blocked.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub blocked_by: Vec<String>,
+    /// The tests it depends on (`other-loop:ID` across loops), as in the tests file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
     /// Attempts that counted toward `max_attempts`.
     pub counted_attempts: u32,
     /// Its checkpoint commit, when passed.
@@ -198,6 +207,9 @@ pub struct TestSummary {
     /// What holds it back, when blocked.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub blocked_by: Vec<String>,
+    /// The tests it depends on (`other-loop:ID` across loops), as in the tests file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
     /// Attempts recorded.
     pub attempts: usize,
     /// Attempts that counted toward `max_attempts`.
@@ -250,6 +262,7 @@ impl From<TestView> for TestSummary {
             status: t.status,
             reason: t.reason,
             blocked_by: t.blocked_by,
+            depends_on: t.depends_on,
             counted_attempts: t.counted_attempts,
             commit: t.commit,
             diagnosis: t.diagnosis,
@@ -351,6 +364,7 @@ pub fn loop_view(store: &Store, record: &LoopRecord) -> Result<LoopView, StoreEr
             status: t.status,
             reason: t.reason.clone(),
             blocked_by: t.blocked_by.clone(),
+            depends_on: t.spec.depends_on.clone(),
             counted_attempts: t.counted_attempts,
             commit: t.commit.clone(),
             diagnosis: t.diagnosis.clone(),

@@ -67,6 +67,8 @@ pub enum LoopAnswer {
     Full(Box<LoopView>),
     /// `view=summary`.
     Summary(Box<LoopSummary>),
+    /// `view=detail`: the full view plus the loop's settings.
+    Detail(Box<view::LoopDetail>),
 }
 
 /// `GET /api/loops/:id/tests`.
@@ -143,7 +145,7 @@ pub struct TranscriptList {
     pub transcripts: Vec<TranscriptEntry>,
 }
 
-async fn loop_view(state: &ApiState, name: &str) -> Result<LoopView, ApiError> {
+pub(super) async fn loop_view(state: &ApiState, name: &str) -> Result<LoopView, ApiError> {
     check_name("loop", name)?;
     let owned = name.to_string();
     let view = state
@@ -190,7 +192,11 @@ fn bad_param(name: &str, message: String) -> ApiError {
 }
 
 /// `?limit=`: absent is `default`, otherwise an integer from 1 to `max`.
-fn query_limit(q: &HashMap<String, String>, default: usize, max: usize) -> Result<usize, ApiError> {
+pub(super) fn query_limit(
+    q: &HashMap<String, String>,
+    default: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
     match q.get("limit") {
         None => Ok(default),
         Some(l) => match l.parse::<usize>() {
@@ -279,6 +285,9 @@ pub async fn get_one(
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    if q.get("view").map(String::as_str) == Some("detail") {
+        return Ok(Json(super::fleet::loop_detail(&state, &id).await?).into_response());
+    }
     let shape = query_view(&q)?;
     let view = loop_view(&state, &id).await?;
     Ok((

@@ -5,6 +5,7 @@
 //! - `error`: [`ApiError`], the one JSON error shape with stable codes.
 //! - `auth`: the bearer token (where it comes from) and the middleware that asks for it.
 //! - `loops`: loops, tests, control, health, transcripts.
+//! - `fleet`: insights, export, a loop in detail, and the shutdown asked over the API.
 //! - `body`: reading and validating request bodies (size limit, JSON pointers).
 //! - `host`: the loopback `Host` check (DNS rebinding).
 //! - `events`: `GET /api/events`, server-sent events resumable with `Last-Event-ID`.
@@ -16,6 +17,7 @@ pub mod auth;
 mod body;
 pub mod error;
 mod events;
+mod fleet;
 pub mod host;
 mod loops;
 mod metrics;
@@ -78,6 +80,8 @@ struct Inner {
     /// Set when the server stops: open event streams say `shutdown` and end, so that a
     /// follower knows the daemon went away on purpose.
     closing: tokio::sync::watch::Sender<bool>,
+    /// Set by `POST /api/shutdown`; `run` and `serve` stop as on SIGTERM.
+    shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 impl ApiState {
@@ -101,6 +105,7 @@ impl ApiState {
                 templates_dir: std::sync::OnceLock::new(),
                 views: view_cache::ViewCache::default(),
                 closing: tokio::sync::watch::Sender::new(false),
+                shutdown: tokio::sync::watch::Sender::new(false),
             }),
         }
     }
@@ -121,6 +126,17 @@ impl ApiState {
             .get()
             .cloned()
             .unwrap_or_else(|| self.inner.fleet_dir.join("loop-templates"))
+    }
+
+    /// Asks the daemon to stop (what `POST /api/shutdown` does).
+    pub fn request_shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+    }
+
+    /// Resolves once a shutdown was asked through the API (at once if it already was).
+    pub async fn shutdown_requested(&self) {
+        let mut asked = self.inner.shutdown.subscribe();
+        let _ = asked.wait_for(|a| *a).await;
     }
 
     fn ctx(&self) -> &Ctx {
@@ -177,6 +193,10 @@ pub fn router(state: ApiState, auth: AuthPolicy) -> Router {
         .route("/loops/{id}/tests/{test}/rollback", post(loops::rollback))
         .route("/loops/{id}/tests/{test}/skip", post(loops::skip))
         .route("/loops/{id}/health", get(loops::health))
+        .route("/loops/{id}/insights", get(fleet::loop_insights))
+        .route("/insights", get(fleet::insights))
+        .route("/export", get(fleet::export))
+        .route("/shutdown", post(fleet::shutdown))
         .route("/loops/{id}/transcripts", get(loops::transcripts))
         .route("/loops/{id}/transcripts/{attempt}", get(loops::transcript))
         .route("/events", get(events::stream))

@@ -8,13 +8,14 @@ use axum::Json;
 use loopd_actors::config::LoopConfig;
 use loopd_actors::model::Event;
 use loopd_actors::tests_file::TestsFile;
-use loopd_actors::view::{LoopView, TestView};
+use loopd_actors::view::{ExportDoc, InsightsDoc, LoopView, TestView};
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use schemars::{JsonSchema, Schema};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use super::error::Code;
+use super::fleet::ShutdownAnswer;
 use super::loops::{Health, LoopAnswer, LoopPageAnswer, TestList, TranscriptList};
 use loopd_actors::view::AttemptPage;
 
@@ -77,6 +78,12 @@ const LOOP_BODY: Content = Content::Json(s::<LoopConfig>);
 const LOOP: Content = Content::Json(s::<LoopView>);
 const TEST: Content = Content::Json(s::<TestView>);
 const TESTS: Content = Content::Json(s::<TestList>);
+const INSIGHTS: Content = Content::Json(s::<InsightsDoc>);
+
+/// The `view` query parameter of `GET /api/loops/{id}`.
+const ONE_VIEW: &str = "`full` (default): every attempt of every test; `summary`: per test its \
+                        status, counts and last attempt only; `detail`: the full view plus the \
+                        loop's settings (workdir, tests file, agent, budget, limits)";
 
 /// The `view` query parameter of the loop reads.
 const VIEW: &str = "`full` (default): every attempt of every test; `summary`: per test its \
@@ -114,7 +121,7 @@ pub const OPERATIONS: &[Operation] = &[
         path: "/api/loops/{id}",
         id: "getLoop",
         summary: "One loop with its tests and attempts",
-        query: &[("view", VIEW)],
+        query: &[("view", ONE_VIEW)],
         body: Content::None,
         status: 200,
         answer: Content::Json(s::<LoopAnswer>),
@@ -242,6 +249,46 @@ pub const OPERATIONS: &[Operation] = &[
         body: Content::None,
         status: 200,
         answer: Content::Json(s::<Health>),
+    },
+    Operation {
+        method: "get",
+        path: "/api/loops/{id}/insights",
+        id: "loopInsights",
+        summary: "A loop's most frequent failure patterns, and the lessons that match them",
+        query: &[("limit", "most patterns, 1 to 1000, default 10")],
+        body: Content::None,
+        status: 200,
+        answer: INSIGHTS,
+    },
+    Operation {
+        method: "get",
+        path: "/api/insights",
+        id: "insights",
+        summary: "The fleet's most frequent failure patterns and the lessons learned",
+        query: &[("limit", "most patterns, 1 to 1000, default 10")],
+        body: Content::None,
+        status: 200,
+        answer: INSIGHTS,
+    },
+    Operation {
+        method: "get",
+        path: "/api/export",
+        id: "export",
+        summary: "The whole state as tests-file entries plus progress (`loopd export`)",
+        query: &[],
+        body: Content::None,
+        status: 200,
+        answer: Content::Json(s::<ExportDoc>),
+    },
+    Operation {
+        method: "post",
+        path: "/api/shutdown",
+        id: "shutdown",
+        summary: "Stop the daemon as on SIGTERM: attempts interrupted (not counted), store flushed",
+        query: &[],
+        body: Content::None,
+        status: 202,
+        answer: Content::Json(s::<ShutdownAnswer>),
     },
     Operation {
         method: "get",

@@ -1,14 +1,12 @@
-//! Client commands that talk to a running daemon's API: `ls`, `start`, `stop`, `pause`,
-//! `resume`, `reset`, `skip`, `add-test`, and `status`/`attempts` while a daemon holds the store.
+//! A daemon's API ([`Client`]), and the commands that change state through it: `start`, `stop`,
+//! `pause`, `resume` (one loop or `--all`), `reset`, `skip`, `add-test`; and `ls`.
 //!
-//! The daemon is found through `LOOPD_ADDR` (and `LOOPD_TOKEN`), else through `daemon.json` in
-//! the fleet's state directory; the token is `LOOPD_TOKEN` or the state directory's `token` file.
+//! How the daemon is found is [`super::source`]'s business; the token is `LOOPD_TOKEN` or the
+//! state directory's `token` file.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use loopd_actors::config;
-use loopd_actors::statedir;
 use loopd_actors::view::{
     AttemptPage, AttemptsDoc, LoopSummary, LoopView, StatusDoc, SummaryDoc, TestView,
 };
@@ -17,8 +15,10 @@ use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::source::{self, Source};
+use super::target::{self, FleetRef, Shape};
 use super::{words, Exit};
-use crate::api::auth::{client_token, Token};
+use crate::api::auth::Token;
 
 /// A daemon's API.
 pub struct Client {
@@ -51,30 +51,12 @@ impl Client {
         }
     }
 
-    /// The daemon of the fleet at `file`: `LOOPD_ADDR`, else a live `daemon.json`; `None` when
-    /// no daemon holds the fleet's state directory.
-    pub fn for_fleet(file: &Path) -> Option<Client> {
-        let state_dir = state_dir_of(file);
-        if let Some(addr) = std::env::var("LOOPD_ADDR")
-            .ok()
-            .filter(|a| !a.trim().is_empty())
-        {
-            return Some(Client::new(&addr, client_token(state_dir.as_deref())));
-        }
-        let dir = state_dir?;
-        let addr = statedir::live_daemon(&dir)?.addr?;
-        Some(Client::new(&addr, client_token(Some(&dir))))
-    }
-
-    /// Like [`Client::for_fleet`], but says how to start a daemon when there is none.
+    /// The daemon of the fleet at `file` (see [`super::source::discover`]); says how to start
+    /// one when there is none.
     pub fn require(file: &Path) -> Result<Client, Failed> {
-        Client::for_fleet(file).ok_or_else(|| {
-            eprintln!(
-                "loopd: no running daemon for {} (start one with `loopd serve`, or set LOOPD_ADDR)",
-                file.display()
-            );
-            Failed(Exit::NotAllPassed)
-        })
+        super::source::daemon(&FleetRef::from_path(file), false)
+            .map(|d| d.client)
+            .map_err(Failed)
     }
 
     /// A GET request with the token, for streams the caller reads itself.
@@ -219,54 +201,102 @@ impl Client {
     }
 }
 
-/// The state directory of the fleet at `file`, when the file loads.
-pub fn state_dir_of(file: &Path) -> Option<PathBuf> {
-    config::load_fleet(file).ok().map(|f| f.settings.state_dir)
-}
-
-/// `loopd start|stop|resume LOOP`, `loopd pause LOOP [--now]`.
+/// `loopd start|stop|resume [CONFIG] (LOOP | all | --all)`.
 #[derive(Debug, clap::Args)]
 pub struct LoopArgs {
-    /// The loop.
-    pub loop_name: String,
-    /// Print the loop as JSON (what `GET /api/loops/:id` returns).
+    /// `[CONFIG] LOOP`: the loop (`all`: every loop), after an optional fleet file.
+    #[arg(value_name = "ARGS")]
+    pub args: Vec<String>,
+    /// Every loop of the daemon (the same as the loop name `all`).
+    #[arg(long)]
+    pub all: bool,
+    /// Print the loop as JSON (what `GET /api/loops/:id` returns); `{"loops": [LOOP]}` for
+    /// every loop.
     #[arg(long)]
     pub json: bool,
 }
 
-/// `loopd pause LOOP [--now]`.
+impl LoopArgs {
+    /// The fleet and the loop named; `None` for every loop (`--all` or `all`).
+    pub fn target(
+        &self,
+        command: &'static str,
+        flag: Option<&PathBuf>,
+    ) -> Result<(FleetRef, Option<String>), Exit> {
+        let shape = Shape {
+            command,
+            usage: "[CONFIG] LOOP (or `all`, or --all)",
+            min: 0,
+            max: 1,
+        };
+        let (config, names) = target::split(&self.args, shape)?;
+        let fleet = FleetRef::resolve(config, flag);
+        match (self.all, names.first().map(String::as_str)) {
+            (true, None) | (false, Some("all")) => Ok((fleet, None)),
+            (false, Some(name)) => Ok((fleet, Some(name.to_string()))),
+            (true, Some(name)) => {
+                eprintln!("loopd {command}: --all and the loop `{name}`: name one or the other");
+                Err(Exit::Invalid)
+            }
+            (false, None) => {
+                eprintln!("loopd {command}: name a loop, or `--all` for every loop");
+                Err(Exit::Invalid)
+            }
+        }
+    }
+}
+
+/// `loopd pause [CONFIG] (LOOP | all | --all) [--now]`.
 #[derive(Debug, clap::Args)]
 pub struct PauseArgs {
-    /// The loop.
-    pub loop_name: String,
+    /// The loops.
+    #[command(flatten)]
+    pub target: LoopArgs,
     /// Interrupt the running attempt too (else it finishes first).
     #[arg(long)]
     pub now: bool,
-    /// Print the loop as JSON.
-    #[arg(long)]
-    pub json: bool,
 }
 
-/// `loopd reset|skip LOOP TEST`.
+/// `loopd reset|skip|rollback [CONFIG] LOOP TEST`.
 #[derive(Debug, clap::Args)]
 pub struct TestArgs {
-    /// The loop.
-    pub loop_name: String,
-    /// The test id.
-    pub test: String,
+    /// `[CONFIG] LOOP TEST`: the loop and the test id, after an optional fleet file.
+    #[arg(value_name = "ARGS")]
+    pub args: Vec<String>,
     /// Print the test as JSON.
     #[arg(long)]
     pub json: bool,
 }
 
-/// `loopd add-test LOOP (--file FILE | JSON)`.
+impl TestArgs {
+    /// The fleet, the loop and the test.
+    pub fn target(
+        &self,
+        command: &'static str,
+        flag: Option<&PathBuf>,
+    ) -> Result<(FleetRef, String, String), Exit> {
+        let shape = Shape {
+            command,
+            usage: "[CONFIG] LOOP TEST",
+            min: 2,
+            max: 2,
+        };
+        let (config, names) = target::split(&self.args, shape)?;
+        Ok((
+            FleetRef::resolve(config, flag),
+            names[0].clone(),
+            names[1].clone(),
+        ))
+    }
+}
+
+/// `loopd add-test [CONFIG] LOOP (--file FILE | JSON)`.
 #[derive(Debug, clap::Args)]
 pub struct AddTestArgs {
-    /// The loop.
-    pub loop_name: String,
-    /// The tests, inline: `{"tests": [...]}`, `[...]` or one test object.
-    #[arg(conflicts_with = "file", required_unless_present = "file")]
-    pub tests: Option<String>,
+    /// `[CONFIG] LOOP [TESTS]`: the loop, then the tests inline (`{"tests": [...]}`, `[...]` or
+    /// one test object) unless `--file` gives them.
+    #[arg(value_name = "ARGS")]
+    pub args: Vec<String>,
     /// A file in the tests-file format (`-` for stdin).
     #[arg(long, short = 'f')]
     pub file: Option<PathBuf>,
@@ -275,9 +305,11 @@ pub struct AddTestArgs {
     pub json: bool,
 }
 
-/// `loopd ls`.
+/// `loopd ls [CONFIG]`.
 #[derive(Debug, clap::Args)]
 pub struct LsArgs {
+    /// The fleet file (default: `-c`, `LOOPD_CONFIG`, or `./loopd.toml`).
+    pub file: Option<PathBuf>,
     /// Print `{"loops": [LOOP]}` as JSON, each LOOP in the summary view (what
     /// `GET /api/loops/:id?view=summary` returns: per test its counts and last attempt).
     #[arg(long)]
@@ -313,16 +345,13 @@ fn print_loop(l: &LoopSummary) {
 }
 
 /// `loopd ls`: through the daemon when one runs, else from the store.
-pub fn ls(file: &Path, args: &LsArgs) -> anyhow::Result<Exit> {
-    let doc = match Client::for_fleet(file) {
-        Some(client) => match client.summary() {
-            Ok(d) => d,
-            Err(Failed(code)) => return Ok(code),
-        },
-        None => match super::status::open_store(file) {
-            Ok(store) => loopd_actors::view::summary(&store)?,
-            Err(code) => return Ok(code),
-        },
+pub fn ls(fleet: &FleetRef, args: &LsArgs) -> anyhow::Result<Exit> {
+    let doc = match Source::open(fleet, args.json)
+        .map_err(Failed)
+        .and_then(|s| s.summary())
+    {
+        Ok(d) => d,
+        Err(Failed(code)) => return Ok(code),
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -338,29 +367,46 @@ pub fn ls(file: &Path, args: &LsArgs) -> anyhow::Result<Exit> {
     Ok(Exit::Ok)
 }
 
-/// `loopd start|stop|resume LOOP`.
-pub fn loop_action(file: &Path, action: &str, args: &LoopArgs) -> anyhow::Result<Exit> {
+/// `loopd start|stop|resume|pause [CONFIG] (LOOP | all | --all)`: `query` is added to each
+/// request (`?now=true`). Every loop is tried even when one fails; the first failure's code is
+/// the exit code.
+pub fn loop_action(
+    flag: Option<&PathBuf>,
+    action: &'static str,
+    args: &LoopArgs,
+    query: &str,
+) -> anyhow::Result<Exit> {
     done((|| {
-        let client = Client::require(file)?;
-        let view: LoopView =
-            client.post(&format!("/api/loops/{}/{action}", args.loop_name), None)?;
-        show_loop(&view, args.json);
-        Ok(())
-    })())
-}
-
-/// `loopd pause LOOP [--now]`.
-pub fn pause(file: &Path, args: &PauseArgs) -> anyhow::Result<Exit> {
-    done((|| {
-        let client = Client::require(file)?;
-        let path = format!(
-            "/api/loops/{}/pause{}",
-            args.loop_name,
-            if args.now { "?now=true" } else { "" }
-        );
-        let view: LoopView = client.post(&path, None)?;
-        show_loop(&view, args.json);
-        Ok(())
+        let (fleet, name) = args.target(action, flag).map_err(Failed)?;
+        let client = source::daemon(&fleet, args.json).map_err(Failed)?.client;
+        let names = match &name {
+            Some(n) => vec![n.clone()],
+            None => client
+                .summary()?
+                .loops
+                .into_iter()
+                .map(|l| l.name)
+                .collect(),
+        };
+        let mut result = Ok(());
+        let mut views = Vec::new();
+        for n in &names {
+            match client.post::<LoopView>(&format!("/api/loops/{n}/{action}{query}"), None) {
+                Ok(v) => views.push(v),
+                Err(failed) => result = result.and(Err(failed)),
+            }
+        }
+        match (args.json, name.is_some()) {
+            (true, true) => views.iter().for_each(|v| show_loop(v, true)),
+            (true, false) => println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({ "loops": views }))
+                    .unwrap_or_default()
+            ),
+            (false, _) if views.is_empty() && name.is_none() => println!("no loops"),
+            (false, _) => views.iter().for_each(|v| show_loop(v, false)),
+        }
+        result
     })())
 }
 
@@ -372,59 +418,103 @@ fn show_loop(view: &LoopView, json: bool) {
     }
 }
 
-/// `loopd reset|skip LOOP TEST`.
-pub fn test_action(file: &Path, action: &str, args: &TestArgs) -> anyhow::Result<Exit> {
+/// `loopd reset|skip|rollback LOOP TEST` through the daemon `client`.
+pub fn test_action(
+    client: &Client,
+    action: &str,
+    (loop_name, test): (&str, &str),
+    json: bool,
+) -> anyhow::Result<Exit> {
     done((|| {
-        let client = Client::require(file)?;
-        let path = format!("/api/loops/{}/tests/{}/{action}", args.loop_name, args.test);
+        let path = format!("/api/loops/{loop_name}/tests/{test}/{action}");
         let test: TestView = client.post(&path, None)?;
-        if args.json {
+        if json {
             println!(
                 "{}",
                 serde_json::to_string_pretty(&test).unwrap_or_default()
             );
         } else {
-            println!("{}/{}: {}", args.loop_name, test.id, words(&test.status));
+            println!("{loop_name}/{}: {}", test.id, words(&test.status));
         }
         Ok(())
     })())
 }
 
-/// `loopd add-test LOOP (--file FILE | JSON)`.
-pub fn add_test(file: &Path, args: &AddTestArgs) -> anyhow::Result<Exit> {
-    let text = match (&args.file, &args.tests) {
-        (Some(f), _) if f.as_os_str() == "-" => {
+/// `loopd reset|skip [CONFIG] LOOP TEST`.
+pub fn test_command(
+    flag: Option<&PathBuf>,
+    action: &'static str,
+    args: &TestArgs,
+) -> anyhow::Result<Exit> {
+    let (fleet, lp, test) = match args.target(action, flag) {
+        Ok(t) => t,
+        Err(code) => return Ok(code),
+    };
+    match source::daemon(&fleet, args.json) {
+        Ok(d) => test_action(&d.client, action, (&lp, &test), args.json),
+        Err(code) => Ok(code),
+    }
+}
+
+/// The tests of `add-test`, as the request body.
+fn add_test_body(inline: Option<&String>, file: Option<&PathBuf>) -> Result<Value, Exit> {
+    let text = match (file, inline) {
+        (Some(_), Some(_)) => {
+            eprintln!("loopd add-test: give the tests inline or with --file, not both");
+            return Err(Exit::Invalid);
+        }
+        (Some(f), None) if f.as_os_str() == "-" => {
             let mut s = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).map_err(|e| {
+                eprintln!("loopd add-test: cannot read stdin: {e}");
+                Exit::Invalid
+            })?;
             s
         }
-        (Some(f), _) => match std::fs::read_to_string(f) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("loopd: cannot read {}: {e}", f.display());
-                return Ok(Exit::Invalid);
-            }
-        },
+        (Some(f), None) => std::fs::read_to_string(f).map_err(|e| {
+            eprintln!("loopd: cannot read {}: {e}", f.display());
+            Exit::Invalid
+        })?,
         (None, Some(inline)) => inline.clone(),
-        (None, None) => unreachable!("clap requires one of them"),
-    };
-    let value: Value = match serde_json::from_str(&text) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("loopd: the tests are not valid JSON: {e}");
-            return Ok(Exit::Invalid);
+        (None, None) => {
+            eprintln!("loopd add-test: give the tests inline (JSON) or with --file FILE");
+            return Err(Exit::Invalid);
         }
     };
+    let value: Value = serde_json::from_str(&text).map_err(|e| {
+        eprintln!("loopd: the tests are not valid JSON: {e}");
+        Exit::Invalid
+    })?;
     // One test object on its own is the common case on a command line.
-    let body = if value.get("id").is_some() {
+    Ok(if value.get("id").is_some() {
         Value::Array(vec![value])
     } else {
         value
+    })
+}
+
+/// `loopd add-test [CONFIG] LOOP (--file FILE | JSON)`.
+pub fn add_test(flag: Option<&PathBuf>, args: &AddTestArgs) -> anyhow::Result<Exit> {
+    let shape = Shape {
+        command: "add-test",
+        usage: "[CONFIG] LOOP (JSON | --file FILE)",
+        min: 1,
+        max: 2,
     };
+    let (config, names) = match target::split(&args.args, shape) {
+        Ok(s) => s,
+        Err(code) => return Ok(code),
+    };
+    let body = match add_test_body(names.get(1), args.file.as_ref()) {
+        Ok(b) => b,
+        Err(code) => return Ok(code),
+    };
+    let loop_name = &names[0];
     done((|| {
-        let client = Client::require(file)?;
-        let answer: Value =
-            client.post(&format!("/api/loops/{}/tests", args.loop_name), Some(&body))?;
+        let client = source::daemon(&FleetRef::resolve(config, flag), args.json)
+            .map_err(Failed)?
+            .client;
+        let answer: Value = client.post(&format!("/api/loops/{loop_name}/tests"), Some(&body))?;
         if args.json {
             println!(
                 "{}",
@@ -433,8 +523,7 @@ pub fn add_test(file: &Path, args: &AddTestArgs) -> anyhow::Result<Exit> {
         } else {
             for t in answer["tests"].as_array().into_iter().flatten() {
                 println!(
-                    "{}/{}: {}",
-                    args.loop_name,
+                    "{loop_name}/{}: {}",
                     t["id"].as_str().unwrap_or("?"),
                     t["status"].as_str().unwrap_or("?")
                 );

@@ -1,21 +1,21 @@
 //! `loopd insights [CONFIG] [LOOP] [--json]`: the most frequent failure patterns and the
-//! lessons learned, read from the store (while no daemon holds it).
+//! lessons learned, from the daemon or the store (see [`Source`]).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use loopd_actors::healer::{self, FailurePattern, Lesson};
-use loopd_actors::store::Store;
-use serde::Serialize;
+use loopd_actors::view::InsightsDoc;
 
-use super::status::open_store;
+use super::client::Failed;
+use super::source::Source;
+use super::target::{self, FleetRef, Shape};
 use super::Exit;
 
 /// Arguments of `loopd insights`.
 #[derive(Debug, clap::Args)]
 pub struct InsightsArgs {
-    /// `[CONFIG] [LOOP]`: a single argument is the fleet file when it ends in `.toml` or names a
-    /// file, else the loop.
-    #[arg(num_args = 0..=2, value_name = "CONFIG|LOOP")]
+    /// `[CONFIG] [LOOP]`: the fleet file, then only this loop's failures (and the lessons that
+    /// match them).
+    #[arg(value_name = "ARGS")]
     pub args: Vec<String>,
     /// Show at most this many failure patterns.
     #[arg(long, default_value_t = 10)]
@@ -25,73 +25,32 @@ pub struct InsightsArgs {
     pub json: bool,
 }
 
-impl InsightsArgs {
-    /// The fleet file and the loop named on the command line.
-    pub fn split(&self) -> (Option<PathBuf>, Option<String>) {
-        match self.args.as_slice() {
-            [config, lp] => (Some(PathBuf::from(config)), Some(lp.clone())),
-            [one] if one.ends_with(".toml") || Path::new(one).is_file() => {
-                (Some(PathBuf::from(one)), None)
-            }
-            [one] => (None, Some(one.clone())),
-            _ => (None, None),
-        }
-    }
-}
-
-/// What `insights` reports.
-#[derive(Debug, Serialize)]
-pub struct InsightsDoc {
-    /// Failure patterns, most frequent first.
-    pub patterns: Vec<FailurePattern>,
-    /// Lessons learned (in the loop, or for its failure patterns), newest first.
-    pub lessons: Vec<Lesson>,
-}
-
 /// `loopd insights`.
-pub fn insights(file: &Path, loop_name: Option<&str>, args: &InsightsArgs) -> anyhow::Result<Exit> {
-    let store = match open_store(file) {
+pub fn insights(flag: Option<&PathBuf>, args: &InsightsArgs) -> anyhow::Result<Exit> {
+    let shape = Shape {
+        command: "insights",
+        usage: "[CONFIG] [LOOP]",
+        min: 0,
+        max: 1,
+    };
+    let (config, names) = match target::split(&args.args, shape) {
         Ok(s) => s,
         Err(code) => return Ok(code),
     };
-    if let Some(l) = loop_name {
-        if store.get_loop(l)?.is_none() {
-            eprintln!("loopd: no loop named `{l}` in the store");
-            return Ok(Exit::Invalid);
-        }
-    }
-    let mut doc = collect(&store, loop_name)?;
-    doc.patterns.truncate(args.limit);
+    let fleet = FleetRef::resolve(config, flag);
+    let doc = match Source::open(&fleet, args.json)
+        .map_err(Failed)
+        .and_then(|s| s.insights(names.first().map(String::as_str), args.limit))
+    {
+        Ok(d) => d,
+        Err(Failed(code)) => return Ok(code),
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(Exit::Ok);
     }
     print!("{}", render(&doc));
     Ok(Exit::Ok)
-}
-
-/// Patterns of every loop (or one) and the lessons that concern them.
-fn collect(store: &Store, loop_name: Option<&str>) -> anyhow::Result<InsightsDoc> {
-    let loops: Vec<String> = match loop_name {
-        Some(l) => vec![l.to_string()],
-        None => store.list_loops()?.into_iter().map(|l| l.name).collect(),
-    };
-    let mut attempts = Vec::new();
-    for l in &loops {
-        attempts.extend(store.list_attempts(l, None)?);
-    }
-    let patterns = healer::failure_patterns(&attempts);
-    let mut lessons: Vec<Lesson> = store
-        .all_lessons()?
-        .into_iter()
-        .filter(|l| {
-            loop_name.is_none_or(|name| {
-                l.loop_name == name || patterns.iter().any(|p| p.fingerprint == l.fingerprint)
-            })
-        })
-        .collect();
-    lessons.sort_by_key(|l| std::cmp::Reverse(l.learned_at));
-    Ok(InsightsDoc { patterns, lessons })
 }
 
 fn render(doc: &InsightsDoc) -> String {
@@ -142,8 +101,10 @@ fn render(doc: &InsightsDoc) -> String {
 mod tests {
     use super::*;
     use chrono::Utc;
+    use loopd_actors::healer;
     use loopd_actors::model::{AttemptRecord, LoopRecord, Outcome};
-    use loopd_actors::store::Batch;
+    use loopd_actors::store::{Batch, Store};
+    use loopd_actors::view;
 
     fn failed(lp: &str, test: &str, n: u32, tail: &str) -> AttemptRecord {
         let mut a = AttemptRecord::started(lp, test, n, "t".into());
@@ -155,22 +116,6 @@ mod tests {
         a.verify_tail = tail.into();
         a.fingerprint = loopd_actors::attempt::fingerprint(tail);
         a
-    }
-
-    #[test]
-    fn one_argument_is_the_config_only_when_it_looks_like_one() {
-        let a = |v: &[&str]| InsightsArgs {
-            args: v.iter().map(|s| s.to_string()).collect(),
-            limit: 10,
-            json: false,
-        };
-        assert_eq!(a(&["auth"]).split(), (None, Some("auth".into())));
-        assert_eq!(a(&["x.toml"]).split(), (Some("x.toml".into()), None));
-        assert_eq!(
-            a(&["f", "auth"]).split(),
-            (Some("f".into()), Some("auth".into()))
-        );
-        assert_eq!(a(&[]).split(), (None, None));
     }
 
     #[test]
@@ -196,12 +141,12 @@ mod tests {
         let lesson = healer::lesson_from_pass(&a[..2], &pass, " db.sql | 3 +++").unwrap();
         store.put_lesson(&lesson).unwrap();
 
-        let all = collect(&store, None).unwrap();
+        let all = view::insights(&store, None, 10).unwrap();
         assert_eq!(all.patterns.len(), 2);
         assert_eq!(all.patterns[0].count, 3);
         assert_eq!(all.patterns[0].tests, vec!["auth:T-1", "billing:B-1"]);
 
-        let billing = collect(&store, Some("billing")).unwrap();
+        let billing = view::insights(&store, Some("billing"), 10).unwrap();
         assert_eq!(billing.patterns[0].count, 1, "only billing's attempts");
         assert_eq!(
             billing.lessons.len(),

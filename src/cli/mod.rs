@@ -1,6 +1,7 @@
 //! One file a command, and the one enum that dispatches them.
 
 mod client;
+mod detail;
 mod exit;
 pub(crate) mod fleet_start;
 mod init;
@@ -12,7 +13,10 @@ mod recover;
 mod rollback;
 mod run;
 mod serve;
+mod shutdown;
+mod source;
 mod status;
+mod target;
 mod validate;
 pub mod why;
 
@@ -49,9 +53,11 @@ pub enum Command {
     Init(init::InitArgs),
     /// Run the fleet in the foreground until every loop is finished.
     Run(run::RunArgs),
-    /// Show loops and tests (from the store).
+    /// Show loops and tests; `status LOOP` one loop in detail, `status LOOP TEST` one test.
+    #[command(override_usage = "loopd status [CONFIG] [LOOP [TEST]] [--json]")]
     Status(status::StatusArgs),
     /// Show a loop's attempts: outcome, duration, exit status, cost, transcript, commit.
+    #[command(override_usage = "loopd attempts [CONFIG] LOOP [TEST] [--json]")]
     Attempts(status::AttemptsArgs),
     /// Write the whole state as JSON to stdout.
     Export(ConfigArg),
@@ -61,27 +67,40 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// List loops: state, progress, current test, attempts, cost.
     Ls(client::LsArgs),
-    /// Start a loop (undoes stop and pause; restarts a crashed loop).
+    /// Start a loop, or every loop (undoes stop and pause; restarts a crashed loop).
+    #[command(override_usage = "loopd start [CONFIG] (LOOP | all | --all) [--json]")]
     Start(client::LoopArgs),
-    /// Stop a loop at once (its running attempt is interrupted).
+    /// Stop a loop, or every loop, at once (the running attempt is interrupted).
+    #[command(override_usage = "loopd stop [CONFIG] (LOOP | all | --all) [--json]")]
     Stop(client::LoopArgs),
-    /// Pause a loop: the running attempt finishes, no new one starts (`--now` interrupts it).
+    /// Pause a loop, or every loop: the running attempt finishes, no new one starts (`--now`
+    /// interrupts it).
+    #[command(override_usage = "loopd pause [CONFIG] (LOOP | all | --all) [--now] [--json]")]
     Pause(client::PauseArgs),
-    /// Resume a paused loop.
+    /// Resume a paused loop, or every loop.
+    #[command(override_usage = "loopd resume [CONFIG] (LOOP | all | --all) [--json]")]
     Resume(client::LoopArgs),
     /// Make a test pending again, its counted attempts cleared.
+    #[command(override_usage = "loopd reset [CONFIG] LOOP TEST [--json]")]
     Reset(client::TestArgs),
     /// Return LOOP's workdir to the checkpoint made when TEST passed; later passes reopen.
+    #[command(override_usage = "loopd rollback [CONFIG] LOOP TEST [--json]")]
     Rollback(client::TestArgs),
     /// Set a test aside (`skipped`), releasing its dependents.
+    #[command(override_usage = "loopd skip [CONFIG] LOOP TEST [--json]")]
     Skip(client::TestArgs),
     /// Add tests to a running loop (tests-file format, validated by the daemon).
+    #[command(override_usage = "loopd add-test [CONFIG] LOOP (JSON | --file FILE) [--json]")]
     AddTest(client::AddTestArgs),
     /// Create a loop from a template of the fleet's `templates_dir` (through the daemon).
+    #[command(override_usage = "loopd new [CONFIG] LOOP --template NAME [--set KEY=VALUE]...")]
     New(new::NewArgs),
+    /// Stop the daemon gracefully (as SIGTERM does) and wait until it is gone.
+    Shutdown(shutdown::ShutdownArgs),
     /// Show an attempt's transcript, or follow the fleet live with `-f`.
     Logs(logs::LogsArgs),
-    /// The most frequent failure patterns and the lessons learned (from the store).
+    /// The most frequent failure patterns and the lessons learned.
+    #[command(override_usage = "loopd insights [CONFIG] [LOOP] [--limit N] [--json]")]
     Insights(insights::InsightsArgs),
 }
 
@@ -96,10 +115,20 @@ pub struct ConfigArg {
 impl Cli {
     /// The fleet file: positional argument, then `-c`/`LOOPD_CONFIG`, then `./loopd.toml`.
     pub fn fleet_file(&self, positional: Option<&PathBuf>) -> PathBuf {
-        positional
-            .or(self.config.as_ref())
-            .cloned()
-            .unwrap_or_else(|| PathBuf::from("loopd.toml"))
+        self.fleet(positional).path
+    }
+
+    /// The fleet file, and whether a person named it (see [`target`]).
+    fn fleet(&self, positional: Option<&PathBuf>) -> target::FleetRef {
+        target::FleetRef::resolve(positional.cloned(), self.config.as_ref())
+    }
+
+    /// For commands that read the fleet file itself: the fleet, once it exists ("no fleet
+    /// file found" otherwise, not a validation report).
+    fn existing(&self, positional: Option<&PathBuf>, command: &str) -> Result<PathBuf, Exit> {
+        let fleet = self.fleet(positional);
+        fleet.require_file(command)?;
+        Ok(fleet.path)
     }
 }
 
@@ -120,30 +149,47 @@ pub fn init_logging(args: &Cli) {
 
 /// Runs the command and returns its exit code.
 pub fn dispatch(args: Cli) -> anyhow::Result<Exit> {
+    let flag = args.config.as_ref();
+    let existing = |positional: Option<&PathBuf>, command: &str| args.existing(positional, command);
     match &args.command {
-        Command::Validate(a) => validate::run(&args.fleet_file(a.file.as_ref())),
+        Command::Validate(a) => match existing(a.file.as_ref(), "validate") {
+            Ok(file) => validate::run(&file),
+            Err(code) => Ok(code),
+        },
         Command::Init(a) => init::run(a),
-        Command::Run(a) => run::run(&args.fleet_file(a.file.as_ref()), a),
-        Command::Status(a) => status::status(&args.fleet_file(a.file.as_ref()), a),
-        Command::Attempts(a) => status::attempts(&args.fleet_file(None), a),
-        Command::Export(a) => status::export(&args.fleet_file(a.file.as_ref())),
-        Command::Recover(a) => recover::run(&args.fleet_file(a.file.as_ref())),
-        Command::Serve(a) => serve::serve(&args.fleet_file(a.file.as_ref()), a),
-        Command::Ls(a) => client::ls(&args.fleet_file(None), a),
-        Command::Start(a) => client::loop_action(&args.fleet_file(None), "start", a),
-        Command::Stop(a) => client::loop_action(&args.fleet_file(None), "stop", a),
-        Command::Pause(a) => client::pause(&args.fleet_file(None), a),
-        Command::Resume(a) => client::loop_action(&args.fleet_file(None), "resume", a),
-        Command::Reset(a) => client::test_action(&args.fleet_file(None), "reset", a),
-        Command::Rollback(a) => rollback::run(&args.fleet_file(None), a),
-        Command::Skip(a) => client::test_action(&args.fleet_file(None), "skip", a),
-        Command::AddTest(a) => client::add_test(&args.fleet_file(None), a),
-        Command::New(a) => new::run(&args.fleet_file(None), a),
+        Command::Run(a) => match existing(a.file.as_ref(), "run") {
+            Ok(file) => run::run(&file, a),
+            Err(code) => Ok(code),
+        },
+        Command::Status(a) => status::status(flag, a),
+        Command::Attempts(a) => status::attempts(flag, a),
+        Command::Export(a) => status::export(&args.fleet(a.file.as_ref())),
+        Command::Recover(a) => match existing(a.file.as_ref(), "recover") {
+            Ok(file) => recover::run(&file),
+            Err(code) => Ok(code),
+        },
+        Command::Serve(a) => match existing(a.file.as_ref(), "serve") {
+            Ok(file) => serve::serve(&file, a),
+            Err(code) => Ok(code),
+        },
+        Command::Ls(a) => client::ls(&args.fleet(a.file.as_ref()), a),
+        Command::Start(a) => client::loop_action(flag, "start", a, ""),
+        Command::Stop(a) => client::loop_action(flag, "stop", a, ""),
+        Command::Pause(a) => client::loop_action(
+            flag,
+            "pause",
+            &a.target,
+            if a.now { "?now=true" } else { "" },
+        ),
+        Command::Resume(a) => client::loop_action(flag, "resume", a, ""),
+        Command::Reset(a) => client::test_command(flag, "reset", a),
+        Command::Rollback(a) => rollback::run(flag, a),
+        Command::Skip(a) => client::test_command(flag, "skip", a),
+        Command::AddTest(a) => client::add_test(flag, a),
+        Command::New(a) => new::run(flag, a),
+        Command::Shutdown(a) => shutdown::run(&args.fleet(a.file.as_ref()), a),
         Command::Logs(a) => logs::logs(&args.fleet_file(None), a),
-        Command::Insights(a) => {
-            let (config, lp) = a.split();
-            insights::insights(&args.fleet_file(config.as_ref()), lp.as_deref(), a)
-        }
+        Command::Insights(a) => insights::insights(flag, a),
     }
 }
 

@@ -1,19 +1,23 @@
 //! `loopd new LOOP --template NAME [--set k=v ...] [--start]`: a loop from a template of the
 //! fleet's `templates_dir`, made by the running daemon (`POST /api/loops {"template", "vars"}`).
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use loopd_actors::view::LoopView;
 use serde_json::{json, Map, Value};
 
-use super::client::{Client, Failed};
+use super::client::Failed;
+use super::source;
+use super::target::{self, FleetRef, Shape};
 use super::{words, Exit};
 
 /// Arguments of `loopd new`.
 #[derive(Debug, clap::Args)]
 pub struct NewArgs {
-    /// The new loop's name (the template's `{{name}}`).
-    pub loop_name: String,
+    /// `[CONFIG] LOOP`: the new loop's name (the template's `{{name}}`), after an optional
+    /// fleet file.
+    #[arg(value_name = "ARGS")]
+    pub args: Vec<String>,
     /// The template: `<templates_dir>/<NAME>.toml`.
     #[arg(long, short = 't')]
     pub template: String,
@@ -29,17 +33,16 @@ pub struct NewArgs {
 }
 
 /// The request body: the loop's name goes in as the variable `name`.
-fn body(args: &NewArgs) -> Result<Value, String> {
+fn body(loop_name: &str, args: &NewArgs) -> Result<Value, String> {
     let mut vars = Map::new();
-    vars.insert("name".into(), json!(args.loop_name));
+    vars.insert("name".into(), json!(loop_name));
     for kv in &args.set {
         let Some((k, v)) = kv.split_once('=') else {
             return Err(format!("--set {kv}: expected KEY=VALUE"));
         };
-        if k == "name" && v != args.loop_name {
+        if k == "name" && v != loop_name {
             return Err(format!(
-                "--set name={v}: the loop's name is the LOOP argument (`{}`)",
-                args.loop_name
+                "--set name={v}: the loop's name is the LOOP argument (`{loop_name}`)"
             ));
         }
         vars.insert(k.to_string(), json!(v));
@@ -48,15 +51,27 @@ fn body(args: &NewArgs) -> Result<Value, String> {
 }
 
 /// Runs `loopd new`.
-pub fn run(file: &Path, args: &NewArgs) -> anyhow::Result<Exit> {
-    let body = match body(args) {
+pub fn run(flag: Option<&PathBuf>, args: &NewArgs) -> anyhow::Result<Exit> {
+    let shape = Shape {
+        command: "new",
+        usage: "[CONFIG] LOOP --template NAME",
+        min: 1,
+        max: 1,
+    };
+    let (config, names) = match target::split(&args.args, shape) {
+        Ok(s) => s,
+        Err(code) => return Ok(code),
+    };
+    let body = match body(&names[0], args) {
         Ok(b) => b,
         Err(why) => {
             eprintln!("loopd new: {why}");
             return Ok(Exit::Invalid);
         }
     };
-    let made = Client::require(file).and_then(|c| c.post::<LoopView>("/api/loops", Some(&body)));
+    let made = source::daemon(&FleetRef::resolve(config, flag), args.json)
+        .map_err(Failed)
+        .and_then(|d| d.client.post::<LoopView>("/api/loops", Some(&body)));
     let view = match made {
         Ok(v) => v,
         Err(Failed(code)) => return Ok(code),
@@ -81,7 +96,7 @@ mod tests {
 
     fn args(set: &[&str]) -> NewArgs {
         NewArgs {
-            loop_name: "api".into(),
+            args: vec!["api".into()],
             template: "service".into(),
             set: set.iter().map(|s| s.to_string()).collect(),
             start: true,
@@ -92,11 +107,11 @@ mod tests {
     #[test]
     fn the_name_and_each_set_become_variables() {
         assert_eq!(
-            body(&args(&["port=8080", "x=a=b"])).unwrap(),
+            body("api", &args(&["port=8080", "x=a=b"])).unwrap(),
             json!({"template": "service", "start": true,
                    "vars": {"name": "api", "port": "8080", "x": "a=b"}})
         );
-        assert!(body(&args(&["novalue"])).is_err());
-        assert!(body(&args(&["name=other"])).is_err());
+        assert!(body("api", &args(&["novalue"])).is_err());
+        assert!(body("api", &args(&["name=other"])).is_err());
     }
 }

@@ -1,35 +1,35 @@
 //! `loopd rollback LOOP TEST`: through the daemon when one holds the state directory,
 //! otherwise directly on the store and the workdir.
 
-use std::path::Path;
+use std::path::PathBuf;
 
-use loopd_actors::config;
 use loopd_actors::runtime::Ctx;
 
 use super::client::{self, TestArgs};
+use super::source::{self, Found};
 use super::Exit;
 
 /// Rolls LOOP's workdir back to TEST's checkpoint.
-pub fn run(file: &Path, args: &TestArgs) -> anyhow::Result<Exit> {
-    if client::Client::for_fleet(file).is_some() {
-        return client::test_action(file, "rollback", args);
-    }
-    let fleet = match config::load_fleet(file) {
-        Ok(f) => f,
-        Err(report) => {
-            eprintln!("{report}");
-            return Ok(Exit::Invalid);
-        }
+pub fn run(flag: Option<&PathBuf>, args: &TestArgs) -> anyhow::Result<Exit> {
+    let (fleet_ref, loop_name, test) = match args.target("rollback", flag) {
+        Ok(t) => t,
+        Err(code) => return Ok(code),
     };
-    let Some(lp) = fleet.loops.iter().find(|l| l.name == args.loop_name) else {
+    let fleet = match source::discover(&fleet_ref, args.json) {
+        Ok(Found::Daemon(d)) => {
+            return client::test_action(&d.client, "rollback", (&loop_name, &test), args.json)
+        }
+        Ok(Found::NoDaemon { fleet, .. }) => fleet,
+        Err(code) => return Ok(code),
+    };
+    let Some(lp) = fleet.loops.iter().find(|l| l.name == loop_name) else {
         eprintln!(
-            "loopd: no loop named `{}` in {}",
-            args.loop_name,
-            file.display()
+            "loopd: no loop named `{loop_name}` in {}",
+            fleet_ref.path.display()
         );
         return Ok(Exit::Invalid);
     };
-    let store = match super::status::open_store(file) {
+    let store = match source::open_store(&fleet) {
         Ok(s) => s,
         Err(code) => return Ok(code),
     };
@@ -37,12 +37,12 @@ pub fn run(file: &Path, args: &TestArgs) -> anyhow::Result<Exit> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    match runtime.block_on(loopd_actors::rollback::rollback(&ctx, lp, &args.test)) {
+    match runtime.block_on(loopd_actors::rollback::rollback(&ctx, lp, &test)) {
         Ok(reopened) => {
             println!(
                 "{}: back at {}'s checkpoint{}",
-                args.loop_name,
-                args.test,
+                loop_name,
+                test,
                 if reopened.is_empty() {
                     String::new()
                 } else {

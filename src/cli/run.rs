@@ -111,6 +111,14 @@ async fn run_fleet(
     let mut finished_at: HashMap<String, Duration> = HashMap::new();
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
+    // `POST /api/shutdown` (`loopd shutdown`) ends the run as SIGTERM does.
+    let api_state = api.as_ref().map(|a| a.state.clone());
+    let mut asked = std::pin::pin!(async {
+        match &api_state {
+            Some(state) => state.shutdown_requested().await,
+            None => std::future::pending().await,
+        }
+    });
     loop {
         // Whether to look at the store for the end of the run: on a loop's state change (other
         // events, many per attempt, cannot settle a loop) and on the tick (no event may come:
@@ -154,6 +162,11 @@ async fn run_fleet(
             _ = sigterm.recv(), if !interrupted => {
                 interrupted = true;
                 display.note("SIGTERM: ending the running agents' process groups ...");
+                supervisor.send_message(FleetMsg::Shutdown)?;
+            }
+            _ = &mut asked, if !interrupted => {
+                interrupted = true;
+                display.note("shutdown asked through the API: ending the running agents' process groups ...");
                 supervisor.send_message(FleetMsg::Shutdown)?;
             }
         }

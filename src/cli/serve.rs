@@ -126,10 +126,14 @@ async fn serve_fleet(
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let mut done_fired = false;
+    let asked = api.state.clone();
+    let mut asked = std::pin::pin!(asked.shutdown_requested());
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
+            // `POST /api/shutdown` (`loopd shutdown`): the same graceful stop as SIGTERM.
+            _ = &mut asked => break,
             _ = sighup.recv() => reload(file, &mut fleet, &started.handle).await,
             _ = &mut done, if !done_fired => done_fired = true,
             _ = watchdog.tick() => {

@@ -1,22 +1,24 @@
-//! `loopd status [CONFIG] [--json]`, `loopd attempts LOOP [TEST] [--json]`, `loopd export`:
-//! read the store directly (while no daemon holds it).
+//! `loopd status [CONFIG] [LOOP [TEST]] [--json]`, `loopd attempts [CONFIG] LOOP [TEST]
+//! [--json]`, `loopd export [CONFIG]`: from the daemon when one holds the state directory, from
+//! the store otherwise (the same documents either way, see [`Source`]).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use loopd_actors::config;
 use loopd_actors::model::AttemptRecord;
-use loopd_actors::statedir;
-use loopd_actors::store::Store;
-use loopd_actors::view;
 
+use super::client::Failed;
+use super::source::Source;
+use super::target::{self, FleetRef, Shape};
 use super::{words, Exit};
 
 /// Arguments of `loopd status`.
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
-    /// The fleet file (default: `-c`, `LOOPD_CONFIG`, or `./loopd.toml`).
-    pub file: Option<PathBuf>,
-    /// Print `{"loops": [LOOP]}` as JSON.
+    /// `[CONFIG] [LOOP [TEST]]`: the fleet file, then one loop in detail, then one of its tests.
+    #[arg(value_name = "ARGS")]
+    pub args: Vec<String>,
+    /// Print `{"loops": [LOOP]}` as JSON (LOOP as `GET /api/loops/:id`); with LOOP, what
+    /// `GET /api/loops/:id?view=detail` returns; with TEST, that test.
     #[arg(long)]
     pub json: bool,
 }
@@ -24,62 +26,44 @@ pub struct StatusArgs {
 /// Arguments of `loopd attempts`.
 #[derive(Debug, clap::Args)]
 pub struct AttemptsArgs {
-    /// The loop.
-    pub loop_name: String,
-    /// Only this test's attempts.
-    pub test: Option<String>,
+    /// `[CONFIG] LOOP [TEST]`: the loop, then only this test's attempts.
+    #[arg(value_name = "ARGS")]
+    pub args: Vec<String>,
     /// Print `{"attempts": [...]}` as JSON.
     #[arg(long)]
     pub json: bool,
 }
 
-/// Opens the store of the fleet at `file`, unless a live `run`/`serve` holds it.
-pub(super) fn open_store(file: &Path) -> Result<Store, Exit> {
-    let fleet = config::load_fleet(file).map_err(|report| {
-        eprintln!("{report}");
-        Exit::Invalid
-    })?;
-    let dir = &fleet.settings.state_dir;
-    if let Some(d) = statedir::live_daemon(dir) {
-        eprintln!(
-            "loopd: `loopd {}` (pid {}) holds the state directory {}; ask it, or wait until it ends",
-            d.command,
-            d.pid,
-            dir.display()
-        );
-        return Err(Exit::NotAllPassed);
-    }
-    let never_written = loopd_actors::generation::read(dir).is_ok_and(|r| r.is_none());
-    if !dir.join("store").exists() && never_written {
-        // No store and no record of one: the fleet never ran, or its ledger was lost with the
-        // record; the workdirs' history tells which.
-        super::fleet_start::refuse_forgotten("loopd", &fleet, None)?;
-        eprintln!(
-            "loopd: no store at {} yet (the fleet has never run)",
-            dir.join("store").display()
-        );
-        return Err(Exit::NotAllPassed);
-    }
-    let store = Store::open(dir).map_err(|e| {
-        eprintln!("loopd: {e}");
-        Exit::Invalid
-    })?;
-    super::fleet_start::refuse_forgotten("loopd", &fleet, Some(&store))?;
-    Ok(store)
+/// The source of `fleet`'s state, or the exit code when there is none to read.
+fn open(fleet: &FleetRef, json: bool) -> Result<Source, Failed> {
+    Source::open(fleet, json).map_err(Failed)
 }
 
 /// `loopd status`.
-pub fn status(file: &Path, args: &StatusArgs) -> anyhow::Result<Exit> {
-    let doc = match super::client::Client::for_fleet(file) {
-        // A daemon holds the store: ask it (same JSON shape).
-        Some(client) => match client.status() {
-            Ok(doc) => doc,
-            Err(super::client::Failed(code)) => return Ok(code),
-        },
-        None => match open_store(file) {
-            Ok(store) => view::status(&store)?,
-            Err(code) => return Ok(code),
-        },
+pub fn status(flag: Option<&PathBuf>, args: &StatusArgs) -> anyhow::Result<Exit> {
+    let shape = Shape {
+        command: "status",
+        usage: "[CONFIG] [LOOP [TEST]]",
+        min: 0,
+        max: 2,
+    };
+    let (config, names) = match target::split(&args.args, shape) {
+        Ok(s) => s,
+        Err(code) => return Ok(code),
+    };
+    let fleet = FleetRef::resolve(config, flag);
+    let source = match open(&fleet, args.json) {
+        Ok(s) => s,
+        Err(Failed(code)) => return Ok(code),
+    };
+    match names.as_slice() {
+        [lp] => return super::detail::show_loop(&source, lp, args.json),
+        [lp, test] => return super::detail::show_test(&source, lp, test, args.json),
+        _ => {}
+    }
+    let doc = match source.status() {
+        Ok(doc) => doc,
+        Err(Failed(code)) => return Ok(code),
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -148,29 +132,29 @@ pub fn status(file: &Path, args: &StatusArgs) -> anyhow::Result<Exit> {
 }
 
 /// `loopd attempts`.
-pub fn attempts(file: &Path, args: &AttemptsArgs) -> anyhow::Result<Exit> {
-    let attempts = if let Some(client) = super::client::Client::for_fleet(file) {
-        // A daemon holds the store: ask it (same JSON shape).
-        match client.attempts(&args.loop_name, args.test.as_deref()) {
-            Ok(doc) => doc.attempts,
-            Err(super::client::Failed(code)) => return Ok(code),
-        }
-    } else {
-        let store = match open_store(file) {
-            Ok(s) => s,
-            Err(code) => return Ok(code),
-        };
-        if store.get_loop(&args.loop_name)?.is_none() {
-            eprintln!("loopd: no loop named `{}` in the store", args.loop_name);
-            return Ok(Exit::Invalid);
-        }
-        store.list_attempts(&args.loop_name, args.test.as_deref())?
+pub fn attempts(flag: Option<&PathBuf>, args: &AttemptsArgs) -> anyhow::Result<Exit> {
+    let shape = Shape {
+        command: "attempts",
+        usage: "[CONFIG] LOOP [TEST]",
+        min: 1,
+        max: 2,
+    };
+    let (config, names) = match target::split(&args.args, shape) {
+        Ok(s) => s,
+        Err(code) => return Ok(code),
+    };
+    let fleet = FleetRef::resolve(config, flag);
+    let doc = match open(&fleet, args.json)
+        .and_then(|s| s.attempts(&names[0], names.get(1).map(String::as_str)))
+    {
+        Ok(doc) => doc,
+        Err(Failed(code)) => return Ok(code),
     };
     if args.json {
-        let doc = view::AttemptsDoc { attempts };
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(Exit::Ok);
     }
+    let attempts = doc.attempts;
     println!(
         "{:<20} {:>3} {:<14} {:>9} {:>5} {:>6} {:>9}  {:<10} TRANSCRIPT",
         "TEST", "#", "OUTCOME", "DURATION", "EXIT", "VERIFY", "COST", "COMMIT"
@@ -202,7 +186,7 @@ pub fn attempts(file: &Path, args: &AttemptsArgs) -> anyhow::Result<Exit> {
     Ok(Exit::Ok)
 }
 
-fn exit_words(a: &AttemptRecord) -> String {
+pub(super) fn exit_words(a: &AttemptRecord) -> String {
     match (a.exit_code, a.exit_signal) {
         (Some(c), _) => c.to_string(),
         (None, Some(s)) => format!("sig{s}"),
@@ -211,11 +195,11 @@ fn exit_words(a: &AttemptRecord) -> String {
 }
 
 /// `loopd export`: the whole state as JSON on stdout (never rewrites the tests file).
-pub fn export(file: &Path) -> anyhow::Result<Exit> {
-    let store = match open_store(file) {
-        Ok(s) => s,
-        Err(code) => return Ok(code),
+pub fn export(fleet: &FleetRef) -> anyhow::Result<Exit> {
+    let doc = match open(fleet, true).and_then(|s| s.export()) {
+        Ok(d) => d,
+        Err(Failed(code)) => return Ok(code),
     };
-    println!("{}", serde_json::to_string_pretty(&view::export(&store)?)?);
+    println!("{}", serde_json::to_string_pretty(&doc)?);
     Ok(Exit::Ok)
 }

@@ -24,9 +24,14 @@ impl Daemon {
     /// `loopd serve loopd.toml --bind 127.0.0.1:0` in the fleet's folder, with `env` added;
     /// returns once `daemon.json` has its address.
     pub fn start(fleet: &Fleet, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_on(fleet, "127.0.0.1:0", env)
+    }
+
+    /// [`Daemon::start`] listening on `bind`.
+    pub fn start_on(fleet: &Fleet, bind: &str, env: &[(&str, &str)]) -> Daemon {
         let log = fleet.root().join("serve.log");
         let out = std::fs::File::create(&log).unwrap();
-        let mut cmd = fleet.loopd(&["serve", "loopd.toml", "--bind", "127.0.0.1:0"]);
+        let mut cmd = fleet.loopd(&["serve", "loopd.toml", "--bind", bind]);
         cmd.envs(env.iter().copied())
             .stdout(out.try_clone().unwrap())
             .stderr(out);
@@ -69,15 +74,20 @@ impl Daemon {
     }
 
     /// SIGTERM, then the exit code (within 30 s).
-    pub fn terminate(mut self) -> i32 {
+    pub fn terminate(self) -> i32 {
         kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).unwrap();
+        self.exit_code()
+    }
+
+    /// The exit code once it ends by itself (within 30 s; it is asked to end elsewhere).
+    pub fn exit_code(mut self) -> i32 {
         for _ in 0..1500 {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status.code().unwrap_or(-1);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("loopd serve did not stop on SIGTERM\n{}", self.log());
+        panic!("loopd serve did not stop\n{}", self.log());
     }
 }
 

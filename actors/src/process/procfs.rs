@@ -20,6 +20,12 @@ pub fn proc_start_time(pid: i32) -> Option<u64> {
     read_stat(pid).map(|s| s.start_time)
 }
 
+/// True while the process `pid` that started at `start_time` runs: not gone, not a zombie
+/// waiting for its parent, not a newer process under a reused pid.
+pub fn still_running(pid: i32, start_time: u64) -> bool {
+    read_stat(pid).is_some_and(|s| s.start_time == start_time && !s.is_zombie())
+}
+
 /// The parts of `/proc/<pid>/stat` loopd needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Stat {

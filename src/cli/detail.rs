@@ -1,0 +1,227 @@
+//! `loopd status LOOP` (one loop in detail, like `pm2 show`) and `loopd status LOOP TEST` (one
+//! test with its attempts), in either mode: what they print comes from a [`Source`].
+
+use loopd_actors::model::AttemptRecord;
+use loopd_actors::view::{LoopDetail, TestView};
+
+use super::client::Failed;
+use super::source::Source;
+use super::{words, Exit};
+
+/// How many of the newest attempts `status LOOP` lists.
+const RECENT: usize = 5;
+
+/// `loopd status LOOP [--json]`.
+pub fn show_loop(source: &Source, name: &str, json: bool) -> anyhow::Result<Exit> {
+    let detail = match source.detail(name) {
+        Ok(d) => d,
+        Err(Failed(code)) => return Ok(code),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&detail)?);
+    } else {
+        print!("{}", render_loop(&detail));
+    }
+    Ok(Exit::Ok)
+}
+
+/// `loopd status LOOP TEST [--json]`.
+pub fn show_test(source: &Source, name: &str, test: &str, json: bool) -> anyhow::Result<Exit> {
+    let detail = match source.detail(name) {
+        Ok(d) => d,
+        Err(Failed(code)) => return Ok(code),
+    };
+    let Some(t) = detail.view.tests.iter().find(|t| t.id == test) else {
+        eprintln!("loopd: loop `{name}` has no test `{test}`");
+        return Ok(Exit::Invalid);
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(t)?);
+    } else {
+        print!("{}", render_test(name, t));
+    }
+    Ok(Exit::Ok)
+}
+
+/// One `label  value` line.
+fn row(out: &mut String, label: &str, value: impl std::fmt::Display) {
+    out.push_str(&format!("  {label:<13} {value}\n"));
+}
+
+fn money(usd: f64) -> String {
+    format!("${usd:.4}")
+}
+
+fn render_loop(d: &LoopDetail) -> String {
+    let l = &d.view;
+    let mut out = format!("{}\n", l.name);
+    let reason = l
+        .reason
+        .as_ref()
+        .map(|r| format!(" ({r})"))
+        .unwrap_or_default();
+    row(&mut out, "state", format!("{}{reason}", words(&l.status)));
+    if let (Some(test), Some(n)) = (&l.current_test, l.current_attempt) {
+        let live = match &l.heartbeat {
+            Some(h) => format!(
+                ", running {:.0}s, last output {:.1}s ago{}",
+                h.running_for_s,
+                h.since_heartbeat_s,
+                if h.stuck { ", STUCK" } else { "" }
+            ),
+            None => String::new(),
+        };
+        row(&mut out, "now", format!("{test} attempt {n}{live}"));
+    }
+    let p = &l.progress;
+    row(
+        &mut out,
+        "progress",
+        format!(
+            "{}/{} passed, {} failed, {} blocked, {} skipped, {} waiting for a person, {} to do",
+            p.passed, p.total, p.failed, p.blocked, p.skipped, p.needs_human, p.pending
+        ),
+    );
+    let budget = d
+        .settings
+        .as_ref()
+        .and_then(|s| s.budget_usd)
+        .map(|b| format!(" of {} budget", money(b)))
+        .unwrap_or_else(|| " (no budget)".into());
+    row(&mut out, "cost", format!("{}{budget}", money(l.cost_usd)));
+    let total = d
+        .settings
+        .as_ref()
+        .and_then(|s| s.max_attempts_total)
+        .map(|m| format!(" of {m} allowed"))
+        .unwrap_or_default();
+    row(&mut out, "attempts", format!("{}{total}", l.attempts));
+    if let Some(s) = &d.settings {
+        if let Some(w) = &s.workdir {
+            row(&mut out, "workdir", w.display());
+        }
+        row(&mut out, "tests file", s.tests_file.display());
+        let model = s
+            .model
+            .as_ref()
+            .map(|m| format!(", model {m}"))
+            .unwrap_or_default();
+        row(
+            &mut out,
+            "agent",
+            format!("{} (provider {}{model})", s.agent, s.provider),
+        );
+        row(
+            &mut out,
+            "max attempts",
+            format!("{} per test", s.max_attempts),
+        );
+    }
+    if let Some(c) = &l.checkpoint {
+        row(&mut out, "checkpoint", short(c));
+    }
+    if let Some(t) = l.started_at {
+        row(&mut out, "started", t.to_rfc3339());
+    }
+    let mut recent: Vec<&AttemptRecord> = l.tests.iter().flat_map(|t| &t.attempts).collect();
+    recent.sort_by_key(|a| a.started_at);
+    if !recent.is_empty() {
+        out.push_str("recent attempts:\n");
+        for a in recent.iter().rev().take(RECENT).rev() {
+            out.push_str(&format!("  {:<20} {}\n", a.test_id, attempt_line(a)));
+        }
+    }
+    out.push_str("tests:\n");
+    for t in &l.tests {
+        out.push_str(&format!(
+            "  {:<20} {:<11} {}\n",
+            t.id,
+            words(&t.status),
+            plural(t.attempts.len(), "attempt")
+        ));
+    }
+    out
+}
+
+fn render_test(loop_name: &str, t: &TestView) -> String {
+    let mut out = format!("{loop_name}/{}: {}\n", t.id, words(&t.status));
+    row(&mut out, "title", &t.title);
+    if let Some(r) = &t.reason {
+        row(&mut out, "reason", r);
+    }
+    let deps = if t.depends_on.is_empty() {
+        "nothing".to_string()
+    } else {
+        t.depends_on.join(", ")
+    };
+    row(&mut out, "depends on", deps);
+    if !t.blocked_by.is_empty() {
+        row(&mut out, "blocked by", t.blocked_by.join(", "));
+    }
+    row(
+        &mut out,
+        "attempts",
+        format!(
+            "{} ({} counted)",
+            plural(t.attempts.len(), "attempt"),
+            t.counted_attempts
+        ),
+    );
+    if let Some(c) = &t.commit {
+        row(&mut out, "commit", short(c));
+    }
+    if let Some(d) = &t.diagnosis {
+        row(&mut out, "diagnosis", &d.summary);
+    }
+    if !t.attempts.is_empty() {
+        out.push_str("attempts:\n");
+        for a in &t.attempts {
+            out.push_str(&format!("  #{:<3} {}\n", a.number, attempt_line(a)));
+        }
+    }
+    out
+}
+
+/// Outcome, duration, cost and why, in a line.
+fn attempt_line(a: &AttemptRecord) -> String {
+    let outcome = a.outcome.map_or_else(|| "running".into(), |o| words(&o));
+    let duration = a
+        .duration_ms
+        .map(|d| format!("{:.1}s", d as f64 / 1000.0))
+        .unwrap_or_else(|| "-".into());
+    let why = why(a).map(|w| format!("  {w}")).unwrap_or_default();
+    format!("{outcome:<14} {duration:>8} {:>9}{why}", money(a.cost_usd))
+}
+
+/// A short line on why an attempt did not pass: its recorded reason, else verify's first
+/// line of output.
+fn why(a: &AttemptRecord) -> Option<String> {
+    if a.outcome
+        .is_none_or(|o| o == loopd_actors::model::Outcome::Passed)
+    {
+        return None;
+    }
+    let line = a.reason.clone().or_else(|| {
+        a.verify_tail
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .map(String::from)
+    })?;
+    Some(match line.char_indices().nth(100) {
+        Some((cut, _)) => format!("{}...", &line[..cut]),
+        None => line,
+    })
+}
+
+fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(10)]
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
