@@ -393,6 +393,30 @@ fn shutdown_ends_the_daemon_like_sigterm_and_leaves_the_store_readable() {
 }
 
 #[test]
+fn shutdown_ends_a_run_as_sigterm_does() {
+    let fleet = Fleet::new()
+        .tests(json!([test("T1", "test -f T1.done", &[])]))
+        .agent("echo $$ > \"$ROOT/agent.pid\"; sleep 600")
+        .write();
+    let run = fleet.spawn_run();
+    wait_for_text(&fleet.state_dir().join("daemon.json"), "\"addr\"");
+    let pid_file = fleet.root().join("agent.pid");
+    wait_for_text(&pid_file, "\n");
+    let agent: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let stop = fleet.cmd(&["shutdown"]);
+    assert_eq!(stop.code(), 0, "{stop}");
+    let run = run.wait(RUN_TIMEOUT);
+    assert_eq!(run.code(), 130, "interrupted, as by SIGTERM: {run}");
+    assert!(run.stderr.contains("shutdown asked through the API"), "{run}");
+    assert!(!pid_alive(agent), "the agent {agent} outlived the run");
+    assert_eq!(fleet.attempts("T1")[0]["outcome"], "interrupted");
+}
+
+#[test]
 fn a_daemon_on_the_default_address_is_found_from_another_folder() {
     let _port = DEFAULT_PORT.lock().unwrap_or_else(|e| e.into_inner());
     if std::net::TcpListener::bind(DEFAULT_ADDR).is_err() {

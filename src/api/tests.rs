@@ -794,3 +794,59 @@ async fn a_finished_loop_runs_tests_unblocked_by_another_loop() {
     .await;
     f.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn insights_export_detail_and_a_shutdown_that_needs_the_token() {
+    let f = fixture(json!([test("T1", &[])]), PASSING).await;
+    f.wait_for("/api/loops/main", "T1 to pass", |v| {
+        v["tests"][0]["status"] == "passed"
+    })
+    .await;
+    let (status, insights) = f.get("/api/insights").await;
+    assert_eq!(status, StatusCode::OK, "{insights}");
+    assert_eq!(insights, json!({"patterns": [], "lessons": []}));
+    assert_eq!(
+        f.get("/api/loops/main/insights?limit=3").await.0,
+        StatusCode::OK
+    );
+    let (status, body) = f.get("/api/loops/nosuch/insights").await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::NOT_FOUND, "loop_not_found")
+    );
+    assert_eq!(
+        f.get("/api/insights?limit=0").await.0,
+        StatusCode::BAD_REQUEST
+    );
+    let (status, export) = f.get("/api/export").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        export["loops"][0]["tests"][0]["status"], "passed",
+        "{export}"
+    );
+    let (_, detail) = f.get("/api/loops/main?view=detail").await;
+    assert_eq!(
+        detail["settings"]["agent"],
+        f.root.join("agent.sh").to_str().unwrap()
+    );
+    assert_eq!(
+        detail["tests"][0]["id"], "T1",
+        "the full view, flattened: {detail}"
+    );
+
+    let (status, body) = f.raw(Method::POST, "/api/shutdown", Vec::new(), None).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNAUTHORIZED, "unauthorized")
+    );
+    let asked = f.state.clone();
+    let heard = tokio::spawn(async move { asked.shutdown_requested().await });
+    let (status, body) = f.post("/api/shutdown", None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["status"], "shutting_down");
+    tokio::time::timeout(Duration::from_secs(5), heard)
+        .await
+        .expect("the shutdown is heard")
+        .unwrap();
+    f.stop().await;
+}
