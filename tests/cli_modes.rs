@@ -275,6 +275,17 @@ fn write_commands_without_a_daemon_say_what_to_run() {
     }
 }
 
+/// The pid the agent wrote to `agent.pid`, once it has.
+fn agent_pid(fleet: &Fleet) -> i32 {
+    let file = fleet.root().join("agent.pid");
+    wait_for_text(&file, "\n");
+    std::fs::read_to_string(&file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 /// Two loops whose agents wait for `go` in the fleet's folder, served.
 fn two_waiting_loops() -> (Fleet, Daemon) {
     let fleet = Fleet::new()
@@ -368,13 +379,7 @@ fn shutdown_ends_the_daemon_like_sigterm_and_leaves_the_store_readable() {
     wait_until("T2 to run", WAIT, || {
         fleet.loop_status()["current_test"] == "T2"
     });
-    let pid_file = fleet.root().join("agent.pid");
-    wait_for_text(&pid_file, "\n");
-    let agent: i32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let agent = agent_pid(&fleet);
     let t1 = fleet.cmd(&["status", LOOP, "T1", "--json"]).json();
 
     let stop = fleet.cmd(&["shutdown", "loopd.toml"]);
@@ -400,18 +405,15 @@ fn shutdown_ends_a_run_as_sigterm_does() {
         .write();
     let run = fleet.spawn_run();
     wait_for_text(&fleet.state_dir().join("daemon.json"), "\"addr\"");
-    let pid_file = fleet.root().join("agent.pid");
-    wait_for_text(&pid_file, "\n");
-    let agent: i32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let agent = agent_pid(&fleet);
     let stop = fleet.cmd(&["shutdown"]);
     assert_eq!(stop.code(), 0, "{stop}");
     let run = run.wait(RUN_TIMEOUT);
     assert_eq!(run.code(), 130, "interrupted, as by SIGTERM: {run}");
-    assert!(run.stderr.contains("shutdown asked through the API"), "{run}");
+    assert!(
+        run.stderr.contains("shutdown asked through the API"),
+        "{run}"
+    );
     assert!(!pid_alive(agent), "the agent {agent} outlived the run");
     assert_eq!(fleet.attempts("T1")[0]["outcome"], "interrupted");
 }

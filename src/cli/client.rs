@@ -223,14 +223,8 @@ impl LoopArgs {
         command: &'static str,
         flag: Option<&PathBuf>,
     ) -> Result<(FleetRef, Option<String>), Exit> {
-        let shape = Shape {
-            command,
-            usage: "[CONFIG] LOOP (or `all`, or --all)",
-            min: 0,
-            max: 1,
-        };
-        let (config, names) = target::split(&self.args, shape)?;
-        let fleet = FleetRef::resolve(config, flag);
+        let shape = Shape::new(command, "[CONFIG] LOOP (or `all`, or --all)", 0, 1);
+        let (fleet, names) = target::resolve(&self.args, shape, flag)?;
         match (self.all, names.first().map(String::as_str)) {
             (true, None) | (false, Some("all")) => Ok((fleet, None)),
             (false, Some(name)) => Ok((fleet, Some(name.to_string()))),
@@ -275,18 +269,9 @@ impl TestArgs {
         command: &'static str,
         flag: Option<&PathBuf>,
     ) -> Result<(FleetRef, String, String), Exit> {
-        let shape = Shape {
-            command,
-            usage: "[CONFIG] LOOP TEST",
-            min: 2,
-            max: 2,
-        };
-        let (config, names) = target::split(&self.args, shape)?;
-        Ok((
-            FleetRef::resolve(config, flag),
-            names[0].clone(),
-            names[1].clone(),
-        ))
+        let shape = Shape::new(command, "[CONFIG] LOOP TEST", 2, 2);
+        let (fleet, names) = target::resolve(&self.args, shape, flag)?;
+        Ok((fleet, names[0].clone(), names[1].clone()))
     }
 }
 
@@ -495,13 +480,8 @@ fn add_test_body(inline: Option<&String>, file: Option<&PathBuf>) -> Result<Valu
 
 /// `loopd add-test [CONFIG] LOOP (--file FILE | JSON)`.
 pub fn add_test(flag: Option<&PathBuf>, args: &AddTestArgs) -> anyhow::Result<Exit> {
-    let shape = Shape {
-        command: "add-test",
-        usage: "[CONFIG] LOOP (JSON | --file FILE)",
-        min: 1,
-        max: 2,
-    };
-    let (config, names) = match target::split(&args.args, shape) {
+    let shape = Shape::new("add-test", "[CONFIG] LOOP (JSON | --file FILE)", 1, 2);
+    let (fleet, names) = match target::resolve(&args.args, shape, flag) {
         Ok(s) => s,
         Err(code) => return Ok(code),
     };
@@ -511,9 +491,7 @@ pub fn add_test(flag: Option<&PathBuf>, args: &AddTestArgs) -> anyhow::Result<Ex
     };
     let loop_name = &names[0];
     done((|| {
-        let client = source::daemon(&FleetRef::resolve(config, flag), args.json)
-            .map_err(Failed)?
-            .client;
+        let client = source::daemon(&fleet, args.json).map_err(Failed)?.client;
         let answer: Value = client.post(&format!("/api/loops/{loop_name}/tests"), Some(&body))?;
         if args.json {
             println!(

@@ -7,7 +7,7 @@ use loopd_actors::view::InsightsDoc;
 
 use super::client::Failed;
 use super::source::Source;
-use super::target::{self, FleetRef, Shape};
+use super::target::{self, Shape};
 use super::Exit;
 
 /// Arguments of `loopd insights`.
@@ -27,17 +27,11 @@ pub struct InsightsArgs {
 
 /// `loopd insights`.
 pub fn insights(flag: Option<&PathBuf>, args: &InsightsArgs) -> anyhow::Result<Exit> {
-    let shape = Shape {
-        command: "insights",
-        usage: "[CONFIG] [LOOP]",
-        min: 0,
-        max: 1,
-    };
-    let (config, names) = match target::split(&args.args, shape) {
+    let shape = Shape::new("insights", "[CONFIG] [LOOP]", 0, 1);
+    let (fleet, names) = match target::resolve(&args.args, shape, flag) {
         Ok(s) => s,
         Err(code) => return Ok(code),
     };
-    let fleet = FleetRef::resolve(config, flag);
     let doc = match Source::open(&fleet, args.json)
         .map_err(Failed)
         .and_then(|s| s.insights(names.first().map(String::as_str), args.limit))

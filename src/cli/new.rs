@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 
 use super::client::Failed;
 use super::source;
-use super::target::{self, FleetRef, Shape};
+use super::target::{self, Shape};
 use super::{words, Exit};
 
 /// Arguments of `loopd new`.
@@ -52,13 +52,8 @@ fn body(loop_name: &str, args: &NewArgs) -> Result<Value, String> {
 
 /// Runs `loopd new`.
 pub fn run(flag: Option<&PathBuf>, args: &NewArgs) -> anyhow::Result<Exit> {
-    let shape = Shape {
-        command: "new",
-        usage: "[CONFIG] LOOP --template NAME",
-        min: 1,
-        max: 1,
-    };
-    let (config, names) = match target::split(&args.args, shape) {
+    let shape = Shape::new("new", "[CONFIG] LOOP --template NAME", 1, 1);
+    let (fleet, names) = match target::resolve(&args.args, shape, flag) {
         Ok(s) => s,
         Err(code) => return Ok(code),
     };
@@ -69,7 +64,7 @@ pub fn run(flag: Option<&PathBuf>, args: &NewArgs) -> anyhow::Result<Exit> {
             return Ok(Exit::Invalid);
         }
     };
-    let made = source::daemon(&FleetRef::resolve(config, flag), args.json)
+    let made = source::daemon(&fleet, args.json)
         .map_err(Failed)
         .and_then(|d| d.client.post::<LoopView>("/api/loops", Some(&body)));
     let view = match made {

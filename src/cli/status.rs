@@ -41,17 +41,11 @@ fn open(fleet: &FleetRef, json: bool) -> Result<Source, Failed> {
 
 /// `loopd status`.
 pub fn status(flag: Option<&PathBuf>, args: &StatusArgs) -> anyhow::Result<Exit> {
-    let shape = Shape {
-        command: "status",
-        usage: "[CONFIG] [LOOP [TEST]]",
-        min: 0,
-        max: 2,
-    };
-    let (config, names) = match target::split(&args.args, shape) {
+    let shape = Shape::new("status", "[CONFIG] [LOOP [TEST]]", 0, 2);
+    let (fleet, names) = match target::resolve(&args.args, shape, flag) {
         Ok(s) => s,
         Err(code) => return Ok(code),
     };
-    let fleet = FleetRef::resolve(config, flag);
     let source = match open(&fleet, args.json) {
         Ok(s) => s,
         Err(Failed(code)) => return Ok(code),
@@ -133,17 +127,11 @@ pub fn status(flag: Option<&PathBuf>, args: &StatusArgs) -> anyhow::Result<Exit>
 
 /// `loopd attempts`.
 pub fn attempts(flag: Option<&PathBuf>, args: &AttemptsArgs) -> anyhow::Result<Exit> {
-    let shape = Shape {
-        command: "attempts",
-        usage: "[CONFIG] LOOP [TEST]",
-        min: 1,
-        max: 2,
-    };
-    let (config, names) = match target::split(&args.args, shape) {
+    let shape = Shape::new("attempts", "[CONFIG] LOOP [TEST]", 1, 2);
+    let (fleet, names) = match target::resolve(&args.args, shape, flag) {
         Ok(s) => s,
         Err(code) => return Ok(code),
     };
-    let fleet = FleetRef::resolve(config, flag);
     let doc = match open(&fleet, args.json)
         .and_then(|s| s.attempts(&names[0], names.get(1).map(String::as_str)))
     {

@@ -87,6 +87,28 @@ pub struct Shape {
     pub max: usize,
 }
 
+impl Shape {
+    /// `command` takes `usage`: from `min` to `max` names after the optional fleet file.
+    pub const fn new(command: &'static str, usage: &'static str, min: usize, max: usize) -> Shape {
+        Shape {
+            command,
+            usage,
+            min,
+            max,
+        }
+    }
+}
+
+/// [`split`], then the fleet file resolved with `-c`/`LOOPD_CONFIG` (`flag`) and the default.
+pub fn resolve(
+    args: &[String],
+    shape: Shape,
+    flag: Option<&PathBuf>,
+) -> Result<(FleetRef, Vec<String>), Exit> {
+    let (config, names) = split(args, shape)?;
+    Ok((FleetRef::resolve(config, flag), names))
+}
+
 /// `args` split into the fleet file (when the first one is one, by the rule of this module)
 /// and the names; a wrong count is refused naming what the command takes.
 pub fn split(args: &[String], shape: Shape) -> Result<(Option<PathBuf>, Vec<String>), Exit> {
@@ -117,12 +139,7 @@ pub fn split(args: &[String], shape: Shape) -> Result<(Option<PathBuf>, Vec<Stri
 mod tests {
     use super::*;
 
-    const ATTEMPTS: Shape = Shape {
-        command: "attempts",
-        usage: "[CONFIG] LOOP [TEST]",
-        min: 1,
-        max: 2,
-    };
+    const ATTEMPTS: Shape = Shape::new("attempts", "[CONFIG] LOOP [TEST]", 1, 2);
 
     fn words(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
