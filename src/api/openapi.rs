@@ -79,6 +79,7 @@ const LOOP: Content = Content::Json(s::<LoopView>);
 const TEST: Content = Content::Json(s::<TestView>);
 const TESTS: Content = Content::Json(s::<TestList>);
 const INSIGHTS: Content = Content::Json(s::<InsightsDoc>);
+const PATTERNS_LIMIT: &[(&str, &str)] = &[("limit", "most patterns, 1 to 1000, default 10")];
 
 /// The `view` query parameter of `GET /api/loops/{id}`.
 const ONE_VIEW: &str = "`full` (default): every attempt of every test; `summary`: per test its \
@@ -255,7 +256,7 @@ pub const OPERATIONS: &[Operation] = &[
         path: "/api/loops/{id}/insights",
         id: "loopInsights",
         summary: "A loop's most frequent failure patterns, and the lessons that match them",
-        query: &[("limit", "most patterns, 1 to 1000, default 10")],
+        query: PATTERNS_LIMIT,
         body: Content::None,
         status: 200,
         answer: INSIGHTS,
@@ -265,7 +266,7 @@ pub const OPERATIONS: &[Operation] = &[
         path: "/api/insights",
         id: "insights",
         summary: "The fleet's most frequent failure patterns and the lessons learned",
-        query: &[("limit", "most patterns, 1 to 1000, default 10")],
+        query: PATTERNS_LIMIT,
         body: Content::None,
         status: 200,
         answer: INSIGHTS,

@@ -1,6 +1,7 @@
 //! One file a command, and the one enum that dispatches them.
 
 mod client;
+mod control;
 mod detail;
 mod exit;
 pub(crate) mod fleet_start;
@@ -69,29 +70,29 @@ pub enum Command {
     Ls(client::LsArgs),
     /// Start a loop, or every loop (undoes stop and pause; restarts a crashed loop).
     #[command(override_usage = "loopd start [CONFIG] (LOOP | all | --all) [--json]")]
-    Start(client::LoopArgs),
+    Start(control::LoopArgs),
     /// Stop a loop, or every loop, at once (the running attempt is interrupted).
     #[command(override_usage = "loopd stop [CONFIG] (LOOP | all | --all) [--json]")]
-    Stop(client::LoopArgs),
+    Stop(control::LoopArgs),
     /// Pause a loop, or every loop: the running attempt finishes, no new one starts (`--now`
     /// interrupts it).
     #[command(override_usage = "loopd pause [CONFIG] (LOOP | all | --all) [--now] [--json]")]
-    Pause(client::PauseArgs),
+    Pause(control::PauseArgs),
     /// Resume a paused loop, or every loop.
     #[command(override_usage = "loopd resume [CONFIG] (LOOP | all | --all) [--json]")]
-    Resume(client::LoopArgs),
+    Resume(control::LoopArgs),
     /// Make a test pending again, its counted attempts cleared.
     #[command(override_usage = "loopd reset [CONFIG] LOOP TEST [--json]")]
-    Reset(client::TestArgs),
+    Reset(control::TestArgs),
     /// Return LOOP's workdir to the checkpoint made when TEST passed; later passes reopen.
     #[command(override_usage = "loopd rollback [CONFIG] LOOP TEST [--json]")]
-    Rollback(client::TestArgs),
+    Rollback(control::TestArgs),
     /// Set a test aside (`skipped`), releasing its dependents.
     #[command(override_usage = "loopd skip [CONFIG] LOOP TEST [--json]")]
-    Skip(client::TestArgs),
+    Skip(control::TestArgs),
     /// Add tests to a running loop (tests-file format, validated by the daemon).
     #[command(override_usage = "loopd add-test [CONFIG] LOOP (JSON | --file FILE) [--json]")]
-    AddTest(client::AddTestArgs),
+    AddTest(control::AddTestArgs),
     /// Create a loop from a template of the fleet's `templates_dir` (through the daemon).
     #[command(override_usage = "loopd new [CONFIG] LOOP --template NAME [--set KEY=VALUE]...")]
     New(new::NewArgs),
@@ -173,19 +174,19 @@ pub fn dispatch(args: Cli) -> anyhow::Result<Exit> {
             Err(code) => Ok(code),
         },
         Command::Ls(a) => client::ls(&args.fleet(a.file.as_ref()), a),
-        Command::Start(a) => client::loop_action(flag, "start", a, ""),
-        Command::Stop(a) => client::loop_action(flag, "stop", a, ""),
-        Command::Pause(a) => client::loop_action(
+        Command::Start(a) => control::loop_action(flag, "start", a, ""),
+        Command::Stop(a) => control::loop_action(flag, "stop", a, ""),
+        Command::Pause(a) => control::loop_action(
             flag,
             "pause",
             &a.target,
             if a.now { "?now=true" } else { "" },
         ),
-        Command::Resume(a) => client::loop_action(flag, "resume", a, ""),
-        Command::Reset(a) => client::test_command(flag, "reset", a),
+        Command::Resume(a) => control::loop_action(flag, "resume", a, ""),
+        Command::Reset(a) => control::test_command(flag, "reset", a),
         Command::Rollback(a) => rollback::run(flag, a),
-        Command::Skip(a) => client::test_command(flag, "skip", a),
-        Command::AddTest(a) => client::add_test(flag, a),
+        Command::Skip(a) => control::test_command(flag, "skip", a),
+        Command::AddTest(a) => control::add_test(flag, a),
         Command::New(a) => new::run(flag, a),
         Command::Shutdown(a) => shutdown::run(&args.fleet(a.file.as_ref()), a),
         Command::Logs(a) => logs::logs(&args.fleet_file(None), a),

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use loopd_actors::runtime::Ctx;
 
-use super::client::{self, TestArgs};
+use super::control::{self, TestArgs};
 use super::source::{self, Found};
 use super::Exit;
 
@@ -17,7 +17,7 @@ pub fn run(flag: Option<&PathBuf>, args: &TestArgs) -> anyhow::Result<Exit> {
     };
     let fleet = match source::discover(&fleet_ref, args.json) {
         Ok(Found::Daemon(d)) => {
-            return client::test_action(&d.client, "rollback", (&loop_name, &test), args.json)
+            return control::test_action(&d.client, "rollback", (&loop_name, &test), args.json)
         }
         Ok(Found::NoDaemon { fleet, .. }) => fleet,
         Err(code) => return Ok(code),
