@@ -58,14 +58,18 @@ pub fn discover(fleet: &FleetRef, quiet: bool) -> Result<Found, Exit> {
             eprintln!("loopd: {line}");
         }
     };
+    if let Some(addr) = addr_env() {
+        say(format!("using the daemon at {addr} (LOOPD_ADDR)"));
+        // The token file of the fleet's state directory, when the fleet is there to name it.
+        let dir = config::load_fleet(&fleet.path)
+            .ok()
+            .map(|f| f.settings.state_dir);
+        return Ok(Found::Daemon(Daemon {
+            client: Client::new(&addr, client_token(dir.as_deref())),
+            holder: None,
+        }));
+    }
     if !fleet.path.exists() {
-        if let Some(addr) = addr_env() {
-            say(format!("using the daemon at {addr} (LOOPD_ADDR)"));
-            return Ok(Found::Daemon(Daemon {
-                client: Client::new(&addr, client_token(None)),
-                holder: None,
-            }));
-        }
         if fleet.named {
             return Err(fleet.require_file("").unwrap_err());
         }
@@ -91,13 +95,6 @@ pub fn discover(fleet: &FleetRef, quiet: bool) -> Result<Found, Exit> {
         Exit::Invalid
     })?;
     let dir = loaded.settings.state_dir.clone();
-    if let Some(addr) = addr_env() {
-        say(format!("using the daemon at {addr} (LOOPD_ADDR)"));
-        return Ok(Found::Daemon(Daemon {
-            client: Client::new(&addr, client_token(Some(&dir))),
-            holder: None,
-        }));
-    }
     match statedir::live_daemon(&dir) {
         Some(info) => {
             let Some(addr) = info.addr.clone() else {
@@ -118,19 +115,13 @@ pub fn discover(fleet: &FleetRef, quiet: bool) -> Result<Found, Exit> {
                 holder: Some(info),
             }))
         }
-        None => {
-            say(format!(
-                "no daemon is running for {}; reading its store",
-                fleet.shown()
-            ));
-            Ok(Found::NoDaemon {
-                tried: format!(
-                    "LOOPD_ADDR is not set, no live daemon.json in {}",
-                    dir.display()
-                ),
-                fleet: Box::new(loaded),
-            })
-        }
+        None => Ok(Found::NoDaemon {
+            tried: format!(
+                "LOOPD_ADDR is not set, no live daemon.json in {}",
+                dir.display()
+            ),
+            fleet: Box::new(loaded),
+        }),
     }
 }
 
@@ -178,6 +169,12 @@ impl Source {
         match discover(fleet, quiet)? {
             Found::Daemon(d) => Ok(Source::Daemon(d.client)),
             Found::NoDaemon { fleet: loaded, .. } => {
+                if !quiet && !fleet.named {
+                    eprintln!(
+                        "loopd: no daemon is running for {}; reading its store",
+                        fleet.shown()
+                    );
+                }
                 let store = open_store(&loaded)?;
                 Ok(Source::Store {
                     store,
