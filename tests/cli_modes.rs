@@ -96,6 +96,16 @@ fn every_read_command_says_the_same_with_and_without_a_daemon() {
         with[3]
     );
     assert!(with[0].stderr.is_empty(), "--json is quiet: {}", with[0]);
+    // From another folder, LOOPD_ADDR names the daemon.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let by_env = [("LOOPD_ADDR", daemon.addr.as_str())];
+    let ls = cmd_in(&fleet, elsewhere.path(), &["ls"], &by_env);
+    assert_eq!(ls.stdout, with[14].stdout, "{ls}");
+    assert!(
+        ls.stderr
+            .contains(&format!("using the daemon at {} (LOOPD_ADDR)", daemon.addr)),
+        "{ls}"
+    );
 
     let stop = fleet.cmd(&["shutdown"]);
     assert_eq!(stop.code(), 0, "{stop}");
