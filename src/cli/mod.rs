@@ -31,7 +31,8 @@ pub use exit::Exit;
 #[derive(Debug, Parser)]
 #[command(name = "loopd", version, about)]
 pub struct Cli {
-    /// The fleet file.
+    /// The fleet file (default `./loopd.toml`). Commands also take it as their first argument:
+    /// one that ends in `.toml` or holds a `/`, or one word more than the names they take.
     #[arg(short = 'c', long = "config", env = "LOOPD_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     /// Log filter (tracing's env-filter syntax), e.g. `info` or `loopd_actors=debug`.
