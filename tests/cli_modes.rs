@@ -391,6 +391,13 @@ fn shutdown_ends_the_daemon_like_sigterm_and_leaves_the_store_readable() {
     });
     let agent = agent_pid(&fleet);
     let t1 = fleet.cmd(&["status", LOOP, "T1", "--json"]).json();
+    // Only the daemon knows how long ago the running agent last printed.
+    let live = fleet.cmd(&["status", "loopd.toml", LOOP]);
+    assert!(
+        live.stdout.contains("now           T2 attempt 1, running")
+            && live.stdout.contains("last output"),
+        "{live}"
+    );
 
     let stop = fleet.cmd(&["shutdown", "loopd.toml"]);
     assert_eq!(stop.code(), 0, "{stop}");
