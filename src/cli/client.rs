@@ -57,6 +57,14 @@ impl Client {
             .map_err(Failed)
     }
 
+    /// The daemon of the fleet at `file` when one answers; `None` (said nowhere) otherwise.
+    pub fn if_any(file: &Path) -> Option<Client> {
+        match super::source::discover(&FleetRef::from_path(file), true) {
+            Ok(super::source::Found::Daemon(d)) => Some(d.client),
+            _ => None,
+        }
+    }
+
     /// A GET request with the token, for streams the caller reads itself.
     pub fn http_get(&self, path: &str) -> RequestBuilder {
         self.request(Method::GET, path)

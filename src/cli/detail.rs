@@ -128,7 +128,7 @@ fn render_loop(d: &LoopDetail) -> String {
     if !recent.is_empty() {
         out.push_str("recent attempts:\n");
         for a in recent.iter().rev().take(RECENT).rev() {
-            out.push_str(&format!("  {:<20} {}\n", a.test_id, attempt_line(a)));
+            out.push_str(&format!("  {:<20} {}", a.test_id, attempt_lines(a, 25)));
         }
     }
     out.push_str("tests:\n");
@@ -176,42 +176,25 @@ fn render_test(loop_name: &str, t: &TestView) -> String {
     if !t.attempts.is_empty() {
         out.push_str("attempts:\n");
         for a in &t.attempts {
-            out.push_str(&format!("  #{:<3} {}\n", a.number, attempt_line(a)));
+            out.push_str(&format!("  #{:<3} {}", a.number, attempt_lines(a, 8)));
         }
     }
     out
 }
 
-/// Outcome, duration, cost and why, in a line.
-fn attempt_line(a: &AttemptRecord) -> String {
+/// Outcome, duration and cost in a line, then why it ended as it did (the reason, verify's
+/// first lines; the same lines as every other view), each line under it at `indent`.
+fn attempt_lines(a: &AttemptRecord, indent: usize) -> String {
     let outcome = a.outcome.map_or_else(|| "running".into(), |o| words(&o));
     let duration = a
         .duration_ms
         .map(|d| format!("{:.1}s", d as f64 / 1000.0))
         .unwrap_or_else(|| "-".into());
-    let why = why(a).map(|w| format!("  {w}")).unwrap_or_default();
-    format!("{outcome:<14} {duration:>8} {:>9}{why}", money(a.cost_usd))
-}
-
-/// A short line on why an attempt did not pass: its recorded reason, else verify's first
-/// line of output.
-fn why(a: &AttemptRecord) -> Option<String> {
-    if a.outcome
-        .is_none_or(|o| o == loopd_actors::model::Outcome::Passed)
-    {
-        return None;
+    let mut out = format!("{outcome:<14} {duration:>8} {:>9}\n", money(a.cost_usd));
+    for line in super::why::why(a, super::why::width().saturating_sub(indent)) {
+        out.push_str(&format!("{:indent$}{line}\n", ""));
     }
-    let line = a.reason.clone().or_else(|| {
-        a.verify_tail
-            .lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty())
-            .map(String::from)
-    })?;
-    Some(match line.char_indices().nth(100) {
-        Some((cut, _)) => format!("{}...", &line[..cut]),
-        None => line,
-    })
+    out
 }
 
 fn short(commit: &str) -> &str {

@@ -67,9 +67,10 @@ enum Source {
 
 impl Source {
     fn of(file: &Path) -> Result<Source, Failed> {
-        match Client::for_fleet(file) {
-            Some(c) => Ok(Source::Daemon(c)),
-            None => super::status::open_store(file)
+        let fleet = super::target::FleetRef::from_path(file);
+        match super::source::discover(&fleet, false).map_err(Failed)? {
+            super::source::Found::Daemon(d) => Ok(Source::Daemon(d.client)),
+            super::source::Found::NoDaemon { fleet, .. } => super::source::open_store(&fleet)
                 .map(Source::Disk)
                 .map_err(Failed),
         }

@@ -44,7 +44,7 @@ pub fn follow(file: &Path, args: &LogsArgs) -> Result<(), Failed> {
     let mut history = Some(args.lines);
     loop {
         let client = if args.retry {
-            Client::for_fleet(file)
+            Client::if_any(file)
         } else {
             Some(Client::require(file)?)
         };
