@@ -426,21 +426,23 @@ async fn run(
     record.input_tokens = report.input_tokens;
     record.output_tokens = report.output_tokens;
     record.summary = report.summary.clone();
-    // Tell the scheduler how the provider fared before the slot is given back, so that no other
-    // loop of a provider that just ran out of credits or failed is granted the slot.
-    if end != AgentEnd::Cancelled && end != AgentEnd::SpawnFailed {
-        let provider_report = match &report.provider_failure {
+    // The slot is for the agent; verify and git are loopd's own work. It goes back with how
+    // the provider fared, so that no other loop of a provider that just ran out of credits or
+    // failed is granted it.
+    let provider_report = (end != AgentEnd::Cancelled && end != AgentEnd::SpawnFailed).then(|| {
+        match &report.provider_failure {
             Some(ProviderFailure::OutOfCredits { message }) => {
                 ProviderReport::OutOfCredits(message.clone())
             }
             Some(ProviderFailure::ApiError { .. }) => ProviderReport::ApiError,
             None => ProviderReport::Healthy,
-        };
-        ctx.scheduler()
-            .report(config.agent.provider(), provider_report);
+        }
+    });
+    match (permit, provider_report) {
+        (Some(slot), Some(r)) => slot.give_back(config.agent.provider(), r),
+        (None, Some(r)) => ctx.scheduler().report(config.agent.provider(), r),
+        (slot, None) => drop(slot),
     }
-    // The slot is for the agent; verify and git are loopd's own work.
-    drop(permit);
 
     let git = checkpoint.as_ref().map(|_| Workdir::new(&workdir));
     let mut outcome = if end == AgentEnd::Cancelled {

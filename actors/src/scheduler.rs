@@ -90,10 +90,30 @@ pub enum Grant {
 pub struct Slot {
     id: u64,
     shared: Arc<Shared>,
+    /// Given back with a report ([`Slot::give_back`]): the scheduler frees it.
+    given_back: bool,
+}
+
+impl Slot {
+    /// Gives the slot back together with what the attempt said about its provider. The slot
+    /// stays held until the scheduler has taken the report in: a grant made between the two
+    /// (another loop's request, a tick) would otherwise hand the slot to a provider that has
+    /// just run out of credits. Kept in the book, so a report outlives a scheduler restart.
+    pub fn give_back(mut self, provider: &str, report: ProviderReport) {
+        self.given_back = true;
+        self.shared
+            .book()
+            .reports
+            .push((provider.to_string(), report, Some(self.id)));
+        self.shared.send(SchedulerMsg::Wake);
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        if self.given_back {
+            return;
+        }
         self.shared.book().held.remove(&self.id);
         self.shared.send(SchedulerMsg::Release);
     }
@@ -129,13 +149,6 @@ pub enum SchedulerMsg {
     },
     /// A slot was given back.
     Release,
-    /// How an attempt's provider fared.
-    Report {
-        /// The provider.
-        provider: String,
-        /// What happened.
-        report: ProviderReport,
-    },
     /// A person resumed a provider's loops: lift its credit pause and backoff.
     ResumeProvider(String),
     /// Re-examine the queue (a backoff ended).
@@ -165,6 +178,8 @@ struct Book {
     /// The provider of every loop that asked for a slot, to rebuild providers' health from
     /// the ledger.
     providers: HashMap<String, String>,
+    /// Provider reports not taken in yet, with the slot each frees once it is.
+    reports: Vec<(String, ProviderReport, Option<u64>)>,
 }
 
 impl Shared {
@@ -267,10 +282,11 @@ impl Scheduler {
 
     /// Tells the scheduler how a provider fared.
     pub fn report(&self, provider: &str, report: ProviderReport) {
-        self.shared.send(SchedulerMsg::Report {
-            provider: provider.to_string(),
-            report,
-        });
+        self.shared
+            .book()
+            .reports
+            .push((provider.to_string(), report, None));
+        self.shared.send(SchedulerMsg::Wake);
     }
 
     /// Lifts a provider's credit pause and backoff.
@@ -388,6 +404,15 @@ impl Actor for SchedulerActor {
         msg: SchedulerMsg,
         state: &mut SchedulerState,
     ) -> Result<(), ActorProcessingErr> {
+        // Reports first, whatever the message: no grant is made before the reports of the
+        // slots given back are in.
+        let reports = std::mem::take(&mut state.shared.book().reports);
+        for (provider, report, slot) in reports {
+            report_provider(&myself, state, &provider, report).await;
+            if let Some(id) = slot {
+                state.shared.book().held.remove(&id);
+            }
+        }
         match msg {
             SchedulerMsg::Acquire {
                 loop_name,
@@ -407,9 +432,6 @@ impl Actor for SchedulerActor {
                 });
             }
             SchedulerMsg::Release | SchedulerMsg::Wake => {}
-            SchedulerMsg::Report { provider, report } => {
-                report_provider(&myself, state, &provider, report).await
-            }
             SchedulerMsg::ResumeProvider(provider) => {
                 state.providers.remove(&provider);
             }
@@ -538,6 +560,7 @@ fn dispatch(state: &mut SchedulerState) {
         let slot = Slot {
             id,
             shared: state.shared.clone(),
+            given_back: false,
         };
         if let Err(Grant::Slot(slot)) = w.reply.send(Grant::Slot(slot)) {
             // The loop gave up waiting: the slot goes straight back to the book.
@@ -642,6 +665,39 @@ mod tests {
         // Stopped for good: a request ends instead of waiting for an incarnation.
         s.stop();
         assert!(s.acquire("c", 5, "p").await.is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slot_given_back_out_of_credits_is_never_granted_to_the_same_provider() {
+        let (_d, ctx) = ctx();
+        let s = Scheduler::start(ctx, SchedulerConfig::default())
+            .await
+            .unwrap();
+        for round in 0..50 {
+            let Some(Grant::Slot(held)) = s.acquire("a", 5, "p").await else {
+                panic!("round {round}: no slot for a");
+            };
+            let s2 = s.clone();
+            let waiting = tokio::spawn(async move { s2.acquire("b", 5, "p").await });
+            // Other traffic for the scheduler while the slot goes back: each message ends in a
+            // dispatch that must not see the slot free before the report is in.
+            let s3 = s.clone();
+            let noise = tokio::spawn(async move {
+                for _ in 0..20 {
+                    s3.resume_provider("unrelated");
+                    tokio::task::yield_now().await;
+                }
+            });
+            tokio::task::yield_now().await;
+            held.give_back("p", ProviderReport::OutOfCredits("balance too low".into()));
+            let granted = waiting.await.unwrap();
+            noise.await.unwrap();
+            assert!(
+                matches!(granted, Some(Grant::ProviderPaused { .. })),
+                "round {round}: {granted:?}"
+            );
+            s.resume_provider("p");
+        }
     }
 
     #[tokio::test]
