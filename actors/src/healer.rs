@@ -140,11 +140,7 @@ pub(crate) fn outcome_name(o: crate::model::Outcome) -> String {
 
 /// "1 attempt", "3 attempts".
 pub(crate) fn attempts_word(n: u32) -> String {
-    if n == 1 {
-        "1 attempt".into()
-    } else {
-        format!("{n} attempts")
-    }
+    crate::words::count(n, "attempt", "attempts")
 }
 
 /// Most runs of attempt numbers [`list_numbers`] writes out; beyond them the middle is elided.

@@ -32,6 +32,7 @@
 //!   that restarts them.
 //! - `notifier`: webhooks, signed and retried, decoupled from the loops.
 //! - `templates`: the loop factory (loops made from templates with `{{var}}` placeholders).
+//! - `words`: English for counts ("1 attempt", "2 attempts").
 #![deny(missing_docs)]
 
 pub mod agent;
@@ -65,3 +66,4 @@ pub mod tests_file;
 pub mod transcript;
 pub mod tree;
 pub mod view;
+pub mod words;

@@ -1003,7 +1003,8 @@ async fn budget_exhausted(
                             max_usd: Option<f64>| {
                     if let Some(m) = max_n.filter(|m| n >= *m) {
                         return Some(format!(
-                            "{what} made {n} attempts (max_attempts_total = {m}); paused"
+                            "{what} made {} (max_attempts_total = {m}); paused",
+                            crate::words::count(n, "attempt", "attempts")
                         ));
                     }
                     if let Some(m) = max_usd.filter(|m| usd >= *m) {

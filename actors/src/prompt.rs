@@ -173,9 +173,9 @@ fn folded(older: &[&AttemptRecord]) -> String {
         let mut numbers: Vec<u32> = dropped.iter().flat_map(|(_, n, _)| n.clone()).collect();
         numbers.sort_unstable();
         out.push_str(&format!(
-            "Attempts {} failed in {} other ways, not repeated here.\n",
+            "Attempts {} failed in {}, not repeated here.\n",
             healer::list_numbers(&numbers),
-            dropped.len()
+            crate::words::count(dropped.len(), "other way", "other ways")
         ));
         groups.sort_by_key(|(_, numbers, _)| numbers.first().copied());
     }
@@ -207,7 +207,8 @@ fn repeated_note(r: &healer::RepeatedFailure) -> String {
         let skipped = r.summaries.len().saturating_sub(MAX_SUMMARIES);
         if skipped > 0 {
             out.push_str(&format!(
-                "- ({skipped} earlier attempts, not repeated here)\n"
+                "- ({}, not repeated here)\n",
+                crate::words::count(skipped, "earlier attempt", "earlier attempts")
             ));
         }
         for (n, s) in &r.summaries[skipped..] {

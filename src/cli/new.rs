@@ -75,11 +75,11 @@ pub fn run(flag: Option<&PathBuf>, args: &NewArgs) -> anyhow::Result<Exit> {
         println!("{}", serde_json::to_string_pretty(&view)?);
     } else {
         println!(
-            "loop `{}` created from template `{}`: {}, {} tests",
+            "loop `{}` created from template `{}`: {}, {}",
             view.name,
             args.template,
             words(&view.status),
-            view.progress.total
+            loopd_actors::words::count(view.progress.total, "test", "tests")
         );
     }
     Ok(Exit::Ok)

@@ -262,8 +262,8 @@ impl ClaudeWatcher {
                 (
                     self.last_retry_status,
                     format!(
-                        "Claude Code was still retrying the API ({} retries, last status {})",
-                        self.api_retries,
+                        "Claude Code was still retrying the API ({}, last status {})",
+                        crate::words::count(self.api_retries, "retry", "retries"),
                         self.last_retry_status
                             .map_or_else(|| "unknown".to_string(), |s| s.to_string())
                     ),

@@ -232,8 +232,9 @@ fn suggest(
         );
     } else if no_change * 2 > n {
         out.push(format!(
-            "the agent changed nothing in {no_change} of {n} failed attempts: make the spec say \
-             what has to change"
+            "the agent changed nothing in {no_change} of {}: make the spec say what has to \
+             change",
+            crate::words::count(n, "failed attempt", "failed attempts")
         ));
     }
     if let Some(r) = repeated.first() {
@@ -289,8 +290,10 @@ fn suggest(
     let regressions = count(classes, Outcome::Regression);
     if regressions > 0 {
         out.push(format!(
-            "{regressions} passes broke tests that passed before and were rolled back: the task \
-             may conflict with an earlier one; say in the spec what must keep working"
+            "{} broke tests that passed before and {} rolled back: the task may conflict \
+             with an earlier one; say in the spec what must keep working",
+            crate::words::count(regressions, "pass", "passes"),
+            if regressions == 1 { "was" } else { "were" }
         ));
     }
     if out.is_empty() && n > 0 {
@@ -342,10 +345,10 @@ fn summarise(
     suggestions: &[String],
 ) -> String {
     let mut s = format!(
-        "{} (loop {}) ended {} attempts: {}.",
+        "{} (loop {}) ended {}: {}.",
         test.spec.id,
         test.loop_name,
-        finished.len(),
+        attempts_word(finished.len() as u32),
         classes
             .iter()
             .map(|c| format!("{} {}", c.count, outcome_name(c.outcome)))

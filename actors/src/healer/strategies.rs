@@ -108,7 +108,10 @@ pub fn on_exhausted(
         return HealDecision {
             status: TestStatus::Failed,
             strategy: None,
-            reason: format!("{} counted failures; {advice}", test.counted_attempts),
+            reason: format!(
+                "{}; {advice}",
+                crate::words::count(test.counted_attempts, "counted failure", "counted failures")
+            ),
             alert: false,
         };
     } else if !heal_budget_left(
@@ -128,8 +131,10 @@ pub fn on_exhausted(
             test.heal_cost_usd
         ))
     } else {
-        next_strategy(test.heal_attempts, policy.heal_model.as_deref())
-            .ok_or_else(|| format!("{} heal strategies failed", test.heal_attempts))
+        next_strategy(test.heal_attempts, policy.heal_model.as_deref()).ok_or_else(|| {
+            let tried = crate::words::count(test.heal_attempts, "heal strategy", "heal strategies");
+            format!("{tried} failed")
+        })
     };
     match next {
         Ok(s) => {

@@ -1,6 +1,7 @@
 //! How a transcript line reads for a person: Claude Code's stream-json rendered (assistant
 //! text, one line per tool call, results, API retries, cost), anything else as it is.
 
+use loopd_actors::words::count;
 use serde_json::Value;
 
 /// Prints one transcript line after `prefix`: as it is with `raw`, else rendered.
@@ -35,9 +36,9 @@ pub fn render(line: &str) -> Vec<String> {
     };
     match (kind, v["subtype"].as_str()) {
         ("system", Some("init")) => vec![format!(
-            "● session started: model {}, {} tools",
+            "● session started: model {}, {}",
             v["model"].as_str().unwrap_or("?"),
-            v["tools"].as_array().map_or(0, Vec::len)
+            count(v["tools"].as_array().map_or(0, Vec::len), "tool", "tools")
         )],
         ("system", Some("api_retry")) => vec![format!(
             "⟳ API retry {}/{}: {} {} (next in {} ms)",
@@ -94,13 +95,13 @@ pub fn render(line: &str) -> Vec<String> {
         ("result", _) => {
             let usage = &v["usage"];
             vec![format!(
-                "■ {}: {} turns, ${:.4}, {} in / {} out tokens{}",
+                "■ {}: {}, ${:.4}, {} in / {} out tokens{}",
                 if v["is_error"] == true {
                     "failed"
                 } else {
                     "done"
                 },
-                v["num_turns"],
+                count(v["num_turns"].as_u64().unwrap_or(0), "turn", "turns"),
                 v["total_cost_usd"].as_f64().unwrap_or(0.0),
                 usage["input_tokens"],
                 usage["output_tokens"],
