@@ -18,6 +18,23 @@ fn main() -> ExitCode {
         eprintln!("loopd: cannot turn off PR_SET_DUMPABLE: {e}");
     }
     let args = cli::Cli::parse();
+    if !args.command.supervises() {
+        // Rust ignores SIGPIPE, so `loopd status | head -1` would panic in `println!` once head
+        // has gone. A command that only prints gets the default back, as every C tool has: the
+        // kernel ends it quietly when the reader goes. Not `run` and `serve`: they write to
+        // agents' pipes and clients' sockets, where a reader that goes is an error to handle,
+        // never the death of the supervisor (`run` writes its summary through `cli::out`).
+        // SAFETY: restoring a default disposition, before any other thread exists.
+        if let Err(e) = unsafe {
+            nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            )
+        } {
+            eprintln!("loopd: cannot restore the default SIGPIPE: {e}");
+        }
+    }
+    cli::style::init(args.color);
     cli::init_logging(&args);
     match cli::dispatch(args) {
         Ok(code) => ExitCode::from(code as u8),

@@ -14,6 +14,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::source::Source;
+use super::style::Tone;
+use super::table::{cell, toned, Table};
 use super::target::FleetRef;
 use super::{words, Exit};
 use crate::api::auth::Token;
@@ -218,25 +220,30 @@ pub struct LsArgs {
     pub json: bool,
 }
 
-pub(super) fn print_loop(l: &LoopSummary) {
-    let p = &l.progress;
-    println!(
-        "{:<20} {:<9} {:>3}/{:<3} {:<20} {:>5} {:>9}{}",
-        l.name,
-        words(&l.status),
-        p.passed,
-        p.total,
-        l.current_test
-            .as_ref()
-            .map(|t| format!("{t}#{}", l.current_attempt.unwrap_or(0)))
-            .unwrap_or_else(|| "-".into()),
-        l.attempts,
-        format!("${:.4}", l.cost_usd),
-        l.reason
-            .as_ref()
-            .map(|r| format!("  ({r})"))
-            .unwrap_or_default()
-    );
+/// The table of `ls` (and of `start`, `stop`, `pause`, `resume`): one loop a row.
+pub(super) fn loops_table<'a>(loops: impl IntoIterator<Item = &'a LoopSummary>) -> String {
+    let mut t = Table::new(&[
+        "LOOP", "STATE", "PASSED", "CURRENT", "ATTEMPTS", "COST", "WHY",
+    ])
+    .right(&[2, 4, 5]);
+    for l in loops {
+        let p = &l.progress;
+        t.row(vec![
+            cell(&l.name),
+            toned(words(&l.status), Tone::of_state(l.status)),
+            cell(format!("{}/{}", p.passed, p.total)),
+            cell(
+                l.current_test
+                    .as_ref()
+                    .map(|t| format!("{t}#{}", l.current_attempt.unwrap_or(0)))
+                    .unwrap_or_else(|| "-".into()),
+            ),
+            cell(l.attempts),
+            cell(format!("${:.4}", l.cost_usd)),
+            cell(l.reason.as_deref().unwrap_or("")),
+        ]);
+    }
+    t.render()
 }
 
 /// `loopd ls`: through the daemon when one runs, else from the store.
@@ -252,12 +259,6 @@ pub fn ls(fleet: &FleetRef, args: &LsArgs) -> anyhow::Result<Exit> {
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(Exit::Ok);
     }
-    println!(
-        "{:<20} {:<9} {:>7} {:<20} {:>5} {:>9}",
-        "LOOP", "STATE", "PASSED", "CURRENT", "ATT.", "COST"
-    );
-    for l in &doc.loops {
-        print_loop(l);
-    }
+    super::out(&loops_table(&doc.loops))?;
     Ok(Exit::Ok)
 }

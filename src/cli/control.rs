@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use loopd_actors::view::{LoopSummary, LoopView, TestView};
 use serde_json::Value;
 
-use super::client::{print_loop, Client, Failed};
+use super::client::{loops_table, Client, Failed};
 use super::source;
 use super::target::{self, FleetRef, Shape};
 use super::{words, Exit};
@@ -145,7 +145,11 @@ pub fn loop_action(
                     .unwrap_or_default()
             ),
             (false, _) if views.is_empty() && name.is_none() => println!("no loops"),
-            (false, _) => views.iter().for_each(|v| show_loop(v, false)),
+            (false, _) => {
+                let rows: Vec<LoopSummary> =
+                    views.iter().map(|v| LoopSummary::from(v.clone())).collect();
+                let _ = super::out(&loops_table(&rows));
+            }
         }
         result
     })())
@@ -155,7 +159,7 @@ fn show_loop(view: &LoopView, json: bool) {
     if json {
         println!("{}", serde_json::to_string_pretty(view).unwrap_or_default());
     } else {
-        print_loop(&LoopSummary::from(view.clone()));
+        let _ = super::out(&loops_table([&LoopSummary::from(view.clone())]));
     }
 }
 

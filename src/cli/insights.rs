@@ -7,6 +7,7 @@ use loopd_actors::view::InsightsDoc;
 
 use super::client::Failed;
 use super::source::Source;
+use super::table::{cell, Table};
 use super::target::{self, Shape};
 use super::Exit;
 
@@ -43,7 +44,7 @@ pub fn insights(flag: Option<&PathBuf>, args: &InsightsArgs) -> anyhow::Result<E
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(Exit::Ok);
     }
-    print!("{}", render(&doc));
+    super::out(&render(&doc))?;
     Ok(Exit::Ok)
 }
 
@@ -53,19 +54,22 @@ fn render(doc: &InsightsDoc) -> String {
         out.push_str("No failures recorded.\n");
     } else {
         out.push_str("Most frequent failures:\n");
+        let mut t = Table::new(&["COUNT", "PATTERN", "FAILURE"])
+            .right(&[0])
+            .indent(2);
         for p in &doc.patterns {
-            out.push_str(&format!(
-                "  {:>3}x  {}  {}\n        in {}\n",
-                p.count,
-                &p.fingerprint[..p.fingerprint.len().min(8)],
-                if p.example.is_empty() {
+            t.row(vec![
+                cell(format!("{}x", p.count)),
+                cell(&p.fingerprint[..p.fingerprint.len().min(8)]),
+                cell(if p.example.is_empty() {
                     "(no output)"
                 } else {
                     &p.example
-                },
-                p.tests.join(", ")
-            ));
+                }),
+            ]);
+            t.detail(format!("in {}", p.tests.join(", ")));
         }
+        out.push_str(&t.render());
     }
     if doc.lessons.is_empty() {
         out.push_str("\nNo lessons learned yet.\n");

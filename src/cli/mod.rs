@@ -3,6 +3,7 @@
 mod client;
 mod control;
 mod detail;
+mod docs;
 mod exit;
 pub(crate) mod fleet_start;
 mod init;
@@ -17,6 +18,8 @@ mod serve;
 mod shutdown;
 mod source;
 mod status;
+pub mod style;
+mod table;
 mod target;
 mod validate;
 pub mod why;
@@ -41,6 +44,9 @@ pub struct Cli {
     /// Log as JSON lines.
     #[arg(long, global = true)]
     pub log_json: bool,
+    /// Colour states and outcomes: `auto` on a terminal unless `NO_COLOR` is set.
+    #[arg(long, global = true, value_enum, default_value_t = style::ColorChoice::Auto)]
+    pub color: style::ColorChoice,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -104,6 +110,10 @@ pub enum Command {
     /// The most frequent failure patterns and the lessons learned.
     #[command(override_usage = "loopd insights [CONFIG] [LOOP] [--limit N] [--json]")]
     Insights(insights::InsightsArgs),
+    /// Print a shell completion script: `loopd completions bash > ~/.local/share/bash-completion/completions/loopd`.
+    Completions(docs::CompletionsArgs),
+    /// Print the man page (roff): `loopd man | man -l -`.
+    Man,
 }
 
 /// The optional positional fleet file that `run`, `serve`, `validate`, `status`, `export` and
@@ -112,6 +122,14 @@ pub enum Command {
 pub struct ConfigArg {
     /// The fleet file (default: `-c`, `LOOPD_CONFIG`, or `./loopd.toml`).
     pub file: Option<PathBuf>,
+}
+
+impl Command {
+    /// Whether the command runs a fleet (`run`, `serve`): it supervises agents and serves the
+    /// API, where a closed pipe or socket must be an error, never a signal that ends loopd.
+    pub fn supervises(&self) -> bool {
+        matches!(self, Command::Run(_) | Command::Serve(_))
+    }
 }
 
 impl Cli {
@@ -192,6 +210,22 @@ pub fn dispatch(args: Cli) -> anyhow::Result<Exit> {
         Command::Shutdown(a) => shutdown::run(&args.fleet(a.file.as_ref()), a),
         Command::Logs(a) => logs::logs(&args.fleet_file(None), a),
         Command::Insights(a) => insights::insights(flag, a),
+        Command::Completions(a) => docs::completions(a),
+        Command::Man => docs::man(),
+    }
+}
+
+/// Writes `text` to stdout; a reader that has gone (`loopd run | head -1`) ends the output
+/// quietly instead of failing the command.
+pub fn out(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
     }
 }
 

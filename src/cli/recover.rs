@@ -14,6 +14,8 @@ use loopd_actors::ledger::{self, Recovered, NOT_RECOVERABLE};
 use loopd_actors::statedir::StateDirLock;
 use loopd_actors::store::{Store, StoreError};
 
+use super::style::Tone;
+use super::table::{cell, toned, Table};
 use super::Exit;
 
 /// Rebuilds what the fleet at `file` lost; prints what was recovered and what could not be.
@@ -127,8 +129,12 @@ fn print_loop(name: &str, r: &Recovered) {
     if let Some(why) = &r.unreadable {
         println!("  its workdir's history could not be read, so every test is pending: {why}");
     }
+    let mut t = Table::new(&["TEST", "STATUS", "CHECKPOINT"]).indent(2);
     for (test, commit) in &r.passed {
-        println!("  passed  {test:<24} {commit}");
+        t.row(vec![cell(test), toned("passed", Tone::Good), cell(commit)]);
+    }
+    if !t.is_empty() {
+        print!("{}", t.render());
     }
     if !r.pending.is_empty() {
         println!("  pending {}", r.pending.join(", "));

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use chrono::{DateTime, Utc};
 use loopd_actors::config::Fleet;
 use loopd_actors::fleet::FleetMsg;
 use loopd_actors::model::{Event, EventKind, LoopRecord, LoopState, Outcome, TestStatus};
@@ -12,8 +13,11 @@ use loopd_actors::runtime::Ctx;
 use loopd_actors::statedir::StateDirLock;
 use loopd_actors::store::Store;
 use loopd_actors::view;
+use loopd_actors::words::count;
 
 use super::progress::Progress;
+use super::style::Tone;
+use super::table::{cell, toned, Table};
 use super::Exit;
 
 /// How long `run` waits at the end for webhook deliveries still queued.
@@ -60,6 +64,8 @@ async fn run_fleet(
     };
 
     let started = Instant::now();
+    // Attempts that start from now on are this run's (the summary tells them from the history).
+    let since = Utc::now();
     // Loops a person paused or stopped in an earlier session stay so (their actors boot into
     // that state without a word): say so, and do not wait for them.
     let held = held_by_person(&ctx, &fleet).await?;
@@ -209,7 +215,7 @@ async fn run_fleet(
         .iter()
         .filter(|l| names.contains(&l.name.as_str()))
         .collect();
-    print_summary(&loops, &finished_at, started.elapsed());
+    print_summary(&loops, since, &finished_at, started.elapsed());
     if let Some(e) = given_up {
         return Err(anyhow::Error::from(e).context("the run stopped"));
     }
@@ -305,44 +311,140 @@ fn note_finish(e: &Event, started: Instant, finished_at: &mut HashMap<String, Du
     }
 }
 
+/// What one run did in one loop (or the fleet): its attempts, started after the run began.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct ThisRun {
+    attempts: usize,
+    passes: usize,
+    /// Attempts that counted toward `max_attempts` without passing.
+    failures: usize,
+    /// Attempts that did not count (interrupted, API errors, out of credits, ...).
+    other: usize,
+    cost_usd: f64,
+}
+
+impl ThisRun {
+    fn of(l: &view::LoopView, since: DateTime<Utc>) -> ThisRun {
+        let mut run = ThisRun::default();
+        for a in l.tests.iter().flat_map(|t| &t.attempts) {
+            if a.started_at < since {
+                continue;
+            }
+            run.attempts += 1;
+            run.cost_usd += a.cost_usd;
+            match a.outcome {
+                Some(Outcome::Passed) => run.passes += 1,
+                Some(_) if a.counted => run.failures += 1,
+                _ => run.other += 1,
+            }
+        }
+        run
+    }
+
+    fn add(mut self, other: ThisRun) -> ThisRun {
+        self.attempts += other.attempts;
+        self.passes += other.passes;
+        self.failures += other.failures;
+        self.other += other.other;
+        self.cost_usd += other.cost_usd;
+        self
+    }
+
+    /// "3 attempts: 1 pass, 2 failures, $0.0100".
+    fn sentence(&self) -> String {
+        let mut s = format!(
+            "{}: {}, {}",
+            count(self.attempts, "attempt", "attempts"),
+            count(self.passes, "pass", "passes"),
+            count(self.failures, "failure", "failures"),
+        );
+        if self.other > 0 {
+            s.push_str(&format!(", {} not counted", self.other));
+        }
+        s.push_str(&format!(", ${:.4}", self.cost_usd));
+        s
+    }
+}
+
+/// The summary at the end of a run: what this run did, then the totals so far (a fleet with
+/// history has done more than this run; on a first run the two agree).
 fn print_summary(
     loops: &[&view::LoopView],
+    since: DateTime<Utc>,
     finished_at: &HashMap<String, Duration>,
     total: Duration,
 ) {
-    println!();
-    println!(
-        "{:<20} {:<10} {:>6} {:>6} {:>7} {:>7} {:>7} {:>8} {:>9} {:>8}",
-        "LOOP",
-        "STATE",
-        "PASSED",
-        "FAILED",
-        "BLOCKED",
-        "SKIPPED",
-        "OTHER",
-        "ATTEMPTS",
-        "COST",
-        "WALL"
+    let runs: Vec<ThisRun> = loops.iter().map(|l| ThisRun::of(l, since)).collect();
+    let fleet = runs.iter().fold(ThisRun::default(), |a, b| a.add(*b));
+    let mut text = format!(
+        "\nThis run ({:.1}s): {}\n",
+        total.as_secs_f64(),
+        fleet.sentence()
     );
+    let mut now = Table::new(&[
+        "LOOP",
+        "ATTEMPTS",
+        "PASSES",
+        "FAILURES",
+        "UNCOUNTED",
+        "COST",
+        "WALL",
+    ])
+    .right(&[1, 2, 3, 4, 5, 6]);
+    for (l, run) in loops.iter().zip(&runs) {
+        let wall = finished_at.get(&l.name).copied().unwrap_or(total);
+        now.row(vec![
+            cell(&l.name),
+            cell(run.attempts),
+            toned(
+                run.passes,
+                if run.passes > 0 {
+                    Tone::Good
+                } else {
+                    Tone::Plain
+                },
+            ),
+            toned(
+                run.failures,
+                if run.failures > 0 {
+                    Tone::Bad
+                } else {
+                    Tone::Plain
+                },
+            ),
+            cell(run.other),
+            cell(format!("${:.4}", run.cost_usd)),
+            cell(format!("{:.1}s", wall.as_secs_f64())),
+        ]);
+    }
+    text.push_str(&now.render());
+
+    let attempts: usize = loops.iter().map(|l| l.attempts).sum();
+    let cost: f64 = loops.iter().map(|l| l.cost_usd).sum();
+    text.push_str(&format!(
+        "\nTotals so far: {}, ${cost:.4}\n",
+        count(attempts, "attempt", "attempts")
+    ));
+    let mut so_far = Table::new(&[
+        "LOOP", "STATE", "PASSED", "FAILED", "BLOCKED", "SKIPPED", "OTHER", "ATTEMPTS", "COST",
+    ])
+    .right(&[2, 3, 4, 5, 6, 7, 8]);
     for l in loops {
         let p = &l.progress;
-        let wall = finished_at.get(&l.name).copied().unwrap_or(total);
-        println!(
-            "{:<20} {:<10} {:>6} {:>6} {:>7} {:>7} {:>7} {:>8} {:>9} {:>8}",
-            l.name,
-            super::words(&l.status),
-            p.passed,
-            p.failed,
-            p.blocked,
-            p.skipped,
-            p.pending + p.needs_human,
-            l.attempts,
-            format!("${:.4}", l.cost_usd),
-            format!("{:.1}s", wall.as_secs_f64()),
-        );
+        so_far.row(vec![
+            cell(&l.name),
+            toned(super::words(&l.status), Tone::of_state(l.status)),
+            cell(format!("{}/{}", p.passed, p.total)),
+            cell(p.failed),
+            cell(p.blocked),
+            cell(p.skipped),
+            cell(p.pending + p.needs_human),
+            cell(l.attempts),
+            cell(format!("${:.4}", l.cost_usd)),
+        ]);
         if let Some(reason) = &l.reason {
             if l.status != LoopState::Finished {
-                println!("  {}: {reason}", l.name);
+                so_far.detail(format!("{}: {reason}", super::words(&l.status)));
             }
             if reason == "agent_unavailable" {
                 // Its attempt is not counted, so no failed test shows the cause below.
@@ -352,10 +454,8 @@ fn print_summary(
                     .flat_map(|t| &t.attempts)
                     .filter(|a| a.outcome == Some(Outcome::AgentUnavailable))
                     .max_by_key(|a| a.started_at);
-                for line in last.map_or(Vec::new(), |a| {
-                    super::why::why(a, super::why::width().saturating_sub(4))
-                }) {
-                    println!("    {line}");
+                for line in last.map_or(Vec::new(), |a| super::why::why(a, usize::MAX)) {
+                    so_far.detail(format!("  {line}"));
                 }
             }
         }
@@ -365,17 +465,21 @@ fn print_summary(
                 TestStatus::Failed | TestStatus::Blocked | TestStatus::NeedsHuman
             )
         }) {
-            println!(
-                "  {} {}: {}",
+            so_far.detail(format!(
+                "{} {}: {}",
                 super::words(&t.status),
                 t.id,
                 t.reason.as_deref().unwrap_or("")
-            );
+            ));
+            // Cut to the table's width by the table.
             if let Some(last) = t.attempts.last() {
-                for line in super::why::why(last, super::why::width().saturating_sub(6)) {
-                    println!("    {line}");
+                for line in super::why::why(last, usize::MAX) {
+                    so_far.detail(format!("  {line}"));
                 }
             }
         }
     }
+    text.push_str(&so_far.render());
+    // The fleet has stopped and its store is flushed: a reader that went away loses only this.
+    let _ = super::out(&text);
 }

@@ -2,12 +2,17 @@
 //! [--json]`, `loopd export [CONFIG]`: from the daemon when one holds the state directory, from
 //! the store otherwise (the same documents either way, see [`Source`]).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use loopd_actors::model::AttemptRecord;
+use loopd_actors::git;
+use loopd_actors::model::{AttemptRecord, Outcome};
+use loopd_actors::view::LoopView;
+use loopd_actors::words::count;
 
 use super::client::Failed;
 use super::source::Source;
+use super::style::{self, Tone};
+use super::table::{cell, toned, Table};
 use super::target::{self, FleetRef, Shape};
 use super::{words, Exit};
 
@@ -63,66 +68,87 @@ pub fn status(flag: Option<&PathBuf>, args: &StatusArgs) -> anyhow::Result<Exit>
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(Exit::Ok);
     }
+    let mut text = String::new();
     for l in &doc.loops {
-        let p = &l.progress;
-        let killed = l
-            .tests
-            .iter()
-            .flat_map(|t| &t.attempts)
-            .filter(|a| a.killed.is_some())
-            .count();
-        println!(
-            "{}  {}{}  {}/{} passed, {} failed, {} blocked, {} skipped  {} attempts{}  ${:.4}",
-            l.name,
-            words(&l.status),
-            l.reason
-                .as_ref()
-                .map(|r| format!(" ({r})"))
-                .unwrap_or_default(),
-            p.passed,
-            p.total,
-            p.failed,
-            p.blocked,
-            p.skipped,
-            l.attempts,
-            if killed > 0 {
-                format!(" ({killed} killed by the monitor)")
-            } else {
-                String::new()
-            },
-            l.cost_usd
-        );
-        if let (Some(test), Some(n)) = (&l.current_test, l.current_attempt) {
-            match &l.heartbeat {
-                Some(h) => println!(
-                    "  now: {test} attempt {n}, running {:.0}s, last output {:.1}s ago{}",
-                    h.running_for_s,
-                    h.since_heartbeat_s,
-                    if h.stuck {
-                        "  STUCK (no output for over half of stall_timeout)"
-                    } else {
-                        ""
-                    }
-                ),
-                None => println!("  now: {test} attempt {n}"),
-            }
-        }
-        for t in &l.tests {
-            // A pass after a kill is still a pass, and still a hang worth a look.
-            let killed = match t.attempts.last().and_then(|a| a.killed) {
-                Some(k) => format!("  [last agent killed: {}]", k.word()),
-                None => String::new(),
-            };
-            println!(
-                "  {:<24} {:<11} {:>2} attempts  {}{killed}",
-                t.id,
-                words(&t.status),
-                t.attempts.len(),
-                t.reason.as_deref().unwrap_or(&t.title)
-            );
-        }
+        text.push_str(&loop_text(l));
     }
+    super::out(&text)?;
     Ok(Exit::Ok)
+}
+
+/// One loop of `status`: a heading line, what runs now, and the table of its tests.
+fn loop_text(l: &LoopView) -> String {
+    let p = &l.progress;
+    let killed = l
+        .tests
+        .iter()
+        .flat_map(|t| &t.attempts)
+        .filter(|a| a.killed.is_some())
+        .count();
+    let state = format!(
+        "{}{}",
+        words(&l.status),
+        l.reason
+            .as_ref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default()
+    );
+    let rest = format!(
+        "  {}/{} passed, {} failed, {} blocked, {} skipped  {}{}  ${:.4}",
+        p.passed,
+        p.total,
+        p.failed,
+        p.blocked,
+        p.skipped,
+        count(l.attempts, "attempt", "attempts"),
+        if killed > 0 {
+            format!(" ({killed} killed by the monitor)")
+        } else {
+            String::new()
+        },
+        l.cost_usd
+    );
+    let mut out = style::heading(&l.name, &state, Tone::of_state(l.status), &rest);
+    if let (Some(test), Some(n)) = (&l.current_test, l.current_attempt) {
+        let now = match &l.heartbeat {
+            Some(h) => format!(
+                "  now: {test} attempt {n}, running {:.0}s, last output {:.1}s ago{}",
+                h.running_for_s,
+                h.since_heartbeat_s,
+                if h.stuck {
+                    "  STUCK (no output for over half of stall_timeout)"
+                } else {
+                    ""
+                }
+            ),
+            None => format!("  now: {test} attempt {n}"),
+        };
+        out.push_str(&style::fit(&now, style::width()));
+        out.push('\n');
+    }
+    let mut t = Table::new(&["TEST", "STATUS", "ATTEMPTS", "WHY"])
+        .right(&[2])
+        .indent(2);
+    for test in &l.tests {
+        // A pass after a kill is still a pass, and still a hang worth a look.
+        let killed = match test.attempts.last().and_then(|a| a.killed) {
+            Some(k) => format!("  [last agent killed: {}]", k.word()),
+            None => String::new(),
+        };
+        t.row(vec![
+            cell(&test.id),
+            toned(words(&test.status), Tone::of_test(test.status)),
+            cell(test.attempts.len()),
+            cell(format!(
+                "{}{killed}",
+                test.reason.as_deref().unwrap_or(&test.title)
+            )),
+        ]);
+    }
+    if !t.is_empty() {
+        out.push_str(&t.render());
+    }
+    out
 }
 
 /// `loopd attempts`.
@@ -143,35 +169,77 @@ pub fn attempts(flag: Option<&PathBuf>, args: &AttemptsArgs) -> anyhow::Result<E
         return Ok(Exit::Ok);
     }
     let attempts = doc.attempts;
-    println!(
-        "{:<20} {:>3} {:<14} {:>9} {:>5} {:>6} {:>9}  {:<10} TRANSCRIPT",
-        "TEST", "#", "OUTCOME", "DURATION", "EXIT", "VERIFY", "COST", "COMMIT"
-    );
-    for a in &attempts {
-        println!(
-            "{:<20} {:>3} {:<14} {:>9} {:>5} {:>6} {:>9}  {:<10} {}",
-            a.test_id,
-            a.number,
-            a.outcome
-                .map(|o| words(&o))
-                .unwrap_or_else(|| "running".into()),
-            a.duration_ms
-                .map(|d| format!("{:.1}s", d as f64 / 1000.0))
-                .unwrap_or_default(),
-            exit_words(a),
-            a.verify_exit.map(|c| c.to_string()).unwrap_or_default(),
-            format!("${:.4}", a.cost_usd),
-            a.commit
-                .as_deref()
-                .map(|c| &c[..c.len().min(10)])
-                .unwrap_or(""),
-            a.transcript.display()
-        );
-        for line in super::why::why(a, super::why::width().saturating_sub(25)) {
-            println!("{:<20}     {line}", "");
+    super::out(&attempts_table(&attempts))?;
+    Ok(Exit::Ok)
+}
+
+/// The table of `attempts`: one attempt a row, why it ended and where a failure's diff is
+/// saved under it (a failure's commit is no checkpoint: it only keeps the diff for a look).
+fn attempts_table(attempts: &[AttemptRecord]) -> String {
+    let mut t = Table::new(&[
+        "TEST",
+        "#",
+        "OUTCOME",
+        "DURATION",
+        "EXIT",
+        "VERIFY",
+        "COST",
+        "CHECKPOINT",
+        "TRANSCRIPT",
+    ])
+    .right(&[1, 3, 4, 5, 6]);
+    for a in attempts {
+        let passed = a.outcome == Some(Outcome::Passed);
+        t.row(vec![
+            cell(&a.test_id),
+            cell(a.number),
+            toned(
+                a.outcome
+                    .map(|o| words(&o))
+                    .unwrap_or_else(|| "running".into()),
+                Tone::of_outcome(a.outcome),
+            ),
+            cell(
+                a.duration_ms
+                    .map(|d| format!("{:.1}s", d as f64 / 1000.0))
+                    .unwrap_or_default(),
+            ),
+            cell(exit_words(a)),
+            cell(a.verify_exit.map(|c| c.to_string()).unwrap_or_default()),
+            cell(format!("${:.4}", a.cost_usd)),
+            cell(match &a.commit {
+                Some(c) if passed => short(c),
+                _ => "",
+            }),
+            cell(shown_path(&a.transcript).display()),
+        ]);
+        // The detail lines are cut to the table's width: `why` needs not cut them earlier.
+        for line in super::why::why(a, usize::MAX) {
+            t.detail(line);
+        }
+        if let (Some(c), false) = (&a.commit, passed) {
+            t.detail(format!(
+                "diff saved at {} ({})",
+                git::attempt_ref(&a.test_id, a.number),
+                short(c)
+            ));
         }
     }
-    Ok(Exit::Ok)
+    t.render()
+}
+
+/// `path` relative to the current folder when it lies inside it: the transcript's own name
+/// and its test, not the state directory's long prefix, survive a narrow table.
+fn shown_path(path: &Path) -> &Path {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(cwd).ok())
+        .unwrap_or(path)
+}
+
+/// The first ten characters of a commit id, as `git log --oneline` shows about.
+fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(10)]
 }
 
 pub(super) fn exit_words(a: &AttemptRecord) -> String {

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use loopd_actors::config::{load_fleet, load_tests, validate_fleet};
+use loopd_actors::words::count;
 
 use super::Exit;
 
@@ -22,18 +23,10 @@ pub fn run(file: &Path) -> anyhow::Result<Exit> {
         .sum();
     let loops = fleet.loops.len();
     println!(
-        "fleet `{}` is valid: {loops} loop{}, {tests} test{}",
+        "fleet `{}` is valid: {}, {}",
         file.display(),
-        plural(loops),
-        plural(tests)
+        count(loops, "loop", "loops"),
+        count(tests, "test", "tests")
     );
     Ok(Exit::Ok)
-}
-
-fn plural(n: usize) -> &'static str {
-    if n == 1 {
-        ""
-    } else {
-        "s"
-    }
 }

@@ -70,14 +70,9 @@ fn shows_verify(outcome: Outcome) -> bool {
     )
 }
 
-/// `line` in at most `width` characters, with an ellipsis where it was cut.
+/// `line` in at most `width` columns, with an ellipsis where it was cut.
 fn cut(line: &str, width: usize) -> String {
-    let line = line.trim_end();
-    if line.chars().count() <= width {
-        return line.to_string();
-    }
-    let kept: String = line.chars().take(width.saturating_sub(1)).collect();
-    format!("{kept}…")
+    super::style::fit(line.trim_end(), width)
 }
 
 #[cfg(test)]
