@@ -225,7 +225,8 @@ pub(super) fn loops_table<'a>(loops: impl IntoIterator<Item = &'a LoopSummary>) 
     let mut t = Table::new(&[
         "LOOP", "STATE", "PASSED", "CURRENT", "ATTEMPTS", "COST", "WHY",
     ])
-    .right(&[2, 4, 5]);
+    .right(&[2, 4, 5])
+    .shrink(&[0, 3, 6]);
     for l in loops {
         let p = &l.progress;
         t.row(vec![

@@ -56,6 +56,7 @@ fn render(doc: &InsightsDoc) -> String {
         out.push_str("Most frequent failures:\n");
         let mut t = Table::new(&["COUNT", "PATTERN", "FAILURE"])
             .right(&[0])
+            .shrink(&[2])
             .indent(2);
         for p in &doc.patterns {
             t.row(vec![

@@ -129,7 +129,9 @@ fn print_loop(name: &str, r: &Recovered) {
     if let Some(why) = &r.unreadable {
         println!("  its workdir's history could not be read, so every test is pending: {why}");
     }
-    let mut t = Table::new(&["TEST", "STATUS", "CHECKPOINT"]).indent(2);
+    let mut t = Table::new(&["TEST", "STATUS", "CHECKPOINT"])
+        .shrink(&[0])
+        .indent(2);
     for (test, commit) in &r.passed {
         t.row(vec![cell(test), toned("passed", Tone::Good), cell(commit)]);
     }

@@ -17,7 +17,7 @@ use loopd_actors::words::count;
 
 use super::progress::Progress;
 use super::style::Tone;
-use super::table::{cell, toned, Table};
+use super::table::{cell, tally, toned, Table};
 use super::Exit;
 
 /// How long `run` waits at the end for webhook deliveries still queued.
@@ -390,28 +390,15 @@ fn print_summary(
         "COST",
         "WALL",
     ])
-    .right(&[1, 2, 3, 4, 5, 6]);
+    .right(&[1, 2, 3, 4, 5, 6])
+    .shrink(&[0]);
     for (l, run) in loops.iter().zip(&runs) {
         let wall = finished_at.get(&l.name).copied().unwrap_or(total);
         now.row(vec![
             cell(&l.name),
             cell(run.attempts),
-            toned(
-                run.passes,
-                if run.passes > 0 {
-                    Tone::Good
-                } else {
-                    Tone::Plain
-                },
-            ),
-            toned(
-                run.failures,
-                if run.failures > 0 {
-                    Tone::Bad
-                } else {
-                    Tone::Plain
-                },
-            ),
+            tally(run.passes, Tone::Good),
+            tally(run.failures, Tone::Bad),
             cell(run.other),
             cell(format!("${:.4}", run.cost_usd)),
             cell(format!("{:.1}s", wall.as_secs_f64())),
@@ -428,7 +415,8 @@ fn print_summary(
     let mut so_far = Table::new(&[
         "LOOP", "STATE", "PASSED", "FAILED", "BLOCKED", "SKIPPED", "OTHER", "ATTEMPTS", "COST",
     ])
-    .right(&[2, 3, 4, 5, 6, 7, 8]);
+    .right(&[2, 3, 4, 5, 6, 7, 8])
+    .shrink(&[0]);
     for l in loops {
         let p = &l.progress;
         so_far.row(vec![

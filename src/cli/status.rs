@@ -128,6 +128,7 @@ fn loop_text(l: &LoopView) -> String {
     }
     let mut t = Table::new(&["TEST", "STATUS", "ATTEMPTS", "WHY"])
         .right(&[2])
+        .shrink(&[0, 3])
         .indent(2);
     for test in &l.tests {
         // A pass after a kill is still a pass, and still a hang worth a look.
@@ -187,7 +188,8 @@ fn attempts_table(attempts: &[AttemptRecord]) -> String {
         "CHECKPOINT",
         "TRANSCRIPT",
     ])
-    .right(&[1, 3, 4, 5, 6]);
+    .right(&[1, 3, 4, 5, 6])
+    .shrink(&[0, 8]);
     for a in attempts {
         let passed = a.outcome == Some(Outcome::Passed);
         t.row(vec![

@@ -58,10 +58,13 @@ pub fn width() -> usize {
             ),
         }
     }
-    // comfy-table asks the terminal (through crossterm) only when stdout is one.
+    // comfy-table asks the terminal (through crossterm) only when stdout is one; a terminal
+    // that does not know its size (a fresh pty) says 0.
     comfy_table::Table::new()
         .width()
-        .map_or(DEFAULT_WIDTH, usize::from)
+        .map(usize::from)
+        .filter(|w| *w > 0)
+        .unwrap_or(DEFAULT_WIDTH)
 }
 
 /// What a word means to the reader, and so its colour.

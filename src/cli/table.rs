@@ -6,7 +6,7 @@
 //! A row may carry detail lines (why an attempt failed, where its diff is saved): they are
 //! printed under it, indented and cut to the width, without widening any column.
 
-use comfy_table::{Attribute, Cell, CellAlignment, ContentArrangement, Row};
+use comfy_table::{Attribute, Cell, CellAlignment, ColumnConstraint, ContentArrangement, Row};
 
 use super::style::{self, Tone};
 
@@ -39,7 +39,7 @@ impl Table {
             table.force_no_tty();
         }
         let bold = style::color();
-        table.set_header(header.iter().map(|h| {
+        let mut titles = Row::from(header.iter().map(|h| {
             let c = Cell::new(h);
             if bold {
                 c.add_attribute(Attribute::Bold)
@@ -47,6 +47,8 @@ impl Table {
                 c
             }
         }));
+        titles.max_height(1);
+        table.set_header(titles);
         for (i, column) in table.column_iter_mut().enumerate() {
             let right = if i + 1 == header.len() { 0 } else { GAP };
             column.set_padding((0, right));
@@ -64,6 +66,17 @@ impl Table {
         for &i in columns {
             if let Some(c) = self.table.column_mut(i) {
                 c.set_cell_alignment(CellAlignment::Right);
+            }
+        }
+        self
+    }
+
+    /// Lets only these columns (names, reasons, paths) give up width when the table is too
+    /// wide; the others (states, counts, costs) keep their content's width, never cut.
+    pub fn shrink(mut self, columns: &[usize]) -> Table {
+        for (i, c) in self.table.column_iter_mut().enumerate() {
+            if !columns.contains(&i) {
+                c.set_constraint(ColumnConstraint::ContentWidth);
             }
         }
         self
@@ -129,6 +142,11 @@ pub fn toned(text: impl ToString, tone: Tone) -> Cell {
         Some(c) => Cell::new(text).fg(c),
         None => Cell::new(text),
     }
+}
+
+/// A count, in `tone`'s colour unless it is 0 (no failures is nothing to look at).
+pub fn tally(n: usize, tone: Tone) -> Cell {
+    toned(n, if n > 0 { tone } else { Tone::Plain })
 }
 
 #[cfg(test)]
