@@ -31,6 +31,11 @@ static COLOR: OnceLock<bool> = OnceLock::new();
 pub fn init(choice: ColorChoice) {
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     let _ = COLOR.set(decide(choice, no_color, std::io::stdout().is_terminal()));
+    // `run`'s live bars (indicatif, on stderr) colour through `console`, which already follows
+    // NO_COLOR and the terminal on its own; the flag overrides it the same way.
+    if choice != ColorChoice::Auto {
+        console::set_colors_enabled_stderr(choice == ColorChoice::Always);
+    }
 }
 
 fn decide(choice: ColorChoice, no_color: bool, tty: bool) -> bool {
