@@ -303,3 +303,21 @@ fn a_reader_that_goes_early_ends_every_command_quietly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.is_empty(), "{stderr}");
 }
+
+#[test]
+fn a_run_whose_stderr_reader_goes_early_still_runs_to_its_end() {
+    // `loopd run --plain 2>&1 | head -1`: both streams closed before the first event line.
+    let fleet = fleet_named("main");
+    let (read, write) = nix::unistd::pipe().unwrap();
+    drop(read);
+    let status = fleet
+        .loopd(&["run", "--plain"])
+        .stdout(Stdio::from(write.try_clone().unwrap()))
+        .stderr(Stdio::from(write))
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{status:?}: no panic, T2 failed");
+    let lp = fleet.loop_status();
+    assert_eq!(lp["status"], "finished", "{lp:#}");
+    assert_eq!(lp["progress"]["passed"], 1, "{lp:#}");
+}

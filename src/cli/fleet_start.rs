@@ -35,27 +35,27 @@ pub struct Prepared {
 pub fn prepare(file: &Path, command: &str) -> Result<Prepared, Exit> {
     let report = config::validate_fleet(file);
     if !report.is_empty() {
-        eprintln!("{report}");
-        eprintln!("loopd {command}: refusing to start an invalid fleet");
+        say!("{report}");
+        say!("loopd {command}: refusing to start an invalid fleet");
         return Err(Exit::Invalid);
     }
     let fleet = config::load_fleet(file).map_err(|report| {
-        eprintln!("{report}");
+        say!("{report}");
         Exit::Invalid
     })?;
     let secrets = config::unresolved_secrets(&fleet);
     if !secrets.is_empty() {
-        eprintln!("{secrets}");
-        eprintln!("loopd {command}: a webhook's secret is missing from the environment");
+        say!("{secrets}");
+        say!("loopd {command}: a webhook's secret is missing from the environment");
         return Err(Exit::Invalid);
     }
     keep_secrets_from_agents(&fleet);
     let lock = StateDirLock::acquire(&fleet.settings.state_dir, command).map_err(|e| {
-        eprintln!("loopd {command}: {e}");
+        say!("loopd {command}: {e}");
         Exit::Invalid
     })?;
     let store = Store::open(&fleet.settings.state_dir).map_err(|e| {
-        eprintln!("loopd {command}: {e}");
+        say!("loopd {command}: {e}");
         Exit::Invalid
     })?;
     refuse_forgotten(&format!("loopd {command}"), &fleet, Some(&store))?;
@@ -82,13 +82,13 @@ pub fn refuse_forgotten(who: &str, fleet: &Fleet, store: Option<&Store>) -> Resu
             .unwrap_or_else(|_| Err("the history check panicked".into()))
     })
     .map_err(|e| {
-        eprintln!("{who}: {e}");
+        say!("{who}: {e}");
         Exit::Invalid
     })?;
     if forgotten.is_empty() {
         return Ok(());
     }
-    eprintln!(
+    say!(
         "{who}: {}",
         loopd_actors::ledger::forgotten_message(&fleet.settings.state_dir, &forgotten)
     );

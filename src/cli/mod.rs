@@ -1,5 +1,14 @@
 //! One file a command, and the one enum that dispatches them.
 
+/// `eprintln!` for `run` and `serve`: a stderr whose reader has gone (`loopd run 2>&1 | head`)
+/// loses the line, where `eprintln!` would panic loopd with its agents running.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod client;
 mod control;
 mod detail;

@@ -27,7 +27,7 @@ impl Progress {
                     .find(|v| v.name == l.name)
                     .map(|v| (v.progress.passed, v.progress.total));
                 if let Some((passed, total)) = done {
-                    eprintln!("[{}] resuming: {passed}/{total} passed", l.name);
+                    say!("[{}] resuming: {passed}/{total} passed", l.name);
                 }
             }
             return Ok(Progress { bars: None });
@@ -65,9 +65,9 @@ impl Progress {
     pub fn event(&mut self, e: &Event) {
         let Some((mp, bars)) = &self.bars else {
             let at = e.at.format("%H:%M:%S");
-            eprintln!("{at} [{}] {}", e.loop_name, e.message);
+            say!("{at} [{}] {}", e.loop_name, e.message);
             for line in why_of(e, e.loop_name.len() + 14) {
-                eprintln!("{at} [{}]   {line}", e.loop_name);
+                say!("{at} [{}]   {line}", e.loop_name);
             }
             return;
         };
@@ -104,7 +104,7 @@ impl Progress {
             Some((mp, _)) => {
                 let _ = mp.println(text);
             }
-            None => eprintln!("{text}"),
+            None => say!("{text}"),
         }
     }
 

@@ -58,7 +58,7 @@ async fn run_fleet(
     let ctx = match super::fleet_start::open_ctx(&fleet, store).await? {
         Ok(ctx) => ctx,
         Err(e) => {
-            eprintln!("loopd run: {e}");
+            say!("loopd run: {e}");
             return Ok(Exit::Invalid);
         }
     };
@@ -75,7 +75,7 @@ async fn run_fleet(
         } else {
             ("paused", "resume")
         };
-        eprintln!(
+        say!(
             "loopd run: loop `{name}` was {what} by a person; it stays so (`loopd {undo} {name}` while this runs, or before the next run)",
         );
     }
@@ -83,7 +83,7 @@ async fn run_fleet(
     // Loops held for their workdir's git boot into that state without a word too.
     for r in fleet_records(&ctx, &fleet).await?.into_iter().flatten() {
         if r.state == LoopState::Paused && loopd_actors::hold::is_hold(r.reason.as_deref()) {
-            eprintln!(
+            say!(
                 "loopd run: loop `{}` is paused ({}): {}; fix the cause, then `loopd resume {}` (with `loopd serve`) retries it",
                 r.name,
                 r.reason.as_deref().unwrap_or_default(),

@@ -86,7 +86,7 @@ pub async fn start_api(
     match try_start_api(handle, lock, fleet, bind, command).await {
         Ok(api) => Some(api),
         Err(e) => {
-            eprintln!("loopd {command}: the API is not available: {e:#}");
+            say!("loopd {command}: the API is not available: {e:#}");
             None
         }
     }
@@ -102,7 +102,7 @@ async fn serve_fleet(
     let ctx = match fleet_start::open_ctx(&fleet, store).await? {
         Ok(ctx) => ctx,
         Err(e) => {
-            eprintln!("loopd serve: {e}");
+            say!("loopd serve: {e}");
             return Ok(Exit::Invalid);
         }
     };
@@ -111,7 +111,7 @@ async fn serve_fleet(
     let api = match try_start_api(&started.handle, lock, &fleet, bind, "serve").await {
         Ok(api) => api,
         Err(e) => {
-            eprintln!("loopd serve: {e:#}");
+            say!("loopd serve: {e:#}");
             started.handle.shutdown();
             let _ = tokio::time::timeout(Duration::from_secs(30), &mut done).await;
             started.supervisor.stop(None);
@@ -119,7 +119,7 @@ async fn serve_fleet(
             return Ok(Exit::Invalid);
         }
     };
-    println!("loopd serve: listening on http://{}", api.addr);
+    let _ = super::out(&format!("loopd serve: listening on http://{}\n", api.addr));
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     let mut watchdog = tokio::time::interval(watchdog_interval());
 
@@ -141,7 +141,7 @@ async fn serve_fleet(
             }
         }
     }
-    eprintln!("loopd serve: stopping: ending the running agents' process groups ...");
+    say!("loopd serve: stopping: ending the running agents' process groups ...");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     api.state.set_ready(false);
     started.handle.shutdown();
@@ -198,12 +198,12 @@ async fn reload(file: &Path, running: &mut Fleet, handle: &FleetHandle) {
             f
         }
         Ok(Err(report)) => {
-            eprintln!("loopd serve: SIGHUP: the new fleet file is invalid; the old one keeps running\n{report}");
+            say!("loopd serve: SIGHUP: the new fleet file is invalid; the old one keeps running\n{report}");
             let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
             return;
         }
         Err(e) => {
-            eprintln!("loopd serve: SIGHUP: {e}");
+            say!("loopd serve: SIGHUP: {e}");
             return;
         }
     };
@@ -216,10 +216,10 @@ async fn reload(file: &Path, running: &mut Fleet, handle: &FleetHandle) {
                 };
                 match handle.control(request).await {
                     Ok(()) => {
-                        eprintln!("loopd serve: SIGHUP: added loop `{}`", lp.name);
+                        say!("loopd serve: SIGHUP: added loop `{}`", lp.name);
                         running.loops.push(lp.clone());
                     }
-                    Err(e) => eprintln!("loopd serve: SIGHUP: loop `{}`: {e}", lp.name),
+                    Err(e) => say!("loopd serve: SIGHUP: loop `{}`: {e}", lp.name),
                 }
             }
             Some(old) if old != lp => {
@@ -230,7 +230,7 @@ async fn reload(file: &Path, running: &mut Fleet, handle: &FleetHandle) {
                     .await
                 {
                     Ok(()) => {
-                        eprintln!(
+                        say!(
                             "loopd serve: SIGHUP: applied the changes to loop `{}`",
                             lp.name
                         );
@@ -238,7 +238,7 @@ async fn reload(file: &Path, running: &mut Fleet, handle: &FleetHandle) {
                             *slot = lp.clone();
                         }
                     }
-                    Err(e) => eprintln!("loopd serve: SIGHUP: loop `{}`: {e}", lp.name),
+                    Err(e) => say!("loopd serve: SIGHUP: loop `{}`: {e}", lp.name),
                 }
             }
             Some(_) => {}
@@ -254,10 +254,10 @@ async fn reload(file: &Path, running: &mut Fleet, handle: &FleetHandle) {
         // Stopped, not forgotten: its history stays in the store (DELETE /api/loops/:id forgets).
         match handle.control(Control::RetireLoop(name.clone())).await {
             Ok(()) => {
-                eprintln!("loopd serve: SIGHUP: loop `{name}` left the fleet file; stopped");
+                say!("loopd serve: SIGHUP: loop `{name}` left the fleet file; stopped");
                 running.loops.retain(|l| l.name != name);
             }
-            Err(e) => eprintln!("loopd serve: SIGHUP: loop `{name}`: {e}"),
+            Err(e) => say!("loopd serve: SIGHUP: loop `{name}`: {e}"),
         }
     }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
