@@ -4,8 +4,13 @@
 use loopd_actors::model::AttemptRecord;
 use loopd_actors::view::{LoopDetail, TestView};
 
+use loopd_actors::words::count;
+
 use super::client::Failed;
 use super::source::Source;
+use super::status::{attempts_table, short};
+use super::style::Tone;
+use super::table::{cell, toned, Table};
 use super::{words, Exit};
 
 /// How many of the newest attempts `status LOOP` lists.
@@ -127,19 +132,28 @@ fn render_loop(d: &LoopDetail) -> String {
     recent.sort_by_key(|a| a.started_at);
     if !recent.is_empty() {
         out.push_str("recent attempts:\n");
-        for a in recent.iter().rev().take(RECENT).rev() {
-            out.push_str(&format!("  {:<20} {}", a.test_id, attempt_lines(a, 25)));
-        }
+        let newest: Vec<AttemptRecord> = recent
+            .iter()
+            .rev()
+            .take(RECENT)
+            .rev()
+            .map(|a| (*a).clone())
+            .collect();
+        out.push_str(&attempts_table(&newest));
     }
     out.push_str("tests:\n");
+    let mut tests = Table::new(&["TEST", "STATUS", "ATTEMPTS"])
+        .right(&[2])
+        .shrink(&[0])
+        .indent(2);
     for t in &l.tests {
-        out.push_str(&format!(
-            "  {:<20} {:<11} {}\n",
-            t.id,
-            words(&t.status),
-            plural(t.attempts.len(), "attempt")
-        ));
+        tests.row(vec![
+            cell(&t.id),
+            toned(words(&t.status), Tone::of_test(t.status)),
+            cell(t.attempts.len()),
+        ]);
     }
+    out.push_str(&tests.render());
     out
 }
 
@@ -163,48 +177,19 @@ fn render_test(loop_name: &str, t: &TestView) -> String {
         "attempts",
         format!(
             "{} ({} counted)",
-            plural(t.attempts.len(), "attempt"),
+            count(t.attempts.len(), "attempt", "attempts"),
             t.counted_attempts
         ),
     );
     if let Some(c) = &t.commit {
-        row(&mut out, "commit", short(c));
+        row(&mut out, "checkpoint", short(c));
     }
     if let Some(d) = &t.diagnosis {
         row(&mut out, "diagnosis", &d.summary);
     }
     if !t.attempts.is_empty() {
         out.push_str("attempts:\n");
-        for a in &t.attempts {
-            out.push_str(&format!("  #{:<3} {}", a.number, attempt_lines(a, 8)));
-        }
+        out.push_str(&attempts_table(&t.attempts));
     }
     out
-}
-
-/// Outcome, duration and cost in a line, then why it ended as it did (the reason, verify's
-/// first lines; the same lines as every other view), each line under it at `indent`.
-fn attempt_lines(a: &AttemptRecord, indent: usize) -> String {
-    let outcome = a.outcome.map_or_else(|| "running".into(), |o| words(&o));
-    let duration = a
-        .duration_ms
-        .map(|d| format!("{:.1}s", d as f64 / 1000.0))
-        .unwrap_or_else(|| "-".into());
-    let mut out = format!("{outcome:<14} {duration:>8} {:>9}\n", money(a.cost_usd));
-    for line in super::why::why(a, super::why::width().saturating_sub(indent)) {
-        out.push_str(&format!("{:indent$}{line}\n", ""));
-    }
-    out
-}
-
-fn short(commit: &str) -> &str {
-    &commit[..commit.len().min(10)]
-}
-
-fn plural(n: usize, what: &str) -> String {
-    if n == 1 {
-        format!("1 {what}")
-    } else {
-        format!("{n} {what}s")
-    }
 }

@@ -176,7 +176,7 @@ pub fn attempts(flag: Option<&PathBuf>, args: &AttemptsArgs) -> anyhow::Result<E
 
 /// The table of `attempts`: one attempt a row, why it ended and where a failure's diff is
 /// saved under it (a failure's commit is no checkpoint: it only keeps the diff for a look).
-fn attempts_table(attempts: &[AttemptRecord]) -> String {
+pub(super) fn attempts_table(attempts: &[AttemptRecord]) -> String {
     let mut t = Table::new(&[
         "TEST",
         "#",
@@ -240,7 +240,7 @@ fn shown_path(path: &Path) -> &Path {
 }
 
 /// The first ten characters of a commit id, as `git log --oneline` shows about.
-fn short(commit: &str) -> &str {
+pub(super) fn short(commit: &str) -> &str {
     &commit[..commit.len().min(10)]
 }
 
