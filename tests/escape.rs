@@ -44,6 +44,29 @@ fn what_left_the_agents_group_is_ended_with_the_attempt() {
     );
 }
 
+#[test]
+fn an_escaped_process_with_a_name_that_is_not_utf8_is_ended_too() {
+    // A sleeper in a new session that renames itself to bytes that are not UTF-8 before it
+    // waits: a name that cannot be read as text must not hide a process from loopd.
+    let fleet = Fleet::new()
+        .tests(done_test())
+        .agent(
+            r#"export ROOT
+setsid bash -c 'printf "\377\376x" > /proc/$$/comm; echo $$ >> "$ROOT/escaped"; while :; do sleep 1; done' > /dev/null 2>&1 &
+while [ ! -s "$ROOT/escaped" ]; do sleep 0.01; done
+echo ok > done.txt"#,
+        )
+        .write();
+    fleet.run().expect_code(0);
+    let escaped = read_pids(&fleet.root().join("escaped"));
+    assert_eq!(escaped.len(), 1, "{escaped:?}");
+    assert_eq!(
+        alive(&escaped),
+        Vec::<i32>::new(),
+        "the renamed process outlived its attempt"
+    );
+}
+
 /// `LOOPD_ATTEMPT_KEY` of attempt `n` of test `test` in `fleet`'s loop (as `runtime::attempt_key`
 /// makes it), to give a process that loopd did not start a copy of it.
 fn attempt_key(fleet: &Fleet, test: &str, n: u32) -> String {

@@ -484,7 +484,9 @@ pub fn read_pids(file: &Path) -> Vec<i32> {
 
 /// The fields of `/proc/<pid>/stat` after the command name (state is the first).
 fn stat_fields(pid: i32) -> Option<Vec<String>> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Read as bytes: a process may name itself with bytes that are not UTF-8.
+    let raw = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    let stat = String::from_utf8_lossy(&raw);
     let after = &stat[stat.rfind(')')? + 1..];
     Some(after.split_whitespace().map(String::from).collect())
 }
