@@ -34,6 +34,7 @@ pub fn generate() -> Vec<(&'static str, Value)> {
             "insights.schema.json",
             schema_of::<crate::view::InsightsDoc>(),
         ),
+        ("report.schema.json", schema_of::<crate::view::ReportDoc>()),
     ]
 }
 

@@ -13,9 +13,11 @@ use crate::tests_file::TestSpec;
 
 mod detail;
 mod insights;
+mod report;
 
 pub use detail::{LoopDetail, LoopSettings};
 pub use insights::{insights, InsightsDoc};
+pub use report::{parse_since, report, LoopReport, ReportDoc};
 
 /// The version `export` writes.
 pub const EXPORT_VERSION: &str = "1";

@@ -1,18 +1,19 @@
 //! Routes for what the CLI reads besides loops and tests, so that every read command answers
 //! the same through the daemon as from the store: `GET /api/insights` (and per loop),
-//! `GET /api/export`, `GET /api/loops/:id?view=detail`; and `POST /api/shutdown`.
+//! `GET /api/export`, `GET /api/report`, `GET /api/loops/:id?view=detail`; and
+//! `POST /api/shutdown`.
 
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use loopd_actors::view::{self, ExportDoc, InsightsDoc, LoopDetail};
+use loopd_actors::view::{self, ExportDoc, InsightsDoc, LoopDetail, ReportDoc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::error::{check_name, ApiError};
-use super::loops::{loop_view, query_limit};
+use super::loops::{bad_param, loop_view, query_limit};
 use super::ApiState;
 
 /// The default number of failure patterns of `GET /api/insights`.
@@ -52,6 +53,23 @@ pub async fn loop_insights(
         })
         .await?;
     doc.map(Json).ok_or_else(|| ApiError::no_loop(&id))
+}
+
+/// The period of `GET /api/report` when no `since` is given.
+pub const DEFAULT_SINCE: &str = "24h";
+
+/// `GET /api/report?since=`: the morning report of the period since `since` (a duration back
+/// from now, or an RFC 3339 time; the last 24 hours by default).
+pub async fn report(
+    State(state): State<ApiState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<ReportDoc>, ApiError> {
+    let text = q.get("since").map_or(DEFAULT_SINCE, String::as_str);
+    let since = view::parse_since(text, chrono::Utc::now())
+        .map_err(|why| bad_param("since", format!("`since`: {why}")))?;
+    Ok(Json(
+        state.ctx().read(move |s| view::report(s, since)).await?,
+    ))
 }
 
 /// `GET /api/export`: what `loopd export` prints.

@@ -187,7 +187,7 @@ pub const DEFAULT_ATTEMPTS_LIMIT: usize = 50;
 const MAX_ATTEMPTS_LIMIT: usize = 1000;
 
 /// A bad query parameter: `bad_request`, with the parameter named in `details`.
-fn bad_param(name: &str, message: String) -> ApiError {
+pub(super) fn bad_param(name: &str, message: String) -> ApiError {
     ApiError::new(Code::BadRequest, message).with_details(serde_json::json!({ "parameter": name }))
 }
 

@@ -196,6 +196,7 @@ pub fn router(state: ApiState, auth: AuthPolicy) -> Router {
         .route("/loops/{id}/insights", get(fleet::loop_insights))
         .route("/insights", get(fleet::insights))
         .route("/export", get(fleet::export))
+        .route("/report", get(fleet::report))
         .route("/shutdown", post(fleet::shutdown))
         .route("/loops/{id}/transcripts", get(loops::transcripts))
         .route("/loops/{id}/transcripts/{attempt}", get(loops::transcript))

@@ -8,7 +8,7 @@ use axum::Json;
 use loopd_actors::config::LoopConfig;
 use loopd_actors::model::Event;
 use loopd_actors::tests_file::TestsFile;
-use loopd_actors::view::{ExportDoc, InsightsDoc, LoopView, TestView};
+use loopd_actors::view::{ExportDoc, InsightsDoc, LoopView, ReportDoc, TestView};
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use schemars::{JsonSchema, Schema};
 use serde::Serialize;
@@ -280,6 +280,20 @@ pub const OPERATIONS: &[Operation] = &[
         body: Content::None,
         status: 200,
         answer: Content::Json(s::<ExportDoc>),
+    },
+    Operation {
+        method: "get",
+        path: "/api/report",
+        id: "report",
+        summary: "The morning report: per loop the period's passes, failures, tests for a person, \
+                  attempts by outcome, cost, slowest tests, failures, alerts, and what it does now",
+        query: &[(
+            "since",
+            "the period's start: a duration back from now (`8h`) or an RFC 3339 time; default 24h",
+        )],
+        body: Content::None,
+        status: 200,
+        answer: Content::Json(s::<ReportDoc>),
     },
     Operation {
         method: "post",

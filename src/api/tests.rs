@@ -818,6 +818,12 @@ async fn insights_export_detail_and_a_shutdown_that_needs_the_token() {
         f.get("/api/insights?limit=0").await.0,
         StatusCode::BAD_REQUEST
     );
+    let (status, report) = f.get("/api/report?since=1h").await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["loops"][0]["passed"][0]["id"], "T1", "{report}");
+    let (status, body) = f.get("/api/report?since=soon").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["details"]["parameter"], "since", "{body}");
     let (status, export) = f.get("/api/export").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(

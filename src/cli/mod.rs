@@ -21,6 +21,7 @@ mod logs;
 mod new;
 mod progress;
 mod recover;
+mod report;
 mod rollback;
 mod run;
 mod serve;
@@ -119,6 +120,10 @@ pub enum Command {
     /// The most frequent failure patterns and the lessons learned.
     #[command(override_usage = "loopd insights [CONFIG] [LOOP] [--limit N] [--json]")]
     Insights(insights::InsightsArgs),
+    /// The morning report: per loop what passed, failed, needs a person, cost and alerts in a
+    /// period (default the last 24 h), and what it does now.
+    #[command(override_usage = "loopd report [CONFIG] [--since DURATION|TIME] [--format md|json]")]
+    Report(report::ReportArgs),
     /// Print a shell completion script: `loopd completions bash > ~/.local/share/bash-completion/completions/loopd`.
     Completions(docs::CompletionsArgs),
     /// Print the man page (roff): `loopd man | man -l -`.
@@ -219,6 +224,7 @@ pub fn dispatch(args: Cli) -> anyhow::Result<Exit> {
         Command::Shutdown(a) => shutdown::run(&args.fleet(a.file.as_ref()), a),
         Command::Logs(a) => logs::logs(&args.fleet_file(None), a),
         Command::Insights(a) => insights::insights(flag, a),
+        Command::Report(a) => report::report(&args.fleet(a.file.as_ref()), a),
         Command::Completions(a) => docs::completions(a),
         Command::Man => docs::man(),
     }

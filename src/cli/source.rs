@@ -13,7 +13,7 @@ use loopd_actors::config::{self, Fleet};
 use loopd_actors::statedir::{self, DaemonInfo};
 use loopd_actors::store::Store;
 use loopd_actors::view::{
-    self, AttemptsDoc, ExportDoc, InsightsDoc, LoopDetail, StatusDoc, SummaryDoc,
+    self, AttemptsDoc, ExportDoc, InsightsDoc, LoopDetail, ReportDoc, StatusDoc, SummaryDoc,
 };
 
 use super::client::{Client, Failed};
@@ -240,6 +240,17 @@ impl Source {
                 }
                 stored(view::insights(store, name, limit))
             }
+        }
+    }
+
+    /// The morning report of the period since `since`: `report`.
+    pub fn report(&self, since: chrono::DateTime<chrono::Utc>) -> Result<ReportDoc, Failed> {
+        match self {
+            Source::Daemon(c) => c.get(&format!(
+                "/api/report?since={}",
+                super::report::stamp(since)
+            )),
+            Source::Store { store, .. } => stored(view::report(store, since)),
         }
     }
 
