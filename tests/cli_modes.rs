@@ -10,17 +10,16 @@ mod serving;
 use std::path::Path;
 use std::sync::Mutex;
 
-use common::{pid_alive, wait_for_text, wait_until, Fleet, Run, Running, LOOP, RUN_TIMEOUT, WAIT};
+use common::{
+    pid_alive, test_entry as test, wait_for_text, wait_until, Fleet, Run, Running, LOOP,
+    RUN_TIMEOUT, WAIT,
+};
 use serde_json::{json, Value};
 use serving::{token, Daemon};
 
 /// The default address, where only one test at a time may listen or expect silence.
 const DEFAULT_ADDR: &str = "127.0.0.1:7433";
 static DEFAULT_PORT: Mutex<()> = Mutex::new(());
-
-fn test(id: &str, verify: &str, deps: &[&str]) -> Value {
-    json!({"id": id, "title": format!("test {id}"), "spec": format!("make {id}"), "verify": verify, "depends_on": deps})
-}
 
 /// T1 passes, T2 fails for good with an error on stderr, T3 waits behind T2.
 fn settled_fleet() -> Fleet {

@@ -6,13 +6,9 @@
 mod common;
 mod serving;
 
-use common::{wait_until, Fleet, LOOP, WAIT};
+use common::{test_entry as test, wait_until, Fleet, LOOP, WAIT};
 use serde_json::{json, Value};
 use serving::Daemon;
-
-fn test(id: &str, verify: &str, deps: &[&str]) -> Value {
-    json!({"id": id, "title": format!("test {id}"), "spec": format!("make {id}"), "verify": verify, "depends_on": deps})
-}
 
 /// The fleet, run until it settles: T3 needs a person (the healer has no attempts to spend), T4
 /// is blocked behind it.

@@ -43,6 +43,11 @@ pub fn loopd_bin() -> &'static str {
     env!("CARGO_BIN_EXE_loopd")
 }
 
+/// A tests-file entry `id` titled `test ID` that `verify` checks, behind `deps`.
+pub fn test_entry(id: &str, verify: &str, deps: &[&str]) -> Value {
+    serde_json::json!({"id": id, "title": format!("test {id}"), "spec": format!("make {id}"), "verify": verify, "depends_on": deps})
+}
+
 /// A fleet of one loop (`main`) in a temporary folder.
 pub struct Fleet {
     dir: tempfile::TempDir,
