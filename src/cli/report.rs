@@ -76,7 +76,12 @@ fn render(doc: &ReportDoc) -> String {
     if !doc.fleet_alerts.is_empty() {
         out.push_str("\n## Fleet alerts\n\n");
         for a in &doc.fleet_alerts {
-            out.push_str(&format!("- {} {}\n", stamp(a.at), a.message));
+            let lp = if a.loop_name.is_empty() {
+                String::new()
+            } else {
+                format!("{}: ", a.loop_name)
+            };
+            out.push_str(&format!("- {} {lp}{}\n", stamp(a.at), a.message));
         }
     }
     out

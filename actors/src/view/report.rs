@@ -32,7 +32,8 @@ pub struct ReportDoc {
     pub generated_at: DateTime<Utc>,
     /// Every loop, by name.
     pub loops: Vec<LoopReport>,
-    /// Alerts of the period that concern no one loop (the scheduler's, the fleet's).
+    /// Alerts of the period that concern no one loop (the scheduler's, the fleet's), or a loop
+    /// no longer in the store.
     pub fleet_alerts: Vec<ReportAlert>,
 }
 
@@ -129,6 +130,9 @@ pub struct SlowTest {
 /// An alert event.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ReportAlert {
+    /// The loop it concerns; in `fleet_alerts` only, for a loop no longer in the store.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub loop_name: String,
     /// When it was raised.
     pub at: DateTime<Utc>,
     /// The test it concerns.
@@ -143,7 +147,10 @@ pub fn report(store: &Store, since: DateTime<Utc>) -> Result<ReportDoc, StoreErr
     let mut alerts = alerts_since(store, since)?;
     let mut loops = Vec::new();
     for record in store.list_loops()? {
-        let mine = alerts.remove(&record.name).unwrap_or_default();
+        let mut mine = alerts.remove(&record.name).unwrap_or_default();
+        for a in &mut mine {
+            a.loop_name.clear();
+        }
         loops.push(loop_report(store, &record, since, mine)?);
     }
     Ok(ReportDoc {
@@ -268,11 +275,15 @@ fn alerts_since(
         after = last.id;
         for e in page {
             if e.kind == EventKind::Alert && e.at >= since {
-                by_loop.entry(e.loop_name).or_default().push(ReportAlert {
-                    at: e.at,
-                    test_id: e.test_id,
-                    message: e.message,
-                });
+                by_loop
+                    .entry(e.loop_name.clone())
+                    .or_default()
+                    .push(ReportAlert {
+                        loop_name: e.loop_name,
+                        at: e.at,
+                        test_id: e.test_id,
+                        message: e.message,
+                    });
             }
         }
     }
@@ -341,12 +352,13 @@ mod tests {
         let (t2, a2) = failed_test("NEW", now);
         let mut alert = Event::new(EventKind::Alert, "", "the fleet is out of credits");
         alert.at = now;
+        let gone = Event::new(EventKind::Alert, "gone", "a loop since forgotten crashed");
         store
             .apply(Batch {
                 loops: vec![LoopRecord::new("lp")],
                 tests: vec![t1, t2],
                 attempts: vec![a1, a2],
-                events: vec![alert],
+                events: vec![alert, gone],
                 ..Batch::default()
             })
             .unwrap();
@@ -362,6 +374,12 @@ mod tests {
         assert_eq!(l.attempts, 1);
         assert_eq!(l.patterns[0].tests, vec!["lp:NEW"]);
         assert_eq!(doc.fleet_alerts[0].message, "the fleet is out of credits");
+        assert_eq!(
+            doc.fleet_alerts[1].loop_name, "gone",
+            "{:?}",
+            doc.fleet_alerts
+        );
+        assert!(l.alerts.is_empty());
         assert_eq!(l.now.progress.failed, 2, "now counts every test");
     }
 
