@@ -26,6 +26,7 @@
 //! - `hold`: a loop paused for its workdir's git (`checkpoint_failed`, `workdir_broken`).
 //! - `prompt`: rendering the prompt of one attempt.
 //! - `healer`: diagnoses, repeated failures, lessons, heal strategies (pure functions).
+//! - `hints`: guidance from a person for a loop's (or a test's) next prompts.
 //! - `transcript`: an attempt's transcript, bytes as printed, head and tail kept beyond a cap.
 //! - `attempt`, `loop_actor`, `fleet`: the actors.
 //! - `scheduler`, `monitor`, `tree`: agent slots, heartbeats and liveness, and the supervisor
@@ -44,6 +45,7 @@ pub mod fleet;
 pub mod generation;
 pub mod git;
 pub mod healer;
+pub mod hints;
 pub mod hold;
 pub mod ledger;
 pub mod loop_actor;

@@ -1151,6 +1151,13 @@ async fn start_attempt(
     ) {
         prompt.push_str(&crate::healer::alternative_prompt(&history));
     }
+    // Read now, not kept: a hint given while the last attempt ran reaches this one.
+    let (name, id) = (cfg.name.clone(), test.spec.id.clone());
+    let hints = state
+        .ctx
+        .read(move |s| crate::hints::for_prompt(s, &name, &id))
+        .await;
+    prompt.push_str(&crate::hints::section(&hints));
     test.attempts = number;
     test.status = TestStatus::Running;
     test.updated_at = Utc::now();

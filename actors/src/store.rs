@@ -2,7 +2,7 @@
 //!
 //! Trees: `loops` (name), `tests` (loop NUL id), `attempts` (loop NUL test NUL number),
 //! `events` (monotonic id), `lessons`, `deliveries` (event id, webhook URL: the webhook delivery
-//! log), `running` (the keys of attempts without an outcome, so that a restart does not read the
+//! log), `hints` (loop NUL test, the test empty for the loop's own hint), `running` (the keys of attempts without an outcome, so that a restart does not read the
 //! whole ledger to find them) and `meta` (schema version). Every write, of any tree, is a
 //! [`Batch`]; records are JSON values,
 //! so a newer field can be added with a serde default. Everything that belongs together is written
@@ -23,6 +23,7 @@ mod totals;
 pub use totals::Spent;
 
 use crate::healer::Lesson;
+use crate::hints::{Hint, HintKey};
 use crate::model::{AttemptRecord, Event, LoopRecord, TestRecord};
 use crate::notifier::DeliveryRecord;
 
@@ -119,8 +120,12 @@ pub struct Batch {
     pub lessons: Vec<Lesson>,
     /// Entries of the webhook delivery log to write (or update).
     pub deliveries: Vec<DeliveryRecord>,
-    /// Loops to forget with their tests and attempts (their events and lessons stay), before
-    /// the rest of the batch is written, in the same transaction.
+    /// Hints to write; each replaces the current hint of its loop (or test).
+    pub hints: Vec<Hint>,
+    /// Hints to remove.
+    pub clear_hints: Vec<HintKey>,
+    /// Loops to forget with their tests, attempts and hints (their events and lessons stay),
+    /// before the rest of the batch is written, in the same transaction.
     pub forget_loops: Vec<String>,
 }
 
@@ -133,6 +138,8 @@ impl Batch {
             && self.events.is_empty()
             && self.lessons.is_empty()
             && self.deliveries.is_empty()
+            && self.hints.is_empty()
+            && self.clear_hints.is_empty()
             && self.forget_loops.is_empty()
     }
 }
@@ -156,6 +163,8 @@ pub struct Store {
     lessons: sled::Tree,
     /// The webhook delivery log, keyed by event id then endpoint URL.
     deliveries: sled::Tree,
+    /// The current hint of each loop and test.
+    hints: sled::Tree,
     /// Keys (as in `attempts`) of the attempts without an outcome; values are empty.
     running: sled::Tree,
     /// Which write last touched each loop, for caches of views derived from the store.
@@ -272,6 +281,7 @@ impl Store {
             events: db.open_tree("events")?,
             lessons: db.open_tree("lessons")?,
             deliveries: db.open_tree("deliveries")?,
+            hints: db.open_tree("hints")?,
             running: db.open_tree("running")?,
             versions: Arc::default(),
             totals: Arc::default(),
@@ -349,10 +359,11 @@ impl Store {
         let encoded = Encoded::of(&batch)?;
         // Transactions cannot scan: the keys of a forgotten loop's records are read first. Its
         // actor has stopped, so nothing adds to them meanwhile.
-        let mut forgotten: [Vec<sled::IVec>; 2] = Default::default();
+        let mut forgotten: [Vec<sled::IVec>; 3] = Default::default();
         for name in &batch.forget_loops {
             let prefix = key(&[name, ""]);
-            for (keys, tree) in forgotten.iter_mut().zip([&self.tests, &self.attempts]) {
+            let trees = [&self.tests, &self.attempts, &self.hints];
+            for (keys, tree) in forgotten.iter_mut().zip(trees) {
                 for k in tree.scan_prefix(&prefix).keys() {
                     keys.push(k?);
                 }
@@ -375,10 +386,11 @@ impl Store {
             &self.lessons,
             &self.deliveries,
             &self.running,
+            &self.hints,
         );
         trees
             .transaction(
-                |(loops, tests, attempts, events, lessons, deliveries, running)| {
+                |(loops, tests, attempts, events, lessons, deliveries, running, hints)| {
                     for name in &batch.forget_loops {
                         loops.remove(name.as_bytes())?;
                     }
@@ -388,6 +400,12 @@ impl Store {
                     for k in &forgotten[1] {
                         attempts.remove(k)?;
                         running.remove(k)?;
+                    }
+                    for k in forgotten[2].iter().chain(&encoded.cleared_hints) {
+                        hints.remove(k.as_ref())?;
+                    }
+                    for (k, v) in &encoded.hints {
+                        hints.insert(k.as_slice(), v.as_slice())?;
                     }
                     for (k, v) in &encoded.lessons {
                         lessons.insert(k.as_slice(), v.as_slice())?;
@@ -428,6 +446,8 @@ impl Store {
                     .iter()
                     .map(|t| t.loop_name.as_str())
                     .chain(batch.attempts.iter().map(|a| a.loop_name.as_str()))
+                    .chain(batch.hints.iter().map(|h| h.loop_name.as_str()))
+                    .chain(batch.clear_hints.iter().map(|h| h.loop_name.as_str()))
                     .chain(batch.forget_loops.iter().map(String::as_str)),
             ),
         );
@@ -619,6 +639,16 @@ impl Store {
         scan(&self.lessons, "lessons", &key(&[fingerprint, ""]))
     }
 
+    /// The current hint of a loop (`test` `None`) or of one of its tests.
+    pub fn hint(&self, loop_name: &str, test: Option<&str>) -> Result<Option<Hint>> {
+        get(&self.hints, "hints", &hint_key(loop_name, test))
+    }
+
+    /// A loop's hints: its own first, then its tests' by id.
+    pub fn hints_of(&self, loop_name: &str) -> Result<Vec<Hint>> {
+        scan(&self.hints, "hints", &key(&[loop_name, ""]))
+    }
+
     /// Every lesson, by fingerprint.
     pub fn all_lessons(&self) -> Result<Vec<Lesson>> {
         scan(&self.lessons, "lessons", b"")
@@ -696,6 +726,8 @@ struct Encoded {
     events: Vec<(Vec<u8>, Vec<u8>)>,
     lessons: Vec<(Vec<u8>, Vec<u8>)>,
     deliveries: Vec<(Vec<u8>, Vec<u8>)>,
+    hints: Vec<(Vec<u8>, Vec<u8>)>,
+    cleared_hints: Vec<sled::IVec>,
 }
 
 impl Encoded {
@@ -711,6 +743,14 @@ impl Encoded {
                 key(&[&l.fingerprint, &l.loop_name, &l.test_id])
             })?,
             deliveries: encode_all(&batch.deliveries, |d| delivery_key(d.event_id, &d.url))?,
+            hints: encode_all(&batch.hints, |h| {
+                hint_key(&h.loop_name, h.test_id.as_deref())
+            })?,
+            cleared_hints: batch
+                .clear_hints
+                .iter()
+                .map(|h| hint_key(&h.loop_name, h.test_id.as_deref()).into())
+                .collect(),
         })
     }
 }
@@ -730,6 +770,10 @@ fn encode_all<T: Serialize>(
             Ok((key_of(item), value))
         })
         .collect()
+}
+
+fn hint_key(loop_name: &str, test: Option<&str>) -> Vec<u8> {
+    key(&[loop_name, test.unwrap_or("")])
 }
 
 fn key(parts: &[&str]) -> Vec<u8> {

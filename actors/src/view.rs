@@ -91,6 +91,9 @@ pub struct LoopView {
     /// The last checkpoint commit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<String>,
+    /// The guidance from a person its next prompts carry (`loopd hint LOOP`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<crate::hints::Hint>,
     /// Its tests, in the tests file's order.
     pub tests: Vec<TestView>,
 }
@@ -134,6 +137,9 @@ pub struct TestView {
     /// The healer's current strategy, while it heals this test.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heal_strategy: Option<crate::healer::HealStrategy>,
+    /// The guidance from a person this test's next prompts carry (`loopd hint LOOP TEST`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<crate::hints::Hint>,
     /// Every attempt, oldest first.
     pub attempts: Vec<AttemptRecord>,
 }
@@ -371,6 +377,7 @@ pub fn loop_view(store: &Store, record: &LoopRecord) -> Result<LoopView, StoreEr
             commit: t.commit.clone(),
             diagnosis: t.diagnosis.clone(),
             heal_strategy: t.heal_strategy.clone(),
+            hint: None,
             attempts: Vec::new(),
         })
         .collect();
@@ -383,6 +390,15 @@ pub fn loop_view(store: &Store, record: &LoopRecord) -> Result<LoopView, StoreEr
     for a in &attempts {
         if let Some(&i) = index.get(a.test_id.as_str()) {
             views[i].attempts.push(a.clone());
+        }
+    }
+    let mut loop_hint = None;
+    for h in store.hints_of(&record.name)? {
+        match h.test_id.as_deref().map(|t| index.get(t)) {
+            None => loop_hint = Some(h),
+            Some(Some(&i)) => views[i].hint = Some(h),
+            // A hint for a test the loop no longer has waits for it to come back.
+            Some(None) => {}
         }
     }
     Ok(LoopView {
@@ -404,6 +420,7 @@ pub fn loop_view(store: &Store, record: &LoopRecord) -> Result<LoopView, StoreEr
         attempts: attempts.len(),
         cost_usd: attempts.iter().fold(0.0, |sum, a| sum + a.cost_usd),
         checkpoint: record.checkpoint.clone(),
+        hint: loop_hint,
         tests: views,
     })
 }

@@ -5,6 +5,7 @@
 //! - `error`: [`ApiError`], the one JSON error shape with stable codes.
 //! - `auth`: the bearer token (where it comes from) and the middleware that asks for it.
 //! - `loops`: loops, tests, control, health, transcripts.
+//! - `hints`: a person's guidance for a loop's next prompts.
 //! - `fleet`: insights, export, a loop in detail, and the shutdown asked over the API.
 //! - `body`: reading and validating request bodies (size limit, JSON pointers).
 //! - `host`: the loopback `Host` check (DNS rebinding).
@@ -18,6 +19,7 @@ mod body;
 pub mod error;
 mod events;
 mod fleet;
+mod hints;
 pub mod host;
 mod loops;
 mod metrics;
@@ -192,6 +194,7 @@ pub fn router(state: ApiState, auth: AuthPolicy) -> Router {
         .route("/loops/{id}/tests/{test}/reset", post(loops::reset))
         .route("/loops/{id}/tests/{test}/rollback", post(loops::rollback))
         .route("/loops/{id}/tests/{test}/skip", post(loops::skip))
+        .route("/loops/{id}/hints", post(hints::give).delete(hints::clear))
         .route("/loops/{id}/health", get(loops::health))
         .route("/loops/{id}/insights", get(fleet::loop_insights))
         .route("/insights", get(fleet::insights))

@@ -101,7 +101,7 @@ pub struct AddTestArgs {
     pub json: bool,
 }
 
-fn done(result: Result<(), Failed>) -> anyhow::Result<Exit> {
+pub(super) fn done(result: Result<(), Failed>) -> anyhow::Result<Exit> {
     Ok(match result {
         Ok(()) => Exit::Ok,
         Err(Failed(code)) => code,

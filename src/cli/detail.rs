@@ -1,6 +1,7 @@
 //! `loopd status LOOP` (one loop in detail, like `pm2 show`) and `loopd status LOOP TEST` (one
 //! test with its attempts), in either mode: what they print comes from a [`Source`].
 
+use loopd_actors::hints::Hint;
 use loopd_actors::model::AttemptRecord;
 use loopd_actors::view::{LoopDetail, TestView};
 
@@ -51,6 +52,15 @@ pub fn show_test(source: &Source, name: &str, test: &str, json: bool) -> anyhow:
 /// One `label  value` line.
 fn row(out: &mut String, label: &str, value: impl std::fmt::Display) {
     out.push_str(&format!("  {label:<13} {value}\n"));
+}
+
+/// The `hint` line: the guidance on one line, who gave it and when.
+fn hint_row(out: &mut String, hint: Option<&Hint>) {
+    if let Some(h) = hint {
+        let text = h.text.lines().collect::<Vec<_>>().join(" ");
+        let at = h.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        row(out, "hint", format!("{text} (by {}, {at})", h.author));
+    }
 }
 
 fn money(usd: f64) -> String {
@@ -128,6 +138,17 @@ fn render_loop(d: &LoopDetail) -> String {
     if let Some(t) = l.started_at {
         row(&mut out, "started", t.to_rfc3339());
     }
+    hint_row(&mut out, l.hint.as_ref());
+    let hinted: Vec<&str> = l
+        .tests
+        .iter()
+        .filter(|t| t.hint.is_some())
+        .map(|t| t.id.as_str())
+        .collect();
+    if !hinted.is_empty() {
+        // Each is shown in full by `status LOOP TEST`.
+        row(&mut out, "test hints", hinted.join(", "));
+    }
     let mut recent: Vec<&AttemptRecord> = l.tests.iter().flat_map(|t| &t.attempts).collect();
     recent.sort_by_key(|a| a.started_at);
     if !recent.is_empty() {
@@ -187,6 +208,7 @@ fn render_test(loop_name: &str, t: &TestView) -> String {
     if let Some(d) = &t.diagnosis {
         row(&mut out, "diagnosis", &d.summary);
     }
+    hint_row(&mut out, t.hint.as_ref());
     if !t.attempts.is_empty() {
         out.push_str("attempts:\n");
         out.push_str(&attempts_table(&t.attempts));

@@ -15,6 +15,7 @@ mod detail;
 mod docs;
 mod exit;
 pub(crate) mod fleet_start;
+mod hint;
 mod init;
 mod insights;
 mod logs;
@@ -110,6 +111,9 @@ pub enum Command {
     /// Add tests to a running loop (tests-file format, validated by the daemon).
     #[command(override_usage = "loopd add-test [CONFIG] LOOP (JSON | --file FILE) [--json]")]
     AddTest(control::AddTestArgs),
+    /// Give a loop's (or one test's) next prompts guidance from a person; replaces the last.
+    #[command(override_usage = "loopd hint [CONFIG] LOOP [TEST] (TEXT | --clear) [--json]")]
+    Hint(hint::HintArgs),
     /// Create a loop from a template of the fleet's `templates_dir` (through the daemon).
     #[command(override_usage = "loopd new [CONFIG] LOOP --template NAME [--set KEY=VALUE]...")]
     New(new::NewArgs),
@@ -220,6 +224,7 @@ pub fn dispatch(args: Cli) -> anyhow::Result<Exit> {
         Command::Rollback(a) => rollback::run(flag, a),
         Command::Skip(a) => control::test_command(flag, "skip", a),
         Command::AddTest(a) => control::add_test(flag, a),
+        Command::Hint(a) => hint::run(flag, a),
         Command::New(a) => new::run(flag, a),
         Command::Shutdown(a) => shutdown::run(&args.fleet(a.file.as_ref()), a),
         Command::Logs(a) => logs::logs(&args.fleet_file(None), a),
