@@ -24,7 +24,8 @@ fn gated_fleet() -> Fleet {
         .set("max_attempts", "5")
         .agent(
             "mkdir -p \"$ROOT/prompts\"\n\
-             cp \"$LOOPD_PROMPT_FILE\" \"$ROOT/prompts/$LOOPD_TEST_ID-$LOOPD_ATTEMPT.md\"\n\
+             kept=\"$ROOT/prompts/$LOOPD_TEST_ID-$LOOPD_ATTEMPT.md\"\n\
+             cp \"$LOOPD_PROMPT_FILE\" \"$kept.part\" && mv \"$kept.part\" \"$kept\"\n\
              gate=\"$ROOT/go-$LOOPD_TEST_ID-$LOOPD_ATTEMPT\"\n\
              while [ ! -f \"$gate\" ]; do sleep 0.05; done\n\
              if grep -q pass \"$gate\"; then touch \"$LOOPD_TEST_ID.done\"; \
@@ -39,12 +40,17 @@ fn prompt(fleet: &Fleet, test: &str, n: u32) -> String {
     wait_until(&format!("the prompt of {test} attempt {n}"), WAIT, || {
         file.exists()
     });
-    // The agent copies the file before it waits: read it once the gate is what is left.
+    // Whole: the agent renames its copy into place.
     std::fs::read_to_string(&file).unwrap()
 }
 
+/// Lets attempt `n` of `test` end with `verdict`; renamed into place, so that the agent never
+/// reads a gate that exists but is still empty.
 fn release(fleet: &Fleet, test: &str, n: u32, verdict: &str) {
-    std::fs::write(fleet.root().join(format!("go-{test}-{n}")), verdict).unwrap();
+    let gate = fleet.root().join(format!("go-{test}-{n}"));
+    let part = gate.with_extension("part");
+    std::fs::write(&part, verdict).unwrap();
+    std::fs::rename(&part, &gate).unwrap();
 }
 
 fn ok(fleet: &Fleet, args: &[&str]) -> String {
@@ -135,6 +141,8 @@ fn a_hint_without_a_daemon_says_what_to_run() {
 fn the_api_takes_a_hint_with_the_token_only_and_checks_it() {
     let fleet = gated_fleet();
     let daemon = Daemon::start(&fleet, &[]);
+    // The loop and its tests are in the store once its first attempt runs.
+    prompt(&fleet, "T1", 1);
     let client = http();
     let url = daemon.url("/api/loops/main/hints");
     let body = json!({"text": "use sqlx"});
