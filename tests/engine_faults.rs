@@ -606,7 +606,8 @@ fn an_agent_whose_group_cannot_be_recorded_is_ended_at_once_and_not_counted() {
         .agent(
             r#"if [ "$LOOPD_ATTEMPT" = 1 ]; then
   sleep 293 &
-  echo $! > "$ROOT/child"
+  # Renamed into place: the group may be ended between creating the file and writing it.
+  echo $! > "$ROOT/child.tmp" && mv "$ROOT/child.tmp" "$ROOT/child"
   wait
 fi
 echo ok > done.txt"#,
