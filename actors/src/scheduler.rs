@@ -101,11 +101,7 @@ impl Slot {
     /// just run out of credits. Kept in the book, so a report outlives a scheduler restart.
     pub fn give_back(mut self, provider: &str, report: ProviderReport) {
         self.given_back = true;
-        self.shared
-            .book()
-            .reports
-            .push((provider.to_string(), report, Some(self.id)));
-        self.shared.send(SchedulerMsg::Wake);
+        self.shared.queue_report(provider, report, Some(self.id));
     }
 }
 
@@ -187,6 +183,15 @@ impl Shared {
         // A panic elsewhere while holding the lock leaves the book consistent: every change
         // to it is one insert or remove.
         self.book.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Puts a report in the book, for the scheduler to take in before its next dispatch, with
+    /// the slot it frees then.
+    fn queue_report(&self, provider: &str, report: ProviderReport, slot: Option<u64>) {
+        self.book()
+            .reports
+            .push((provider.to_string(), report, slot));
+        self.send(SchedulerMsg::Wake);
     }
 
     /// Sends to the running incarnation; lost when none runs (a restart counts from the book).
@@ -282,11 +287,7 @@ impl Scheduler {
 
     /// Tells the scheduler how a provider fared.
     pub fn report(&self, provider: &str, report: ProviderReport) {
-        self.shared
-            .book()
-            .reports
-            .push((provider.to_string(), report, None));
-        self.shared.send(SchedulerMsg::Wake);
+        self.shared.queue_report(provider, report, None);
     }
 
     /// Lifts a provider's credit pause and backoff.

@@ -375,7 +375,7 @@ impl Store {
             let k = attempt_key(&a.loop_name, &a.test_id, a.number);
             self.attempts
                 .get(&k)?
-                .map(|v| decode::<AttemptRecord>("attempts", &k, &v).map(|old| old.cost_usd))
+                .map(|v| decode::<totals::Cost>("attempts", &k, &v).map(|old| old.cost_usd))
                 .transpose()
         })?;
         let trees = (

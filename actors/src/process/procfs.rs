@@ -94,18 +94,8 @@ pub(crate) fn environ_has(pid: i32, entry: &[u8]) -> bool {
 /// at `at` in this boot, or `None` when `at` lies before this boot. Seconds of the boot time
 /// (`btime` in `/proc/stat`) are whole, so the answer may be up to a second early.
 pub fn ticks_at(at: std::time::SystemTime) -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let btime: u64 = stat
-        .lines()
-        .find_map(|l| l.strip_prefix("btime "))?
-        .trim()
-        .parse()
-        .ok()?;
-    let tick = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .filter(|t| *t > 0)
-        .unwrap_or(100) as u128;
+    let btime = stat_field("btime")?;
+    let tick = u128::from(ticks_per_second());
     let since_boot = at
         .duration_since(std::time::UNIX_EPOCH + std::time::Duration::from_secs(btime))
         .ok()?;
@@ -202,13 +192,27 @@ fn in_cyclic_range(from: i32, to: i32, pid: i32) -> bool {
 
 /// `processes` of `/proc/stat`.
 fn forks() -> Option<u64> {
+    stat_field("processes")
+}
+
+/// The number on the line `name` of `/proc/stat` (`btime`, `processes`).
+fn stat_field(name: &str) -> Option<u64> {
     std::fs::read_to_string("/proc/stat")
         .ok()?
         .lines()
-        .find_map(|l| l.strip_prefix("processes "))?
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))?
         .trim()
         .parse()
         .ok()
+}
+
+/// Clock ticks per second, the unit of `/proc/<pid>/stat`'s start time.
+pub(crate) fn ticks_per_second() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|t| *t > 0)
+        .unwrap_or(100) as u64
 }
 
 /// The threads of the machine and the last pid of loopd's namespace, from `/proc/loadavg`

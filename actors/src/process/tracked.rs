@@ -82,7 +82,7 @@ impl Tracked {
         }
         // The record's clock and the kernel's boot time agree to within the second that btime
         // rounds off; a second of slack keeps the agent itself, spawned just after, inside.
-        let since = procfs::ticks_at(started_at)?.saturating_sub(ticks_per_second());
+        let since = procfs::ticks_at(started_at)?.saturating_sub(procfs::ticks_per_second());
         Some(Tracked {
             group: None,
             key: Some(key_entry(key)),
@@ -100,14 +100,6 @@ impl Tracked {
 
 fn key_entry(key: &str) -> Vec<u8> {
     format!("LOOPD_ATTEMPT_KEY={key}").into_bytes()
-}
-
-fn ticks_per_second() -> u64 {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .filter(|t| *t > 0)
-        .unwrap_or(100) as u64
 }
 
 /// The live processes of an attempt.

@@ -27,6 +27,14 @@ impl Spent {
     }
 }
 
+/// The one field of a stored attempt a write needs to keep the totals: decoding it skips the
+/// rest of the record (its output tails, its prompt's history) without building it.
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct Cost {
+    #[serde(default)]
+    pub(super) cost_usd: f64,
+}
+
 /// The totals of the loops asked about so far.
 #[derive(Debug, Default)]
 pub(super) struct Totals(Mutex<HashMap<String, Spent>>);
