@@ -53,6 +53,32 @@ fn release(fleet: &Fleet, test: &str, n: u32, verdict: &str) {
     std::fs::rename(&part, &gate).unwrap();
 }
 
+/// The first `n` `hint` events of the journal, read from its start through `/api/events`.
+fn hint_events(daemon: &Daemon, n: usize) -> Vec<Value> {
+    use std::io::BufRead;
+    let resp = http()
+        .get(daemon.url("/api/events?loop=main&after=0"))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut found = Vec::new();
+    let mut kind = String::new();
+    for line in std::io::BufReader::new(resp).lines() {
+        let line = line.unwrap();
+        if let Some(k) = line.strip_prefix("event: ") {
+            kind = k.to_string();
+        } else if let Some(data) = line.strip_prefix("data: ") {
+            if kind == "hint" {
+                found.push(serde_json::from_str(data).unwrap());
+                if found.len() == n {
+                    break;
+                }
+            }
+        }
+    }
+    found
+}
+
 fn ok(fleet: &Fleet, args: &[&str]) -> String {
     let run = fleet.cmd(args);
     assert_eq!(run.code(), 0, "loopd {args:?}: {run}");
@@ -185,6 +211,18 @@ fn the_api_takes_a_hint_with_the_token_only_and_checks_it() {
     assert_eq!(cleared.status(), 204);
     let t2 = ok(&fleet, &["status", "main", "T2"]);
     assert!(!t2.contains("use sqlx"), "{t2}");
+
+    // Each hint given and cleared is journaled: in `/api/events` as `event: hint`, in order.
+    let hints = hint_events(&daemon, 3);
+    assert_eq!(hints[0]["test_id"], "T2", "{hints:#?}");
+    assert_eq!(hints[0]["data"]["hint"]["text"], "use sqlx");
+    assert_eq!(hints[0]["data"]["hint"]["author"], "ana");
+    assert_eq!(hints[0]["message"], "hint given by ana for T2");
+    assert!(hints[1].get("test_id").is_none(), "{hints:#?}");
+    assert_eq!(hints[1]["data"]["hint"]["text"], "loop-wide");
+    assert_eq!(hints[2]["test_id"], "T2", "{hints:#?}");
+    assert_eq!(hints[2]["data"]["cleared"], true);
+    assert_eq!(hints[2]["message"], "hint cleared for T2");
     release(&fleet, "T1", 1, "pass");
     release(&fleet, "T2", 1, "pass");
     drop(daemon);

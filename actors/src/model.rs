@@ -443,6 +443,11 @@ pub enum EventKind {
     TestChanged,
     /// Something a person should know about.
     Alert,
+    /// A person gave or cleared a hint (`data.hint`: the hint given; `data.cleared`: true when
+    /// it was removed).
+    Hint,
+    /// The scheduled morning report (`report_every`): `data` is the report.
+    Report,
 }
 
 /// One entry of the event journal.

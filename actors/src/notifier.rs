@@ -98,6 +98,8 @@ pub fn webhook_event(e: &Event) -> Option<WebhookEvent> {
         EventKind::TestFailed => WebhookEvent::TestFailed,
         EventKind::TestBlocked => WebhookEvent::TestBlocked,
         EventKind::Alert => WebhookEvent::Alert,
+        EventKind::Hint => WebhookEvent::Hint,
+        EventKind::Report => WebhookEvent::Report,
         EventKind::LoopState => {
             let state = e.data["state"].as_str().unwrap_or(&e.message);
             match state {
@@ -559,6 +561,14 @@ mod tests {
             (
                 e(EventKind::LoopState, "x", json!({"state": "finished"})),
                 Some(WebhookEvent::LoopFinished),
+            ),
+            (
+                e(EventKind::Hint, "x", Value::Null),
+                Some(WebhookEvent::Hint),
+            ),
+            (
+                e(EventKind::Report, "x", Value::Null),
+                Some(WebhookEvent::Report),
             ),
             (e(EventKind::LoopState, "running", Value::Null), None),
             (e(EventKind::AttemptStarted, "x", Value::Null), None),

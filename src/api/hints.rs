@@ -10,9 +10,11 @@ use axum::http::StatusCode;
 use axum::Json;
 use chrono::Utc;
 use loopd_actors::hints::{Hint, HintKey};
+use loopd_actors::model::{Event, EventKind};
 use loopd_actors::store::Batch;
 use schemars::JsonSchema;
 use serde::Deserialize;
+use serde_json::json;
 
 use super::body;
 use super::error::{check_name, ApiError, Code};
@@ -80,6 +82,7 @@ pub async fn give(
     };
     let batch = Batch {
         hints: vec![hint.clone()],
+        events: vec![given(&hint)],
         ..Batch::default()
     };
     state.ctx().record(batch).await?;
@@ -94,15 +97,44 @@ pub async fn clear(
 ) -> Result<StatusCode, ApiError> {
     let test = q.get("test").cloned().filter(|t| !t.is_empty());
     known(&state, &id, test.as_deref()).await?;
+    let mut event = Event::new(
+        EventKind::Hint,
+        &id,
+        format!("hint cleared {}", whose(&test)),
+    )
+    .with_data(json!({"cleared": true}));
+    event.test_id = test.clone();
     let batch = Batch {
         clear_hints: vec![HintKey {
             loop_name: id,
             test_id: test,
         }],
+        events: vec![event],
         ..Batch::default()
     };
     state.ctx().record(batch).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The journal's record of `hint` given: SSE and webhooks tell people who guide the loop.
+fn given(hint: &Hint) -> Event {
+    let mut event = Event::new(
+        EventKind::Hint,
+        &hint.loop_name,
+        format!("hint given by {} {}", hint.author, whose(&hint.test_id)),
+    )
+    .with_data(json!({ "hint": hint }));
+    event.at = hint.at;
+    event.test_id = hint.test_id.clone();
+    event
+}
+
+/// Whose hint, in an event's message: the loop's or one test's.
+fn whose(test: &Option<String>) -> String {
+    match test {
+        Some(t) => format!("for {t}"),
+        None => "for every test".into(),
+    }
 }
 
 /// 404 unless the loop (and the test, when named) exists.

@@ -87,7 +87,10 @@ impl Progress {
             EventKind::TestFailed | EventKind::TestBlocked | EventKind::Alert => {
                 let _ = mp.println(format!("[{}] {}", e.loop_name, e.message));
             }
-            EventKind::TestChanged => {}
+            EventKind::Hint => {
+                let _ = mp.println(format!("[{}] {}", e.loop_name, e.message));
+            }
+            EventKind::TestChanged | EventKind::Report => {}
         }
     }
 

@@ -104,6 +104,11 @@ pub enum WebhookEvent {
     LoopFinished,
     /// Something a person should know about.
     Alert,
+    /// A person gave or cleared a hint.
+    Hint,
+    /// The morning report, on the schedule of the fleet's `report_every` (`data`: the report,
+    /// as `GET /api/report` gives it).
+    Report,
 }
 
 impl WebhookEvent {
@@ -118,6 +123,8 @@ impl WebhookEvent {
             WebhookEvent::LoopCrashed => "loop_crashed",
             WebhookEvent::LoopFinished => "loop_finished",
             WebhookEvent::Alert => "alert",
+            WebhookEvent::Hint => "hint",
+            WebhookEvent::Report => "report",
         }
     }
 }
