@@ -17,7 +17,7 @@ mod report;
 
 pub use detail::{LoopDetail, LoopSettings};
 pub use insights::{insights, InsightsDoc};
-pub use report::{parse_since, report, LoopReport, ReportDoc};
+pub use report::{parse_since, report, LoopReport, ReportDoc, ReportTotals};
 
 /// The version `export` writes.
 pub const EXPORT_VERSION: &str = "1";

@@ -65,10 +65,14 @@ pub async fn report(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<ReportDoc>, ApiError> {
     let text = q.get("since").map_or(DEFAULT_SINCE, String::as_str);
-    let since = view::parse_since(text, chrono::Utc::now())
+    let now = chrono::Utc::now();
+    let since = view::parse_since(text, now)
         .map_err(|why| bad_param("since", format!("`since`: {why}")))?;
     Ok(Json(
-        state.ctx().read(move |s| view::report(s, since)).await?,
+        state
+            .ctx()
+            .read(move |s| view::report(s, since, now))
+            .await?,
     ))
 }
 

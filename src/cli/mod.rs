@@ -23,6 +23,7 @@ mod new;
 mod progress;
 mod recover;
 mod report;
+mod report_html;
 mod rollback;
 mod run;
 mod serve;

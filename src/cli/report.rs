@@ -1,10 +1,11 @@
-//! `loopd report [CONFIG] [--since DURATION|TIME] [--format md|json]`: the morning report, from
-//! the daemon or the store (see [`Source`]), as Markdown for people or as the JSON of
-//! `GET /api/report`.
+//! `loopd report [CONFIG] [--since DURATION|TIME] [--format md|html|json]`: the morning report,
+//! from the daemon or the store (see [`Source`]), as Markdown for people, as one self-contained
+//! HTML page ([`html`]), or as the JSON of `GET /api/report`.
 
 use std::path::PathBuf;
 
 use chrono::{DateTime, SecondsFormat, Timelike, Utc};
+use loopd_actors::hints::Hint;
 use loopd_actors::view::{self, LoopReport, ReportDoc};
 
 use super::client::Failed;
@@ -20,7 +21,8 @@ pub struct ReportArgs {
     /// The period's start: a duration back from now (`8h`, `2d`) or an RFC 3339 time.
     #[arg(long, value_name = "DURATION|TIME", default_value = "24h", value_parser = since)]
     pub since: DateTime<Utc>,
-    /// `md` (Markdown, for people) or `json` (the document of `GET /api/report`).
+    /// `md` (Markdown, for people), `html` (one page, no script, nothing to fetch) or `json`
+    /// (the document of `GET /api/report`).
     #[arg(long, value_enum, default_value_t = Format::Md)]
     pub format: Format,
 }
@@ -30,6 +32,8 @@ pub struct ReportArgs {
 pub enum Format {
     /// Markdown.
     Md,
+    /// One self-contained HTML document.
+    Html,
     /// JSON.
     Json,
 }
@@ -51,10 +55,10 @@ pub fn report(fleet: &FleetRef, args: &ReportArgs) -> anyhow::Result<Exit> {
         Ok(d) => d,
         Err(Failed(code)) => return Ok(code),
     };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&doc)?);
-    } else {
-        super::out(&render(&doc))?;
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&doc)?),
+        Format::Md => super::out(&render(&doc))?,
+        Format::Html => super::out(&super::report_html::render(&doc))?,
     }
     Ok(Exit::Ok)
 }
@@ -64,11 +68,27 @@ pub fn stamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-fn render(doc: &ReportDoc) -> String {
+/// Whose hint: every test's (the loop's own) or one test's.
+pub fn hint_target(h: &Hint) -> &str {
+    h.test_id.as_deref().unwrap_or("every test")
+}
+
+/// The report as Markdown.
+pub fn render(doc: &ReportDoc) -> String {
+    let t = &doc.totals;
     let mut out = format!(
-        "# loopd report\n\nPeriod: {} to {}\n",
+        "# loopd report\n\nPeriod: {} to {}\n\nFleet: {} attempts, ${:.2}, {}; {} passed, {} failed, \
+         {} waiting for a person, {} skipped; {}\n",
         stamp(doc.since),
-        stamp(doc.generated_at)
+        stamp(doc.generated_at),
+        t.attempts,
+        t.cost_usd,
+        seconds(t.duration_ms),
+        t.passed,
+        t.failed,
+        t.needs_human,
+        t.skipped,
+        plural(t.alerts, "alert"),
     );
     for l in &doc.loops {
         out.push_str(&render_loop(l));
@@ -87,7 +107,13 @@ fn render(doc: &ReportDoc) -> String {
     out
 }
 
-fn seconds(ms: u64) -> String {
+/// `n` and `what`, with an `s` unless `n` is 1.
+fn plural(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
+/// Milliseconds as seconds, to a tenth.
+pub fn seconds(ms: u64) -> String {
     format!("{:.1}s", ms as f64 / 1000.0)
 }
 
@@ -117,15 +143,14 @@ fn render_loop(l: &LoopReport) -> String {
     }
     if let Some(t) = &l.now.current_test {
         out.push_str(&format!(", attempting {t}"));
+        if let (Some(n), Some(at)) = (l.now.current_attempt, l.now.attempt_started_at) {
+            out.push_str(&format!(" (attempt {n} since {})", stamp(at)));
+        }
     }
     out.push('\n');
-    let quiet = l.attempts == 0
-        && l.failed.is_empty()
-        && l.needs_human.is_empty()
-        && l.skipped.is_empty()
-        && l.alerts.is_empty();
-    if quiet {
+    if quiet(l) {
         out.push_str("\nNothing happened in the period.\n");
+        out.push_str(&render_hints(&l.hints));
         return out;
     }
     let by: Vec<String> = l
@@ -134,7 +159,7 @@ fn render_loop(l: &LoopReport) -> String {
         .map(|o| format!("{} {}", o.count, words(&o.outcome)))
         .collect();
     out.push_str(&format!(
-        "\nAttempts: {}{}, ${:.2}, {}\n",
+        "\nAttempts: {}{}, ${:.2}, {}; in all {} attempts, ${:.2}\n",
         l.attempts,
         if by.is_empty() {
             String::new()
@@ -142,7 +167,9 @@ fn render_loop(l: &LoopReport) -> String {
             format!(" ({})", by.join(", "))
         },
         l.cost_usd,
-        seconds(l.duration_ms)
+        seconds(l.duration_ms),
+        l.total_attempts,
+        l.total_cost_usd,
     ));
     if !l.passed.is_empty() {
         out.push_str("\n### Passed\n\n");
@@ -210,6 +237,38 @@ fn render_loop(l: &LoopReport) -> String {
                 .map(|t| format!("{t}: "))
                 .unwrap_or_default();
             out.push_str(&format!("- {} {test}{}\n", stamp(a.at), a.message));
+        }
+    }
+    out.push_str(&render_hints(&l.hints));
+    out
+}
+
+/// True when nothing of the loop's is in the period.
+pub fn quiet(l: &LoopReport) -> bool {
+    l.attempts == 0
+        && l.failed.is_empty()
+        && l.needs_human.is_empty()
+        && l.skipped.is_empty()
+        && l.alerts.is_empty()
+}
+
+/// The current hints, each under its target, later lines of a hint indented beneath it.
+fn render_hints(hints: &[Hint]) -> String {
+    if hints.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("\n### Hints\n\n");
+    for h in hints {
+        let mut lines = h.text.lines();
+        out.push_str(&format!(
+            "- {} (by {}, {}): {}\n",
+            hint_target(h),
+            h.author,
+            stamp(h.at),
+            lines.next().unwrap_or_default()
+        ));
+        for more in lines {
+            out.push_str(&format!("  {more}\n"));
         }
     }
     out

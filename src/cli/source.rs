@@ -250,7 +250,7 @@ impl Source {
                 "/api/report?since={}",
                 super::report::stamp(since)
             )),
-            Source::Store { store, .. } => stored(view::report(store, since)),
+            Source::Store { store, .. } => stored(view::report(store, since, chrono::Utc::now())),
         }
     }
 

@@ -4,7 +4,10 @@
 //! frequent failures, the alerts raised, and what the fleet is doing now.
 //!
 //! An attempt belongs to the period when it finished in it (one still running, when it started
-//! in it); a test's verdict when its record last changed in it.
+//! in it): the period's cost and time are those attempts' only, beside the loop's totals. A
+//! test's verdict belongs to it when its record last changed in it. The end of the period is
+//! an argument, not the clock, so that a scheduled report covers exactly the time since the
+//! last one and a test can fix every time it prints.
 
 use std::collections::BTreeMap;
 
@@ -13,6 +16,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::healer::{self, FailurePattern, OutcomeCount};
+use crate::hints::Hint;
 use crate::model::{AttemptRecord, EventKind, LoopRecord, LoopState, TestRecord, TestStatus};
 use crate::store::{Store, StoreError};
 
@@ -30,11 +34,34 @@ pub struct ReportDoc {
     pub since: DateTime<Utc>,
     /// When the report was made: the end of the period.
     pub generated_at: DateTime<Utc>,
+    /// The period's sums over every loop.
+    pub totals: ReportTotals,
     /// Every loop, by name.
     pub loops: Vec<LoopReport>,
     /// Alerts of the period that concern no one loop (the scheduler's, the fleet's), or a loop
     /// no longer in the store.
     pub fleet_alerts: Vec<ReportAlert>,
+}
+
+/// The period's sums over the fleet.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct ReportTotals {
+    /// Tests that passed in the period.
+    pub passed: usize,
+    /// Tests that failed for good in the period.
+    pub failed: usize,
+    /// Tests that came to need a person in the period.
+    pub needs_human: usize,
+    /// Tests set aside in the period.
+    pub skipped: usize,
+    /// Attempts of the period.
+    pub attempts: usize,
+    /// What the period's attempts cost, in US dollars.
+    pub cost_usd: f64,
+    /// The wall time of the period's attempts, in milliseconds.
+    pub duration_ms: u64,
+    /// Alerts raised in the period, the fleet's own included.
+    pub alerts: usize,
 }
 
 /// One loop's period.
@@ -60,12 +87,19 @@ pub struct LoopReport {
     pub cost_usd: f64,
     /// The wall time of the period's attempts, in milliseconds.
     pub duration_ms: u64,
+    /// Every attempt the loop ever made, the period's and earlier ones.
+    pub total_attempts: usize,
+    /// What every attempt of the loop cost, in US dollars.
+    pub total_cost_usd: f64,
     /// The tests whose attempts took longest in the period, slowest first.
     pub slowest: Vec<SlowTest>,
     /// The period's most frequent failures.
     pub patterns: Vec<FailurePattern>,
     /// The loop's alerts of the period, oldest first.
     pub alerts: Vec<ReportAlert>,
+    /// The hints a person gave that are current as the report is made: the loop's, then its
+    /// tests', with who gave them and when.
+    pub hints: Vec<Hint>,
 }
 
 /// What a loop is doing as the report is made.
@@ -79,6 +113,12 @@ pub struct LoopNow {
     /// The test being attempted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_test: Option<String>,
+    /// The number of the attempt running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_attempt: Option<u32>,
+    /// When the attempt running started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_started_at: Option<DateTime<Utc>>,
     /// Its tests by status.
     pub progress: Progress,
 }
@@ -142,29 +182,69 @@ pub struct ReportAlert {
     pub message: String,
 }
 
-/// The report of the period from `since` to now.
-pub fn report(store: &Store, since: DateTime<Utc>) -> Result<ReportDoc, StoreError> {
-    let mut alerts = alerts_since(store, since)?;
+/// The report of the period from `since` to `until` (now, but for a test or a schedule).
+pub fn report(
+    store: &Store,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<ReportDoc, StoreError> {
+    let period = Period { since, until };
+    let mut alerts = alerts_in(store, period)?;
     let mut loops = Vec::new();
     for record in store.list_loops()? {
         let mut mine = alerts.remove(&record.name).unwrap_or_default();
         for a in &mut mine {
             a.loop_name.clear();
         }
-        loops.push(loop_report(store, &record, since, mine)?);
+        loops.push(loop_report(store, &record, period, mine)?);
+    }
+    let fleet_alerts: Vec<ReportAlert> = alerts.into_values().flatten().collect();
+    let mut totals = ReportTotals {
+        alerts: fleet_alerts.len(),
+        ..ReportTotals::default()
+    };
+    for l in &loops {
+        totals.passed += l.passed.len();
+        totals.failed += l.failed.len();
+        totals.needs_human += l.needs_human.len();
+        totals.skipped += l.skipped.len();
+        totals.attempts += l.attempts;
+        totals.cost_usd += l.cost_usd;
+        totals.duration_ms += l.duration_ms;
+        totals.alerts += l.alerts.len();
     }
     Ok(ReportDoc {
         since,
-        generated_at: Utc::now(),
+        generated_at: until,
+        totals,
         loops,
-        fleet_alerts: alerts.into_values().flatten().collect(),
+        fleet_alerts,
     })
+}
+
+/// The report's period: from `since` to `until`, both included.
+#[derive(Debug, Clone, Copy)]
+struct Period {
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+}
+
+impl Period {
+    fn holds(self, t: DateTime<Utc>) -> bool {
+        self.since <= t && t <= self.until
+    }
+
+    /// Whether attempt `a` ran in the period: it finished in it, or it started in it and is
+    /// still running.
+    fn has(self, a: &AttemptRecord) -> bool {
+        self.holds(a.finished_at.unwrap_or(a.started_at))
+    }
 }
 
 fn loop_report(
     store: &Store,
     record: &LoopRecord,
-    since: DateTime<Utc>,
+    within: Period,
     alerts: Vec<ReportAlert>,
 ) -> Result<LoopReport, StoreError> {
     let tests = store.list_tests(&record.name)?;
@@ -174,12 +254,13 @@ fn loop_report(
         status: record.state,
         reason: record.reason.clone(),
         current_test: running.map(|a| a.test_id.clone()),
+        current_attempt: running.map(|a| a.number),
+        attempt_started_at: running.map(|a| a.started_at),
         progress: progress(&tests),
     };
-    let period: Vec<AttemptRecord> = all
-        .into_iter()
-        .filter(|a| a.finished_at.unwrap_or(a.started_at) >= since)
-        .collect();
+    let total_attempts = all.len();
+    let total_cost_usd = all.iter().fold(0.0, |sum, a| sum + a.cost_usd);
+    let period: Vec<AttemptRecord> = all.into_iter().filter(|a| within.has(a)).collect();
     let title = |id: &str| {
         tests
             .iter()
@@ -201,7 +282,7 @@ fn loop_report(
     let verdicts = |status: TestStatus| -> Vec<ReportVerdict> {
         tests
             .iter()
-            .filter(|t| t.status == status && t.updated_at >= since)
+            .filter(|t| t.status == status && within.holds(t.updated_at))
             .map(verdict)
             .collect()
     };
@@ -244,9 +325,12 @@ fn loop_report(
         outcomes,
         cost_usd: period.iter().fold(0.0, |sum, a| sum + a.cost_usd),
         duration_ms: period.iter().map(|a| a.duration_ms.unwrap_or(0)).sum(),
+        total_attempts,
+        total_cost_usd,
         slowest,
         patterns,
         alerts,
+        hints: store.hints_of(&record.name)?,
     })
 }
 
@@ -260,12 +344,11 @@ fn verdict(t: &TestRecord) -> ReportVerdict {
     }
 }
 
-/// The alerts raised since `since`, by loop (`""` for the fleet's). The journal is keyed by id,
-/// not time, so it is read a page at a time from the start; ids grow with time, so nothing
-/// older than `since` is kept.
-fn alerts_since(
+/// The alerts raised in the period, by loop (`""` for the fleet's). The journal is keyed by id,
+/// not time, so it is read a page at a time from the start.
+fn alerts_in(
     store: &Store,
-    since: DateTime<Utc>,
+    within: Period,
 ) -> Result<BTreeMap<String, Vec<ReportAlert>>, StoreError> {
     let mut by_loop: BTreeMap<String, Vec<ReportAlert>> = BTreeMap::new();
     let mut after = 0;
@@ -274,7 +357,7 @@ fn alerts_since(
         let Some(last) = page.last() else { break };
         after = last.id;
         for e in page {
-            if e.kind == EventKind::Alert && e.at >= since {
+            if e.kind == EventKind::Alert && within.holds(e.at) {
                 by_loop
                     .entry(e.loop_name.clone())
                     .or_default()
@@ -352,7 +435,8 @@ mod tests {
         let (t2, a2) = failed_test("NEW", now);
         let mut alert = Event::new(EventKind::Alert, "", "the fleet is out of credits");
         alert.at = now;
-        let gone = Event::new(EventKind::Alert, "gone", "a loop since forgotten crashed");
+        let mut gone = Event::new(EventKind::Alert, "gone", "a loop since forgotten crashed");
+        gone.at = now;
         store
             .apply(Batch {
                 loops: vec![LoopRecord::new("lp")],
@@ -362,7 +446,7 @@ mod tests {
                 ..Batch::default()
             })
             .unwrap();
-        let doc = report(&store, parse_since("24h", now).unwrap()).unwrap();
+        let doc = report(&store, parse_since("24h", now).unwrap(), now).unwrap();
         let l = &doc.loops[0];
         assert_eq!(l.failed.len(), 1, "{l:?}");
         assert_eq!(l.failed[0].id, "NEW");
@@ -381,6 +465,54 @@ mod tests {
         );
         assert!(l.alerts.is_empty());
         assert_eq!(l.now.progress.failed, 2, "now counts every test");
+    }
+
+    #[test]
+    fn cost_and_time_are_the_periods_beside_the_loops_totals() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let t = |h: i64| {
+            "2026-01-31T00:00:00Z".parse::<DateTime<Utc>>().unwrap() + chrono::Duration::hours(h)
+        };
+        // Finished before, in, and after the period from hour 10 to hour 20; one running since
+        // hour 12.
+        let mut attempts = Vec::new();
+        for (n, finished, cost) in [(1, 5, 1.0), (2, 11, 2.0), (3, 19, 4.0), (4, 21, 8.0)] {
+            let (_, mut a) = failed_test("T", t(finished));
+            a.number = n;
+            a.cost_usd = cost;
+            a.duration_ms = Some(1000 * n as u64);
+            attempts.push(a);
+        }
+        let mut running = AttemptRecord::started("lp", "T", 5, "t".into());
+        running.started_at = t(12);
+        attempts.push(running);
+        let (test, _) = failed_test("T", t(15));
+        store
+            .apply(Batch {
+                loops: vec![LoopRecord::new("lp")],
+                tests: vec![test],
+                attempts,
+                ..Batch::default()
+            })
+            .unwrap();
+        let doc = report(&store, t(10), t(20)).unwrap();
+        assert_eq!(doc.generated_at, t(20));
+        let l = &doc.loops[0];
+        assert_eq!(l.attempts, 3, "attempts 2, 3 and the running 5: {l:?}");
+        assert_eq!(l.cost_usd, 6.0);
+        assert_eq!(l.duration_ms, 5000);
+        assert_eq!(l.total_attempts, 5);
+        assert_eq!(l.total_cost_usd, 15.0);
+        assert_eq!(l.now.current_attempt, Some(5));
+        assert_eq!(l.now.attempt_started_at, Some(t(12)));
+        assert_eq!(doc.totals.attempts, 3);
+        assert_eq!(doc.totals.cost_usd, 6.0);
+        assert_eq!(doc.totals.failed, 1);
+        // The test's verdict changed at hour 15: not in a period that ended before it.
+        let early = report(&store, t(0), t(14)).unwrap();
+        assert!(early.loops[0].failed.is_empty());
+        assert_eq!(early.loops[0].cost_usd, 3.0, "attempts 1 and 2");
     }
 
     #[test]
