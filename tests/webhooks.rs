@@ -319,6 +319,96 @@ fn deliveries_left_at_a_stop_are_made_after_the_next_start() {
     }
 }
 
+/// The reports the receiver accepted, in order.
+fn reports(receiver: &Receiver) -> Vec<Value> {
+    let seen = receiver.seen.lock().unwrap();
+    seen.accepted
+        .iter()
+        .filter(|(_, e, _)| e == "report")
+        .map(|(_, _, body)| body.clone())
+        .collect()
+}
+
+#[test]
+fn report_every_sends_the_report_signed_and_a_restart_neither_repeats_nor_skips_one() {
+    let rt = receiver_runtime();
+    let receiver = Receiver::new(true);
+    let url = rt.block_on(receiver.serve());
+    let fleet = Fleet::new()
+        .tests(json!([{"id": "T1", "title": "T1", "spec": "make T1",
+                       "verify": "test -f T1.done", "depends_on": []}]))
+        .agent("touch \"$LOOPD_TEST_ID.done\"")
+        .write();
+    let toml = std::fs::read_to_string(fleet.config_file())
+        .unwrap()
+        .replacen("[fleet]\n", "[fleet]\nreport_every = \"2s\"\n", 1);
+    std::fs::write(
+        fleet.config_file(),
+        format!(
+            "{toml}\n[[webhooks]]\nurl = \"{url}\"\nsecret = \"{SECRET}\"\n\
+             events = [\"report\"]\nbackoff = \"20ms\"\n"
+        ),
+    )
+    .unwrap();
+
+    // First life: until a report says T1 passed.
+    let daemon = Daemon::start(&fleet, &[]);
+    wait_until("a report with T1's pass", WAIT, || {
+        reports(&receiver)
+            .iter()
+            .any(|r| r["data"]["totals"]["passed"] == 1)
+    });
+    assert_eq!(daemon.terminate(), 0);
+    let first_life = reports(&receiver).len();
+
+    // Second life: its first report starts where the first life's last one ended.
+    let daemon = Daemon::start(&fleet, &[]);
+    wait_until("a report of the second life", WAIT, || {
+        reports(&receiver).len() > first_life
+    });
+    assert_eq!(daemon.terminate(), 0);
+
+    let seen = receiver.seen.lock().unwrap();
+    assert!(
+        seen.bad.is_empty(),
+        "every signature checks: {:#?}",
+        seen.bad
+    );
+    drop(seen);
+    let got = reports(&receiver);
+    for r in &got {
+        assert_eq!(r["event"], "report", "{r:#}");
+        assert_eq!(r["loop"], "", "{r:#}");
+        assert_eq!(r["data"]["loops"][0]["name"], "main", "{r:#}");
+        assert_eq!(r["data"]["generated_at"], r["at"], "{r:#}");
+    }
+    // One chain of periods, each starting where the last ended: none sent twice, none skipped.
+    for w in got.windows(2) {
+        assert_eq!(
+            w[1]["data"]["since"], w[0]["data"]["generated_at"],
+            "{:#}\nthen\n{:#}",
+            w[0], w[1]
+        );
+    }
+    let passes: usize = got
+        .iter()
+        .map(|r| r["data"]["loops"][0]["passed"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(passes, 1, "T1's pass is in exactly one report");
+
+    // What the journal holds is what arrived.
+    let store = Store::open(&fleet.state_dir()).unwrap();
+    let journal: Vec<u64> = store
+        .events_after(0, 100_000)
+        .unwrap()
+        .iter()
+        .filter(|e| e.kind == EventKind::Report)
+        .map(|e| e.id)
+        .collect();
+    let ids: Vec<u64> = got.iter().map(|r| r["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, journal);
+}
+
 fn hook(url: &str) -> WebhookConfig {
     let mut h = WebhookConfig::new(url, SECRET);
     h.backoff = Duration::from_millis(10);

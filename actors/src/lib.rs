@@ -32,6 +32,7 @@
 //! - `scheduler`, `monitor`, `tree`: agent slots, heartbeats and liveness, and the supervisor
 //!   that restarts them.
 //! - `notifier`: webhooks, signed and retried, decoupled from the loops.
+//! - `reporter`: the morning report on the schedule of `report_every`, as a `report` event.
 //! - `templates`: the loop factory (loops made from templates with `{{var}}` placeholders).
 //! - `words`: English for counts ("1 attempt", "2 attempts").
 #![deny(missing_docs)]
@@ -57,6 +58,7 @@ pub mod plan;
 pub mod process;
 pub mod prompt;
 pub mod reconcile;
+pub mod reporter;
 pub mod rollback;
 pub mod runtime;
 pub mod scheduler;

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
@@ -41,6 +42,9 @@ const GENERATION_KEY: &[u8] = b"generation";
 /// Set in `meta` once the `running` tree indexes every attempt without an outcome; a store
 /// written before the index existed is indexed once, by one scan, when it is opened.
 const RUNNING_INDEX_KEY: &[u8] = b"running_index";
+/// Where the scheduled report stands, in `meta`: the end of the period the last report covered
+/// (or the start of the first period), RFC 3339. See [`crate::reporter`].
+const REPORT_MARK_KEY: &[u8] = b"report_mark";
 
 /// What can go wrong with the store.
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +131,9 @@ pub struct Batch {
     /// Loops to forget with their tests, attempts and hints (their events and lessons stay),
     /// before the rest of the batch is written, in the same transaction.
     pub forget_loops: Vec<String>,
+    /// The new end of the period the scheduled reports have covered: written in the same
+    /// transaction as the report's event, so a restart neither skips nor repeats a report.
+    pub report_mark: Option<DateTime<Utc>>,
 }
 
 impl Batch {
@@ -141,6 +148,7 @@ impl Batch {
             && self.hints.is_empty()
             && self.clear_hints.is_empty()
             && self.forget_loops.is_empty()
+            && self.report_mark.is_none()
     }
 }
 
@@ -387,10 +395,15 @@ impl Store {
             &self.deliveries,
             &self.running,
             &self.hints,
+            &self.meta,
         );
+        let mark = batch.report_mark.map(|t| t.to_rfc3339());
         trees
             .transaction(
-                |(loops, tests, attempts, events, lessons, deliveries, running, hints)| {
+                |(loops, tests, attempts, events, lessons, deliveries, running, hints, meta)| {
+                    if let Some(mark) = &mark {
+                        meta.insert(REPORT_MARK_KEY, mark.as_bytes())?;
+                    }
                     for name in &batch.forget_loops {
                         loops.remove(name.as_bytes())?;
                     }
@@ -609,6 +622,22 @@ impl Store {
                 decode("events", &k, &v)
             })
             .collect()
+    }
+
+    /// The end of the period the scheduled reports have covered, or the start of the first one;
+    /// `None` before the first report was scheduled.
+    pub fn report_mark(&self) -> Result<Option<DateTime<Utc>>> {
+        let Some(v) = self.meta.get(REPORT_MARK_KEY)? else {
+            return Ok(None);
+        };
+        let text = String::from_utf8_lossy(&v);
+        DateTime::parse_from_rfc3339(&text)
+            .map(|t| Some(t.with_timezone(&Utc)))
+            .map_err(|e| StoreError::Corrupt {
+                tree: "meta",
+                key: String::from_utf8_lossy(REPORT_MARK_KEY).into_owned(),
+                reason: format!("expected an RFC 3339 time, found `{text}`: {e}"),
+            })
     }
 
     /// The id of the newest event in the journal (0 when it is empty).

@@ -10,6 +10,7 @@ use loopd_actors::loop_actor::prepare_workdir;
 use loopd_actors::monitor::MonitorConfig;
 use loopd_actors::notifier::Notifier;
 use loopd_actors::reconcile;
+use loopd_actors::reporter::Reporter;
 use loopd_actors::runtime::Ctx;
 use loopd_actors::scheduler::SchedulerConfig;
 use loopd_actors::statedir::StateDirLock;
@@ -154,6 +155,9 @@ pub struct Started {
     /// The webhooks' deliveries (none without `[[webhooks]]`); dropping it stops them.
     #[allow(dead_code)] // only held: it runs on its own tasks for as long as the fleet does
     pub notifier: Option<Notifier>,
+    /// The scheduled report (none without `report_every`); dropping it stops it.
+    #[allow(dead_code)] // only held, as the notifier
+    pub reporter: Option<Reporter>,
 }
 
 /// Starts the loops supervisor over `ctx` with the fleet file's loops (the registry adds the
@@ -161,6 +165,8 @@ pub struct Started {
 pub async fn spawn(ctx: &Ctx, fleet: &Fleet) -> anyhow::Result<Started> {
     // Subscribed before the first loop starts, so that no event is missed.
     let notifier = Notifier::start(ctx, fleet.webhooks.clone()).await;
+    // After the notifier, which must hear the first report.
+    let reporter = Reporter::start(ctx, fleet.settings.report_every);
     let (done_tx, done) = oneshot::channel();
     let (supervisor, join) = Actor::spawn(
         None,
@@ -182,5 +188,6 @@ pub async fn spawn(ctx: &Ctx, fleet: &Fleet) -> anyhow::Result<Started> {
         done,
         handle,
         notifier,
+        reporter,
     })
 }

@@ -220,6 +220,9 @@ pub(crate) fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>)
     for (pointer, expected) in schema_errors(&fleet_schema, &root, "", Dialect::Toml) {
         loaded.problem(0, &pointer, expected);
     }
+    if let Some(expected) = report_every_problem(&root) {
+        loaded.problem(0, "/fleet/report_every", expected);
+    }
     let settings_ok = loaded.report.is_empty();
 
     let settings = root
@@ -245,6 +248,20 @@ pub(crate) fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>)
     let templates_base = if templates_from_env { &cwd } else { &fleet_dir };
     settings.templates_dir = clean(&templates_base.join(&settings.templates_dir));
     let webhooks = read_webhooks(&mut loaded, &root, settings_ok, &env);
+    if settings.report_every.is_some()
+        && loaded.report.is_empty()
+        && !webhooks
+            .iter()
+            .any(|h| h.wants(super::WebhookEvent::Report))
+    {
+        loaded.problem(
+            0,
+            "/fleet/report_every",
+            "no `[[webhooks]]` entry receives the `report` event: add one whose `events` include \
+             \"report\" (or leave `events` out), or leave `report_every` out"
+                .to_string(),
+        );
+    }
 
     let mut first_seen: Vec<(String, Origin)> = Vec::new();
     for entry in entries {
@@ -302,6 +319,24 @@ pub(crate) fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>)
         });
     }
     loaded
+}
+
+/// What is wrong with `[fleet] report_every`, when it is a string but not a duration of a second
+/// or more (other types are the schema's to refuse).
+fn report_every_problem(root: &Value) -> Option<String> {
+    let Some(Value::String(s)) = root.pointer("/fleet/report_every") else {
+        return None;
+    };
+    match humantime::parse_duration(s) {
+        Err(_) => Some(format!(
+            "expected a duration such as \"24h\" or \"12h\", found \"{s}\""
+        )),
+        Ok(d) if d < std::time::Duration::from_secs(1) => Some(format!(
+            "expected a duration of at least \"1s\" (leave `report_every` out to send no \
+             report), found \"{s}\""
+        )),
+        Ok(_) => None,
+    }
 }
 
 /// The `[[webhooks]]` tables, secrets from `secret_env` filled in; problems go to the report.
@@ -806,6 +841,54 @@ binary = "bin/claude"
             "{report}"
         );
         assert!(report.contains("2 problems"), "{report}");
+    }
+
+    #[test]
+    fn report_every_is_a_duration_of_a_second_or_more_with_a_webhook_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("loopd.toml");
+        let load = |fleet: &str, hook_events: &str| {
+            let text = format!(
+                "[fleet]\n{fleet}\n\n[[webhooks]]\nurl = \"http://127.0.0.1:9/\"\n\
+                 secret = \"k\"\n{hook_events}\n"
+            );
+            write(dir.path(), "loopd.toml", &text);
+            load_fleet_with_env(&file, no_env())
+        };
+        let problem = |fleet: &str, hook_events: &str| {
+            load(fleet, hook_events)
+                .unwrap_err()
+                .to_string()
+                .replace(&file.display().to_string(), "loopd.toml")
+        };
+        assert_eq!(
+            problem("report_every = \"daily\"", ""),
+            "loopd.toml:2: /fleet/report_every: expected a duration such as \"24h\" or \"12h\", \
+             found \"daily\"\n1 problem"
+        );
+        assert!(
+            problem("report_every = \"0s\"", "").contains(
+                "loopd.toml:2: /fleet/report_every: expected a duration of at least \"1s\""
+            ),
+            "{}",
+            problem("report_every = \"0s\"", "")
+        );
+        let unheard = problem("report_every = \"24h\"", "events = [\"alert\"]");
+        assert!(
+            unheard.contains("/fleet/report_every: no `[[webhooks]]` entry receives the `report`"),
+            "{unheard}"
+        );
+        let every = |fleet: &str, events: &str| load(fleet, events).unwrap().settings.report_every;
+        assert_eq!(
+            every("report_every = \"12h\"", "events = [\"report\"]"),
+            Some(std::time::Duration::from_secs(12 * 3600))
+        );
+        assert_eq!(
+            every("report_every = \"1d\"", ""),
+            Some(std::time::Duration::from_secs(24 * 3600)),
+            "a webhook without a filter takes every event"
+        );
+        assert_eq!(every("", "events = [\"alert\"]"), None, "off by default");
     }
 
     #[test]

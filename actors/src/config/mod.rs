@@ -104,6 +104,17 @@ pub struct FleetSettings {
     /// and `loopd new` render. Default "loop-templates" next to the fleet file.
     #[serde(default = "default_templates_dir")]
     pub templates_dir: PathBuf,
+    /// How often the daemon makes the morning report of the period since the last one and
+    /// sends it as the webhook event `report` (to every `[[webhooks]]` entry whose `events`
+    /// include `report`, or leave `events` out). A duration such as "24h"; at least "1s".
+    /// Default: off.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub report_every: Option<Duration>,
 }
 
 fn default_max_restarts() -> usize {
@@ -160,6 +171,7 @@ impl Default for FleetSettings {
             budget_usd: None,
             max_attempts_total: None,
             templates_dir: default_templates_dir(),
+            report_every: None,
         }
     }
 }
