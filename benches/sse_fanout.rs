@@ -285,7 +285,13 @@ fn main() {
     // The fleet file's loops start on their own: stop them, then connect.
     rt.block_on(async {
         for i in 0..loops {
-            post(&http, &daemon, &format!("/api/loops/{}/stop", loop_name(i)), None).await;
+            post(
+                &http,
+                &daemon,
+                &format!("/api/loops/{}/stop", loop_name(i)),
+                None,
+            )
+            .await;
         }
     });
     std::thread::sleep(Duration::from_secs(1));
@@ -298,11 +304,23 @@ fn main() {
     let t0 = Instant::now();
     rt.block_on(async {
         for i in 0..loops {
-            post(&http, &daemon, &format!("/api/loops/{}/start", loop_name(i)), None).await;
+            post(
+                &http,
+                &daemon,
+                &format!("/api/loops/{}/start", loop_name(i)),
+                None,
+            )
+            .await;
         }
         tokio::time::sleep(Duration::from_secs(secs)).await;
         for i in 0..loops {
-            post(&http, &daemon, &format!("/api/loops/{}/stop", loop_name(i)), None).await;
+            post(
+                &http,
+                &daemon,
+                &format!("/api/loops/{}/stop", loop_name(i)),
+                None,
+            )
+            .await;
         }
     });
     let fleet_secs = t0.elapsed().as_secs_f64();

@@ -201,6 +201,9 @@ fn the_api_takes_a_hint_with_the_token_only_and_checks_it() {
     assert_eq!(plain["author"], "api");
     assert_eq!(send(json!({"text": "  "})).status(), 400);
     assert_eq!(send(json!({"txt": "typo"})).status(), 400);
+    let long = send(json!({"text": "x", "author": "a".repeat(129)}));
+    assert_eq!(long.status(), 400);
+    assert!(long.text().unwrap().contains("`author` is 129 bytes"));
     assert_eq!(send(json!({"text": "x", "test": "T9"})).status(), 404);
 
     let cleared = client

@@ -23,6 +23,8 @@ use super::ApiState;
 
 /// The longest hint, in bytes: it goes into every prompt of the loop.
 pub const MAX_TEXT: usize = 16 * 1024;
+/// The longest author, in bytes: it goes into the hint's event, the report and `status`.
+pub const MAX_AUTHOR: usize = 128;
 
 /// The body of `POST /api/loops/:id/hints`.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -65,6 +67,16 @@ pub async fn give(
             format!(
                 "`text` is {} bytes; a hint may have at most {MAX_TEXT}, it goes into every prompt",
                 text.len()
+            ),
+        ));
+    }
+    let author = body.author.as_deref().map(str::trim).unwrap_or_default();
+    if author.len() > MAX_AUTHOR {
+        return Err(ApiError::new(
+            Code::BadRequest,
+            format!(
+                "`author` is {} bytes; a name may have at most {MAX_AUTHOR}",
+                author.len()
             ),
         ));
     }
