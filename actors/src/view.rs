@@ -343,20 +343,27 @@ pub struct ExportTest {
 
 /// Counts tests by status.
 pub fn progress(tests: &[TestRecord]) -> Progress {
-    let mut p = Progress::default();
-    for t in tests {
-        match t.status {
-            TestStatus::Removed => continue,
-            TestStatus::Passed => p.passed += 1,
-            TestStatus::Failed => p.failed += 1,
-            TestStatus::Blocked => p.blocked += 1,
-            TestStatus::Skipped => p.skipped += 1,
-            TestStatus::NeedsHuman => p.needs_human += 1,
-            TestStatus::Pending | TestStatus::Running => p.pending += 1,
+    Progress::count(tests.iter().map(|t| t.status))
+}
+
+impl Progress {
+    /// The counts of tests with these statuses (`removed` ones not counted).
+    pub fn count(statuses: impl IntoIterator<Item = TestStatus>) -> Progress {
+        let mut p = Progress::default();
+        for status in statuses {
+            match status {
+                TestStatus::Removed => continue,
+                TestStatus::Passed => p.passed += 1,
+                TestStatus::Failed => p.failed += 1,
+                TestStatus::Blocked => p.blocked += 1,
+                TestStatus::Skipped => p.skipped += 1,
+                TestStatus::NeedsHuman => p.needs_human += 1,
+                TestStatus::Pending | TestStatus::Running => p.pending += 1,
+            }
+            p.total += 1;
         }
-        p.total += 1;
+        p
     }
-    p
 }
 
 /// One loop as `GET /api/loops/:id` shows it.

@@ -21,6 +21,7 @@ use super::{words, Exit};
 use crate::api::auth::Token;
 
 /// A daemon's API.
+#[derive(Clone)]
 pub struct Client {
     /// `http://host:port`.
     pub base: String,
@@ -31,6 +32,40 @@ pub struct Client {
 /// A request that failed, already explained to the user; carries the exit code.
 #[derive(Debug)]
 pub struct Failed(pub Exit);
+
+/// A request that failed, not yet explained: what to say, and the exit code.
+#[derive(Debug)]
+pub struct Refused {
+    /// The explanation, a line each (`loopd: MESSAGE (CODE)`, then one a problem).
+    pub lines: Vec<String>,
+    /// The exit code it maps to.
+    pub exit: Exit,
+    /// The daemon's answer, when it answered.
+    pub status: Option<reqwest::StatusCode>,
+}
+
+impl Refused {
+    /// Prints the explanation on stderr.
+    pub fn said(self) -> Failed {
+        for line in &self.lines {
+            eprintln!("{line}");
+        }
+        Failed(self.exit)
+    }
+}
+
+/// An answer that is not the document expected.
+fn unexpected(e: impl std::fmt::Display) -> Refused {
+    Refused {
+        lines: vec![format!("loopd: unexpected answer from the daemon: {e}")],
+        exit: Exit::NotAllPassed,
+        status: None,
+    }
+}
+
+fn decode<T: DeserializeOwned>(resp: Response) -> Result<T, Refused> {
+    resp.json().map_err(unexpected)
+}
 
 impl Client {
     /// A client of the API at `addr` (`host:port` or a URL).
@@ -87,13 +122,28 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Response, Failed> {
+        self.answer(method, path, body).map_err(Refused::said)
+    }
+
+    /// Sends a request; an error answer is returned as the lines [`Client::send`] prints, for a
+    /// caller that shows them itself (`top`, whose screen stderr would tear).
+    pub fn answer(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Response, Refused> {
         let mut req = self.request(method, path);
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().map_err(|e| {
-            eprintln!("loopd: cannot reach the daemon at {}: {e}", self.base);
-            Failed(Exit::NotAllPassed)
+        let resp = req.send().map_err(|e| Refused {
+            lines: vec![format!(
+                "loopd: cannot reach the daemon at {}: {e}",
+                self.base
+            )],
+            exit: Exit::NotAllPassed,
+            status: None,
         })?;
         if resp.status().is_success() {
             return Ok(resp);
@@ -101,64 +151,81 @@ impl Client {
         let status = resp.status();
         let body: Value = resp.json().unwrap_or(Value::Null);
         let err = &body["error"];
-        eprintln!(
+        let mut lines = vec![format!(
             "loopd: {} ({})",
             err["message"]
                 .as_str()
                 .unwrap_or("the daemon refused the request"),
             err["code"].as_str().unwrap_or(status.as_str())
-        );
+        )];
         if let Some(problems) = err["details"]["problems"].as_array() {
             for p in problems {
-                eprintln!(
+                lines.push(format!(
                     "  {}: {}",
                     p["pointer"]
                         .as_str()
                         .filter(|s| !s.is_empty())
                         .unwrap_or("(body)"),
                     p["message"].as_str().unwrap_or("")
-                );
+                ));
             }
         }
-        Err(Failed(if status.is_client_error() {
-            Exit::Invalid
-        } else {
-            Exit::NotAllPassed
-        }))
+        Err(Refused {
+            lines,
+            exit: if status.is_client_error() {
+                Exit::Invalid
+            } else {
+                Exit::NotAllPassed
+            },
+            status: Some(status),
+        })
     }
 
     /// GET and decode.
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Failed> {
-        self.send(Method::GET, path, None)?.json().map_err(|e| {
-            eprintln!("loopd: unexpected answer from the daemon: {e}");
-            Failed(Exit::NotAllPassed)
-        })
+        self.try_get(path).map_err(Refused::said)
+    }
+
+    /// GET and decode; a failure is returned, not printed.
+    pub fn try_get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Refused> {
+        decode(self.answer(Method::GET, path, None)?)
     }
 
     /// POST and decode.
     pub fn post<T: DeserializeOwned>(&self, path: &str, body: Option<&Value>) -> Result<T, Failed> {
-        self.send(Method::POST, path, body)?.json().map_err(|e| {
-            eprintln!("loopd: unexpected answer from the daemon: {e}");
-            Failed(Exit::NotAllPassed)
-        })
+        self.try_post(path, body).map_err(Refused::said)
+    }
+
+    /// POST and decode; a failure is returned, not printed.
+    pub fn try_post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<T, Refused> {
+        decode(self.answer(Method::POST, path, body)?)
     }
 
     /// Every loop, through all pages: `status --json`'s document.
     pub fn status(&self) -> Result<StatusDoc, Failed> {
         Ok(StatusDoc {
-            loops: self.every_loop("full")?,
+            loops: self.every_loop("full").map_err(Refused::said)?,
         })
     }
 
     /// Every loop in the summary view (`ls`): per test its counts and last attempt.
     pub fn summary(&self) -> Result<SummaryDoc, Failed> {
+        self.try_summary().map_err(Refused::said)
+    }
+
+    /// [`Client::summary`], a failure returned, not printed.
+    pub fn try_summary(&self) -> Result<SummaryDoc, Refused> {
         Ok(SummaryDoc {
             loops: self.every_loop("summary")?,
         })
     }
 
     /// Every page of `GET /api/loops?view=VIEW`.
-    fn every_loop<T: DeserializeOwned>(&self, view: &str) -> Result<Vec<T>, Failed> {
+    fn every_loop<T: DeserializeOwned>(&self, view: &str) -> Result<Vec<T>, Refused> {
         let mut loops = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
@@ -166,11 +233,9 @@ impl Client {
                 Some(c) => format!("/api/loops?limit=1000&view={view}&cursor={c}"),
                 None => format!("/api/loops?limit=1000&view={view}"),
             };
-            let page: Value = self.get(&path)?;
-            let mut got: Vec<T> = serde_json::from_value(page["loops"].clone()).map_err(|e| {
-                eprintln!("loopd: unexpected answer from the daemon: {e}");
-                Failed(Exit::NotAllPassed)
-            })?;
+            let page: Value = self.try_get(&path)?;
+            let mut got: Vec<T> =
+                serde_json::from_value(page["loops"].clone()).map_err(unexpected)?;
             loops.append(&mut got);
             match page["next_cursor"].as_str() {
                 Some(c) => cursor = Some(c.to_string()),

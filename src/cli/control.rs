@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use loopd_actors::view::{LoopSummary, LoopView, TestView};
 use serde_json::Value;
 
-use super::client::{loops_table, Client, Failed};
+use super::client::{loops_table, Client, Failed, Refused};
 use super::source;
 use super::target::{self, FleetRef, Shape};
 use super::{words, Exit};
@@ -132,7 +132,7 @@ pub fn loop_action(
         let mut result = Ok(());
         let mut views = Vec::new();
         for n in &names {
-            match client.post::<LoopView>(&format!("/api/loops/{n}/{action}{query}"), None) {
+            match loop_call(&client, n, action, query).map_err(Refused::said) {
                 Ok(v) => views.push(v),
                 Err(failed) => result = result.and(Err(failed)),
             }
@@ -163,6 +163,28 @@ fn show_loop(view: &LoopView, json: bool) {
     }
 }
 
+/// `POST /api/loops/:id/ACTION[QUERY]` (`start`, `stop`, `pause`, `resume`): the loop after it.
+pub(super) fn loop_call(
+    client: &Client,
+    name: &str,
+    action: &str,
+    query: &str,
+) -> Result<LoopView, Refused> {
+    client.try_post(&format!("/api/loops/{name}/{action}{query}"), None)
+}
+
+/// `POST /api/loops/:id/tests/:test/ACTION` (`reset`, `skip`, `rollback`): the test after it.
+pub(super) fn test_call(
+    client: &Client,
+    (loop_name, test): (&str, &str),
+    action: &str,
+) -> Result<TestView, Refused> {
+    client.try_post(
+        &format!("/api/loops/{loop_name}/tests/{test}/{action}"),
+        None,
+    )
+}
+
 /// `loopd reset|skip|rollback LOOP TEST` through the daemon `client`.
 pub fn test_action(
     client: &Client,
@@ -171,8 +193,7 @@ pub fn test_action(
     json: bool,
 ) -> anyhow::Result<Exit> {
     done((|| {
-        let path = format!("/api/loops/{loop_name}/tests/{test}/{action}");
-        let test: TestView = client.post(&path, None)?;
+        let test = test_call(client, (loop_name, test), action).map_err(Refused::said)?;
         if json {
             println!(
                 "{}",

@@ -7,7 +7,7 @@ use loopd_actors::hints::Hint;
 use reqwest::Method;
 use serde_json::json;
 
-use super::client::Failed;
+use super::client::{Client, Failed, Refused};
 use super::control::done;
 use super::source;
 use super::target::{self, Shape};
@@ -36,6 +36,17 @@ fn author() -> String {
         .unwrap_or_else(|| "cli".into())
 }
 
+/// `POST /api/loops/:id/hints`: `text` for the next prompts of the loop (or only `test`'s).
+pub(super) fn give(
+    client: &Client,
+    loop_name: &str,
+    test: Option<&str>,
+    text: &str,
+) -> Result<Hint, Refused> {
+    let body = json!({"test": test, "text": text, "author": author()});
+    client.try_post(&format!("/api/loops/{loop_name}/hints"), Some(&body))
+}
+
 /// `loopd hint`.
 pub fn run(flag: Option<&PathBuf>, args: &HintArgs) -> anyhow::Result<Exit> {
     let shape = if args.clear {
@@ -58,9 +69,8 @@ pub fn run(flag: Option<&PathBuf>, args: &HintArgs) -> anyhow::Result<Exit> {
         let client = source::daemon(&fleet, args.json).map_err(Failed)?.client;
         match text {
             Some(text) => {
-                let body = json!({"test": test, "text": text, "author": author()});
-                let hint: Hint =
-                    client.post(&format!("/api/loops/{loop_name}/hints"), Some(&body))?;
+                let hint =
+                    give(&client, &loop_name, test.as_deref(), &text).map_err(Refused::said)?;
                 if args.json {
                     println!(
                         "{}",

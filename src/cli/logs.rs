@@ -6,8 +6,8 @@
 //! `--raw` prints the transcript's lines as the agent wrote them on stdout, and what loopd says
 //! about the attempt (verify's output, how it ended) on stderr.
 
-mod follow;
-mod render;
+pub(crate) mod follow;
+pub(crate) mod render;
 
 use std::path::Path;
 

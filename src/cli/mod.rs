@@ -33,6 +33,7 @@ mod status;
 pub mod style;
 mod table;
 mod target;
+mod top;
 mod validate;
 pub mod why;
 
@@ -122,6 +123,10 @@ pub enum Command {
     Shutdown(shutdown::ShutdownArgs),
     /// Show an attempt's transcript, or follow the fleet live with `-f`.
     Logs(logs::LogsArgs),
+    /// The fleet live in the terminal: loops, tests, the running attempt's tail, and keys to
+    /// pause, resume, reset, skip and hint; one line per event when not on a terminal.
+    #[command(override_usage = "loopd top [CONFIG] [--plain]")]
+    Top(top::TopArgs),
     /// The most frequent failure patterns and the lessons learned.
     #[command(override_usage = "loopd insights [CONFIG] [LOOP] [--limit N] [--json]")]
     Insights(insights::InsightsArgs),
@@ -229,6 +234,7 @@ pub fn dispatch(args: Cli) -> anyhow::Result<Exit> {
         Command::New(a) => new::run(flag, a),
         Command::Shutdown(a) => shutdown::run(&args.fleet(a.file.as_ref()), a),
         Command::Logs(a) => logs::logs(&args.fleet_file(None), a),
+        Command::Top(a) => top::top(&args.fleet(a.file.as_ref()), a),
         Command::Insights(a) => insights::insights(flag, a),
         Command::Report(a) => report::report(&args.fleet(a.file.as_ref()), a),
         Command::Completions(a) => docs::completions(a),

@@ -5,6 +5,7 @@
 //! `Last-Event-ID`, so no event is lost.
 
 use std::io::{BufRead, BufReader};
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 const RECONNECTS: u32 = 5;
 
 /// Why a stream could not be opened.
-enum Unopened {
+pub(crate) enum Unopened {
     /// The daemon answered with an error (its words): trying again would not help.
     Refused(String),
     /// No daemon answered.
@@ -29,50 +30,82 @@ enum Unopened {
 }
 
 /// How one stream ended.
-enum Ended {
+pub(crate) enum Ended {
     /// The daemon said it is shutting down.
     Shutdown,
     /// The connection was lost.
     Lost,
 }
 
-/// Follows the fleet of `file` until the daemon shuts down (or for ever with `--retry`).
-pub fn follow(file: &Path, args: &LogsArgs) -> Result<(), Failed> {
+/// What a follower asks of the stream, besides the events it handles.
+pub(crate) struct Follow<'a> {
+    /// The command, for its messages (`logs`, `top`).
+    pub command: &'a str,
+    /// Keep reconnecting when the daemon goes away, also after it shut down.
+    pub retry: bool,
+    /// `/api/events?...`: the events wanted (without `lines`).
+    pub path: String,
+    /// With transcripts: how many of the last lines of each running attempt to send on
+    /// connect (`None`: the stream has no transcripts).
+    pub lines: Option<usize>,
+}
+
+/// Follows the fleet of `file` until the daemon shuts down (or for ever with `retry`), each
+/// event given to `on` as its kind and data.
+pub(crate) fn follow_with(
+    file: &Path,
+    how: &Follow<'_>,
+    mut on: impl FnMut(&str, &str),
+) -> Result<(), Failed> {
+    let command = how.command;
     let mut last_id: Option<String> = None;
     let mut failures = 0;
     // The last lines are wanted once, when the follower arrives, not again after a reconnect.
-    let mut history = Some(args.lines);
+    let mut history = how.lines;
     loop {
-        let client = if args.retry {
+        let client = if how.retry {
             Client::if_any(file)
         } else {
             Some(Client::require(file)?)
         };
         let ended = match client {
-            Some(c) => connect(&c, args, &mut last_id, &mut history),
+            Some(c) => {
+                // After a reconnect, nothing old: what was printed before the drop is shown.
+                let path = match how.lines {
+                    Some(_) => format!("{}&lines={}", how.path, history.unwrap_or(0)),
+                    None => how.path.clone(),
+                };
+                open(&c, &path, last_id.as_deref()).map(|resp| {
+                    history = Some(0);
+                    read_events(BufReader::new(resp), &mut last_id, |event, data| {
+                        on(event, data);
+                        ControlFlow::Continue(())
+                    })
+                })
+            }
             None => Err(Unopened::Unreachable("no running daemon".into())),
         };
         match ended {
-            Ok(Ended::Shutdown) if args.retry => {
-                eprintln!("loopd logs: the daemon shut down; waiting for the next one ...");
+            Ok(Ended::Shutdown) if how.retry => {
+                eprintln!("loopd {command}: the daemon shut down; waiting for the next one ...");
                 failures = 0;
             }
             Ok(Ended::Shutdown) => {
-                eprintln!("loopd logs: the daemon shut down");
+                eprintln!("loopd {command}: the daemon shut down");
                 return Ok(());
             }
             Ok(Ended::Lost) => {
                 failures = 0;
-                eprintln!("loopd logs: connection lost; reconnecting ...");
+                eprintln!("loopd {command}: connection lost; reconnecting ...");
             }
             Err(Unopened::Refused(why)) => {
-                eprintln!("loopd logs: {why}");
+                eprintln!("loopd {command}: {why}");
                 return Err(Failed(Exit::Invalid));
             }
             Err(Unopened::Unreachable(e)) => {
                 failures += 1;
-                if !args.retry && failures > RECONNECTS {
-                    eprintln!("loopd logs: the daemon is gone: {e}");
+                if !how.retry && failures > RECONNECTS {
+                    eprintln!("loopd {command}: the daemon is gone: {e}");
                     return Err(Failed(Exit::NotAllPassed));
                 }
             }
@@ -81,21 +114,29 @@ pub fn follow(file: &Path, args: &LogsArgs) -> Result<(), Failed> {
     }
 }
 
-/// One connection: reads the stream until it ends.
-fn connect(
-    client: &Client,
-    args: &LogsArgs,
-    last_id: &mut Option<String>,
-    history: &mut Option<usize>,
-) -> Result<Ended, Unopened> {
+/// Follows the fleet of `file` for `logs -f`.
+pub fn follow(file: &Path, args: &LogsArgs) -> Result<(), Failed> {
     let mut path = "/api/events?transcripts=true".to_string();
     if let Some(l) = &args.loop_name {
         path.push_str(&format!("&loop={l}"));
     }
-    // After a reconnect, nothing old: what was printed before the drop is on the screen.
-    path.push_str(&format!("&lines={}", history.unwrap_or(0)));
-    let mut req = client.http_get(&path);
-    if let Some(id) = last_id.as_deref() {
+    let how = Follow {
+        command: "logs",
+        retry: args.retry,
+        path,
+        lines: Some(args.lines),
+    };
+    follow_with(file, &how, |event, data| render_event(event, data, args))
+}
+
+/// Opens the stream at `path` (`/api/events?...`), resuming after `last_id` when given.
+pub(crate) fn open(
+    client: &Client,
+    path: &str,
+    last_id: Option<&str>,
+) -> Result<reqwest::blocking::Response, Unopened> {
+    let mut req = client.http_get(path);
+    if let Some(id) = last_id {
         req = req.header("Last-Event-ID", id);
     }
     let resp = req
@@ -109,17 +150,16 @@ fn connect(
             body["error"]["message"].as_str().unwrap_or("refused")
         )));
     }
-    *history = None;
-    Ok(read_stream(resp, args, last_id))
+    Ok(resp)
 }
 
-/// Reads server-sent events until the stream ends.
-fn read_stream(
-    resp: reqwest::blocking::Response,
-    args: &LogsArgs,
+/// Reads server-sent events until the stream ends (or `on` breaks, which counts as lost),
+/// giving each one's kind and data to `on` and keeping the id of the last one in `last_id`.
+pub(crate) fn read_events(
+    reader: impl BufRead,
     last_id: &mut Option<String>,
+    mut on: impl FnMut(&str, &str) -> ControlFlow<()>,
 ) -> Ended {
-    let reader = BufReader::new(resp);
     let (mut event, mut data, mut id) = (String::new(), String::new(), None::<String>);
     for line in reader.lines() {
         let Ok(line) = line else { return Ended::Lost };
@@ -127,8 +167,8 @@ fn read_stream(
             if event == "shutdown" {
                 return Ended::Shutdown;
             }
-            if !data.is_empty() {
-                render_event(&event, &data, args);
+            if !data.is_empty() && on(&event, &data).is_break() {
+                return Ended::Lost;
             }
             if let Some(i) = id.take() {
                 *last_id = Some(i);
@@ -186,7 +226,7 @@ fn render_event(event: &str, data: &str, args: &LogsArgs) {
 }
 
 /// `HH:MM:SS` in local time of an RFC 3339 time (now when there is none).
-fn clock(at: &Value) -> String {
+pub(crate) fn clock(at: &Value) -> String {
     let when = at
         .as_str()
         .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())

@@ -1,0 +1,356 @@
+//! How the [`Model`] looks: the fleet table on top, the selected loop's tests and the tail of its
+//! attempt below, the keys (or the line being typed) at the bottom. Built for 80x24 over ssh:
+//! when the fleet table is narrower than its columns, the least needed ones go first
+//! ([`columns`]).
+
+use chrono::{DateTime, Utc};
+use loopd_actors::view::LoopSummary;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Cell, Paragraph, Row, Table, TableState};
+use ratatui::Frame;
+
+use super::keys::HELP;
+use super::model::{Feed, Input, Model, Pane};
+use crate::cli::style::Tone;
+use crate::cli::words;
+
+/// A column of the fleet table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Column {
+    /// The loop's name.
+    Loop,
+    /// Its state.
+    State,
+    /// Why it is paused, stopped or crashed.
+    Reason,
+    /// The test and attempt running now.
+    Current,
+    /// How long its running agent has been quiet (the heartbeat's age).
+    Quiet,
+    /// Tests passed of all, and a bar.
+    Progress,
+    /// What its attempts cost.
+    Cost,
+}
+
+impl Column {
+    fn title(self) -> &'static str {
+        match self {
+            Column::Loop => "LOOP",
+            Column::State => "STATE",
+            Column::Reason => "REASON",
+            Column::Current => "CURRENT",
+            Column::Quiet => "QUIET",
+            Column::Progress => "PROGRESS",
+            Column::Cost => "COST",
+        }
+    }
+}
+
+/// The columns in the order they are given up when the table is too narrow: the last first.
+const KEPT_FIRST: [Column; 7] = [
+    Column::Loop,
+    Column::State,
+    Column::Current,
+    Column::Progress,
+    Column::Cost,
+    Column::Quiet,
+    Column::Reason,
+];
+
+/// The order they are shown in.
+const SHOWN: [Column; 7] = [
+    Column::Loop,
+    Column::State,
+    Column::Reason,
+    Column::Current,
+    Column::Quiet,
+    Column::Progress,
+    Column::Cost,
+];
+
+/// The narrowest the reason may be and still be shown.
+const REASON_MIN: u16 = 8;
+/// The width of the progress bar after the counts.
+const BAR: usize = 5;
+
+/// The columns that fit `width`, in the order shown, each with its width; the reason takes
+/// what is left.
+pub fn columns(width: u16, loops: &[LoopSummary]) -> Vec<(Column, u16)> {
+    let widest = |f: &dyn Fn(&LoopSummary) -> usize, min: usize, max: usize| {
+        loops.iter().map(f).max().unwrap_or(0).clamp(min, max) as u16
+    };
+    let need = |c: Column| -> u16 {
+        match c {
+            Column::Loop => widest(&|l| l.name.chars().count(), 4, 24),
+            Column::State => 8,
+            Column::Reason => REASON_MIN,
+            Column::Current => widest(&|l| current(l).chars().count(), 7, 20),
+            Column::Quiet => 5,
+            Column::Progress => widest(&|l| counts(l).len(), 5, 11) + 1 + BAR as u16,
+            Column::Cost => widest(&|l| cost(l.cost_usd).len(), 4, 10),
+        }
+    };
+    let mut kept = Vec::new();
+    let mut used: u16 = 0;
+    for c in KEPT_FIRST {
+        let w = need(c);
+        let gap = u16::from(!kept.is_empty());
+        if used + gap + w > width {
+            // The name always shows, cut to what there is.
+            if kept.is_empty() {
+                kept.push((c, width));
+            }
+            break;
+        }
+        used += gap + w;
+        kept.push((c, w));
+    }
+    if let Some(r) = kept.iter_mut().find(|(c, _)| *c == Column::Reason) {
+        r.1 += width - used;
+    }
+    SHOWN
+        .iter()
+        .filter_map(|c| kept.iter().find(|(k, _)| k == c).copied())
+        .collect()
+}
+
+fn current(l: &LoopSummary) -> String {
+    match (&l.current_test, l.current_attempt) {
+        (Some(t), Some(n)) => format!("{t}#{n}"),
+        (Some(t), None) => t.clone(),
+        _ => "-".into(),
+    }
+}
+
+fn counts(l: &LoopSummary) -> String {
+    format!("{}/{}", l.progress.passed, l.progress.total)
+}
+
+fn bar(l: &LoopSummary) -> String {
+    let p = &l.progress;
+    let full = if p.total == 0 {
+        0
+    } else {
+        (p.passed * BAR).div_ceil(p.total).min(BAR)
+    };
+    format!("{}{}", "█".repeat(full), "░".repeat(BAR - full))
+}
+
+/// Dollars with as many decimals as the width allows: a cent matters below ten dollars.
+fn cost(usd: f64) -> String {
+    if usd < 10.0 {
+        format!("${usd:.4}")
+    } else if usd < 1000.0 {
+        format!("${usd:.2}")
+    } else {
+        format!("${usd:.0}")
+    }
+}
+
+/// `12s`, `5m`, `3h`.
+fn age(d: chrono::Duration) -> String {
+    let s = d.num_seconds();
+    match s {
+        0..=99 => format!("{s}s"),
+        100..=5999 => format!("{}m", s / 60),
+        _ => format!("{}h", s / 3600),
+    }
+}
+
+fn color(tone: Tone) -> Style {
+    if !crate::cli::style::color() {
+        return Style::default();
+    }
+    Style::default().fg(match tone {
+        Tone::Good => Color::Green,
+        Tone::Bad => Color::Red,
+        Tone::Warn => Color::Yellow,
+        Tone::Busy => Color::Cyan,
+        Tone::Plain => Color::Reset,
+    })
+}
+
+/// Draws the whole screen at `now`.
+pub fn draw(frame: &mut Frame, model: &Model, now: DateTime<Utc>) {
+    let area = frame.area();
+    let rows = model.loops.len().clamp(1, 8) as u16 + 3;
+    let [top, middle, bottom] = Layout::vertical([
+        Constraint::Length(rows),
+        Constraint::Min(4),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    fleet(frame, model, top, now);
+    let tests_width = (area.width * 2 / 5).clamp(20, 44);
+    let [left, right] =
+        Layout::horizontal([Constraint::Length(tests_width), Constraint::Min(10)]).areas(middle);
+    tests(frame, model, left);
+    tail(frame, model, right);
+    status_line(frame, model, bottom);
+}
+
+fn pane_block(title: String, focused: bool) -> Block<'static> {
+    let style = if focused {
+        Style::default().add_modifier(Modifier::BOLD)
+    } else {
+        Style::default()
+    };
+    Block::bordered().title(title).border_style(style)
+}
+
+fn fleet(frame: &mut Frame, model: &Model, area: Rect, now: DateTime<Utc>) {
+    let feed = match &model.feed {
+        Feed::Connecting => "connecting".to_string(),
+        Feed::Live => "live".to_string(),
+        Feed::Lost(why) => format!("reconnecting: {why}"),
+        Feed::Shutdown => "the daemon shut down".to_string(),
+    };
+    let title = format!(
+        " loopd top · {} · {feed} ",
+        loopd_actors::words::count(model.loops.len(), "loop", "loops")
+    );
+    let block = pane_block(title, model.pane == Pane::Fleet);
+    let inner = block.inner(area);
+    let cols = columns(inner.width, &model.loops);
+    let header = Row::new(cols.iter().map(|(c, _)| Cell::from(c.title())))
+        .style(Style::default().add_modifier(Modifier::BOLD));
+    let rows = model.loops.iter().map(|l| {
+        Row::new(cols.iter().map(|(c, w)| match c {
+            Column::Loop => Cell::from(l.name.clone()),
+            Column::State => Cell::from(words(&l.status)).style(color(Tone::of_state(l.status))),
+            Column::Reason => Cell::from(l.reason.clone().unwrap_or_default()),
+            Column::Current => Cell::from(current(l)),
+            Column::Quiet => match model.quiet_for(l, now) {
+                Some(d) => {
+                    let stuck = l.heartbeat.as_ref().is_some_and(|h| h.stuck);
+                    let tone = if stuck { Tone::Bad } else { Tone::Plain };
+                    Cell::from(age(d)).style(color(tone))
+                }
+                None => Cell::from("-"),
+            },
+            Column::Progress => {
+                let text = counts(l);
+                let room = usize::from(*w).saturating_sub(text.len() + 1);
+                if room >= BAR {
+                    Cell::from(format!(
+                        "{text:<width$} {}",
+                        bar(l),
+                        width = usize::from(*w) - BAR - 1
+                    ))
+                } else {
+                    Cell::from(text)
+                }
+            }
+            Column::Cost => Cell::from(Line::from(cost(l.cost_usd)).right_aligned()),
+        }))
+    });
+    let table = Table::new(rows, cols.iter().map(|(_, w)| Constraint::Length(*w)))
+        .header(header)
+        .column_spacing(1)
+        .row_highlight_style(Style::default().add_modifier(Modifier::REVERSED));
+    let mut state = TableState::default().with_selected(model.position());
+    frame.render_stateful_widget(table.block(block), area, &mut state);
+}
+
+fn tests(frame: &mut Frame, model: &Model, area: Rect) {
+    let Some(l) = model.current() else {
+        let block = pane_block(" tests ".into(), model.pane == Pane::Tests);
+        frame.render_widget(Paragraph::new("no loop").block(block), area);
+        return;
+    };
+    let title = format!(" {} · tests {} ", l.name, counts(l));
+    let block = pane_block(title, model.pane == Pane::Tests);
+    let rows = l.tests.iter().map(|t| {
+        Row::new([
+            Cell::from(words(&t.status)).style(color(Tone::of_test(t.status))),
+            Cell::from(t.id.clone()),
+            Cell::from(Line::from(t.attempts.to_string()).right_aligned()),
+        ])
+    });
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(11),
+            Constraint::Fill(1),
+            Constraint::Length(3),
+        ],
+    )
+    .column_spacing(1)
+    .row_highlight_style(if model.pane == Pane::Tests {
+        Style::default().add_modifier(Modifier::REVERSED)
+    } else {
+        Style::default().add_modifier(Modifier::UNDERLINED)
+    });
+    let selected = model
+        .test
+        .as_ref()
+        .and_then(|id| l.tests.iter().position(|t| &t.id == id));
+    let mut state = TableState::default().with_selected(selected);
+    frame.render_stateful_widget(table.block(block), area, &mut state);
+}
+
+fn tail(frame: &mut Frame, model: &Model, area: Rect) {
+    let found = model
+        .selected
+        .as_ref()
+        .and_then(|name| model.tails.get(name));
+    let title = match found.and_then(|t| t.attempt.as_ref().map(|a| (a, &t.outcome))) {
+        Some(((test, n), None)) => format!(" {test}#{n} running "),
+        Some(((test, n), Some(outcome))) => format!(" {test}#{n} {outcome} "),
+        None => " no attempt seen yet ".into(),
+    };
+    let block = pane_block(title, model.pane == Pane::Tail);
+    let height = usize::from(block.inner(area).height);
+    let lines: Vec<Line> = match found {
+        Some(t) => {
+            let total = t.lines.len();
+            let end = total.saturating_sub(model.scroll.min(total.saturating_sub(height)));
+            let start = end.saturating_sub(height);
+            t.lines
+                .range(start..end)
+                .map(|s| Line::from(s.clone()))
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    frame.render_widget(Paragraph::new(lines).block(block), area);
+}
+
+fn status_line(frame: &mut Frame, model: &Model, area: Rect) {
+    let line = match &model.input {
+        Input::Hint {
+            loop_name,
+            test,
+            text,
+        } => {
+            let whose = match test {
+                Some(t) => format!("{loop_name}/{t}"),
+                None => loop_name.clone(),
+            };
+            Line::from(vec![
+                Span::styled(
+                    format!("hint {whose}> "),
+                    Style::default().add_modifier(Modifier::BOLD),
+                ),
+                Span::raw(text.clone()),
+                Span::styled("█", Style::default().add_modifier(Modifier::SLOW_BLINK)),
+                Span::raw("  Enter sends, Esc cancels"),
+            ])
+        }
+        Input::Confirm(action) => Line::from(Span::styled(
+            format!("{}? y/n", action.words()),
+            Style::default().add_modifier(Modifier::BOLD),
+        )),
+        Input::Keys => match &model.said {
+            Some((text, failed)) => Line::from(Span::styled(
+                text.clone(),
+                color(if *failed { Tone::Bad } else { Tone::Good }),
+            )),
+            None => Line::from(HELP),
+        },
+    };
+    frame.render_widget(Paragraph::new(line), area);
+}
