@@ -43,7 +43,7 @@ impl Column {
             Column::Reason => "REASON",
             Column::Current => "CURRENT",
             Column::Quiet => "QUIET",
-            Column::Progress => "PROGRESS",
+            Column::Progress => "PASSED",
             Column::Cost => "COST",
         }
     }
@@ -76,8 +76,9 @@ const REASON_MIN: u16 = 8;
 /// The width of the progress bar after the counts.
 const BAR: usize = 5;
 
-/// The columns that fit `width`, in the order shown, each with its width; the reason takes
-/// what is left.
+/// The columns that fit `width`, in the order shown, each with its width. What is left goes
+/// to the reason, as much as the longest needs, then to the progress bar (when it fits
+/// whole), then to the reason again.
 pub fn columns(width: u16, loops: &[LoopSummary]) -> Vec<(Column, u16)> {
     let widest = |f: &dyn Fn(&LoopSummary) -> usize, min: usize, max: usize| {
         loops.iter().map(f).max().unwrap_or(0).clamp(min, max) as u16
@@ -89,7 +90,7 @@ pub fn columns(width: u16, loops: &[LoopSummary]) -> Vec<(Column, u16)> {
             Column::Reason => REASON_MIN,
             Column::Current => widest(&|l| current(l).chars().count(), 7, 20),
             Column::Quiet => 5,
-            Column::Progress => widest(&|l| counts(l).len(), 5, 11) + 1 + BAR as u16,
+            Column::Progress => widest(&|l| counts(l).len(), 6, 11),
             Column::Cost => widest(&|l| cost(l.cost_usd).len(), 4, 10),
         }
     };
@@ -108,9 +109,30 @@ pub fn columns(width: u16, loops: &[LoopSummary]) -> Vec<(Column, u16)> {
         used += gap + w;
         kept.push((c, w));
     }
-    if let Some(r) = kept.iter_mut().find(|(c, _)| *c == Column::Reason) {
-        r.1 += width - used;
+    let mut left = width.saturating_sub(used);
+    let reason_wants = widest(
+        &|l| l.reason.as_deref().map_or(0, |r| r.chars().count()),
+        0,
+        40,
+    )
+    .saturating_sub(REASON_MIN);
+    let mut grow = |c: Column, by: u16| {
+        if let Some(col) = kept.iter_mut().find(|(k, _)| *k == c) {
+            col.1 += by;
+            true
+        } else {
+            false
+        }
+    };
+    let to_reason = reason_wants.min(left);
+    if grow(Column::Reason, to_reason) {
+        left -= to_reason;
     }
+    let bar = BAR as u16 + 1;
+    if left >= bar && grow(Column::Progress, bar) {
+        left -= bar;
+    }
+    grow(Column::Reason, left);
     SHOWN
         .iter()
         .filter_map(|c| kept.iter().find(|(k, _)| k == c).copied())
@@ -233,8 +255,7 @@ fn fleet(frame: &mut Frame, model: &Model, area: Rect, now: DateTime<Utc>) {
             },
             Column::Progress => {
                 let text = counts(l);
-                let room = usize::from(*w).saturating_sub(text.len() + 1);
-                if room >= BAR {
+                if usize::from(*w) >= text.len().max(6) + 1 + BAR {
                     Cell::from(format!(
                         "{text:<width$} {}",
                         bar(l),
@@ -303,20 +324,44 @@ fn tail(frame: &mut Frame, model: &Model, area: Rect) {
         None => " no attempt seen yet ".into(),
     };
     let block = pane_block(title, model.pane == Pane::Tail);
-    let height = usize::from(block.inner(area).height);
-    let lines: Vec<Line> = match found {
-        Some(t) => {
-            let total = t.lines.len();
-            let end = total.saturating_sub(model.scroll.min(total.saturating_sub(height)));
-            let start = end.saturating_sub(height);
-            t.lines
-                .range(start..end)
-                .map(|s| Line::from(s.clone()))
-                .collect()
-        }
-        None => Vec::new(),
-    };
+    let inner = block.inner(area);
+    let height = usize::from(inner.height);
+    // Wrapped here, not by the paragraph, so that the last lines are the ones that show.
+    let wrapped: Vec<String> = found
+        .into_iter()
+        .flat_map(|t| t.lines.iter())
+        .flat_map(|l| wrap(l, usize::from(inner.width)))
+        .collect();
+    let total = wrapped.len();
+    let end = total - model.scroll.min(total.saturating_sub(height));
+    let start = end.saturating_sub(height);
+    let lines: Vec<Line> = wrapped[start..end]
+        .iter()
+        .map(|s| Line::from(s.clone()))
+        .collect();
     frame.render_widget(Paragraph::new(lines).block(block), area);
+}
+
+/// `line` in pieces at most `width` columns wide (one empty piece for an empty line).
+fn wrap(line: &str, width: usize) -> Vec<String> {
+    use unicode_width::UnicodeWidthChar;
+    let width = width.max(1);
+    let mut pieces = vec![String::new()];
+    let mut used = 0;
+    for c in line.chars() {
+        // A tab is as wide as its stop would make it; a space will do.
+        let c = if c == '\t' { ' ' } else { c };
+        let w = c.width().unwrap_or(0);
+        if used + w > width {
+            pieces.push(String::new());
+            used = 0;
+        }
+        if let Some(last) = pieces.last_mut() {
+            last.push(c);
+        }
+        used += w;
+    }
+    pieces
 }
 
 fn status_line(frame: &mut Frame, model: &Model, area: Rect) {
@@ -353,4 +398,167 @@ fn status_line(frame: &mut Frame, model: &Model, area: Rect) {
         },
     };
     frame.render_widget(Paragraph::new(line), area);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::top::model::tests::summary;
+    use crate::cli::top::model::{Effect, TranscriptLine};
+    use ratatui::backend::TestBackend;
+    use ratatui::Terminal;
+
+    /// A fleet whose widest row fills every column: a long name, a running attempt, a reason.
+    fn fleet() -> Model {
+        let mut busy = summary(
+            "billing-service-eu",
+            "running",
+            &[("BILLING-12", "running"), ("BILLING-13", "passed")],
+        );
+        busy.current_test = Some("BILLING-12".into());
+        busy.current_attempt = Some(3);
+        busy.cost_usd = 1.2345;
+        let mut paused = summary("auth", "paused", &[("AUTH-1", "failed")]);
+        paused.reason = Some("budget_exhausted".into());
+        let mut m = Model::new();
+        assert_eq!(m.connected(false), vec![Effect::LoadAll]);
+        m.loaded(vec![busy, paused]);
+        m.heard.insert(
+            "billing-service-eu".into(),
+            Utc::now() - chrono::Duration::seconds(7),
+        );
+        m
+    }
+
+    fn screen(m: &Model, width: u16, height: u16) -> String {
+        let mut t = Terminal::new(TestBackend::new(width, height)).unwrap();
+        t.draw(|f| draw(f, m, Utc::now())).unwrap();
+        let buf = t.backend().buffer().clone();
+        (0..height)
+            .map(|y| {
+                (0..width)
+                    .map(|x| buf[(x, y)].symbol().to_string())
+                    .collect::<String>()
+                    .trim_end()
+                    .to_string()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn every_column_fits_80_and_the_least_needed_go_first_when_narrower() {
+        let m = fleet();
+        let names =
+            |w: u16| -> Vec<Column> { columns(w, &m.loops).into_iter().map(|c| c.0).collect() };
+        assert_eq!(names(78), SHOWN.to_vec(), "80 columns less the borders");
+        let used: u16 = columns(78, &m.loops).iter().map(|c| c.1 + 1).sum::<u16>() - 1;
+        assert_eq!(used, 78, "the reason takes what is left");
+        assert_eq!(
+            names(66),
+            [
+                Column::Loop,
+                Column::State,
+                Column::Current,
+                Column::Quiet,
+                Column::Progress,
+                Column::Cost
+            ]
+        );
+        assert_eq!(
+            names(60),
+            [
+                Column::Loop,
+                Column::State,
+                Column::Current,
+                Column::Progress,
+                Column::Cost
+            ]
+        );
+        assert_eq!(names(44), [Column::Loop, Column::State, Column::Current]);
+        assert_eq!(
+            names(10),
+            [Column::Loop],
+            "the name shows, whatever the width"
+        );
+    }
+
+    #[test]
+    fn an_80_by_24_screen_shows_the_fleet_the_tests_the_tail_and_the_keys() {
+        let mut m = fleet();
+        m.transcript(TranscriptLine {
+            loop_name: "auth".into(),
+            test: "AUTH-1".into(),
+            attempt: 2,
+            line: "compiling auth".into(),
+            at: Utc::now(),
+        });
+        let text = screen(&m, 80, 24);
+        let lines: Vec<&str> = text.lines().collect();
+        // What needs a person first; every column; the name, state, reason and figures whole.
+        assert!(
+            lines[1].contains("LOOP") && lines[1].contains("REASON") && lines[1].contains("COST"),
+            "{text}"
+        );
+        assert!(
+            lines[2].contains("auth")
+                && lines[2].contains("paused")
+                && lines[2].contains("budget_exhausted"),
+            "{text}"
+        );
+        let busy = lines[3];
+        for part in [
+            "billing-service-eu",
+            "running",
+            "BILLING-12#3",
+            "7s",
+            "1/2",
+            "$1.2345",
+        ] {
+            assert!(busy.contains(part), "{part} in\n{text}");
+        }
+        // The selected loop (the first) with its tests and its attempt's tail.
+        assert!(text.contains("auth · tests 0/1"), "{text}");
+        assert!(text.contains("failed      AUTH-1"), "{text}");
+        assert!(text.contains("AUTH-1#2 running"), "{text}");
+        assert!(text.contains("compiling auth"), "{text}");
+        assert_eq!(lines[23], HELP, "every key on the last line");
+    }
+
+    #[test]
+    fn the_bottom_line_is_the_hint_being_typed_or_the_question() {
+        let mut m = fleet();
+        m.input = Input::Hint {
+            loop_name: "auth".into(),
+            test: None,
+            text: "use the cache".into(),
+        };
+        let text = screen(&m, 80, 24);
+        assert!(
+            text.lines()
+                .last()
+                .unwrap()
+                .starts_with("hint auth> use the cache█"),
+            "{text}"
+        );
+        m.input = Input::Confirm(super::super::model::Action::Skip(
+            "auth".into(),
+            "AUTH-1".into(),
+        ));
+        assert_eq!(
+            screen(&m, 80, 24).lines().last().unwrap(),
+            "skip auth/AUTH-1? y/n"
+        );
+    }
+
+    #[test]
+    fn a_long_line_is_wrapped_and_the_newest_lines_show() {
+        assert_eq!(wrap("abcdef", 4), ["abcd", "ef"]);
+        assert_eq!(wrap("", 4), [""]);
+        assert_eq!(
+            wrap("日本語", 4),
+            ["日本", "語"],
+            "wide characters take two columns"
+        );
+    }
 }

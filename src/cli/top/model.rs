@@ -355,7 +355,8 @@ impl Model {
                 ..Tail::default()
             };
         }
-        tail.lines.extend(render(&t.line));
+        tail.lines
+            .extend(render(&t.line).iter().map(|l| harmless(l)));
         while tail.lines.len() > TAIL_LINES {
             tail.lines.pop_front();
         }
@@ -437,6 +438,19 @@ impl Model {
         let heard = self.heard.get(&l.name)?;
         Some((now - *heard).max(chrono::Duration::zero()))
     }
+}
+
+/// An agent's line that cannot drive the terminal: escape sequences (colours, a cleared screen,
+/// a window title) removed, other control characters shown as `�`, a tab as a space.
+pub fn harmless(line: &str) -> String {
+    console::strip_ansi_codes(line)
+        .chars()
+        .map(|c| match c {
+            '\t' => ' ',
+            c if c.is_control() => '\u{fffd}',
+            c => c,
+        })
+        .collect()
 }
 
 /// Applies what `e` says to `row`; false when the event does not say enough to be sure
@@ -523,5 +537,289 @@ pub fn attention(l: &LoopSummary) -> u8 {
         LoopState::Idle => 7,
         LoopState::Stopped => 8,
         LoopState::Finished => 9,
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+    use serde_json::json;
+
+    /// A loop in the summary view with tests `(id, status)`.
+    pub fn summary(name: &str, status: &str, tests: &[(&str, &str)]) -> LoopSummary {
+        let statuses = tests
+            .iter()
+            .map(|(_, s)| serde_json::from_value(json!(s)).unwrap());
+        let tests: Vec<_> = tests
+            .iter()
+            .map(|(id, s)| {
+                json!({"id": id, "title": format!("test {id}"), "status": s,
+                                  "attempts": 0, "counted_attempts": 0})
+            })
+            .collect();
+        serde_json::from_value(json!({
+            "name": name, "status": status, "resources": {"max_concurrent": 1},
+            "progress": Progress::count(statuses), "attempts": 0, "cost_usd": 0.0,
+            "tests": tests,
+        }))
+        .unwrap()
+    }
+
+    fn event(
+        kind: EventKind,
+        l: &str,
+        test: Option<(&str, u32)>,
+        data: serde_json::Value,
+    ) -> Event {
+        let mut e = Event::new(kind, l, "").with_data(data);
+        if let Some((t, n)) = test {
+            e = e.about(t, Some(n));
+        }
+        e
+    }
+
+    fn key(code: KeyCode) -> KeyEvent {
+        KeyEvent::new(code, KeyModifiers::NONE)
+    }
+
+    /// A model that has loaded `a` (selected, two tests) and `b` (one test).
+    fn two_loops() -> Model {
+        let mut m = Model::new();
+        assert_eq!(m.connected(false), vec![Effect::LoadAll]);
+        m.loaded(vec![
+            summary("a", "running", &[("A1", "pending"), ("A2", "pending")]),
+            summary("b", "running", &[("B1", "pending")]),
+        ]);
+        assert_eq!(m.selected.as_deref(), Some("a"));
+        m
+    }
+
+    fn row<'a>(m: &'a Model, name: &str) -> &'a LoopSummary {
+        m.loops.iter().find(|l| l.name == name).unwrap()
+    }
+
+    #[test]
+    fn an_attempt_shows_on_its_row_and_its_outcome_in_the_progress() {
+        let mut m = two_loops();
+        // Not the selected loop: the event says all there is, nothing is fetched.
+        let fx = m.event(&event(
+            EventKind::AttemptStarted,
+            "b",
+            Some(("B1", 1)),
+            json!(null),
+        ));
+        assert_eq!(fx, vec![]);
+        let b = row(&m, "b");
+        assert_eq!(
+            (b.current_test.as_deref(), b.current_attempt),
+            (Some("B1"), Some(1))
+        );
+        assert_eq!(b.tests[0].status, TestStatus::Running);
+        let finished = json!({"outcome": "passed", "counted": true, "cost_usd": 0.25});
+        m.event(&event(
+            EventKind::AttemptFinished,
+            "b",
+            Some(("B1", 1)),
+            finished,
+        ));
+        m.event(&event(
+            EventKind::TestPassed,
+            "b",
+            Some(("B1", 1)),
+            json!(null),
+        ));
+        let b = row(&m, "b");
+        assert_eq!(b.current_test, None);
+        assert_eq!((b.attempts, b.cost_usd), (1, 0.25));
+        assert_eq!((b.progress.passed, b.progress.total), (1, 1));
+        assert_eq!(b.tests[0].attempts, 1);
+        assert_eq!(m.tails["b"].outcome.as_deref(), Some("passed"));
+        // The selected loop is fetched again when an event names it.
+        let fx = m.event(&event(
+            EventKind::AttemptStarted,
+            "a",
+            Some(("A1", 1)),
+            json!(null),
+        ));
+        assert_eq!(fx, vec![Effect::Fetch("a".into())]);
+    }
+
+    #[test]
+    fn a_paused_loop_comes_first_and_stays_selected_when_the_order_changes() {
+        let mut m = two_loops();
+        let paused = json!({"state": "paused", "reason": "out_of_credits"});
+        m.event(&event(EventKind::LoopState, "b", None, paused));
+        assert_eq!(m.loops[0].name, "b");
+        assert_eq!(m.loops[0].status, LoopState::Paused);
+        assert_eq!(m.loops[0].reason.as_deref(), Some("out_of_credits"));
+        assert_eq!(
+            m.selected.as_deref(),
+            Some("a"),
+            "the selection follows its loop"
+        );
+        // `running` is said by the message alone.
+        let mut running = Event::new(EventKind::LoopState, "b", "running");
+        running.data = json!(null);
+        m.event(&running);
+        assert_eq!(row(&m, "b").status, LoopState::Running);
+        assert_eq!(row(&m, "b").reason, None);
+    }
+
+    #[test]
+    fn what_an_event_does_not_say_is_fetched_once_at_a_time() {
+        let mut m = two_loops();
+        let reset = event(EventKind::TestChanged, "b", Some(("B1", 1)), json!(null));
+        assert_eq!(m.event(&reset), vec![Effect::Fetch("b".into())]);
+        // Another while the first fetch is out: none now, one more when it is back.
+        assert_eq!(m.event(&reset), vec![]);
+        let fresh = summary("b", "running", &[("B1", "skipped")]);
+        assert_eq!(
+            m.fetched("b", Some(fresh.clone())),
+            vec![Effect::Fetch("b".into())]
+        );
+        assert_eq!(m.fetched("b", Some(fresh)), vec![]);
+        assert_eq!(row(&m, "b").tests[0].status, TestStatus::Skipped);
+        // A loop the list did not have is fetched; one that is gone leaves.
+        let new = event(EventKind::LoopState, "c", None, json!({"state": "running"}));
+        assert_eq!(m.event(&new), vec![Effect::Fetch("c".into())]);
+        m.fetched("b", None);
+        assert!(m.loops.iter().all(|l| l.name != "b"));
+    }
+
+    #[test]
+    fn events_before_the_first_list_are_fetched_after_it() {
+        let mut m = Model::new();
+        m.connected(false);
+        let e = event(EventKind::AttemptStarted, "b", Some(("B1", 1)), json!(null));
+        assert_eq!(m.event(&e), vec![]);
+        let fx = m.loaded(vec![
+            summary("a", "idle", &[]),
+            summary("b", "running", &[]),
+        ]);
+        assert_eq!(fx, vec![Effect::Fetch("b".into())]);
+        // A stream resumed from an event id needs no new list; one that could not resume does.
+        assert_eq!(m.connected(true), vec![]);
+        assert_eq!(m.connected(false), vec![Effect::LoadAll]);
+    }
+
+    #[test]
+    fn keys_select_act_confirm_and_type_a_hint() {
+        let mut m = two_loops();
+        assert_eq!(
+            m.key(key(KeyCode::Char('j'))),
+            vec![Effect::Fetch("b".into())]
+        );
+        assert_eq!(m.selected.as_deref(), Some("b"));
+        assert_eq!(m.key(key(KeyCode::Down)), vec![], "the last row stays");
+        m.key(key(KeyCode::Up));
+        assert_eq!(m.selected.as_deref(), Some("a"));
+        assert_eq!(
+            m.key(key(KeyCode::Char('p'))),
+            vec![Effect::Act(Action::Pause("a".into()))]
+        );
+        assert_eq!(
+            m.key(key(KeyCode::Char('r'))),
+            vec![Effect::Act(Action::Resume("a".into()))]
+        );
+
+        // Reset and skip ask first; anything but `y` says no.
+        m.key(key(KeyCode::Tab));
+        m.key(key(KeyCode::Char('j')));
+        assert_eq!(m.test.as_deref(), Some("A2"));
+        assert_eq!(m.key(key(KeyCode::Char('R'))), vec![]);
+        assert_eq!(
+            m.input,
+            Input::Confirm(Action::Reset("a".into(), "A2".into()))
+        );
+        assert_eq!(m.key(key(KeyCode::Char('n'))), vec![]);
+        assert_eq!(m.input, Input::Keys);
+        m.key(key(KeyCode::Char('s')));
+        assert_eq!(
+            m.key(key(KeyCode::Char('y'))),
+            vec![Effect::Act(Action::Skip("a".into(), "A2".into()))]
+        );
+
+        // In the tests pane a hint is the test's; `q` is a letter of it, Esc drops it.
+        m.key(key(KeyCode::Char('h')));
+        for c in "no quit".chars() {
+            assert_eq!(m.key(key(KeyCode::Char(c))), vec![]);
+        }
+        m.key(key(KeyCode::Backspace));
+        let hint = Action::Hint {
+            loop_name: "a".into(),
+            test: Some("A2".into()),
+            text: "no qui".into(),
+        };
+        assert_eq!(m.key(key(KeyCode::Enter)), vec![Effect::Act(hint)]);
+        m.key(key(KeyCode::Char('h')));
+        m.key(key(KeyCode::Char('x')));
+        assert_eq!(m.key(key(KeyCode::Esc)), vec![]);
+        assert_eq!(m.input, Input::Keys);
+
+        let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
+        m.key(key(KeyCode::Char('h')));
+        assert_eq!(
+            m.key(ctrl_c),
+            vec![Effect::Quit],
+            "Ctrl-C quits even while typing"
+        );
+        assert_eq!(
+            Model::new().key(key(KeyCode::Char('q'))),
+            vec![Effect::Quit]
+        );
+    }
+
+    #[test]
+    fn a_tail_is_the_rendered_end_of_the_latest_attempt_and_cannot_drive_the_terminal() {
+        let mut m = two_loops();
+        let line = |test: &str, n: u32, text: &str| TranscriptLine {
+            loop_name: "a".into(),
+            test: test.into(),
+            attempt: n,
+            line: text.into(),
+            at: Utc::now(),
+        };
+        let tool = r#"{"type":"assistant","message":{"content":[{"type":"tool_use","name":"Bash","input":{"command":"make"}}]}}"#;
+        m.transcript(line("A1", 1, tool));
+        m.transcript(line(
+            "A1",
+            1,
+            "\u{1b}[2J\u{1b}]0;owned\u{7}red \u{1b}[31mtext\u{1b}[0m\u{7}\tend",
+        ));
+        let tail: Vec<&String> = m.tails["a"].lines.iter().collect();
+        assert_eq!(tail, ["→ Bash make", "red text\u{fffd} end"]);
+        for n in 0..TAIL_LINES + 5 {
+            m.transcript(line("A1", 1, &format!("line {n}")));
+        }
+        assert_eq!(m.tails["a"].lines.len(), TAIL_LINES);
+        assert_eq!(
+            m.tails["a"].lines.back().unwrap(),
+            &format!("line {}", TAIL_LINES + 4)
+        );
+        m.transcript(line("A1", 2, "second"));
+        assert_eq!(m.tails["a"].lines, ["second"]);
+        assert_eq!(m.tails["a"].attempt, Some(("A1".into(), 2)));
+    }
+
+    #[test]
+    fn what_needs_a_person_comes_first() {
+        let mut needs = summary("n", "running", &[("T", "needs_human")]);
+        needs.progress.needs_human = 1;
+        let mut credits = summary("c", "paused", &[]);
+        credits.reason = Some("out_of_credits".into());
+        let mut m = Model::new();
+        m.connected(false);
+        m.loaded(vec![
+            summary("f", "finished", &[]),
+            summary("r", "running", &[("T", "failed")]),
+            summary("x", "crashed", &[]),
+            credits,
+            summary("i", "idle", &[]),
+            needs,
+            summary("g", "running", &[]),
+        ]);
+        let order: Vec<&str> = m.loops.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(order, ["n", "c", "x", "r", "g", "i", "f"]);
     }
 }
