@@ -49,6 +49,8 @@ enum Msg {
     Loaded(Result<Vec<LoopSummary>, String>),
     /// One loop, fetched (`None`: it is gone).
     Fetched(String, Result<Option<LoopSummary>, String>),
+    /// An attempt's transcript, fetched: `(loop, test, attempt, text)`.
+    Past(String, String, u32, String),
     /// An action's answer.
     Done(Action, Result<Option<LoopSummary>, String>),
     /// SIGTERM, SIGHUP or SIGINT.
@@ -147,6 +149,10 @@ fn handle(model: &mut Model, msg: Msg) -> Vec<Effect> {
             model.unfetched(&name);
             Vec::new()
         }
+        Msg::Past(l, t, n, text) => {
+            model.past(&l, (&t, n), &text);
+            Vec::new()
+        }
         Msg::Done(action, result) => model.done(&action, result),
     }
 }
@@ -224,6 +230,17 @@ fn spawn_worker(client: Client, jobs: Receiver<Effect>, tx: Sender<Msg>) {
                         Err(r) => Err(said(r)),
                     };
                     Msg::Fetched(name, found)
+                }
+                Effect::Transcript(l, t, n) => {
+                    let path = format!("/api/loops/{l}/transcripts/{t}:{n}");
+                    // Transcripts are the agent's bytes; decoded only to be shown.
+                    let text = client
+                        .answer(reqwest::Method::GET, &path, None)
+                        .ok()
+                        .and_then(|r| r.bytes().ok())
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                        .unwrap_or_default();
+                    Msg::Past(l, t, n, text)
                 }
                 Effect::Act(action) => {
                     let result = act(&client, &action);

@@ -153,11 +153,7 @@ fn counts(l: &LoopSummary) -> String {
 
 fn bar(l: &LoopSummary) -> String {
     let p = &l.progress;
-    let full = if p.total == 0 {
-        0
-    } else {
-        (p.passed * BAR).div_ceil(p.total).min(BAR)
-    };
+    let full = (p.passed * BAR).checked_div(p.total).unwrap_or(0).min(BAR);
     format!("{}{}", "█".repeat(full), "░".repeat(BAR - full))
 }
 
@@ -291,6 +287,12 @@ fn tests(frame: &mut Frame, model: &Model, area: Rect) {
             Cell::from(Line::from(t.attempts.to_string()).right_aligned()),
         ])
     });
+    let header = Row::new([
+        Cell::from("STATUS"),
+        Cell::from("TEST"),
+        Cell::from(Line::from("#").right_aligned()),
+    ])
+    .style(Style::default().add_modifier(Modifier::BOLD));
     let table = Table::new(
         rows,
         [
@@ -299,6 +301,7 @@ fn tests(frame: &mut Frame, model: &Model, area: Rect) {
             Constraint::Length(3),
         ],
     )
+    .header(header)
     .column_spacing(1)
     .row_highlight_style(if model.pane == Pane::Tests {
         Style::default().add_modifier(Modifier::REVERSED)

@@ -91,6 +91,9 @@ pub enum Effect {
     LoadAll,
     /// Fetch one loop (`GET /api/loops/:id?view=summary`) and hand it to [`Model::fetched`].
     Fetch(String),
+    /// Fetch an attempt's transcript (`GET /api/loops/:id/transcripts/TEST:N`) and hand it to
+    /// [`Model::past`]: the tail of a loop whose attempt ran before `top` came.
+    Transcript(String, String, u32),
     /// Ask the daemon for a state change, then hand the answer to [`Model::done`].
     Act(Action),
     /// End `top`.
@@ -228,7 +231,9 @@ impl Model {
         self.pick_test();
         // Named by events while the list was on its way: the list may predate them.
         let stale = std::mem::take(&mut self.stale);
-        stale.into_iter().filter_map(|n| self.fetch(&n)).collect()
+        let mut effects: Vec<Effect> = stale.into_iter().filter_map(|n| self.fetch(&n)).collect();
+        effects.extend(self.past_tail());
+        effects
     }
 
     /// One loop, fetched (`None`: it is gone).
@@ -243,10 +248,53 @@ impl Model {
             self.selected = self.loops.first().map(|l| l.name.clone());
         }
         self.pick_test();
+        let mut effects: Vec<Effect> = self.past_tail().into_iter().collect();
         if self.stale.remove(name) {
-            return self.fetch(name).into_iter().collect();
+            effects.extend(self.fetch(name));
         }
-        Vec::new()
+        effects
+    }
+
+    /// When the selected loop has no tail yet: the transcript of its latest attempt to fetch.
+    fn past_tail(&mut self) -> Option<Effect> {
+        let l = self.current()?;
+        if self.tails.contains_key(&l.name) {
+            return None;
+        }
+        let last = l
+            .tests
+            .iter()
+            .filter_map(|t| t.last_attempt.as_ref())
+            .max_by_key(|a| a.started_at)?;
+        let (name, test, n) = (l.name.clone(), last.test_id.clone(), last.number);
+        let tail = Tail {
+            attempt: Some((test.clone(), n)),
+            outcome: last.outcome.map(|o| crate::cli::words(&o)),
+            lines: VecDeque::new(),
+        };
+        self.tails.insert(name.clone(), tail);
+        Some(Effect::Transcript(name, test, n))
+    }
+
+    /// The transcript of an attempt that ran before: the loop's tail, unless a newer attempt
+    /// has begun one meanwhile (its lines arrive by the stream).
+    pub fn past(&mut self, loop_name: &str, (test, n): (&str, u32), text: &str) {
+        let Some(tail) = self.tails.get_mut(loop_name) else {
+            return;
+        };
+        if tail.attempt.as_ref().map(|(t, k)| (t.as_str(), *k)) != Some((test, n))
+            || !tail.lines.is_empty()
+        {
+            return;
+        }
+        let mut lines: VecDeque<String> = VecDeque::new();
+        for line in text.lines() {
+            lines.extend(render(line).iter().map(|l| harmless(l)));
+            while lines.len() > TAIL_LINES {
+                lines.pop_front();
+            }
+        }
+        tail.lines = lines;
     }
 
     /// A fetch of `name` that failed (said elsewhere): the next event tries again.
@@ -409,7 +457,9 @@ impl Model {
         self.test = None;
         self.scroll = 0;
         self.pick_test();
-        self.fetch(&name).into_iter().collect()
+        let mut effects: Vec<Effect> = self.fetch(&name).into_iter().collect();
+        effects.extend(self.past_tail());
+        effects
     }
 
     /// The row of the selected loop.
@@ -800,6 +850,38 @@ pub(super) mod tests {
         m.transcript(line("A1", 2, "second"));
         assert_eq!(m.tails["a"].lines, ["second"]);
         assert_eq!(m.tails["a"].attempt, Some(("A1".into(), 2)));
+    }
+
+    #[test]
+    fn a_loop_whose_attempt_ran_before_shows_that_attempts_transcript() {
+        let mut done = summary("a", "finished", &[("A1", "passed"), ("A2", "failed")]);
+        let mut first = loopd_actors::model::AttemptRecord::started("a", "A1", 1, "t".into());
+        first.outcome = Some(loopd_actors::model::Outcome::Passed);
+        let mut last = loopd_actors::model::AttemptRecord::started("a", "A2", 3, "t".into());
+        last.started_at = first.started_at + chrono::Duration::seconds(5);
+        last.outcome = Some(loopd_actors::model::Outcome::Failed);
+        done.tests[0].last_attempt = Some(first);
+        done.tests[1].last_attempt = Some(last);
+        let mut m = Model::new();
+        m.connected(false);
+        let fx = m.loaded(vec![done, summary("b", "idle", &[])]);
+        assert_eq!(fx, vec![Effect::Transcript("a".into(), "A2".into(), 3)]);
+        assert_eq!(m.tails["a"].outcome.as_deref(), Some("failed"));
+        m.past("a", ("A2", 3), "one\n\u{1b}[1mtwo\n");
+        assert_eq!(m.tails["a"].lines, ["one", "two"]);
+        // Asked once: selecting the loop again fetches the loop, not the transcript.
+        m.select_loop(1);
+        assert_eq!(m.select_loop(-1), vec![Effect::Fetch("a".into())]);
+        // A transcript that comes after a newer attempt began is not that attempt's tail.
+        m.transcript(TranscriptLine {
+            loop_name: "a".into(),
+            test: "A2".into(),
+            attempt: 4,
+            line: "live".into(),
+            at: Utc::now(),
+        });
+        m.past("a", ("A2", 3), "old\n");
+        assert_eq!(m.tails["a"].lines, ["live"]);
     }
 
     #[test]
