@@ -80,6 +80,13 @@ pub fn run(client: Client) -> anyhow::Result<Exit> {
     });
     let mut terminal = ratatui::try_init()?;
     let _restore = Restore;
+    // ratatui's hook restores the terminal and says what panicked; then the whole view ends,
+    // whichever thread it was: a view without its feed or its worker would show a lie.
+    let restoring = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        restoring(info);
+        std::process::exit(Exit::Internal as i32);
+    }));
     let _ = execute!(std::io::stdout(), cursor::Hide);
     let (work, jobs) = mpsc::channel::<Effect>();
     spawn_keys(tx.clone());

@@ -77,8 +77,8 @@ const REASON_MIN: u16 = 8;
 const BAR: usize = 5;
 
 /// The columns that fit `width`, in the order shown, each with its width. What is left goes
-/// to the reason, as much as the longest needs, then to the progress bar (when it fits
-/// whole), then to the reason again.
+/// to the reason, as much as the longest needs, then to a name longer than its column, then to
+/// the progress bar (when it fits whole), then to the reason again.
 pub fn columns(width: u16, loops: &[LoopSummary]) -> Vec<(Column, u16)> {
     let widest = |f: &dyn Fn(&LoopSummary) -> usize, min: usize, max: usize| {
         loops.iter().map(f).max().unwrap_or(0).clamp(min, max) as u16
@@ -127,6 +127,12 @@ pub fn columns(width: u16, loops: &[LoopSummary]) -> Vec<(Column, u16)> {
     let to_reason = reason_wants.min(left);
     if grow(Column::Reason, to_reason) {
         left -= to_reason;
+    }
+    // A name longer than the column gets what is left before the bar does.
+    let name_wants = widest(&|l| l.name.chars().count(), 0, 64).saturating_sub(need(Column::Loop));
+    let to_name = name_wants.min(left);
+    if grow(Column::Loop, to_name) {
+        left -= to_name;
     }
     let bar = BAR as u16 + 1;
     if left >= bar && grow(Column::Progress, bar) {
@@ -202,7 +208,13 @@ pub fn draw(frame: &mut Frame, model: &Model, now: DateTime<Utc>) {
     ])
     .areas(area);
     fleet(frame, model, top, now);
-    let tests_width = (area.width * 2 / 5).clamp(20, 44);
+    // As wide as the selected loop's test ids need (status, id, attempts, spaces, borders),
+    // within a third to a half of the screen.
+    let ids = model
+        .current()
+        .and_then(|l| l.tests.iter().map(|t| t.id.chars().count()).max())
+        .unwrap_or(0) as u16;
+    let tests_width = (11 + 1 + ids + 1 + 3 + 2).clamp(area.width / 3, (area.width / 2).max(20));
     let [left, right] =
         Layout::horizontal([Constraint::Length(tests_width), Constraint::Min(10)]).areas(middle);
     tests(frame, model, left);
