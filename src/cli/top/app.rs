@@ -17,7 +17,7 @@ use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use super::draw::draw;
-use super::model::{Action, Effect, Feed, Model, TranscriptLine};
+use super::model::{Action, Effect, Feed, Model, TranscriptLine, TAIL_LINES};
 use crate::cli::client::{Client, Refused};
 use crate::cli::logs::follow::{self, Ended, Unopened};
 use crate::cli::{control, hint, Exit};
@@ -26,8 +26,6 @@ use crate::cli::{control, hint, Exit};
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 /// How often the screen is drawn when nothing happens: the heartbeat ages move on.
 const REDRAW_EVERY: Duration = Duration::from_secs(1);
-/// The last lines of each running attempt the stream sends on the first connect.
-const FIRST_LINES: usize = 50;
 
 /// What the threads send the main thread.
 enum Msg {
@@ -151,8 +149,8 @@ fn handle(model: &mut Model, msg: Msg) -> Vec<Effect> {
             Vec::new()
         }
         Msg::Fetched(name, Ok(found)) => model.fetched(&name, found),
-        Msg::Fetched(name, Err(why)) => {
-            model.said = Some((why, true));
+        Msg::Fetched(name, Err(_)) => {
+            // Said by the title when the daemon is gone; the next event tries again.
             model.unfetched(&name);
             Vec::new()
         }
@@ -182,12 +180,11 @@ fn spawn_keys(tx: Sender<Msg>) {
 fn spawn_feed(client: Client, tx: Sender<Msg>) {
     std::thread::spawn(move || {
         let mut last_id: Option<String> = None;
-        let mut lines = FIRST_LINES;
+        // Also after a reconnect: the model starts running attempts' tails over from these.
+        let path = format!("/api/events?transcripts=true&lines={TAIL_LINES}");
         loop {
-            let path = format!("/api/events?transcripts=true&lines={lines}");
             let said = match follow::open(&client, &path, last_id.as_deref()) {
                 Ok(resp) => {
-                    lines = 0;
                     let resumed = last_id.is_some();
                     if tx.send(Msg::Connected { resumed }).is_err() {
                         return;

@@ -208,9 +208,16 @@ impl Model {
     /// resume from) every loop is fetched: what happened before is not in the stream.
     pub fn connected(&mut self, resumed: bool) -> Vec<Effect> {
         self.feed = Feed::Live;
+        // The stream starts each running attempt with its last lines again: the tails of the
+        // attempts that were running start over from those, so no line shows twice and none
+        // printed while the stream was away is missing from the end.
+        self.tails.retain(|_, t| t.outcome.is_some());
         if resumed && self.loaded {
             return Vec::new();
         }
+        // Until the list is back, events only mark their loops: the list may be older than
+        // they are, so those loops are fetched again after it (also on a reload).
+        self.loaded = false;
         vec![Effect::LoadAll]
     }
 
@@ -748,9 +755,15 @@ pub(super) mod tests {
             summary("b", "running", &[]),
         ]);
         assert_eq!(fx, vec![Effect::Fetch("b".into())]);
-        // A stream resumed from an event id needs no new list; one that could not resume does.
+        // A stream resumed from an event id needs no new list; one that could not resume does,
+        // and what an event says meanwhile is fetched after it, since the list may be older.
         assert_eq!(m.connected(true), vec![]);
         assert_eq!(m.connected(false), vec![Effect::LoadAll]);
+        let e = event(EventKind::AttemptStarted, "a", Some(("A1", 2)), json!(null));
+        assert_eq!(m.event(&e), vec![]);
+        let old = summary("a", "idle", &[]);
+        let fx = m.loaded(vec![old, summary("b", "running", &[])]);
+        assert_eq!(fx, vec![Effect::Fetch("a".into())]);
     }
 
     #[test]
@@ -850,6 +863,23 @@ pub(super) mod tests {
         m.transcript(line("A1", 2, "second"));
         assert_eq!(m.tails["a"].lines, ["second"]);
         assert_eq!(m.tails["a"].attempt, Some(("A1".into(), 2)));
+
+        // A reconnected stream sends running attempts' last lines again: their tails start
+        // over from those; the tail of an attempt that ended stays.
+        m.transcript(TranscriptLine {
+            loop_name: "b".into(),
+            ..line("B1", 1, "b's last words")
+        });
+        let finished = json!({"outcome": "failed", "counted": true});
+        m.event(&event(
+            EventKind::AttemptFinished,
+            "b",
+            Some(("B1", 1)),
+            finished,
+        ));
+        assert_eq!(m.connected(true), vec![]);
+        assert!(!m.tails.contains_key("a"));
+        assert_eq!(m.tails["b"].lines, ["b's last words"]);
     }
 
     #[test]
