@@ -1,6 +1,8 @@
 //! `loopd top` against the built binary and a real `loopd serve`: the full-screen view in a
-//! real terminal (tmux, 80x24, its own server socket), driven by keys and read off the pane;
-//! and the line-per-event mode with stdout piped.
+//! real terminal (tmux, 80x24, its own server socket), driven by keys and read off the pane
+//! (live changes, pause, hint, reset after a yes, a wrong token, quitting and SIGTERM with the
+//! terminal restored, a daemon restarted under it); and the line-per-event mode with stdout
+//! piped, into a file and into a pipe that closes.
 //!
 //! Each test starts its own tmux server, on a socket in its fleet's temporary folder
 //! (`tmux -S`: no other tmux is ever addressed, and nothing is left in /tmp), and kills only
@@ -118,6 +120,11 @@ impl Drop for Tmux {
 /// `loopd top` in the pane, then how it ended: its exit code, and whether the terminal is
 /// back in canonical mode with echo. The pane stays open to be read.
 fn top_command() -> String {
+    top_command_with("")
+}
+
+/// [`top_command`] with `env` (`NAME=VALUE `...) set for loopd.
+fn top_command_with(env: &str) -> String {
     let mut unset = String::new();
     for var in [
         "LOOPD_CONFIG",
@@ -129,7 +136,7 @@ fn top_command() -> String {
         unset.push_str(&format!("-u {var} "));
     }
     format!(
-        "env {unset}{} top loopd.toml; echo \"TOP-EXITED $?\"; \
+        "env {unset}{env}{} top loopd.toml; echo \"TOP-EXITED $?\"; \
          echo \"TTY $(stty -a | grep -ow -- '-\\?icanon') $(stty -a | grep -ow -- '-\\?echo')\"; \
          sleep 600",
         common::loopd_bin()
@@ -425,4 +432,43 @@ fn top_follows_a_daemon_restarted_on_its_address_from_where_it_left() {
     tmux.wait_for("TOP-EXITED 0");
     drop(tmux);
     assert_eq!(daemon.terminate(), 0);
+}
+
+#[test]
+fn top_with_a_wrong_token_changes_nothing_and_says_why() {
+    let fleet = waiting_fleet();
+    let daemon = Daemon::start(&fleet, &[]);
+    let tmux = Tmux::start(&fleet, &top_command_with("LOOPD_TOKEN=not-the-token "));
+    tmux.wait_for("agent waits for go-T1");
+    tmux.keys(&["p"]);
+    let screen = tmux.wait_for("pause main: ");
+    let said = screen.lines().last().unwrap_or_default().to_string();
+    assert!(!said.contains("done"), "{screen}");
+    assert!(said.contains("token"), "the refusal says why\n{screen}");
+    tmux.keys(&["h"]);
+    tmux.type_text("ignore the tests");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("hint main: ");
+    let view = loop_json(&daemon);
+    assert_eq!(view["status"], "running", "{view}");
+    assert!(view["hint"].is_null(), "{view}");
+    tmux.keys(&["q"]);
+    tmux.wait_for("TOP-EXITED 0");
+    drop(tmux);
+    assert_eq!(daemon.terminate(), 0);
+}
+
+#[test]
+fn top_without_a_daemon_says_what_to_run_on_a_terminal_and_off_one() {
+    let fleet = waiting_fleet();
+    let plain = fleet.cmd(&["top", "loopd.toml"]);
+    plain.expect_code(1);
+    assert!(
+        plain.stderr.contains("start one with `loopd serve"),
+        "{plain}"
+    );
+    let tmux = Tmux::start(&fleet, &top_command());
+    let screen = tmux.wait_for("TOP-EXITED 1");
+    assert!(screen.contains("start one with `loopd serve"), "{screen}");
+    assert_eq!(tmux.pane("#{alternate_on}"), "0");
 }
