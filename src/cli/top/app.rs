@@ -24,6 +24,8 @@ use crate::cli::{control, hint, Exit};
 
 /// How long a lost stream waits before it is tried again.
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
+/// The most messages handled between two draws.
+const BATCH: usize = 2000;
 /// How often the screen is drawn when nothing happens: the heartbeat ages move on.
 const REDRAW_EVERY: Duration = Duration::from_secs(1);
 
@@ -98,8 +100,9 @@ pub fn run(client: Client) -> anyhow::Result<Exit> {
             Some(msg) => handle(&mut model, msg),
             None => Vec::new(),
         };
-        // Everything that came meanwhile, before the next draw.
-        while let Ok(msg) = rx.try_recv() {
+        // What came meanwhile, before the next draw; a bounded batch, so that a busy fleet's
+        // stream cannot keep the screen from being drawn.
+        for msg in rx.try_iter().take(BATCH) {
             if matches!(msg, Msg::Signal) {
                 return Ok(Exit::Interrupted);
             }
