@@ -223,6 +223,7 @@ fn a_missing_fleet_file_is_reported_as_missing() {
         &["export", "nope.toml"],
         &["attempts", "nope.toml", LOOP],
         &["insights", "nope.toml"],
+        &["top", "nope.toml"],
         &["-c", "nope.toml", "start", LOOP],
         &["shutdown", "nope.toml"],
     ] {
