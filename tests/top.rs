@@ -380,10 +380,17 @@ fn top_into_a_pipe_that_closes_ends_quietly() {
     });
     let first = reading.join().unwrap();
     assert!(plain_line(first.trim_end()), "{first}");
-    // More events: the next write finds the pipe closed, and top ends as `head` expects.
+    // More events (the test passes, and the loop is paused and resumed until top is gone):
+    // the next write finds the pipe closed, and top ends as `head` expects.
     std::fs::write(fleet.root().join("go-T1"), "").unwrap();
     let mut status = None;
     wait_until("loopd top to end", WAIT, || {
+        let action = if pause { "pause" } else { "resume" };
+        pause = !pause;
+        let _ = http()
+            .post(daemon.url(&format!("/api/loops/{LOOP}/{action}")))
+            .bearer_auth(&token)
+            .send();
         status = top.try_wait().unwrap();
         status.is_some()
     });

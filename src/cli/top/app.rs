@@ -139,7 +139,7 @@ fn handle(model: &mut Model, msg: Msg) -> Vec<Effect> {
         }
         Msg::Connected { resumed } => model.connected(resumed),
         Msg::Lost(why) => {
-            model.feed = Feed::Lost(why);
+            model.lost(why);
             Vec::new()
         }
         Msg::Shutdown => {
@@ -203,7 +203,9 @@ fn spawn_feed(client: Client, tx: Sender<Msg>) {
                         Ended::Lost => Msg::Lost("connection lost".into()),
                     }
                 }
-                Err(Unopened::Refused(why) | Unopened::Unreachable(why)) => Msg::Lost(why),
+                Err(Unopened::Refused(why)) => Msg::Lost(why),
+                // The address, not reqwest's sentence with the URL in it: it goes in a title.
+                Err(Unopened::Unreachable(_)) => Msg::Lost(format!("cannot reach {}", client.base)),
             };
             if tx.send(said).is_err() {
                 return;

@@ -236,7 +236,7 @@ fn fleet(frame: &mut Frame, model: &Model, area: Rect, now: DateTime<Utc>) {
         Feed::Connecting => "connecting".to_string(),
         Feed::Live => "live".to_string(),
         Feed::Lost(why) => format!("reconnecting: {why}"),
-        Feed::Shutdown => "the daemon shut down".to_string(),
+        Feed::Shutdown => "the daemon shut down; waiting".to_string(),
     };
     let title = format!(
         " loopd top · {} · {feed} ",

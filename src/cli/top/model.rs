@@ -221,6 +221,14 @@ impl Model {
         vec![Effect::LoadAll]
     }
 
+    /// The stream is lost (why). After the daemon said it shuts down, that stays what the
+    /// title says while the next one is waited for.
+    pub fn lost(&mut self, why: String) {
+        if self.feed != Feed::Shutdown {
+            self.feed = Feed::Lost(why);
+        }
+    }
+
     /// Every loop, fetched.
     pub fn loaded(&mut self, loops: Vec<LoopSummary>) -> Vec<Effect> {
         self.loops = loops;
@@ -755,6 +763,10 @@ pub(super) mod tests {
             summary("b", "running", &[]),
         ]);
         assert_eq!(fx, vec![Effect::Fetch("b".into())]);
+        // After the daemon said it shuts down, a failed reconnect does not hide that.
+        m.feed = Feed::Shutdown;
+        m.lost("cannot reach http://127.0.0.1:7433".into());
+        assert_eq!(m.feed, Feed::Shutdown);
         // A stream resumed from an event id needs no new list; one that could not resume does,
         // and what an event says meanwhile is fetched after it, since the list may be older.
         assert_eq!(m.connected(true), vec![]);
