@@ -108,5 +108,11 @@ mod tests {
         let line = plain_line("loop_state", &serde_json::to_string(&state).unwrap()).unwrap();
         assert!(line.ends_with(" auth - loop_state paused"), "{line}");
         assert_eq!(plain_line("transcript", "{\"line\": \"x\"}"), None);
+        let report = Event::new(EventKind::Report, "", "the report of the last 24 h");
+        let line = plain_line("report", &serde_json::to_string(&report).unwrap()).unwrap();
+        assert!(
+            line.ends_with(" - - report the report of the last 24 h"),
+            "{line}"
+        );
     }
 }

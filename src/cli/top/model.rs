@@ -744,6 +744,12 @@ pub(super) mod tests {
             vec![Effect::Fetch("b".into())]
         );
         assert_eq!(m.fetched("b", Some(fresh)), vec![]);
+        // The fleet's report names no loop: nothing to fetch, no row; a hint changes no row.
+        let report = Event::new(EventKind::Report, "", "the report");
+        assert_eq!(m.event(&report), vec![]);
+        assert!(m.loops.iter().all(|l| !l.name.is_empty()));
+        let hint = Event::new(EventKind::Hint, "b", "a hint for b");
+        assert_eq!(m.event(&hint), vec![]);
         assert_eq!(row(&m, "b").tests[0].status, TestStatus::Skipped);
         // A loop the list did not have is fetched; one that is gone leaves.
         let new = event(EventKind::LoopState, "c", None, json!({"state": "running"}));
