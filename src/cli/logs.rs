@@ -7,7 +7,6 @@
 //! about the attempt (verify's output, how it ended) on stderr.
 
 pub(crate) mod follow;
-pub(crate) mod render;
 
 use std::path::Path;
 
@@ -183,7 +182,7 @@ fn show(file: &Path, args: &LogsArgs) -> Result<(), Failed> {
     let text = source.transcript(name, &attempt)?;
     // Transcripts are the agent's bytes; they are decoded only here, to print them.
     for line in String::from_utf8_lossy(&text).lines() {
-        render::print_line(line, args.raw, "");
+        print_line(line, args.raw, "");
     }
     let said = about(&attempt);
     // `--raw` prints the transcript as it is; what loopd says about it goes to stderr.
@@ -196,6 +195,17 @@ fn show(file: &Path, args: &LogsArgs) -> Result<(), Failed> {
 }
 
 /// `TEST` or `TEST:N`.
+/// Prints one transcript line after `prefix`: as it is with `raw`, else rendered.
+fn print_line(line: &str, raw: bool, prefix: &str) {
+    if raw {
+        println!("{prefix}{line}");
+        return;
+    }
+    for out in crate::render::render(line) {
+        println!("{prefix}{out}");
+    }
+}
+
 fn parse_target(t: &str) -> Option<(&str, Option<u32>)> {
     match t.rsplit_once(':') {
         Some((test, n)) => Some((test, Some(n.parse().ok()?))).filter(|(t, _)| !t.is_empty()),

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::render::print_line;
+use super::print_line;
 use super::LogsArgs;
 use crate::cli::client::{Client, Failed};
 use crate::cli::Exit;

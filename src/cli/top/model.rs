@@ -10,7 +10,7 @@ use loopd_actors::model::{Event, EventKind, LoopState, TestStatus};
 use loopd_actors::view::{LoopSummary, Progress};
 use serde::Deserialize;
 
-use crate::cli::logs::render::render;
+use crate::render::render;
 
 /// Rendered lines kept of each loop's latest attempt.
 pub const TAIL_LINES: usize = 300;

@@ -1,19 +1,11 @@
 //! How a transcript line reads for a person: Claude Code's stream-json rendered (assistant
 //! text, one line per tool call, results, API retries, cost), anything else as it is.
+//!
+//! One renderer for every reader: `loopd logs` prints its lines, `loopd top` shows them, and the
+//! dashboard sends them (escaped) to the attempt view, rendered here on the server.
 
 use loopd_actors::words::count;
 use serde_json::Value;
-
-/// Prints one transcript line after `prefix`: as it is with `raw`, else rendered.
-pub fn print_line(line: &str, raw: bool, prefix: &str) {
-    if raw {
-        println!("{prefix}{line}");
-        return;
-    }
-    for out in render(line) {
-        println!("{prefix}{out}");
-    }
-}
 
 fn short(s: &str, max: usize) -> String {
     let one = s.replace('\n', " ⏎ ");
@@ -130,7 +122,7 @@ mod tests {
 
     #[test]
     fn renders_claude_code_stream_json_for_a_person() {
-        let fixture = include_str!("../../../tests/fixtures/claude-code/tools.jsonl");
+        let fixture = include_str!("../tests/fixtures/claude-code/tools.jsonl");
         let out: Vec<String> = fixture.lines().flat_map(render).collect();
         let text = out.join("\n");
         assert!(text.contains("● session started"), "{text}");
