@@ -4,6 +4,11 @@
 //! generates with mode 0600. It is required for every request that changes state and, when the
 //! API is bound to a non-loopback address, for every request. It is never logged: the type that
 //! holds it prints as `Token(***)`.
+//!
+//! The dashboard signs a browser in with a cookie (`loopd_session`, HttpOnly, SameSite=Strict)
+//! whose value is derived from the token. The cookie alone lets a browser read; it changes state
+//! only in the dashboard's own JSON requests from the same origin (see [`cross_site`]), so a
+//! form or a `text/plain` POST from another site changes nothing, cookie or not.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -11,9 +16,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{header, Method};
+use axum::http::{header, HeaderMap, Method};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
 use super::error::{ApiError, Code};
 
@@ -106,16 +111,130 @@ pub struct AuthPolicy {
     pub everything: bool,
 }
 
-/// Refuses a request without the token (401) or with a wrong one (403) where one is needed.
+/// The dashboard's session cookie.
+pub const SESSION_COOKIE: &str = "loopd_session";
+/// The header a dashboard page sends with every change it asks for: a cross-site form cannot
+/// set it, and a cross-site `fetch` that sets it needs a CORS preflight loopd never answers.
+pub const DASHBOARD_HEADER: &str = "x-loopd-request";
+
+impl AuthPolicy {
+    /// The session cookie's value: an HMAC of a fixed label under the token, so the cookie
+    /// never holds the token, and changing the token ends every session.
+    pub fn session_value(&self) -> String {
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(self.token.expose().as_bytes())
+            .expect("HMAC takes a key of any length");
+        mac.update(b"loopd dashboard session v1");
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// The `Set-Cookie` value that signs a browser in.
+    pub fn session_cookie(&self) -> String {
+        format!(
+            "{SESSION_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/",
+            self.session_value()
+        )
+    }
+
+    /// Whether `offered` is the token (time independent of where it differs).
+    pub fn is_token(&self, offered: &str) -> bool {
+        self.token.matches(offered.trim())
+    }
+}
+
+/// The `Set-Cookie` value that signs a browser out.
+pub fn expired_session_cookie() -> String {
+    format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0")
+}
+
+/// Who sent a request, as the middleware found it; handlers read it from the extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Access {
+    /// The request carried the token, or a browser's valid session cookie.
+    pub signed_in: bool,
+}
+
+/// The value of the session cookie in `Cookie` headers, if any.
+fn session_of(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim().to_string())
+}
+
+/// Why a browser request must not change anything: it comes from another site (by
+/// `Sec-Fetch-Site`, or an `Origin` that is not this host), or it is not the dashboard's own
+/// JSON request (`Content-Type: application/json` and `X-Loopd-Request: dashboard`), which is
+/// what a cross-site form or a `text/plain` `fetch` sends.
+pub fn cross_site(headers: &HeaderMap, needs_json: bool) -> Option<&'static str> {
+    let site = headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if site.eq_ignore_ascii_case("cross-site") || site.eq_ignore_ascii_case("same-site") {
+        return Some("the request comes from another site (Sec-Fetch-Site)");
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        let origin_host = origin
+            .to_str()
+            .ok()
+            .and_then(|o| o.split_once("://"))
+            .map(|(_, rest)| rest.trim_end_matches('/'));
+        if origin_host.is_none() || origin_host != host {
+            return Some("the request's Origin is not this host");
+        }
+    }
+    if !needs_json {
+        return None;
+    }
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    let ours = headers
+        .get(DASHBOARD_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == "dashboard");
+    if !(json && ours) {
+        return Some(
+            "a change through the session cookie must be a JSON request \
+             (`Content-Type: application/json`, `X-Loopd-Request: dashboard`)",
+        );
+    }
+    None
+}
+
+/// Whether `path` is a dashboard page (HTML for people) rather than the API, metrics or probes.
+fn is_page(path: &str) -> bool {
+    !(path.starts_with("/api/")
+        || path == "/api"
+        || path == "/metrics"
+        || path == "/healthz"
+        || path == "/readyz")
+}
+
+/// Pages anyone may fetch: the sign-in form (and its sign-in request), its assets, sign-out.
+fn is_open(path: &str) -> bool {
+    path == "/login" || path == "/logout" || path.starts_with("/assets/")
+}
+
+/// Decides who may do what: a request with the right bearer token may do anything; a browser
+/// with the session cookie may read, and change state only through the dashboard's own JSON
+/// requests from the same origin; anyone may read when the API is bound to loopback. A wrong
+/// token is 403, a missing one 401 (for a page: the sign-in form, with 401).
 pub async fn require_token(
     State(policy): State<Arc<AuthPolicy>>,
-    req: Request,
+    mut req: Request,
     next: Next,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Response> {
     let reads = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if reads && !policy.everything {
-        return Ok(next.run(req).await);
-    }
+    let path = req.uri().path().to_string();
     let offered = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -123,15 +242,64 @@ pub async fn require_token(
         .and_then(|v| {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
-        });
-    match offered {
-        None => Err(ApiError::new(
-            Code::Unauthorized,
-            "this request needs `Authorization: Bearer <token>` (LOOPD_TOKEN, or the file `token` in the state directory)",
-        )),
-        Some(t) if policy.token.matches(t.trim()) => Ok(next.run(req).await),
-        Some(_) => Err(ApiError::new(Code::Forbidden, "wrong token")),
+        })
+        .map(str::to_string);
+    let cookie = session_of(req.headers());
+    let cookie_ok = cookie
+        .as_deref()
+        .is_some_and(|c| Token::new(&policy.session_value()).matches(c));
+    let bearer_ok = offered.as_deref().map(|t| policy.is_token(t));
+    let signed_in = bearer_ok == Some(true) || cookie_ok;
+    req.extensions_mut().insert(Access { signed_in });
+    if is_open(&path) {
+        // Signing in or out still must not be done by another site.
+        if !reads {
+            if let Some(why) = cross_site(req.headers(), false) {
+                return Err(ApiError::new(Code::Forbidden, why).into_response());
+            }
+        }
+        return Ok(next.run(req).await);
     }
+    if reads {
+        if !policy.everything || signed_in {
+            return Ok(next.run(req).await);
+        }
+        if bearer_ok == Some(false) {
+            return Err(ApiError::new(Code::Forbidden, "wrong token").into_response());
+        }
+        if is_page(&path) {
+            return Err(crate::dashboard::login::refused(
+                "this dashboard is not bound to loopback: sign in with the token",
+            ));
+        }
+        return Err(missing_token().into_response());
+    }
+    match bearer_ok {
+        Some(true) => return Ok(next.run(req).await),
+        Some(false) => return Err(ApiError::new(Code::Forbidden, "wrong token").into_response()),
+        None => {}
+    }
+    if cookie.is_some() {
+        if !cookie_ok {
+            return Err(ApiError::new(
+                Code::Unauthorized,
+                "the dashboard session is not valid (the token changed?): sign in again",
+            )
+            .into_response());
+        }
+        if let Some(why) = cross_site(req.headers(), true) {
+            return Err(ApiError::new(Code::Forbidden, why).into_response());
+        }
+        return Ok(next.run(req).await);
+    }
+    Err(missing_token().into_response())
+}
+
+fn missing_token() -> ApiError {
+    ApiError::new(
+        Code::Unauthorized,
+        "this request needs `Authorization: Bearer <token>` (LOOPD_TOKEN, or the file `token` in the state directory)",
+    )
 }
 
 #[cfg(test)]

@@ -10,6 +10,10 @@
 //! journaled), `event: transcript` lines `{"loop", "test", "attempt", "line", "at"}` of the
 //! running attempts' transcripts: this is what `loopd logs -f` renders. With `&lines=N` the
 //! attempts running at connect start with their last N lines (else from their beginning).
+//! Each transcript line carries `n`, its number in the transcript (from 1), so that a reader
+//! who sees the start again after a reconnect can skip what it has. `&render=true` sends each
+//! line as a person reads it instead (`"rendered": [...]` in place of `"line"`), rendered by the
+//! same code as `loopd logs`: what the dashboard's attempt view shows.
 //!
 //! When the server stops, every stream gets `event: shutdown` and ends.
 
@@ -49,6 +53,8 @@ struct Filter {
     transcripts: bool,
     /// The last lines of each attempt running at connect to send first (`None`: all).
     lines: Option<usize>,
+    /// Transcript lines go out rendered for people.
+    render: bool,
 }
 
 impl Filter {
@@ -98,11 +104,13 @@ pub async fn stream(
             })
         })
         .transpose()?;
+    let render = matches!(q.get("render").map(String::as_str), Some("" | "true" | "1"));
     let filter = Filter {
         loop_name,
         after,
         transcripts,
         lines,
+        render,
     };
     let (tx, rx) = mpsc::channel::<SseEvent>(256);
     // Subscribe here, before the journal is read in the task: nothing can fall between the two.
@@ -184,6 +192,8 @@ struct Tail {
     partial: Vec<u8>,
     /// Its attempt finished: read what is left, then drop it.
     finished: bool,
+    /// Lines read so far: the number of the next one, less one.
+    read: u64,
 }
 
 type AttemptKey = (String, String, u32);
@@ -215,14 +225,16 @@ async fn pump(
                     offset: 0,
                     partial: Vec::new(),
                     finished: false,
+                    read: 0,
                 };
                 if let Some(n) = filter.lines {
                     // What it printed so far, but only its end: a follower wants the picture,
                     // not the whole history.
                     let lines = new_lines(&mut tail).await;
                     let skip = lines.len().saturating_sub(n);
-                    for line in &lines[skip..] {
-                        if tx.send(transcript_event(&key, line)).await.is_err() {
+                    for (line, number) in &lines[skip..] {
+                        let e = transcript_event(&key, line, *number, filter.render);
+                        if tx.send(e).await.is_err() {
                             return;
                         }
                     }
@@ -237,7 +249,7 @@ async fn pump(
             received = live.recv() => match received {
                 Ok(e) => {
                     if filter.transcripts && filter.wants(&e) {
-                        follow(&ctx, &e, &mut tails, &tx).await;
+                        follow(&ctx, &e, &mut tails, &tx, filter.render).await;
                     }
                     if sent.first_time(e.id) && filter.wants(&e) && tx.send(sse_of(&e)).await.is_err() {
                         return;
@@ -253,7 +265,7 @@ async fn pump(
                 Err(broadcast::error::RecvError::Closed) => return,
             },
             _ = tick.tick(), if filter.transcripts => {
-                if !read_tails(&mut tails, &tx).await {
+                if !read_tails(&mut tails, &tx, filter.render).await {
                     return;
                 }
             }
@@ -279,6 +291,7 @@ async fn follow(
     e: &Event,
     tails: &mut HashMap<AttemptKey, Tail>,
     tx: &mpsc::Sender<SseEvent>,
+    render: bool,
 ) {
     let (Some(test), Some(n)) = (e.test_id.clone(), e.attempt) else {
         return;
@@ -292,6 +305,7 @@ async fn follow(
                 offset: 0,
                 partial: Vec::new(),
                 finished: false,
+                read: 0,
             });
         }
         EventKind::AttemptFinished => {
@@ -299,14 +313,18 @@ async fn follow(
                 t.finished = true;
             }
             // Its last lines go out before the event that says it finished.
-            read_tails(tails, tx).await;
+            read_tails(tails, tx, render).await;
         }
         _ => {}
     }
 }
 
 /// Sends the new complete lines of every followed transcript; false when the client has gone.
-async fn read_tails(tails: &mut HashMap<AttemptKey, Tail>, tx: &mpsc::Sender<SseEvent>) -> bool {
+async fn read_tails(
+    tails: &mut HashMap<AttemptKey, Tail>,
+    tx: &mpsc::Sender<SseEvent>,
+    render: bool,
+) -> bool {
     let mut done: Vec<AttemptKey> = Vec::new();
     let mut keys: Vec<&AttemptKey> = tails.keys().collect();
     keys.sort();
@@ -318,12 +336,17 @@ async fn read_tails(tails: &mut HashMap<AttemptKey, Tail>, tx: &mpsc::Sender<Sse
         let mut lines = new_lines(tail).await;
         if tail.finished {
             if !tail.partial.is_empty() {
-                lines.push(text_of(&std::mem::take(&mut tail.partial)));
+                tail.read += 1;
+                lines.push((text_of(&std::mem::take(&mut tail.partial)), tail.read));
             }
             done.push(key.clone());
         }
-        for line in lines {
-            if tx.send(transcript_event(&key, &line)).await.is_err() {
+        for (line, n) in lines {
+            if tx
+                .send(transcript_event(&key, &line, n, render))
+                .await
+                .is_err()
+            {
                 return false;
             }
         }
@@ -334,17 +357,24 @@ async fn read_tails(tails: &mut HashMap<AttemptKey, Tail>, tx: &mpsc::Sender<Sse
     true
 }
 
-/// `event: transcript` for one line of an attempt's transcript, stamped with when it was read.
-fn transcript_event(key: &AttemptKey, line: &str) -> SseEvent {
-    let data = json!({"loop": key.0, "test": key.1, "attempt": key.2, "line": line,
-                      "at": chrono::Utc::now()});
+/// `event: transcript` for line `n` of an attempt's transcript, stamped with when it was
+/// read; with `render`, as a person reads it.
+fn transcript_event(key: &AttemptKey, line: &str, n: u64, render: bool) -> SseEvent {
+    let at = chrono::Utc::now();
+    let data = if render {
+        json!({"loop": key.0, "test": key.1, "attempt": key.2, "n": n,
+               "rendered": crate::render::render(line), "at": at})
+    } else {
+        json!({"loop": key.0, "test": key.1, "attempt": key.2, "n": n, "line": line, "at": at})
+    };
     SseEvent::default()
         .event("transcript")
         .json_data(data)
         .unwrap_or_default()
 }
 
-async fn new_lines(tail: &mut Tail) -> Vec<String> {
+/// The complete lines added to the transcript since the last read, each with its number.
+async fn new_lines(tail: &mut Tail) -> Vec<(String, u64)> {
     let Ok(mut file) = tokio::fs::File::open(&tail.path).await else {
         return Vec::new();
     };
@@ -364,13 +394,15 @@ async fn new_lines(tail: &mut Tail) -> Vec<String> {
     let mut lines = Vec::new();
     let mut start = 0;
     while let Some(i) = tail.partial[start..].iter().position(|&b| b == b'\n') {
-        lines.push(text_of(&tail.partial[start..=start + i]));
+        tail.read += 1;
+        lines.push((text_of(&tail.partial[start..=start + i]), tail.read));
         start += i + 1;
     }
     tail.partial.drain(..start);
     if tail.partial.len() >= MAX_PARTIAL {
         // A line without end (a progress bar, binary output) goes out in pieces.
-        lines.push(text_of(&std::mem::take(&mut tail.partial)));
+        tail.read += 1;
+        lines.push((text_of(&std::mem::take(&mut tail.partial)), tail.read));
     }
     lines
 }
@@ -396,12 +428,13 @@ mod tests {
             offset: 0,
             partial: Vec::new(),
             finished: false,
+            read: 0,
         };
         let bytes = "café ok\n".as_bytes();
         let split = bytes.iter().position(|&b| b == 0xc3).unwrap() + 1;
         std::fs::write(&path, &bytes[..split]).unwrap();
         assert!(new_lines(&mut tail).await.is_empty());
         std::fs::write(&path, bytes).unwrap();
-        assert_eq!(new_lines(&mut tail).await, ["café ok"]);
+        assert_eq!(new_lines(&mut tail).await, [("café ok".to_string(), 1)]);
     }
 }

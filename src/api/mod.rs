@@ -84,6 +84,8 @@ struct Inner {
     closing: tokio::sync::watch::Sender<bool>,
     /// Set by `POST /api/shutdown`; `run` and `serve` stop as on SIGTERM.
     shutdown: tokio::sync::watch::Sender<bool>,
+    /// The dashboard's rows and alerts.
+    dashboard: crate::dashboard::Cache,
 }
 
 impl ApiState {
@@ -108,6 +110,7 @@ impl ApiState {
                 views: view_cache::ViewCache::default(),
                 closing: tokio::sync::watch::Sender::new(false),
                 shutdown: tokio::sync::watch::Sender::new(false),
+                dashboard: crate::dashboard::Cache::default(),
             }),
         }
     }
@@ -141,8 +144,24 @@ impl ApiState {
         let _ = asked.wait_for(|a| *a).await;
     }
 
-    fn ctx(&self) -> &Ctx {
+    pub(crate) fn ctx(&self) -> &Ctx {
         &self.inner.ctx
+    }
+
+    pub(crate) fn dashboard(&self) -> &crate::dashboard::Cache {
+        &self.inner.dashboard
+    }
+
+    /// What a loop may spend, when limited.
+    pub(crate) fn budget_of(&self, record: &loopd_actors::model::LoopRecord) -> Option<f64> {
+        match &record.config {
+            Some(c) => c.budget_usd,
+            None => self
+                .inner
+                .file_loops
+                .get(&record.name)
+                .and_then(|c| c.budget_usd),
+        }
     }
 
     /// Tells the open event streams that the server is stopping.
@@ -205,17 +224,20 @@ pub fn router(state: ApiState, auth: AuthPolicy) -> Router {
         .route("/loops/{id}/transcripts/{attempt}", get(loops::transcript))
         .route("/events", get(events::stream))
         .route("/openapi.json", get(openapi::serve));
+    let policy = Arc::new(auth);
     Router::new()
         .nest("/api", api)
+        .merge(crate::dashboard::routes())
         .route("/metrics", get(metrics::serve))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
-            Arc::new(auth),
+            policy.clone(),
             auth::require_token,
         ))
+        .layer(axum::Extension(policy))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn(refuse_declared_oversize))
         .with_state(state)

@@ -1,0 +1,76 @@
+//! The web dashboard: `GET /` and the pages beside it, server-rendered HTML (maud: every
+//! interpolation escaped) with one small embedded script that follows `GET /api/events` and
+//! swaps in what changed. No asset is fetched from anywhere but the daemon, nothing is built
+//! by the user, and no view reads the store per loop per second: the fleet's rows come from a
+//! cache keyed by the store's loop versions, the alerts from an index kept from the live
+//! events, and a page is re-read only when an event says its part changed.
+//!
+//! # Layout
+//! - `layout`: the page shell (navigation, live and sign-in markers), regions, formatting.
+//! - `login`: `GET/POST /login`, `POST /logout` (the session cookie, see `api::auth`).
+//! - `assets`: `GET /assets/{name}`, the embedded script and style sheet.
+//! - `rows`: the fleet's rows, cached, and what needs a person first.
+//! - `fleet`: `GET /`, the fleet table (filters, search, pages of 100).
+//! - `loop_page`: `GET /loops/{loop}`, the tests as a graph and a table, diagnoses, lessons,
+//!   config, hint form.
+//! - `graph`: the tests' dependency graph as SVG.
+//! - `attempt`: `GET /loops/{loop}/tests/{test}/attempts/{n}`, the rendered transcript, live.
+//! - `timeline`: `GET /timeline`, attempts as bars over time, one row per loop.
+//! - `cost`: `GET /cost`, spend per loop, test and model, burn rate, projection, budgets.
+//! - `insights`: `GET /insights`, failure fingerprints and lessons.
+//! - `alerts`: `GET /alerts`, the alert events newest first, and the index behind them.
+
+pub mod alerts;
+mod assets;
+mod fleet;
+pub mod layout;
+pub mod login;
+pub mod rows;
+
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use axum::Router;
+use loopd_actors::runtime::Ctx;
+
+use crate::api::ApiState;
+
+/// What the dashboard keeps between requests.
+#[derive(Debug, Default)]
+pub struct Cache {
+    /// The fleet table's rows.
+    pub rows: rows::RowCache,
+    /// The alert events.
+    alerts: Arc<alerts::AlertIndex>,
+}
+
+impl Cache {
+    /// The alert index, started on first use.
+    pub fn alerts(&self, ctx: &Ctx) -> &alerts::AlertIndex {
+        self.alerts.start(ctx);
+        &self.alerts
+    }
+
+    /// The live markers of a page about nothing in particular.
+    pub async fn live(&self, ctx: &Ctx) -> layout::Live {
+        layout::Live {
+            after: last_event_id(ctx),
+            ..layout::Live::default()
+        }
+    }
+}
+
+/// The journal's last id (0 when it cannot be read: the page then follows only live events).
+pub fn last_event_id(ctx: &Ctx) -> u64 {
+    ctx.store().last_event_id().unwrap_or(0)
+}
+
+/// The dashboard's routes (outside `/api`).
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/", get(fleet::page))
+        .route("/alerts", get(alerts::page))
+        .route("/login", get(login::form).post(login::sign_in))
+        .route("/logout", post(login::sign_out))
+        .route("/assets/{name}", get(assets::serve))
+}
