@@ -310,6 +310,29 @@ impl Workdir {
         Ok(bound(stat, MAX_DIFF_SUMMARY))
     }
 
+    /// What `commit` changed against its first parent (`git show --stat --patch`), at most
+    /// `max` bytes: an attempt's diff against the checkpoint it started from, for people.
+    pub async fn show_patch(&self, commit: &str, max: usize) -> Result<String, GitError> {
+        let out = self
+            .git()
+            .await?
+            .args([
+                "show",
+                "--no-color",
+                "--no-ext-diff",
+                "--no-textconv",
+                "--first-parent",
+                "--stat=120",
+                "--patch",
+                "--format=commit %H%nparent %P%n%n%B",
+            ])
+            .arg(commit)
+            .arg("--")
+            .run()
+            .await?;
+        Ok(bound(out, max))
+    }
+
     /// Commits everything (`git add -A`) with the title and the `Loopd-Test`, `Loopd-Attempt`
     /// and `Loopd-Cost` trailers, and returns the new HEAD. Always makes a commit (it may be
     /// empty when the agent committed its work itself), so the pass is always marked.

@@ -43,6 +43,7 @@ use futures_util::future::BoxFuture;
 use loopd_actors::config::LoopConfig;
 use loopd_actors::control::{Control, ControlError};
 use loopd_actors::runtime::Ctx;
+use loopd_actors::view;
 use serde_json::json;
 
 pub use auth::AuthPolicy;
@@ -150,6 +151,20 @@ impl ApiState {
 
     pub(crate) fn dashboard(&self) -> &crate::dashboard::Cache {
         &self.inner.dashboard
+    }
+
+    /// A loop's configuration: the stored one of a loop created through the API, else the
+    /// fleet file's.
+    pub(crate) fn config_of(&self, record: &loopd_actors::model::LoopRecord) -> Option<LoopConfig> {
+        record
+            .config
+            .clone()
+            .or_else(|| self.inner.file_loops.get(&record.name).cloned())
+    }
+
+    /// `GET /api/loops/:id?view=detail`, for the dashboard.
+    pub(crate) async fn loop_detail(&self, name: &str) -> Result<view::LoopDetail, ApiError> {
+        fleet::loop_detail(self, name).await
     }
 
     /// What a loop may spend, when limited.

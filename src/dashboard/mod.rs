@@ -22,9 +22,12 @@
 
 pub mod alerts;
 mod assets;
+mod attempt;
 mod fleet;
+mod graph;
 pub mod layout;
 pub mod login;
+mod loop_page;
 pub mod rows;
 
 use std::sync::Arc;
@@ -69,6 +72,11 @@ pub fn last_event_id(ctx: &Ctx) -> u64 {
 pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/", get(fleet::page))
+        .route("/loops/{loop}", get(loop_page::page))
+        .route(
+            "/loops/{loop}/tests/{test}/attempts/{n}",
+            get(attempt::page),
+        )
         .route("/alerts", get(alerts::page))
         .route("/login", get(login::form).post(login::sign_in))
         .route("/logout", post(login::sign_out))
