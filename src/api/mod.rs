@@ -240,6 +240,10 @@ pub fn router(state: ApiState, auth: AuthPolicy) -> Router {
         .route("/events", get(events::stream))
         .route("/openapi.json", get(openapi::serve));
     let policy = Arc::new(auth);
+    if tokio::runtime::Handle::try_current().is_ok() {
+        // The dashboard's journal index fills while nobody looks yet.
+        state.dashboard().journal(state.ctx());
+    }
     Router::new()
         .nest("/api", api)
         .merge(crate::dashboard::routes())

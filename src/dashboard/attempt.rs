@@ -88,7 +88,7 @@ pub async fn page(
         title: format!("{test} attempt {n}"),
         nav: Nav::Fleet,
         access,
-        alerts: state.dashboard().alerts(state.ctx()).recent(),
+        alerts: state.dashboard().recent_alerts(state.ctx()),
         live: Live {
             loop_name: Some(loop_name.clone()),
             test: Some(test.clone()),

@@ -169,7 +169,7 @@ pub async fn page(
         title: "Fleet".into(),
         nav: Nav::Fleet,
         access,
-        alerts: state.dashboard().alerts(state.ctx()).recent(),
+        alerts: state.dashboard().recent_alerts(state.ctx()),
         live: state.dashboard().live(state.ctx()).await,
         body,
     };

@@ -170,8 +170,14 @@ pub fn fragment(q: &HashMap<String, String>) -> Option<&str> {
 /// A region the script refreshes: `<section id=ID data-region=ID data-on=EVENTS>`. `on` lists
 /// the event kinds that change it (comma separated).
 pub fn region(id: &str, on: &str, content: Markup) -> Markup {
+    region_every(id, on, None, content)
+}
+
+/// A [`region`] that costs more to render (it reads many records): the script fetches it
+/// again at most every `gather_ms` milliseconds, however many events arrive.
+pub fn region_every(id: &str, on: &str, gather_ms: Option<u32>, content: Markup) -> Markup {
     html! {
-        section id=(id) data-region=(id) data-on=(on) { (content) }
+        section id=(id) data-region=(id) data-on=(on) data-gather=[gather_ms] { (content) }
     }
 }
 

@@ -66,7 +66,7 @@ pub async fn page(
         title: format!("Loop {name}"),
         nav: Nav::Fleet,
         access,
-        alerts: state.dashboard().alerts(state.ctx()).recent(),
+        alerts: state.dashboard().recent_alerts(state.ctx()),
         live: Live {
             loop_name: Some(name),
             ..state.dashboard().live(state.ctx()).await
@@ -262,9 +262,10 @@ fn hint_form(d: &LoopDetail, access: Access) -> Markup {
 }
 
 fn lessons_region(doc: &InsightsDoc) -> Markup {
-    layout::region(
+    layout::region_every(
         "lessons",
         "attempt_finished",
+        Some(5000),
         html! {
             @if doc.patterns.is_empty() && doc.lessons.is_empty() {
                 p.empty { "No failure repeated, no lesson learned yet." }

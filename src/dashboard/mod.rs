@@ -18,17 +18,22 @@
 //! - `timeline`: `GET /timeline`, attempts as bars over time, one row per loop.
 //! - `cost`: `GET /cost`, spend per loop, test and model, burn rate, projection, budgets.
 //! - `insights`: `GET /insights`, failure fingerprints and lessons.
-//! - `alerts`: `GET /alerts`, the alert events newest first, and the index behind them.
+//! - `alerts`: `GET /alerts`, the alert events newest first.
+//! - `journal`: what the pages keep from the event journal (alerts, attempts as bars, spend).
 
-pub mod alerts;
+mod alerts;
 mod assets;
 mod attempt;
+mod cost;
 mod fleet;
 mod graph;
+mod insights;
+mod journal;
 pub mod layout;
 pub mod login;
 mod loop_page;
 pub mod rows;
+mod timeline;
 
 use std::sync::Arc;
 
@@ -43,15 +48,27 @@ use crate::api::ApiState;
 pub struct Cache {
     /// The fleet table's rows.
     pub rows: rows::RowCache,
-    /// The alert events.
-    alerts: Arc<alerts::AlertIndex>,
+    /// What the pages need from the event journal.
+    journal: Arc<journal::JournalIndex>,
 }
 
 impl Cache {
-    /// The alert index, started on first use.
-    pub fn alerts(&self, ctx: &Ctx) -> &alerts::AlertIndex {
-        self.alerts.start(ctx);
-        &self.alerts
+    /// The journal index, started on first use.
+    pub fn journal(&self, ctx: &Ctx) -> &journal::JournalIndex {
+        self.journal.start(ctx);
+        &self.journal
+    }
+
+    /// The journal index, read to its end (or as far as it got in a second).
+    pub async fn settled_journal(&self, ctx: &Ctx) -> &journal::JournalIndex {
+        let index = self.journal(ctx);
+        index.settle(std::time::Duration::from_secs(1)).await;
+        index
+    }
+
+    /// The alerts of the last day, for `#alerts-count`.
+    pub fn recent_alerts(&self, ctx: &Ctx) -> usize {
+        self.journal(ctx).recent_alerts()
     }
 
     /// The live markers of a page about nothing in particular.
@@ -77,6 +94,9 @@ pub fn routes() -> Router<ApiState> {
             "/loops/{loop}/tests/{test}/attempts/{n}",
             get(attempt::page),
         )
+        .route("/timeline", get(timeline::page))
+        .route("/cost", get(cost::page))
+        .route("/insights", get(insights::page))
         .route("/alerts", get(alerts::page))
         .route("/login", get(login::form).post(login::sign_in))
         .route("/logout", post(login::sign_out))

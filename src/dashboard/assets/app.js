@@ -130,7 +130,9 @@
   function schedule(id) {
     var r = regions[id] || (regions[id] = { timer: null, busy: false, again: false });
     if (r.busy) { r.again = true; return; }
-    if (!r.timer) r.timer = setTimeout(function () { refresh(id); }, GATHER_MS);
+    var el = document.getElementById(id);
+    var wait = Number((el && el.dataset.gather) || GATHER_MS);
+    if (!r.timer) r.timer = setTimeout(function () { refresh(id); }, wait);
   }
 
   function refresh(id) {
