@@ -27,6 +27,8 @@ pub mod openapi;
 pub mod server;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_dashboard;
 mod view_cache;
 
 use std::collections::HashMap;

@@ -19,14 +19,14 @@ use super::openapi::OPERATIONS;
 use super::{auth, router, ApiState, AuthPolicy};
 use crate::cli::fleet_start;
 
-const TOKEN: &str = "test-token";
+pub(super) const TOKEN: &str = "test-token";
 
 /// A running fleet of one loop, `main`, and the API over it.
-struct Fixture {
+pub(super) struct Fixture {
     _dir: tempfile::TempDir,
     root: PathBuf,
     ctx: Ctx,
-    state: ApiState,
+    pub(super) state: ApiState,
     started: fleet_start::Started,
     _lock: loopd_actors::statedir::StateDirLock,
 }
@@ -42,7 +42,7 @@ fn git(dir: &Path, args: &[&str]) {
 }
 
 /// `agent` is the body of a bash script run in the workdir for each attempt.
-async fn fixture(tests: Value, agent: &str) -> Fixture {
+pub(super) async fn fixture(tests: Value, agent: &str) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().canonicalize().unwrap();
     let work = root.join("work");
@@ -141,7 +141,12 @@ impl Fixture {
         (status, value)
     }
 
-    async fn get(&self, uri: &str) -> (StatusCode, Value) {
+    /// The loop's git working tree.
+    pub(super) fn workdir(&self) -> PathBuf {
+        self.root.join("work")
+    }
+
+    pub(super) async fn get(&self, uri: &str) -> (StatusCode, Value) {
         self.call(Method::GET, uri, None).await
     }
 
@@ -150,7 +155,12 @@ impl Fixture {
     }
 
     /// Polls `GET uri` until `cond` holds on the answer.
-    async fn wait_for(&self, uri: &str, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
+    pub(super) async fn wait_for(
+        &self,
+        uri: &str,
+        what: &str,
+        cond: impl Fn(&Value) -> bool,
+    ) -> Value {
         for _ in 0..400 {
             let (status, v) = self.get(uri).await;
             if status == StatusCode::OK && cond(&v) {
@@ -164,7 +174,7 @@ impl Fixture {
         );
     }
 
-    async fn stop(self) {
+    pub(super) async fn stop(self) {
         self.started.handle.shutdown();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.started.done).await;
         self.started.supervisor.stop(None);
