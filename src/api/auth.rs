@@ -170,23 +170,27 @@ fn session_of(headers: &HeaderMap) -> Option<String> {
 /// `Sec-Fetch-Site`, or an `Origin` that is not this host), or it is not the dashboard's own
 /// JSON request (`Content-Type: application/json` and `X-Loopd-Request: dashboard`), which is
 /// what a cross-site form or a `text/plain` `fetch` sends.
-pub fn cross_site(headers: &HeaderMap, needs_json: bool) -> Option<&'static str> {
+pub fn cross_site(headers: &HeaderMap, needs_json: bool) -> Option<String> {
     let site = headers
         .get("sec-fetch-site")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if site.eq_ignore_ascii_case("cross-site") || site.eq_ignore_ascii_case("same-site") {
-        return Some("the request comes from another site (Sec-Fetch-Site)");
+        return Some(format!(
+            "the request comes from another site (Sec-Fetch-Site: {site})"
+        ));
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
         let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        let origin = origin.to_str().unwrap_or("");
         let origin_host = origin
-            .to_str()
-            .ok()
-            .and_then(|o| o.split_once("://"))
+            .split_once("://")
             .map(|(_, rest)| rest.trim_end_matches('/'));
         if origin_host.is_none() || origin_host != host {
-            return Some("the request's Origin is not this host");
+            return Some(format!(
+                "the request's Origin `{origin}` is not this host `{}`",
+                host.unwrap_or("")
+            ));
         }
     }
     if !needs_json {
@@ -204,7 +208,8 @@ pub fn cross_site(headers: &HeaderMap, needs_json: bool) -> Option<&'static str>
     if !(json && ours) {
         return Some(
             "a change through the session cookie must be a JSON request \
-             (`Content-Type: application/json`, `X-Loopd-Request: dashboard`)",
+             (`Content-Type: application/json`, `X-Loopd-Request: dashboard`)"
+                .into(),
         );
     }
     None

@@ -25,7 +25,7 @@ const MAX_TRANSCRIPT: u64 = 4 * 1024 * 1024;
 /// The largest diff shown.
 const MAX_DIFF: usize = 256 * 1024;
 
-/// `GET /loops/{loop}/tests/{test}/attempts/{n}[?fragment=outcome]`.
+/// `GET /loops/{loop}/tests/{test}/attempts/{n}[?fragment=attempt-outcome|attempt-result]`.
 pub async fn page(
     State(state): State<ApiState>,
     Extension(access): Extension<Access>,
@@ -57,8 +57,8 @@ pub async fn page(
     let outcome = outcome_region(&attempt);
     let result = result_region(&attempt, &diff);
     match layout::fragment(&q) {
-        Some("outcome") => return Ok(layout::respond(outcome)),
-        Some("result") => return Ok(layout::respond(result)),
+        Some("attempt-outcome") => return Ok(layout::respond(outcome)),
+        Some("attempt-result") => return Ok(layout::respond(result)),
         _ => {}
     }
     let path = attempt.transcript.clone();
@@ -178,7 +178,7 @@ fn outcome_region(a: &AttemptRecord) -> Markup {
         .map(layout::word)
         .unwrap_or_else(|| "running".into());
     layout::region(
-        "outcome",
+        "attempt-outcome",
         "attempt_finished",
         html! {
             dl.facts {
@@ -212,7 +212,7 @@ fn result_region(a: &AttemptRecord, diff: &Result<String, String>) -> Markup {
         (false, false) => format!("{}\n…\n{}", a.verify_head, a.verify_tail),
     };
     layout::region(
-        "result",
+        "attempt-result",
         "attempt_finished",
         html! {
             h2 { "Verify" @if let Some(code) = a.verify_exit { " " span.muted { "(exit " (code) ")" } } }

@@ -153,9 +153,11 @@ pub fn with_page_headers(mut resp: Response) -> Response {
         HeaderValue::from_static("nosniff"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // Not `no-referrer`: under it a browser sends `Origin: null` with the sign-in form, which
+    // the CSRF check refuses. `same-origin` still tells other sites nothing.
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
@@ -167,8 +169,9 @@ pub fn fragment(q: &HashMap<String, String>) -> Option<&str> {
     q.get("fragment").map(String::as_str)
 }
 
-/// A region the script refreshes: `<section id=ID data-region=ID data-on=EVENTS>`. `on` lists
-/// the event kinds that change it (comma separated).
+/// A region the script refreshes: `<section id=r-NAME data-region=NAME data-on=EVENTS>`, whose
+/// page answers `?fragment=NAME` with it alone. `on` lists the event kinds that change it
+/// (comma separated).
 pub fn region(id: &str, on: &str, content: Markup) -> Markup {
     region_every(id, on, None, content)
 }
@@ -177,7 +180,7 @@ pub fn region(id: &str, on: &str, content: Markup) -> Markup {
 /// again at most every `gather_ms` milliseconds, however many events arrive.
 pub fn region_every(id: &str, on: &str, gather_ms: Option<u32>, content: Markup) -> Markup {
     html! {
-        section id=(id) data-region=(id) data-on=(on) data-gather=[gather_ms] { (content) }
+        section id=(format!("r-{id}")) data-region=(id) data-on=(on) data-gather=[gather_ms] { (content) }
     }
 }
 

@@ -36,17 +36,17 @@ pub async fn page(
         .read(move |s| view::insights(s, Some(&owned), 10))
         .await?;
     let regions = [
-        ("head", head(&detail, access)),
-        ("tests", tests_region(&detail, access)),
-        ("hints", hints_region(&detail)),
-        ("lessons", lessons_region(&insights)),
+        ("loop-head", head(&detail, access)),
+        ("loop-tests", tests_region(&detail, access)),
+        ("loop-hints", hints_region(&detail)),
+        ("loop-lessons", lessons_region(&insights)),
     ];
     if let Some(wanted) = layout::fragment(&q) {
         return match regions.into_iter().find(|(id, _)| *id == wanted) {
             Some((_, m)) => Ok(layout::respond(m)),
             None => Err(crate::api::ApiError::new(
                 crate::api::Code::NotFound,
-                format!("no region `{wanted}`: there are head, tests, hints and lessons"),
+                format!("no region `{wanted}`: there are loop-head, loop-tests, loop-hints and loop-lessons"),
             )),
         };
     }
@@ -82,7 +82,7 @@ fn head(d: &LoopDetail, access: Access) -> Markup {
     let p = &v.progress;
     let budget = d.settings.as_ref().and_then(|s| s.budget_usd);
     layout::region(
-        "head",
+        "loop-head",
         "loop_state,attempt_started,attempt_finished,test_passed",
         html! {
             div.cards {
@@ -127,7 +127,7 @@ fn tests_region(d: &LoopDetail, access: Access) -> Markup {
     let v = &d.view;
     let diagnosed: Vec<&TestView> = v.tests.iter().filter(|t| t.diagnosis.is_some()).collect();
     layout::region(
-        "tests",
+        "loop-tests",
         TEST_EVENTS,
         html! {
             h2 { "Tests" }
@@ -222,7 +222,7 @@ fn hints_region(d: &LoopDetail) -> Markup {
     let v = &d.view;
     let test_hints: Vec<&TestView> = v.tests.iter().filter(|t| t.hint.is_some()).collect();
     layout::region(
-        "hints",
+        "loop-hints",
         "",
         html! {
             @if v.hint.is_none() && test_hints.is_empty() {
@@ -263,7 +263,7 @@ fn hint_form(d: &LoopDetail, access: Access) -> Markup {
 
 fn lessons_region(doc: &InsightsDoc) -> Markup {
     layout::region_every(
-        "lessons",
+        "loop-lessons",
         "attempt_finished",
         Some(5000),
         html! {

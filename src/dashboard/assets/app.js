@@ -81,7 +81,7 @@
       var on = (region.dataset.on || "").split(",");
       if (on.indexOf(kind) < 0 && on.indexOf("*") < 0) return;
       if (page.loop && e.loop_name !== page.loop) return;
-      schedule(region.id);
+      schedule(region.dataset.region);
     });
   }
 
@@ -127,10 +127,18 @@
 
   var regions = {};
 
+  function regionEl(root, name) {
+    var found = null;
+    root.querySelectorAll("[data-region]").forEach(function (el) {
+      if (el.dataset.region === name) found = el;
+    });
+    return found;
+  }
+
   function schedule(id) {
     var r = regions[id] || (regions[id] = { timer: null, busy: false, again: false });
     if (r.busy) { r.again = true; return; }
-    var el = document.getElementById(id);
+    var el = regionEl(document, id);
     var wait = Number((el && el.dataset.gather) || GATHER_MS);
     if (!r.timer) r.timer = setTimeout(function () { refresh(id); }, wait);
   }
@@ -146,8 +154,8 @@
       .then(function (html) {
         var t = document.createElement("template");
         t.innerHTML = html;
-        var fresh = t.content.getElementById(id);
-        var old = document.getElementById(id);
+        var fresh = regionEl(t.content, id);
+        var old = regionEl(document, id);
         if (fresh && old) old.replaceWith(fresh);
         tickAges();
       })
@@ -261,14 +269,14 @@
     ev.preventDefault();
     var text = form.elements.text.value.trim();
     if (!text) return;
-    var payload = { text: text };
+    var payload = { text: text, author: "dashboard" };
     var test = form.elements.test ? form.elements.test.value : "";
     if (test) payload.test = test;
     api("POST", "/api/loops/" + encodeURIComponent(page.loop) + "/hints", payload)
       .then(function () {
         form.elements.text.value = "";
         toast("hint stored: the next prompts" + (test ? " of " + test : "") + " carry it");
-        schedule("hints");
+        schedule("loop-hints");
       })
       .catch(function (err) { toast("hint failed: " + err.message, true); });
   });
