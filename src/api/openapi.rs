@@ -361,6 +361,10 @@ pub const OPERATIONS: &[Operation] = &[
                 "lines",
                 "with transcripts: first the last N lines of the attempts running at connect",
             ),
+            (
+                "render",
+                "with transcripts: each line rendered for people (`rendered`: [...]) as `loopd logs` prints it",
+            ),
         ],
         body: Content::None,
         status: 200,
