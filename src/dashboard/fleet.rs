@@ -153,6 +153,7 @@ pub async fn page(
             input #search type="search" name="q" value=(q.get("q").map(String::as_str).unwrap_or("")) placeholder="loop or test";
             button type="submit" { "Filter" }
         }
+        p #resort.notice hidden { span.why {} " " a href="" { "Sort again" } }
         table #fleet {
             thead { tr {
                 th { "Loop" } th { "State" } th { "Test" } th { "Attempt" } th { "Heartbeat" }

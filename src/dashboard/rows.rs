@@ -244,6 +244,40 @@ mod tests {
     }
 
     #[test]
+    fn a_row_is_read_again_only_when_its_loop_changed() {
+        use loopd_actors::model::LoopRecord;
+        use loopd_actors::store::Batch;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let write = |r: LoopRecord| {
+            store
+                .write(Batch {
+                    loops: vec![r],
+                    ..Batch::default()
+                })
+                .unwrap();
+        };
+        write(LoopRecord::new("a"));
+        write(LoopRecord::new("b"));
+        let cache = RowCache::default();
+        let names = vec!["a".to_string(), "b".to_string(), "gone".to_string()];
+        let budget = |_: &LoopRecord| Some(5.0);
+        let first = cache.rows(&store, &names, &budget).unwrap();
+        assert_eq!(first.len(), 2, "a loop that is not in the store has no row");
+        assert_eq!(first[0].budget_usd, Some(5.0));
+        let again = cache.rows(&store, &names, &budget).unwrap();
+        assert!(Arc::ptr_eq(&first[0], &again[0]) && Arc::ptr_eq(&first[1], &again[1]));
+        let mut paused = LoopRecord::new("b");
+        paused.state = LoopState::Paused;
+        paused.reason = Some("out_of_credits".into());
+        write(paused);
+        let after = cache.rows(&store, &names, &budget).unwrap();
+        assert!(Arc::ptr_eq(&first[0], &after[0]), "a did not change");
+        assert_eq!(after[1].state, LoopState::Paused);
+        assert_eq!(after[1].need(), Need::OutOfCredits);
+    }
+
+    #[test]
     fn what_needs_a_person_comes_first() {
         let mut human = (*row("z-human", LoopState::Running, None)).clone();
         human.progress.needs_human = 1;

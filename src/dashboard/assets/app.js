@@ -76,7 +76,7 @@
     try { e = JSON.parse(m.data); } catch (_) { return; }
     if (kind === "alert") bumpAlerts();
     maybeNotify(kind, e);
-    if (document.getElementById("fleet")) queueRow(e.loop_name);
+    if (document.getElementById("fleet")) queueRow(e.loop_name, kind, e);
     document.querySelectorAll("[data-region]").forEach(function (region) {
       var on = (region.dataset.on || "").split(",");
       if (on.indexOf(kind) < 0 && on.indexOf("*") < 0) return;
@@ -98,8 +98,21 @@
     return found;
   }
 
-  function queueRow(name) {
-    if (!name || !rowOf(name)) return;
+  // The table stays in the order it was rendered in; when what a loop needs changes (or a
+  // loop is new) a link offers the new order.
+  function offerResort(why) {
+    var box = document.getElementById("resort");
+    if (!box) return;
+    box.hidden = false;
+    box.querySelector(".why").textContent = why;
+  }
+
+  function queueRow(name, kind, e) {
+    if (!name) return;
+    if (!rowOf(name)) {
+      if (kind === "loop_state" && e && e.message === "created") offerResort("new loop " + name + ".");
+      return;
+    }
     rowsWanted.add(name);
     if (!rowsTimer) rowsTimer = setTimeout(fetchRows, GATHER_MS);
   }
@@ -115,7 +128,11 @@
         t.innerHTML = "<table>" + html + "</table>";
         t.content.querySelectorAll("tr[data-loop]").forEach(function (tr) {
           var old = rowOf(tr.dataset.loop);
-          if (old) old.replaceWith(tr);
+          if (!old) return;
+          if (old.dataset.need !== tr.dataset.need) {
+            offerResort(tr.dataset.loop + " is now " + tr.dataset.need.replace(/_/g, " ") + ".");
+          }
+          old.replaceWith(tr);
         });
         filterRows();
         tickAges();
