@@ -496,3 +496,79 @@ touch T1.done"#;
     std::fs::write(f.workdir().join("release"), "").unwrap();
     f.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_fleet_view_pages_sorts_what_needs_a_person_first_filters_and_searches() {
+    use loopd_actors::model::{LoopRecord, LoopState};
+    use loopd_actors::store::Batch;
+    let (tests, agent) = quiet_fleet();
+    let f = fixture(tests, agent).await;
+    // 250 more loops, as the store has them (a fleet that ran for a while): every tenth
+    // crashed, every twenty-fifth paused out of credits.
+    let loops: Vec<LoopRecord> = (0..250)
+        .map(|i| {
+            let mut r = LoopRecord::new(&format!("bulk-{i:03}"));
+            if i % 10 == 3 {
+                r.state = LoopState::Crashed;
+                r.reason = Some("restart_intensity".into());
+            } else if i % 25 == 7 {
+                r.state = LoopState::Paused;
+                r.reason = Some("out_of_credits".into());
+            }
+            r
+        })
+        .collect();
+    f.state
+        .ctx()
+        .store()
+        .write(Batch {
+            loops,
+            ..Batch::default()
+        })
+        .unwrap();
+    let app = app(&f, false);
+    let page = |uri: String| {
+        let app = app.clone();
+        async move {
+            let a = send(&app, browser(Method::GET, &uri, &[], "")).await;
+            assert_eq!(a.status, StatusCode::OK, "{uri}: {}", a.text);
+            a.text
+        }
+    };
+    let rows = |html: &str| -> Vec<String> {
+        html.split("<tr data-loop=\"")
+            .skip(1)
+            .map(|s| s.split('"').next().unwrap().to_string())
+            .collect()
+    };
+    let first = page("/".into()).await;
+    let names = rows(&first);
+    assert_eq!(names.len(), 100);
+    // Out of credits (10 loops) before crashed (25), before the rest by name.
+    assert_eq!(names[0], "bulk-007");
+    assert_eq!(names[9], "bulk-232");
+    assert_eq!(names[10], "bulk-003");
+    assert!(
+        first.contains(r#"<a rel="next" href="/?page=2">"#),
+        "{first}"
+    );
+    let last = page("/?page=3".into()).await;
+    assert_eq!(rows(&last).len(), 51);
+    assert!(!last.contains(r#"rel="next""#));
+    let crashed = rows(&page("/?state=crashed".into()).await);
+    assert_eq!(crashed.len(), 25);
+    assert!(crashed.iter().all(|n| n.ends_with('3')));
+    let found = rows(&page("/?q=BULK-24".into()).await);
+    // The crashed one first, also among what a search found.
+    assert_eq!(found.len(), 10);
+    assert_eq!(found[0], "bulk-243");
+    assert!(found.iter().all(|n| n.starts_with("bulk-24")));
+    // The rows an event names, alone.
+    let some = page("/?rows=bulk-003,main".into()).await;
+    assert_eq!(rows(&some), ["bulk-003", "main"]);
+    assert!(some.starts_with("<tbody>"), "{some}");
+    let a = send(&app, browser(Method::GET, "/?state=bogus", &[], "")).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(a.text.contains("attention"), "{}", a.text);
+    f.stop().await;
+}
