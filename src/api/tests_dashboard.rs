@@ -572,3 +572,109 @@ async fn the_fleet_view_pages_sorts_what_needs_a_person_first_filters_and_search
     assert!(a.text.contains("attention"), "{}", a.text);
     f.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_page_carries_what_the_contract_names() {
+    let tests = json!([
+        {"id": "T1", "title": "one", "spec": "s", "verify": "test -f T1.done"},
+        {"id": "T2", "title": "two", "spec": "s", "verify": "false", "depends_on": ["T1"]},
+        {"id": "T3", "title": "three", "spec": "s", "verify": "test -f T3.done", "depends_on": ["T2"]},
+    ]);
+    let f = fixture(tests, "echo working on $LOOPD_TEST_ID; touch T1.done").await;
+    f.wait_for("/api/loops/main", "T2 to fail for good", |v| {
+        v["tests"][1]["status"] == "failed"
+    })
+    .await;
+    let app = app(&f, false);
+    let get = |uri: &'static str| {
+        let app = app.clone();
+        async move {
+            let a = send(&app, browser(Method::GET, uri, &[], "")).await;
+            assert_eq!(a.status, StatusCode::OK, "{uri}: {}", a.text);
+            a.text
+        }
+    };
+    for uri in [
+        "/",
+        "/loops/main",
+        "/loops/main/tests/T1/attempts/1",
+        "/timeline",
+        "/cost",
+        "/insights",
+        "/alerts",
+        "/login",
+    ] {
+        let html = get(uri).await;
+        for part in [
+            "<nav>",
+            r#"id="alerts-count""#,
+            r#"<button id="notify""#,
+            "data-live=",
+            r#"data-signed-in="false""#,
+        ] {
+            assert!(html.contains(part), "{uri} has no {part}");
+        }
+    }
+    let fleet = get("/").await;
+    for part in [
+        r#"<table id="fleet">"#,
+        r#"<tr data-loop="main" data-state="#,
+        r#"data-field="state""#,
+        r#"data-field="test""#,
+        r#"data-field="attempt""#,
+        r#"data-field="heartbeat""#,
+        r#"data-field="progress""#,
+        r#"data-field="cost""#,
+        r#"<select id="filter-state""#,
+        r#"<input id="search""#,
+        r#"data-action="pause" data-loop="main""#,
+        r#"data-action="resume" data-loop="main""#,
+        r#"data-action="stop" data-loop="main""#,
+        r#"data-action="start" data-loop="main""#,
+    ] {
+        assert!(fleet.contains(part), "the fleet view has no {part}");
+    }
+    let lp = get("/loops/main").await;
+    for part in [
+        r#"<table id="tests">"#,
+        r#"data-test="T1" data-status="passed""#,
+        r#"data-test="T2" data-status="failed""#,
+        r#"<svg id="graph""#,
+        r#"<g class="node" data-test="T3" data-status="blocked">"#,
+        // T2 holds T3 back; T1 passed and holds nothing.
+        r#"class="edge blocked" data-edge="T2-&gt;T3""#,
+        r#"class="edge" data-edge="T1-&gt;T2""#,
+        r#"data-action="reset" data-loop="main" data-test="T2""#,
+        r#"data-action="skip" data-loop="main" data-test="T2""#,
+        r#"data-action="rollback" data-loop="main" data-test="T1""#,
+        r#"<form id="hint">"#,
+        r#"name="text""#,
+        r#"<select id="hint-test" name="test""#,
+        "Diagnoses",
+        r#"<dl class="facts" id="config">"#,
+    ] {
+        assert!(lp.contains(part), "the loop view has no {part}");
+    }
+    let attempt = get("/loops/main/tests/T1/attempts/1").await;
+    for part in [
+        r#"<div id="transcript""#,
+        r#"<div class="line" data-n="1">working on T1</div>"#,
+        r#"id="verify""#,
+        r#"id="diff""#,
+        r#"id="fingerprint""#,
+        r#"id="outcome" data-outcome="passed""#,
+        // The pass's diff: what the agent added.
+        "diff --git a/T1.done b/T1.done",
+    ] {
+        assert!(
+            attempt.contains(part),
+            "the attempt view has no {part}: {attempt}"
+        );
+    }
+    let timeline = get("/timeline").await;
+    assert!(
+        timeline.contains(r#"data-test="T2" data-attempt="1" data-outcome="no_change""#),
+        "{timeline}"
+    );
+    f.stop().await;
+}
