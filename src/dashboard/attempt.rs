@@ -72,6 +72,14 @@ pub async fn page(
             a href=(format!("/loops/{loop_name}#test-{test}")) { (test) } " › attempt " (n)
         }
         (outcome)
+        div.actions {
+            @for action in ["pause", "resume"] {
+                button type="button" data-action=(action) data-loop=(loop_name) disabled[!access.signed_in] { (action) " " (loop_name) }
+            }
+            @for action in ["reset", "skip", "rollback"] {
+                button type="button" data-action=(action) data-loop=(loop_name) data-test=(test) disabled[!access.signed_in] { (action) " " (test) }
+            }
+        }
         h2 { "Transcript" @if running { " " span.muted { "(live)" } } }
         div #transcript role="log" aria-live="polite" {
             @if lines.skipped > 0 {
@@ -83,6 +91,13 @@ pub async fn page(
             }
         }
         (result)
+        h2 { "Hint for " (test) "'s next prompts" }
+        form #hint {
+            textarea #hint-text name="text" required disabled[!access.signed_in]
+                placeholder="What the agent should know or try next time" {}
+            input type="hidden" name="test" value=(test);
+            button type="submit" disabled[!access.signed_in] { "Give hint" }
+        }
     };
     let page = Page {
         title: format!("{test} attempt {n}"),

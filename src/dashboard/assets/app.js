@@ -153,6 +153,7 @@
   }
 
   function schedule(id) {
+    if (!regionEl(document, id)) return;
     var r = regions[id] || (regions[id] = { timer: null, busy: false, again: false });
     if (r.busy) { r.again = true; return; }
     var el = regionEl(document, id);
