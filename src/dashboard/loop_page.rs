@@ -19,7 +19,7 @@ use crate::api::{ApiError, ApiState};
 
 /// The events that change the tests region.
 const TEST_EVENTS: &str =
-    "loop_state,attempt_started,attempt_finished,test_passed,test_failed,test_blocked,test_changed";
+    "loop_state,attempt_started,attempt_finished,test_passed,test_failed,test_blocked,test_changed,hint";
 
 /// `GET /loops/{loop}[?fragment=REGION]`.
 pub async fn page(
@@ -223,7 +223,7 @@ fn hints_region(d: &LoopDetail) -> Markup {
     let test_hints: Vec<&TestView> = v.tests.iter().filter(|t| t.hint.is_some()).collect();
     layout::region(
         "loop-hints",
-        "",
+        "hint",
         html! {
             @if v.hint.is_none() && test_hints.is_empty() {
                 p.empty { "No hints: the next prompts carry none." }

@@ -14,7 +14,7 @@
   };
   var KINDS = [
     "loop_state", "attempt_started", "attempt_finished", "test_passed",
-    "test_failed", "test_blocked", "test_changed", "alert",
+    "test_failed", "test_blocked", "test_changed", "alert", "hint",
   ];
   // How long changes are gathered before the parts they touch are fetched again.
   var GATHER_MS = 250;
@@ -76,7 +76,8 @@
     try { e = JSON.parse(m.data); } catch (_) { return; }
     if (kind === "alert") bumpAlerts();
     maybeNotify(kind, e);
-    if (document.getElementById("fleet")) queueRow(e.loop_name, kind, e);
+    // A hint changes no fleet row.
+    if (kind !== "hint" && document.getElementById("fleet")) queueRow(e.loop_name, kind, e);
     document.querySelectorAll("[data-region]").forEach(function (region) {
       var on = (region.dataset.on || "").split(",");
       if (on.indexOf(kind) < 0 && on.indexOf("*") < 0) return;
