@@ -193,6 +193,31 @@ pub fn now_epoch() -> f64 {
         .as_secs_f64()
 }
 
+/// utime + stime of process `pid` (all its threads, not its children), in clock ticks.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the command: state is field 3, utime 14 and stime 15 (1-based), i.e. 11 and 12 here.
+    let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    get(11) + get(12)
+}
+
+/// Clock ticks a second (`getconf CLK_TCK`, 100 when that fails), the unit of [`cpu_ticks`].
+pub fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .unwrap_or(100.0)
+}
+
 /// Nearest-rank percentile of `values` (sorted here); NaN when empty.
 pub fn percentile(values: &[f64], q: f64) -> f64 {
     if values.is_empty() {
