@@ -90,6 +90,10 @@ impl Driver {
     }
 }
 
+/// One Chromium at a time in a test binary: a browser takes most of a core while it loads a
+/// page, and the tests' machines have two; the tests run side by side up to this point.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// One headless Chromium session; see the module docs.
 pub struct Browser {
     /// Runs fantoccini's futures for the blocking calls.
@@ -99,11 +103,15 @@ pub struct Browser {
     driver: Driver,
     /// Holds the user-data-dir and chromedriver's log; removed after the processes are gone.
     profile: tempfile::TempDir,
+    /// This binary's turn with a browser (declared last: released after the cleanup).
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Browser {
     /// Starts chromedriver and a headless Chromium session (window [`WINDOW`]).
     pub fn start() -> Browser {
+        // A test that failed with the browser poisons the lock; the next one may still go.
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let profile = tempfile::Builder::new()
             .prefix("loopd-chromium-")
             .tempdir()
@@ -142,6 +150,7 @@ impl Browser {
             client: None,
             driver,
             profile,
+            _turn: turn,
         };
         let client = browser.rt.block_on(async {
             ClientBuilder::new(HttpConnector::new())
