@@ -25,10 +25,12 @@
 //!   (a warm cache); medians of the loads;
 //! - CPU: utime + stime of the loopd process (`/proc/PID/stat`, its own threads, not its
 //!   children) over a window, in % of one core, three times: with no dashboard open while the
-//!   events flow (the baseline), with the dashboards open (windows of one Chromium, each on
-//!   `/` and connected to the journal) and the same flow, and with the dashboards open and no
-//!   flow. The events are real: API actions that journal a `loop_state` event each (pause and
-//!   stop, in turn, on a hundred of the idle loops), sent at the asked rate; the rate got is
+//!   events flow (the baseline), with the dashboards open (each a Chromium of its own, on
+//!   `/` and connected to the journal: a browser opens at most 6 HTTP/1.1 connections to a
+//!   host, and each dashboard holds one for its event stream) and the same flow, and with the
+//!   dashboards open and no flow. The events are real: API actions that journal a
+//!   `loop_state` event each (pause and stop, in turn, on a hundred of the idle loops), sent
+//!   at the asked rate; the rate got is
 //!   counted on an SSE subscription of the bench's own and printed. After the flow, every
 //!   dashboard is checked to show the state the API gives for the loops the flow touched.
 //!
@@ -319,7 +321,8 @@ fn cpu_over(pid: u32, window: Duration) -> f64 {
     (c1 - c0) as f64 / hz / t1.as_secs_f64() * 100.0
 }
 
-/// Sends pause and stop, in turn, to the flow's loops at `rate` requests a second until `stop`.
+/// Sends pause and stop, in turn, to the flow's loops at `rate` requests a second until `stop`
+/// (a loop gets its next request a hundred requests later, long after the last one's answer).
 async fn flow(d: Api, rate: usize, stop: Arc<AtomicBool>) -> usize {
     let client = reqwest::Client::new();
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1) as f64));
@@ -333,7 +336,13 @@ async fn flow(d: Api, rate: usize, stop: Arc<AtomicBool>) -> usize {
         } else {
             "stop"
         };
-        post(&client, &d, &format!("/api/loops/{lp}/{action}"), None).await;
+        // Each request on its own task: the pace must not wait for the daemon's answers.
+        let (client, d, path) = (
+            client.clone(),
+            d.clone(),
+            format!("/api/loops/{lp}/{action}"),
+        );
+        tokio::spawn(async move { post(&client, &d, &path, None).await });
         sent += 1;
     }
     sent
@@ -391,16 +400,12 @@ fn cpu_with_flow(
     (cpu, got)
 }
 
-/// Checks that every open dashboard shows, for the flow's loops, the state the API gives.
-fn dashboards_agree(
-    rt: &tokio::runtime::Runtime,
-    browser: &Browser,
-    d: &Daemon,
-    handles: &[fantoccini::wd::WindowHandle],
-) -> usize {
+/// Checks that every open dashboard shows, for the flow's loops on its page, the state the API
+/// gives; returns how many rows were checked.
+fn dashboards_agree(rt: &tokio::runtime::Runtime, browsers: &[Browser], d: &Daemon) -> usize {
     let client = reqwest::Client::new();
-    let api: Vec<(String, String)> = rt.block_on(async {
-        let mut out = Vec::new();
+    let api: serde_json::Map<String, serde_json::Value> = rt.block_on(async {
+        let mut out = serde_json::Map::new();
         for i in 0..FLOW_LOOPS {
             let v: serde_json::Value = client
                 .get(d.url(&format!("/api/loops/{}?view=summary", name(i))))
@@ -411,27 +416,28 @@ fn dashboards_agree(
                 .json()
                 .await
                 .unwrap();
-            out.push((
-                name(i),
-                v["status"].as_str().unwrap_or_default().to_string(),
-            ));
+            out.insert(name(i), v["status"].clone());
         }
         out
     });
+    let want = js_str(&serde_json::Value::Object(api).to_string());
     let mut checked = 0;
-    for h in handles {
-        let h = h.clone();
-        browser
-            .run(|c| async move { c.switch_to_window(h).await })
-            .unwrap();
-        for (lp, state) in &api {
-            let css = format!("#fleet tr[data-loop={}]", js_str(lp));
-            // Rows of loops past the first page are not on it.
-            if browser.count(&css) == 1 {
-                browser.wait_attr(&css, "data-state", state);
-                checked += 1;
-            }
-        }
+    for browser in browsers {
+        // The rows of the flow's loops that are on the page, once none differs from the API.
+        let rows = browser.wait_js(
+            "every row of the flow's loops to show the API's state",
+            PAGE_WAIT,
+            &format!(
+                "(() => {{ const want = JSON.parse({want}); let n = 0;
+                   for (const tr of document.querySelectorAll('#fleet tr[data-loop]')) {{
+                     const s = want[tr.dataset.loop];
+                     if (s === undefined) continue;
+                     if (tr.dataset.state !== s) return 0;
+                     n++; }}
+                   return n; }})()"
+            ),
+        );
+        checked += rows.as_u64().unwrap_or(0) as usize;
     }
     checked
 }
@@ -499,29 +505,30 @@ fn main() {
     }
 
     // CPU: the flow without dashboards, then with them, then the dashboards alone.
+    eprintln!("   CPU with the flow and no dashboard...");
     let (cpu_base, rate_base) = cpu_with_flow(&rt, &daemon, rate, window);
-    let browser = Browser::start();
-    let mut handles = vec![browser.run(|c| async move { c.window().await }).unwrap()];
+    eprintln!("   opening {pages} dashboards...");
+    // One browser per dashboard, as for people: a browser opens at most 6 HTTP/1.1
+    // connections to one host, and each dashboard holds one for its event stream.
+    let first = Browser::start();
+    let mut browsers = Vec::new();
     for _ in 1..pages {
-        let w = browser
-            .run(|c| async move { c.new_window(false).await })
-            .unwrap();
-        handles.push(w.handle);
+        browsers.push(first.start_beside());
     }
-    for h in &handles {
-        let h = h.clone();
-        browser
-            .run(|c| async move { c.switch_to_window(h).await })
-            .unwrap();
-        browser.goto(&daemon.url("/"));
-        browser.wait_for("#fleet tr[data-loop]");
-        browser.wait_attr("body", "data-live", "connected");
+    browsers.push(first);
+    for b in &browsers {
+        b.goto(&daemon.url("/"));
+        b.wait_for("#fleet tr[data-loop]");
+        b.wait_attr("body", "data-live", "connected");
     }
     std::thread::sleep(Duration::from_secs(2));
+    eprintln!("   CPU with the flow and {pages} dashboards...");
     let (cpu_dash, rate_dash) = cpu_with_flow(&rt, &daemon, rate, window);
-    let checked = dashboards_agree(&rt, &browser, &daemon, &handles);
+    eprintln!("   checking the dashboards against the API...");
+    let checked = dashboards_agree(&rt, &browsers, &daemon);
+    eprintln!("   CPU with {pages} dashboards and no flow...");
     let cpu_idle = cpu_over(daemon.pid(), window);
-    drop(browser);
+    drop(browsers);
 
     println!();
     println!("| daemon CPU ({} s windows, utime + stime of loopd) | events a second got | CPU, % of one core |", window.as_secs());

@@ -10,6 +10,8 @@
 //! Dropping a [`Browser`] ends the session, then SIGKILLs chromedriver's process group, every
 //! descendant of chromedriver, and any process whose command line names the session's
 //! user-data-dir (Chromium's helpers can leave the group): never anything it did not start.
+//! Debian's Chromium also starts crashpad handlers that leave for init at once and name no
+//! profile; they end by themselves when their browser is gone.
 
 #![allow(dead_code)] // the tests and the bench use different parts of this module
 
@@ -26,6 +28,8 @@ use serde_json::Value;
 
 /// How long a wait for something on a page may take before the test calls it missing.
 pub const PAGE_WAIT: Duration = Duration::from_secs(20);
+/// How long one WebDriver command (a page load included) may take.
+pub const COMMAND_WAIT: Duration = Duration::from_secs(60);
 /// The size of the browser's window (and of the screenshots' width).
 pub const WINDOW: (u32, u32) = (1280, 900);
 
@@ -103,8 +107,9 @@ pub struct Browser {
     driver: Driver,
     /// Holds the user-data-dir and chromedriver's log; removed after the processes are gone.
     profile: tempfile::TempDir,
-    /// This binary's turn with a browser (declared last: released after the cleanup).
-    _turn: std::sync::MutexGuard<'static, ()>,
+    /// This binary's turn with a browser (declared last: released after the cleanup); `None`
+    /// for a browser started beside one that holds it ([`Browser::start_beside`]).
+    _turn: Option<std::sync::MutexGuard<'static, ()>>,
 }
 
 impl Browser {
@@ -112,6 +117,16 @@ impl Browser {
     pub fn start() -> Browser {
         // A test that failed with the browser poisons the lock; the next one may still go.
         let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        Browser::launch(Some(turn))
+    }
+
+    /// Another browser (its own chromedriver, session and profile, so its own connections)
+    /// while `self` holds the turn: several people's dashboards at once.
+    pub fn start_beside(&self) -> Browser {
+        Browser::launch(None)
+    }
+
+    fn launch(turn: Option<std::sync::MutexGuard<'static, ()>>) -> Browser {
         let profile = tempfile::Builder::new()
             .prefix("loopd-chromium-")
             .tempdir()
@@ -172,10 +187,13 @@ impl Browser {
         self.client.as_ref().expect("the session is open")
     }
 
-    /// Runs an async block against the WebDriver client (for what the helpers do not cover).
+    /// Runs an async block against the WebDriver client (for what the helpers do not cover);
+    /// panics when it takes longer than [`COMMAND_WAIT`] (a wedged browser or driver).
     pub fn run<T, F: std::future::Future<Output = T>>(&self, f: impl FnOnce(Client) -> F) -> T {
         let client = self.client().clone();
-        self.rt.block_on(f(client))
+        self.rt
+            .block_on(async { tokio::time::timeout(COMMAND_WAIT, f(client)).await })
+            .unwrap_or_else(|_| panic!("a WebDriver command took longer than {COMMAND_WAIT:?}"))
     }
 
     /// What chromedriver logged so far.
