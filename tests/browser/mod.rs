@@ -52,7 +52,22 @@ struct Driver {
 
 impl Driver {
     /// Starts chromedriver on a free port, logging to `log`; returns once it says which port.
+    /// With `--port=0` chromedriver takes a free IPv6 port, then binds IPv4 on the same number,
+    /// which another process may hold: then it exits at once, and a new one is started.
     fn start(log: &Path) -> Driver {
+        for _ in 0..5 {
+            if let Some(driver) = Driver::try_start(log) {
+                return driver;
+            }
+        }
+        panic!(
+            "chromedriver found no free port in 5 tries:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
+
+    /// One try of [`Driver::start`]: `None` when the port it took was not free on IPv4.
+    fn try_start(log: &Path) -> Option<Driver> {
         let bin = chromedriver_bin();
         let out = std::fs::File::create(log).expect("create chromedriver's log");
         let child = Command::new(&bin)
@@ -80,9 +95,13 @@ impl Driver {
                 .and_then(|p| p.parse::<u16>().ok());
             if let Some(port) = port {
                 driver.url = format!("http://127.0.0.1:{port}");
-                return driver;
+                return Some(driver);
             }
+            // (try_wait reaped it: no zombie is left behind.)
             if let Ok(Some(status)) = driver.child.try_wait() {
+                if text.contains("Address already in use") {
+                    return None;
+                }
                 panic!("{bin} exited ({status}) before it listened:\n{text}");
             }
             assert!(
