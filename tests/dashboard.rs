@@ -585,6 +585,8 @@ fn screenshots_of_the_main_views() {
     });
 
     let browser = Browser::start();
+    // Signed in, as a person who acts sees the pages (the buttons on).
+    sign_in(&browser, &daemon, &fleet);
     let dir = screenshot_dir();
     let shots = [
         ("fleet", "/".to_string(), "#fleet tr[data-loop]"),

@@ -425,7 +425,8 @@ impl Browser {
         }
         let height = self
             .js(
-                "return Math.max(document.documentElement.scrollHeight, document.body ? document.body.scrollHeight : 0);",
+                // The window's own frame is part of its height, not of the page's.
+                "return Math.max(document.documentElement.scrollHeight, document.body ? document.body.scrollHeight : 0) + (window.outerHeight - window.innerHeight);",
                 vec![],
             )
             .as_u64()
