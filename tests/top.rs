@@ -169,6 +169,7 @@ fn loop_json(daemon: &Daemon) -> Value {
 }
 
 #[test]
+#[ignore = "needs tmux (.ci/run installs it)"]
 fn top_shows_the_fleet_live_and_acts_by_key_in_80_by_24() {
     let fleet = waiting_fleet();
     let daemon = Daemon::start(&fleet, &[]);
@@ -221,6 +222,7 @@ fn top_shows_the_fleet_live_and_acts_by_key_in_80_by_24() {
 }
 
 #[test]
+#[ignore = "needs tmux (.ci/run installs it)"]
 fn top_resets_a_test_after_a_yes_and_restores_the_terminal_on_sigterm() {
     let fleet = waiting_fleet();
     std::fs::write(fleet.root().join("go-T1"), "").unwrap();
@@ -406,6 +408,7 @@ fn top_into_a_pipe_that_closes_ends_quietly() {
 }
 
 #[test]
+#[ignore = "needs tmux (.ci/run installs it)"]
 fn top_follows_a_daemon_restarted_on_its_address_from_where_it_left() {
     let fleet = waiting_fleet();
     // A port probed free, so that the second daemon listens where the first did.
@@ -442,6 +445,7 @@ fn top_follows_a_daemon_restarted_on_its_address_from_where_it_left() {
 }
 
 #[test]
+#[ignore = "needs tmux (.ci/run installs it)"]
 fn top_with_a_wrong_token_changes_nothing_and_says_why() {
     let fleet = waiting_fleet();
     let daemon = Daemon::start(&fleet, &[]);
@@ -466,6 +470,7 @@ fn top_with_a_wrong_token_changes_nothing_and_says_why() {
 }
 
 #[test]
+#[ignore = "needs tmux (.ci/run installs it)"]
 fn top_without_a_daemon_says_what_to_run_on_a_terminal_and_off_one() {
     let fleet = waiting_fleet();
     let plain = fleet.cmd(&["top", "loopd.toml"]);
