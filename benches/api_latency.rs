@@ -25,34 +25,13 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
 
-struct Daemon {
-    child: Child,
-    addr: String,
-    token: String,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+type Daemon = Served;
 
 fn start_daemon(dir: &Path) -> Daemon {
     fs::write(dir.join("loopd.toml"), "[fleet]\nstate_dir = \".loopd\"\n").unwrap();
@@ -60,44 +39,7 @@ fn start_daemon(dir: &Path) -> Daemon {
         &dir.join("idle.tests.json"),
         &[("IDLE-1".to_string(), "true".to_string())],
     );
-    let child = Command::new(loopd())
-        .args(["serve", "loopd.toml", "--bind", "127.0.0.1:0"])
-        .current_dir(dir)
-        .env_remove("LOOPD_CONFIG")
-        .env_remove("LOOPD_STATE_DIR")
-        .env_remove("LOOPD_TOKEN")
-        .env("LOOPD_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting loopd serve");
-    let mut daemon = Daemon {
-        child,
-        addr: String::new(),
-        token: String::new(),
-    };
-    let state = dir.join(".loopd");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        assert!(Instant::now() < deadline, "loopd serve did not come up");
-        if let Ok(Some(status)) = daemon.child.try_wait() {
-            panic!("loopd serve ended with {status}");
-        }
-        let addr = fs::read_to_string(state.join("daemon.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|v| v["addr"].as_str().map(String::from));
-        let token = fs::read_to_string(state.join("token")).ok();
-        if let (Some(addr), Some(token)) = (addr, token) {
-            if std::net::TcpStream::connect(&addr).is_ok() {
-                daemon.addr = addr;
-                daemon.token = token.trim().to_string();
-                return daemon;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    serve(dir)
 }
 
 fn rss_kb(pid: u32) -> u64 {

@@ -43,7 +43,6 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -132,7 +131,7 @@ impl Api {
 
 /// The `loopd serve` of the bench; SIGTERM when dropped.
 struct Daemon {
-    child: Child,
+    served: Served,
     api: Api,
 }
 
@@ -142,23 +141,7 @@ impl Daemon {
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.served.pid()
     }
 }
 
@@ -168,50 +151,12 @@ fn start_daemon(dir: &Path) -> Daemon {
         .map(|i| (format!("T{i}"), "true".to_string()))
         .collect();
     write_tests(&dir.join("bench.tests.json"), &tests);
-    let child = Command::new(loopd())
-        .args(["serve", "loopd.toml", "--bind", "127.0.0.1:0"])
-        .current_dir(dir)
-        .env_remove("LOOPD_CONFIG")
-        .env_remove("LOOPD_STATE_DIR")
-        .env_remove("LOOPD_TOKEN")
-        .env("LOOPD_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting loopd serve");
-    let mut daemon = Daemon {
-        child,
-        api: Api {
-            addr: String::new(),
-            token: String::new(),
-        },
+    let served = serve(dir);
+    let api = Api {
+        addr: served.addr.clone(),
+        token: served.token.clone(),
     };
-    let state = dir.join(".loopd");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(Instant::now() < deadline, "loopd serve did not come up");
-        if let Ok(Some(status)) = daemon.child.try_wait() {
-            panic!("loopd serve ended with {status}");
-        }
-        let info = fs::read_to_string(state.join("daemon.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
-        let addr = info
-            .filter(|v| v["pid"] == daemon.child.id())
-            .and_then(|v| v["addr"].as_str().map(String::from));
-        let token = fs::read_to_string(state.join("token")).ok();
-        if let (Some(addr), Some(token)) = (addr, token) {
-            if std::net::TcpStream::connect(&addr).is_ok() {
-                daemon.api = Api {
-                    addr,
-                    token: token.trim().to_string(),
-                };
-                return daemon;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    Daemon { served, api }
 }
 
 /// `POST path` with the token; panics unless it succeeds.

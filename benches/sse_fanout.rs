@@ -30,34 +30,13 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
 use futures_util::StreamExt;
 
-struct Daemon {
-    child: Child,
-    addr: String,
-    token: String,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+type Daemon = Served;
 
 fn loop_name(i: usize) -> String {
     format!("fan-{i:03}")
@@ -81,68 +60,7 @@ fn start_daemon(dir: &Path, loops: usize) -> Daemon {
         &dir.join("fan.tests.json"),
         &[("FAN-1".to_string(), "false".to_string())],
     );
-    let child = Command::new(loopd())
-        .args(["serve", "loopd.toml", "--bind", "127.0.0.1:0"])
-        .current_dir(dir)
-        .env_remove("LOOPD_CONFIG")
-        .env_remove("LOOPD_STATE_DIR")
-        .env_remove("LOOPD_TOKEN")
-        .env("LOOPD_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting loopd serve");
-    let mut daemon = Daemon {
-        child,
-        addr: String::new(),
-        token: String::new(),
-    };
-    let state = dir.join(".loopd");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        assert!(Instant::now() < deadline, "loopd serve did not come up");
-        if let Ok(Some(status)) = daemon.child.try_wait() {
-            panic!("loopd serve ended with {status}");
-        }
-        let addr = fs::read_to_string(state.join("daemon.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|v| v["addr"].as_str().map(String::from));
-        let token = fs::read_to_string(state.join("token")).ok();
-        if let (Some(addr), Some(token)) = (addr, token) {
-            if std::net::TcpStream::connect(&addr).is_ok() {
-                daemon.addr = addr;
-                daemon.token = token.trim().to_string();
-                return daemon;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// utime + stime of the process (all threads), in clock ticks.
-fn daemon_ticks(pid: u32) -> u64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // After the command: state is field 3, utime 14 and stime 15 (1-based), i.e. 11 and 12 here.
-    let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    get(11) + get(12)
-}
-
-fn ticks_per_second() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .unwrap_or(100.0)
+    serve(dir)
 }
 
 /// One delivery: the event's journal id and its delay in ms.
@@ -274,7 +192,7 @@ fn main() {
     let scratch = Scratch::new("sse");
     let daemon = start_daemon(scratch.path(), loops);
     let pid = daemon.child.id();
-    let hz = ticks_per_second();
+    let hz = clock_ticks();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -300,7 +218,7 @@ fn main() {
     take(&inbox);
 
     // 1. The fleet runs.
-    let c0 = daemon_ticks(pid);
+    let c0 = cpu_ticks(pid);
     let t0 = Instant::now();
     rt.block_on(async {
         for i in 0..loops {
@@ -324,12 +242,12 @@ fn main() {
         }
     });
     let fleet_secs = t0.elapsed().as_secs_f64();
-    let fleet_cpu = (daemon_ticks(pid) - c0) as f64 / hz / fleet_secs * 100.0;
+    let fleet_cpu = (cpu_ticks(pid) - c0) as f64 / hz / fleet_secs * 100.0;
     rt.block_on(settle(&inbox));
     let fleet = phase("fleet", take(&inbox), fleet_secs, fleet_cpu);
 
     // 2. Paced hints.
-    let c0 = daemon_ticks(pid);
+    let c0 = cpu_ticks(pid);
     let t0 = Instant::now();
     rt.block_on(async {
         let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
@@ -343,7 +261,7 @@ fn main() {
         }
     });
     let hint_secs = t0.elapsed().as_secs_f64();
-    let hint_cpu = (daemon_ticks(pid) - c0) as f64 / hz / hint_secs * 100.0;
+    let hint_cpu = (cpu_ticks(pid) - c0) as f64 / hz / hint_secs * 100.0;
     rt.block_on(settle(&inbox));
     let hints = phase(
         &format!("paced hints ({rate}/s asked)"),

@@ -305,3 +305,79 @@ pub fn spawn_wait(cmd: &mut Command) -> ExitStatus {
     let _ = child.stderr.take().unwrap().read_to_end(&mut sink);
     child.wait().expect("waiting")
 }
+
+/// A `loopd serve` started by [`serve`]: its address and token; SIGTERM when dropped (SIGKILL
+/// after 20 s).
+pub struct Served {
+    pub child: std::process::Child,
+    pub addr: String,
+    pub token: String,
+}
+
+impl Served {
+    /// The daemon's pid, for its CPU and memory in /proc.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `loopd serve loopd.toml --bind 127.0.0.1:0` in `dir` (whose `loopd.toml` says
+/// `state_dir = ".loopd"`) and returns once this daemon's `daemon.json` names an address that
+/// answers, with the token it generated.
+pub fn serve(dir: &Path) -> Served {
+    let child = Command::new(loopd())
+        .args(["serve", "loopd.toml", "--bind", "127.0.0.1:0"])
+        .current_dir(dir)
+        .env_remove("LOOPD_CONFIG")
+        .env_remove("LOOPD_STATE_DIR")
+        .env_remove("LOOPD_TOKEN")
+        .env("LOOPD_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting loopd serve");
+    let mut served = Served {
+        child,
+        addr: String::new(),
+        token: String::new(),
+    };
+    let state = dir.join(".loopd");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "loopd serve did not come up");
+        if let Ok(Some(status)) = served.child.try_wait() {
+            panic!("loopd serve ended with {status}");
+        }
+        let addr = fs::read_to_string(state.join("daemon.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .filter(|v| v["pid"] == served.child.id())
+            .and_then(|v| v["addr"].as_str().map(String::from));
+        let token = fs::read_to_string(state.join("token")).ok();
+        if let (Some(addr), Some(token)) = (addr, token) {
+            if std::net::TcpStream::connect(&addr).is_ok() {
+                served.addr = addr;
+                served.token = token.trim().to_string();
+                return served;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
