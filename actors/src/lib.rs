@@ -29,6 +29,7 @@
 //! - `hints`: guidance from a person for a loop's (or a test's) next prompts.
 //! - `transcript`: an attempt's transcript, bytes as printed, head and tail kept beyond a cap.
 //! - `attempt`, `loop_actor`, `fleet`: the actors.
+//! - `launch`: the fleet started with one call and stopped when a shutdown future resolves.
 //! - `scheduler`, `monitor`, `tree`: agent slots, heartbeats and liveness, and the supervisor
 //!   that restarts them.
 //! - `notifier`: webhooks, signed and retried, decoupled from the loops.
@@ -48,6 +49,7 @@ pub mod git;
 pub mod healer;
 pub mod hints;
 pub mod hold;
+pub mod launch;
 pub mod ledger;
 pub mod loop_actor;
 pub mod model;

@@ -27,7 +27,7 @@ pub(super) struct Fixture {
     root: PathBuf,
     ctx: Ctx,
     pub(super) state: ApiState,
-    started: fleet_start::Started,
+    running: loopd_actors::launch::Running,
     _lock: loopd_actors::statedir::StateDirLock,
 }
 
@@ -77,14 +77,11 @@ pub(super) async fn fixture(tests: Value, agent: &str) -> Fixture {
     let prepared = fleet_start::prepare(&root.join("loopd.toml"), "serve")
         .unwrap_or_else(|code| panic!("the fixture fleet is invalid ({code:?})"));
     let fleet_start::Prepared { fleet, lock, store } = prepared;
-    let ctx = fleet_start::open_ctx(&fleet, store)
-        .await
-        .unwrap()
-        .expect("workdir ready");
-    let started = fleet_start::spawn(&ctx, &fleet).await.unwrap();
+    let running = loopd_actors::launch::start(&fleet, store).await.unwrap();
+    let ctx = running.ctx().clone();
     let state = ApiState::new(
         ctx.clone(),
-        std::sync::Arc::new(started.handle.clone()),
+        std::sync::Arc::new(running.handle().clone()),
         root.clone(),
         fleet.loops.clone(),
     );
@@ -94,7 +91,7 @@ pub(super) async fn fixture(tests: Value, agent: &str) -> Fixture {
         root,
         ctx,
         state,
-        started,
+        running,
         _lock: lock,
     }
 }
@@ -175,10 +172,7 @@ impl Fixture {
     }
 
     pub(super) async fn stop(self) {
-        self.started.handle.shutdown();
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.started.done).await;
-        self.started.supervisor.stop(None);
-        let _ = self.started.join.await;
+        self.running.stop().await.unwrap();
     }
 }
 

@@ -1,23 +1,14 @@
-//! The start-up that `run` and `serve` share: validate, load, take the state directory, open the
-//! store, reconcile what a dead predecessor left, ready the workdirs, start the loops supervisor.
+//! What `run` and `serve` do before the fleet starts ([`loopd_actors::launch::start`]):
+//! validate, load, take the state directory, open the store, refuse a store that forgot its
+//! loops, and one shutdown signal.
 
 use std::path::Path;
 
-use anyhow::Context;
 use loopd_actors::config::{self, Fleet};
-use loopd_actors::fleet::{FleetArgs, FleetHandle, FleetMsg, FleetSupervisor, Intensity};
-use loopd_actors::loop_actor::prepare_workdir;
-use loopd_actors::monitor::MonitorConfig;
-use loopd_actors::notifier::Notifier;
-use loopd_actors::reconcile;
-use loopd_actors::reporter::Reporter;
-use loopd_actors::runtime::Ctx;
-use loopd_actors::scheduler::SchedulerConfig;
+use loopd_actors::launch::StartError;
 use loopd_actors::statedir::StateDirLock;
 use loopd_actors::store::Store;
-use ractor::{Actor, ActorRef};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use tokio::signal::unix::{signal, SignalKind};
 
 use super::Exit;
 
@@ -108,86 +99,36 @@ pub fn keep_secrets_from_agents(fleet: &Fleet) {
     );
 }
 
-/// The fleet's context, after attempts left `running` became `interrupted` and the workdirs of
-/// loops with checkpoints are ready. `Err` is a message for the user (a workdir refused).
-pub async fn open_ctx(fleet: &Fleet, store: Store) -> anyhow::Result<Result<Ctx, String>> {
-    let ctx = Ctx::start_with(
-        Ctx::new(store, &fleet.settings.state_dir),
-        SchedulerConfig::from_settings(&fleet.settings),
-        MonitorConfig::from_settings(&fleet.settings),
-        Intensity::from_settings(&fleet.settings),
-    )
-    .await?;
-    // Attempts a dead predecessor left running become `interrupted`, before anything else.
-    for lp in &fleet.loops {
-        let name = lp.name.clone();
-        let checkpoint = ctx
-            .read(move |s| s.get_loop(&name))
-            .await?
-            .and_then(|r| r.checkpoint);
-        reconcile::interrupted_attempts(&ctx, Some(lp), checkpoint.as_deref()).await?;
+/// The error of a fleet that did not start, for the exit code: the store's own error when the
+/// store is the cause (its chain decides the code, see [`Exit::of_error`]).
+pub fn start_failed(e: StartError) -> anyhow::Error {
+    match e {
+        StartError::Store(e) => e.into(),
+        e => e.into(),
     }
-    reconcile::interrupted_attempts(&ctx, None, None).await?;
-    for lp in &fleet.loops {
-        let name = lp.name.clone();
-        // A loop with git work pending keeps that attempt's files in its tree (`hold`).
-        let held = ctx
-            .read(move |s| s.get_loop(&name))
-            .await?
-            .is_some_and(|r| r.pending_git.is_some());
-        if let Err(e) = prepare_workdir(ctx.state_dir(), lp, held).await {
-            return Ok(Err(e));
+}
+
+/// The signal that asked a process to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// Ctrl-C (SIGINT).
+    Interrupt,
+    /// SIGTERM.
+    Terminate,
+}
+
+/// The one shutdown signal of `run` and `serve`: resolves on the first Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() -> Signal {
+    let mut sigterm = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops loopd");
+            let _ = tokio::signal::ctrl_c().await;
+            return Signal::Interrupt;
         }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => Signal::Interrupt,
+        _ = sigterm.recv() => Signal::Terminate,
     }
-    Ok(Ok(ctx))
-}
-
-/// A running loops supervisor.
-pub struct Started {
-    /// The actor, for `FleetMsg::Shutdown` and `stop`.
-    pub supervisor: ActorRef<FleetMsg>,
-    /// Resolves when the actor has stopped.
-    pub join: JoinHandle<()>,
-    /// Told when every loop has stopped.
-    pub done: oneshot::Receiver<()>,
-    /// What the API drives the fleet with.
-    pub handle: FleetHandle,
-    /// The webhooks' deliveries (none without `[[webhooks]]`); dropping it stops them.
-    #[allow(dead_code)] // only held: it runs on its own tasks for as long as the fleet does
-    pub notifier: Option<Notifier>,
-    /// The scheduled report (none without `report_every`); dropping it stops it.
-    #[allow(dead_code)] // only held, as the notifier
-    pub reporter: Option<Reporter>,
-}
-
-/// Starts the loops supervisor over `ctx` with the fleet file's loops (the registry adds the
-/// loops created through the API).
-pub async fn spawn(ctx: &Ctx, fleet: &Fleet) -> anyhow::Result<Started> {
-    // Subscribed before the first loop starts, so that no event is missed.
-    let notifier = Notifier::start(ctx, fleet.webhooks.clone()).await;
-    // After the notifier, which must hear the first report.
-    let reporter = Reporter::start(ctx, fleet.settings.report_every);
-    let (done_tx, done) = oneshot::channel();
-    let (supervisor, join) = Actor::spawn(
-        None,
-        FleetSupervisor,
-        FleetArgs {
-            ctx: ctx.clone(),
-            loops: fleet.loops.clone(),
-            intensity: Intensity::from_settings(&fleet.settings),
-            settings: fleet.settings.clone(),
-            done: done_tx,
-        },
-    )
-    .await
-    .context("starting the loops supervisor")?;
-    let handle = FleetHandle::new(supervisor.clone(), ctx.clone());
-    Ok(Started {
-        supervisor,
-        join,
-        done,
-        handle,
-        notifier,
-        reporter,
-    })
 }

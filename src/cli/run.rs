@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use loopd_actors::config::Fleet;
-use loopd_actors::fleet::FleetMsg;
+use loopd_actors::launch::{self, StartError};
 use loopd_actors::model::{Event, EventKind, LoopRecord, LoopState, Outcome, TestStatus};
 use loopd_actors::runtime::Ctx;
 use loopd_actors::statedir::StateDirLock;
@@ -15,13 +15,11 @@ use loopd_actors::store::Store;
 use loopd_actors::view;
 use loopd_actors::words::count;
 
+use super::fleet_start::Signal;
 use super::progress::Progress;
 use super::style::Tone;
 use super::table::{cell, tally, toned, Table};
 use super::Exit;
-
-/// How long `run` waits at the end for webhook deliveries still queued.
-const WEBHOOK_DRAIN: Duration = Duration::from_secs(5);
 
 /// Arguments of `loopd run`.
 #[derive(Debug, clap::Args)]
@@ -55,13 +53,15 @@ async fn run_fleet(
     lock: &StateDirLock,
     plain: bool,
 ) -> anyhow::Result<Exit> {
-    let ctx = match super::fleet_start::open_ctx(&fleet, store).await? {
-        Ok(ctx) => ctx,
-        Err(e) => {
+    let running = match launch::start(&fleet, store).await {
+        Ok(running) => running,
+        Err(StartError::Workdir(e)) => {
             say!("loopd run: {e}");
             return Ok(Exit::Invalid);
         }
+        Err(e) => return Err(super::fleet_start::start_failed(e)),
     };
+    let ctx = running.ctx().clone();
 
     let started = Instant::now();
     // Attempts that start from now on are this run's (the summary tells them from the history).
@@ -97,96 +97,95 @@ async fn run_fleet(
     }
     let mut display = Progress::new(&ctx, &fleet, plain).await?;
     let mut events = ctx.subscribe();
-    let started_fleet = super::fleet_start::spawn(&ctx, &fleet)
-        .await
-        .map_err(|e| store_cause(&ctx, e))?;
-    let (supervisor, handle, mut done_rx) = (
-        started_fleet.supervisor,
-        started_fleet.join,
-        started_fleet.done,
-    );
     // The same API as `serve`, on a free loopback port recorded in daemon.json.
-    let api =
-        super::serve::start_api(&started_fleet.handle, lock, &fleet, "127.0.0.1:0", "run").await;
+    let api = super::serve::start_api(running.handle(), lock, &fleet, "127.0.0.1:0", "run").await;
 
     let mut interrupted = false;
     let mut store_error = None;
     let mut given_up = None;
-    let mut settled = false;
-    let mut booted: HashSet<String> = held.clone();
     let mut finished_at: HashMap<String, Duration> = HashMap::new();
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    // `POST /api/shutdown` (`loopd shutdown`) ends the run as SIGTERM does.
-    let api_state = api.as_ref().map(|a| a.state.clone());
-    let mut asked = std::pin::pin!(async {
-        match &api_state {
-            Some(state) => state.shutdown_requested().await,
-            None => std::future::pending().await,
-        }
-    });
-    loop {
-        // Whether to look at the store for the end of the run: on a loop's state change (other
-        // events, many per attempt, cannot settle a loop) and on the tick (no event may come:
-        // every loop may be held by a person).
-        let mut look = false;
-        tokio::select! {
-            _ = &mut done_rx => break,
-            e = events.recv() => {
-                if let Ok(e) = e {
-                    note_finish(&e, started, &mut finished_at);
-                    display.event(&e);
-                    if e.kind == EventKind::LoopState {
-                        booted.insert(e.loop_name.clone());
-                        look = true;
+    let fleet_handle = running.handle().clone();
+    let mut finished = std::pin::pin!(running.finished());
+    // Runs until every loop has stopped: on its own, or after the fleet was told to shut down
+    // (the loop goes on meanwhile, to show the attempts that end).
+    let until_down = async {
+        let mut settled = false;
+        let mut booted: HashSet<String> = held.clone();
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut signalled = std::pin::pin!(super::fleet_start::shutdown_signal());
+        // `POST /api/shutdown` (`loopd shutdown`) ends the run as SIGTERM does.
+        let api_state = api.as_ref().map(|a| a.state.clone());
+        let mut asked = std::pin::pin!(async {
+            match &api_state {
+                Some(state) => state.shutdown_requested().await,
+                None => std::future::pending().await,
+            }
+        });
+        loop {
+            // Whether to look at the store for the end of the run: on a loop's state change
+            // (other events, many per attempt, cannot settle a loop) and on the tick (no event
+            // may come: every loop may be held by a person).
+            let mut look = false;
+            tokio::select! {
+                _ = &mut finished => break,
+                e = events.recv() => {
+                    if let Ok(e) = e {
+                        note_finish(&e, started, &mut finished_at);
+                        display.event(&e);
+                        if e.kind == EventKind::LoopState {
+                            booted.insert(e.loop_name.clone());
+                            look = true;
+                        }
                     }
                 }
-            }
-            _ = tick.tick() => {
-                display.tick();
-                look = true;
-                if given_up.is_none() {
-                    given_up = ctx.tree_health().given_up();
-                    if let Some(e) = &given_up {
-                        // No slot or no hang detection any more: the run cannot go on.
-                        display.note(&format!("{e}; stopping the fleet"));
-                        supervisor.send_message(FleetMsg::Shutdown)?;
+                _ = tick.tick() => {
+                    display.tick();
+                    look = true;
+                    if given_up.is_none() {
+                        given_up = ctx.tree_health().given_up();
+                        if let Some(e) = &given_up {
+                            // No slot or no hang detection any more: the run cannot go on.
+                            display.note(&format!("{e}; stopping the fleet"));
+                            fleet_handle.shutdown();
+                        }
                     }
                 }
+                e = ctx.store_failed(), if store_error.is_none() => {
+                    // Nothing recorded from now on would survive a crash: stop the agents.
+                    display.note(&format!("{e}; stopping the fleet"));
+                    store_error = Some(e);
+                    fleet_handle.shutdown();
+                }
+                signal = &mut signalled, if !interrupted => {
+                    interrupted = true;
+                    display.note(match signal {
+                        Signal::Interrupt => "interrupted: ending the running agents' process groups ...",
+                        Signal::Terminate => "SIGTERM: ending the running agents' process groups ...",
+                    });
+                    fleet_handle.shutdown();
+                }
+                _ = &mut asked, if !interrupted => {
+                    interrupted = true;
+                    display.note("shutdown asked through the API: ending the running agents' process groups ...");
+                    fleet_handle.shutdown();
+                }
             }
-            e = ctx.store_failed(), if store_error.is_none() => {
-                // Nothing recorded from now on would survive a crash: stop the agents.
-                display.note(&format!("{e}; stopping the fleet"));
-                store_error = Some(e);
-                supervisor.send_message(FleetMsg::Shutdown)?;
-            }
-            _ = tokio::signal::ctrl_c(), if !interrupted => {
-                interrupted = true;
-                display.note("interrupted: ending the running agents' process groups ...");
-                supervisor.send_message(FleetMsg::Shutdown)?;
-            }
-            _ = sigterm.recv(), if !interrupted => {
-                interrupted = true;
-                display.note("SIGTERM: ending the running agents' process groups ...");
-                supervisor.send_message(FleetMsg::Shutdown)?;
-            }
-            _ = &mut asked, if !interrupted => {
-                interrupted = true;
-                display.note("shutdown asked through the API: ending the running agents' process groups ...");
-                supervisor.send_message(FleetMsg::Shutdown)?;
+            if look
+                && !settled
+                && !interrupted
+                && booted.len() >= fleet.loops.len()
+                && all_settled(&ctx, &fleet, &held).await?
+            {
+                // Every loop is finished or waits for a person: the run is over.
+                settled = true;
+                fleet_handle.shutdown();
             }
         }
-        if look
-            && !settled
-            && !interrupted
-            && booted.len() >= fleet.loops.len()
-            && all_settled(&ctx, &fleet, &held).await?
-        {
-            // Every loop is finished or waits for a person: the run is over.
-            settled = true;
-            supervisor.send_message(FleetMsg::Shutdown)?;
-        }
-    }
+        anyhow::Ok(())
+    };
+    let mut down = Ok(());
+    let stopped = running.run_until(async { down = until_down.await }).await;
+    down?;
     // Events published just before the end.
     while let Ok(e) = events.try_recv() {
         note_finish(&e, started, &mut finished_at);
@@ -196,17 +195,10 @@ async fn run_fleet(
     if let Some(api) = api {
         api.stop().await;
     }
-    supervisor.stop(None);
-    let _ = handle.await;
-    if let Some(notifier) = &started_fleet.notifier {
-        // The last events (the loops finishing) are worth a short wait; a dead endpoint is
-        // not worth holding the exit for. What is left stays `pending` in the delivery log.
-        if !notifier.drain(WEBHOOK_DRAIN).await {
-            display.note("some webhook deliveries are still pending; see the delivery log");
-        }
+    let stopped = stopped?;
+    if stopped.webhooks_pending {
+        display.note("some webhook deliveries are still pending; see the delivery log");
     }
-    ctx.stop_services();
-    ctx.store().flush()?;
 
     let status = ctx.read(view::status).await?;
     let names: Vec<&str> = fleet.loops.iter().map(|l| l.name.as_str()).collect();
@@ -254,15 +246,6 @@ async fn run_fleet(
     } else {
         Exit::NotAllPassed
     })
-}
-
-/// The store's failure to flush, when there was one, rather than what it caused (an actor that
-/// could not start): the error that decides the exit code.
-fn store_cause(ctx: &Ctx, e: anyhow::Error) -> anyhow::Error {
-    match ctx.store_failure() {
-        Some(store) => anyhow::Error::from(store).context(format!("{e:#}")),
-        None => e,
-    }
 }
 
 /// The stored record of each loop of `fleet` (`None`: not stored yet).

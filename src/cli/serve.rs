@@ -9,6 +9,7 @@ use anyhow::Context;
 use loopd_actors::config::{self, Fleet};
 use loopd_actors::control::Control;
 use loopd_actors::fleet::FleetHandle;
+use loopd_actors::launch::{self, StartError};
 use loopd_actors::statedir::StateDirLock;
 use loopd_actors::store::Store;
 use tokio::signal::unix::{signal, SignalKind};
@@ -99,71 +100,51 @@ async fn serve_fleet(
     lock: &StateDirLock,
     bind: &str,
 ) -> anyhow::Result<Exit> {
-    let ctx = match fleet_start::open_ctx(&fleet, store).await? {
-        Ok(ctx) => ctx,
-        Err(e) => {
+    let running = match launch::start(&fleet, store).await {
+        Ok(running) => running,
+        Err(StartError::Workdir(e)) => {
             say!("loopd serve: {e}");
             return Ok(Exit::Invalid);
         }
+        Err(e) => return Err(super::fleet_start::start_failed(e)),
     };
-    let started = fleet_start::spawn(&ctx, &fleet).await?;
-    let mut done = started.done;
-    let api = match try_start_api(&started.handle, lock, &fleet, bind, "serve").await {
+    let api = match try_start_api(running.handle(), lock, &fleet, bind, "serve").await {
         Ok(api) => api,
         Err(e) => {
             say!("loopd serve: {e:#}");
-            started.handle.shutdown();
-            let _ = tokio::time::timeout(Duration::from_secs(30), &mut done).await;
-            started.supervisor.stop(None);
-            let _ = started.join.await;
+            running.stop().await?;
             return Ok(Exit::Invalid);
         }
     };
     let _ = super::out(&format!("loopd serve: listening on http://{}\n", api.addr));
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-    let mut watchdog = tokio::time::interval(watchdog_interval());
-
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sighup = signal(SignalKind::hangup())?;
-    let mut done_fired = false;
-    let asked = api.state.clone();
-    let mut asked = std::pin::pin!(asked.shutdown_requested());
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
-            _ = sigterm.recv() => break,
-            // `POST /api/shutdown` (`loopd shutdown`): the same graceful stop as SIGTERM.
-            _ = &mut asked => break,
-            _ = sighup.recv() => reload(file, &mut fleet, &started.handle).await,
-            _ = &mut done, if !done_fired => done_fired = true,
-            _ = watchdog.tick() => {
-                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+    let handle = running.handle().clone();
+    let until_asked = async {
+        let mut watchdog = tokio::time::interval(watchdog_interval());
+        let mut sighup = signal(SignalKind::hangup())?;
+        let mut signalled = std::pin::pin!(fleet_start::shutdown_signal());
+        // `POST /api/shutdown` (`loopd shutdown`): the same graceful stop as SIGTERM.
+        let mut asked = std::pin::pin!(api.state.shutdown_requested());
+        loop {
+            tokio::select! {
+                _ = &mut signalled => break,
+                _ = &mut asked => break,
+                _ = sighup.recv() => reload(file, &mut fleet, &handle).await,
+                _ = watchdog.tick() => {
+                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                }
             }
         }
-    }
-    say!("loopd serve: stopping: ending the running agents' process groups ...");
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-    api.state.set_ready(false);
-    started.handle.shutdown();
-    if !done_fired {
-        let _ = tokio::time::timeout(Duration::from_secs(60), &mut done).await;
-    }
-    // Attempts end as `interrupted` once their process groups are down; wait for the record.
-    for _ in 0..600 {
-        let running = ctx
-            .read(|s| s.unfinished_attempts())
-            .await
-            .map(|a| a.len())
-            .unwrap_or(0);
-        if running == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        say!("loopd serve: stopping: ending the running agents' process groups ...");
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+        api.state.set_ready(false);
+        anyhow::Ok(())
+    };
+    let mut asked = Ok(());
+    let stopped = running.run_until(async { asked = until_asked.await }).await;
     api.stop().await;
-    started.supervisor.stop(None);
-    let _ = started.join.await;
-    ctx.store().flush()?;
+    asked?;
+    stopped?;
     Ok(Exit::Ok)
 }
 
