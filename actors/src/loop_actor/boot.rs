@@ -1,0 +1,301 @@
+//! Boot and reconcile: the tests file read, a predecessor's attempts reconciled, the workdir readied.
+
+use super::*;
+
+/// Loads the tests file, then reconciles what a predecessor left and readies git off the
+/// actor's turn; [`booted`] syncs the store and starts the loop.
+pub(super) async fn boot(
+    myself: &ActorRef<LoopMsg>,
+    state: &mut LoopActorState,
+) -> Result<(), ActorProcessingErr> {
+    let cfg = state.config.clone();
+    if let Some(reason) = state.record.reason.as_deref() {
+        if matches!(state.record.state, LoopState::Stopped | LoopState::Paused)
+            && reason == "by_user"
+        {
+            // A person's decision survives restarts: stay, idle, until started or resumed.
+            start_boot_work(myself, state, Vec::new(), false);
+            return Ok(());
+        }
+        if state.record.state == LoopState::Paused && crate::hold::is_hold(Some(reason)) {
+            // Held for its workdir's git: only a person's resume retries (see `hold`).
+            start_boot_work(myself, state, Vec::new(), false);
+            return Ok(());
+        }
+    }
+    let specs = match config::load_tests(&cfg) {
+        Ok(s) => s,
+        Err(report) => {
+            crash(myself, state, &format!("invalid tests file:\n{report}")).await?;
+            return Ok(());
+        }
+    };
+    if let Some(t) = cfg.prompt_template.as_ref() {
+        match tokio::fs::read_to_string(t).await {
+            Ok(text) => state.template = text,
+            Err(e) => {
+                crash(
+                    myself,
+                    state,
+                    &format!("cannot read prompt_template {}: {e}", t.display()),
+                )
+                .await?;
+                return Ok(());
+            }
+        }
+    }
+    start_boot_work(myself, state, specs, true);
+    Ok(())
+}
+
+/// Runs the boot's git work (the reconcile of a predecessor's attempts, then, with `workdir`,
+/// the workdir's preparation) on a task of its own, and tells the actor when it is over.
+pub(super) fn start_boot_work(
+    myself: &ActorRef<LoopMsg>,
+    state: &mut LoopActorState,
+    specs: Vec<crate::tests_file::TestSpec>,
+    workdir: bool,
+) {
+    state.booting = Some(Booting {
+        specs,
+        deferred: Vec::new(),
+        replies: Vec::new(),
+    });
+    let (ctx, cfg, me) = (state.ctx.clone(), state.config.clone(), myself.clone());
+    let mut record = state.record.clone();
+    let work = tokio::spawn(async move {
+        let reconciled = reconcile_loop(&ctx, &cfg).await.map_err(|e| e.to_string());
+        let go_on = workdir && matches!(reconciled, Ok(false));
+        // Git work a hold left (a resume brought us here) comes before the workdir's checks.
+        let retried = match go_on && record.pending_git.is_some() {
+            true => Some(crate::hold::retry(&ctx, &cfg, &mut record).await),
+            false => None,
+        };
+        let workdir = match (go_on, &retried) {
+            (true, None | Some(Ok(_))) => Some(prepare_workdir(ctx.state_dir(), &cfg, false).await),
+            _ => None,
+        };
+        BootWork {
+            reconciled,
+            retried,
+            workdir,
+        }
+    });
+    tokio::spawn(async move {
+        let work = work.await.unwrap_or_else(|e| BootWork {
+            reconciled: Err(format!("the boot's git work failed: {e}")),
+            retried: None,
+            workdir: None,
+        });
+        let _ = me.send_message(LoopMsg::Booted(Box::new(work)));
+    });
+}
+
+/// The boot's git work is over: syncs the tests file into the store and starts the loop (or
+/// stays, for a person's pause), then lets the messages held back meanwhile through.
+pub(super) async fn booted(
+    myself: &ActorRef<LoopMsg>,
+    state: &mut LoopActorState,
+    work: BootWork,
+) -> Result<(), ActorProcessingErr> {
+    let Some(booting) = state.booting.take() else {
+        return Ok(());
+    };
+    // The reconcile wrote tests and attempts on its own.
+    forget_cached(state);
+    let result = finish_boot(myself, state, booting.specs, work).await;
+    for reply in booting.replies {
+        let _ = reply.send(match &result {
+            Ok(()) => Ok(()),
+            Err(e) => Err(ControlError::Internal(e.to_string())),
+        });
+    }
+    if state.stopping && state.attempt.is_none() {
+        if state.record.state == LoopState::Running {
+            set_state(state, LoopState::Idle, Some("interrupted")).await?;
+        }
+        myself.stop(None);
+        return result;
+    }
+    for msg in booting.deferred {
+        myself.send_message(msg)?;
+    }
+    result
+}
+
+pub(super) async fn finish_boot(
+    myself: &ActorRef<LoopMsg>,
+    state: &mut LoopActorState,
+    specs: Vec<crate::tests_file::TestSpec>,
+    work: BootWork,
+) -> Result<(), ActorProcessingErr> {
+    let cfg = state.config.clone();
+    // As if the reconcile had failed on the actor's turn: a failure its supervisor restarts.
+    if work.reconciled.map_err(ActorProcessingErr::from)? {
+        return adopt_hold(state).await;
+    }
+    match work.retried {
+        Some(Ok(batch)) => {
+            if let Some(r) = batch.loops.last() {
+                state.record.checkpoint = r.checkpoint.clone();
+            }
+            state.record.pending_git = None;
+            record_own(state, batch).await?;
+        }
+        Some(Err(hold)) => {
+            let mut batch = Batch::default();
+            hold.pause(&mut state.record, &mut batch);
+            record_own(state, batch).await?;
+            return Ok(());
+        }
+        None => {}
+    }
+    let checkpoint = match work.workdir {
+        // A person's pause: nothing else to do.
+        None => return Ok(()),
+        Some(Ok(c)) => c,
+        Some(Err(e)) => {
+            crash(myself, state, &e).await?;
+            return Ok(());
+        }
+    };
+    if state.stopping {
+        return Ok(());
+    }
+    let stored = own_tests(state).await?;
+    let mut changed = plan::sync_tests(&cfg.name, stored.tests(), &specs);
+    // Tests left `running` by a predecessor have no live attempt any more.
+    let mut merged = merge(stored.tests(), &changed);
+    drop(stored);
+    for t in merged
+        .iter_mut()
+        .filter(|t| t.status == TestStatus::Running)
+    {
+        t.status = TestStatus::Pending;
+        changed.push(t.clone());
+    }
+    let others = external_snapshot(&state.ctx, &cross_loop_deps(&merged)).await?;
+    changed.extend(plan::refresh_blocked(
+        &merged,
+        run_past(&cfg),
+        &|d: &str| others.get(d).copied().flatten(),
+    ));
+    let mut batch = Batch {
+        tests: dedup_last(changed),
+        ..Batch::default()
+    };
+    state.record.checkpoint = checkpoint;
+    state.record.priority = Some(cfg.priority);
+    state.record.model = cfg.model.clone();
+    state.record.state = LoopState::Running;
+    state.record.reason = None;
+    state.record.started_at = Some(Utc::now());
+    state.record.updated_at = Utc::now();
+    batch.loops.push(state.record.clone());
+    batch
+        .events
+        .push(Event::new(EventKind::LoopState, &cfg.name, "running"));
+    record_own(state, batch).await?;
+    watch_other_loops(myself, state, &merged);
+    myself.send_message(LoopMsg::Next)?;
+    Ok(())
+}
+
+/// Creates (with `init_workdir`) and checks the workdir; returns the checkpoint to reset failed
+/// attempts to, or `None` when checkpoints are off. `held`: the loop has git work pending
+/// (`hold`), and the working tree holds that attempt's files: nothing is done, and `None`.
+pub async fn prepare_workdir(
+    state_dir: &std::path::Path,
+    cfg: &LoopConfig,
+    held: bool,
+) -> Result<Option<String>, String> {
+    if held {
+        // Its boot does no git either: the loop waits for a person (whose fix may be needed
+        // first: a deleted `.git` would fail `prepare`).
+        return Ok(None);
+    }
+    let workdir = cfg.workdir.clone().expect("the loader fills in workdir");
+    let git = Workdir::new(&workdir);
+    git.prepare(cfg.init_workdir, cfg.workdir_template.as_deref())
+        .await
+        .map_err(|e| e.to_string())?;
+    if !cfg.checkpoints {
+        return Ok(None);
+    }
+    if let Ok(rel) = state_dir.strip_prefix(&workdir) {
+        // The state directory lives inside the workdir: keep it out of git's view.
+        let pattern = format!("/{}/", rel.display());
+        git.exclude(&[&pattern]).await.map_err(|e| e.to_string())?;
+    }
+    // No attempt runs yet: a lock file now is left from a killed git.
+    git.clear_stale_locks().await.map_err(|e| e.to_string())?;
+    let checkpoint = adopt_checkpoint(&git, cfg, &workdir).await?;
+    git.record_position(&checkpoint)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Some(checkpoint))
+}
+
+/// HEAD as the loop's checkpoint (an initial commit when there is none), refusing a dirty
+/// workdir unless `allow_dirty`.
+pub(super) async fn adopt_checkpoint(
+    git: &Workdir,
+    cfg: &LoopConfig,
+    workdir: &std::path::Path,
+) -> Result<String, String> {
+    if git.head().await.map_err(|e| e.to_string())?.is_none() {
+        // A repository without commits (fresh from `init_workdir`, or a template just copied
+        // in): what is there becomes the first checkpoint.
+        return git.ensure_checkpoint().await.map_err(|e| e.to_string());
+    }
+    if !cfg.allow_dirty && git.is_dirty().await.map_err(|e| e.to_string())? {
+        return Err(format!(
+            "the workdir {} of loop `{}` has uncommitted changes (git status --porcelain is not empty); commit or stash them, or set allow_dirty = true",
+            workdir.display(),
+            cfg.name
+        ));
+    }
+    git.ensure_checkpoint().await.map_err(|e| e.to_string())
+}
+
+/// Reconciles what a predecessor left running; true when that holds the loop (an interrupted
+/// attempt's workdir could not be saved and reset: see `hold`).
+pub(super) async fn reconcile_own(state: &mut LoopActorState) -> Result<bool, ActorProcessingErr> {
+    let held = reconcile_loop(&state.ctx, &state.config).await?;
+    // The reconcile wrote tests and attempts on its own, and the git work it could not do.
+    forget_cached(state);
+    if held {
+        adopt_hold(state).await?;
+    }
+    Ok(held)
+}
+
+/// Takes the hold a reconcile stored on the loop into the actor's copy of its record.
+pub(super) async fn adopt_hold(state: &mut LoopActorState) -> Result<(), ActorProcessingErr> {
+    let name = state.config.name.clone();
+    if let Some(r) = state.ctx.read(move |s| s.get_loop(&name)).await? {
+        state.record.state = r.state;
+        state.record.reason = r.reason;
+        state.record.pending_git = r.pending_git;
+    }
+    Ok(())
+}
+
+/// Reconciles the attempts of loop `cfg` that a predecessor left without an outcome; true when
+/// that held the loop (an interrupted attempt's workdir could not be saved and reset).
+pub(super) async fn reconcile_loop(
+    ctx: &Ctx,
+    cfg: &LoopConfig,
+) -> Result<bool, crate::store::StoreError> {
+    let name = cfg.name.clone();
+    let record = ctx.read(move |s| s.get_loop(&name)).await?;
+    let checkpoint = record.and_then(|r| r.checkpoint);
+    if reconcile::interrupted_attempts(ctx, Some(cfg), checkpoint.as_deref()).await? == 0 {
+        return Ok(false);
+    }
+    let name = cfg.name.clone();
+    Ok(ctx
+        .read(move |s| s.get_loop(&name))
+        .await?
+        .is_some_and(|r| r.state == LoopState::Paused && crate::hold::is_hold(r.reason.as_deref())))
+}

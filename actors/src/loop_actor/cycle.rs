@@ -1,0 +1,315 @@
+//! The attempt cycle, first half: the next runnable test, budgets, an attempt started.
+
+use super::*;
+
+/// Picks the next runnable test and asks for a slot, or finishes the loop.
+pub(super) async fn next(
+    myself: &ActorRef<LoopMsg>,
+    state: &mut LoopActorState,
+) -> Result<(), ActorProcessingErr> {
+    if state.attempt.is_some() || state.waiting_for_slot || state.stopping {
+        return Ok(());
+    }
+    if state.record.state != LoopState::Running {
+        return Ok(());
+    }
+    let priority = state.config.priority;
+    let run_past = run_past(&state.config);
+    let tests = own_tests(state).await?;
+    let others = external_snapshot(&state.ctx, tests.cross_deps()).await?;
+    let external = |d: &str| others.get(d).copied().flatten();
+    let runnable = tests.next_runnable(priority, run_past, &external).is_some();
+    let finished = tests.is_finished();
+    // Tests of other loops change under us: block or unblock on what they are now. Only they
+    // can: every change of this loop's own tests refreshed the blocking when it was written.
+    let reblocked = if tests.cross_deps().is_empty() {
+        Vec::new()
+    } else {
+        tests.refresh_blocked(None, run_past, &external)
+    };
+    drop(tests);
+    if !reblocked.is_empty() {
+        let events = reblocked
+            .iter()
+            .map(|t| {
+                let what = if t.status == TestStatus::Blocked {
+                    format!("{} is blocked by {}", t.spec.id, t.blocked_by.join(", "))
+                } else {
+                    format!("{} is no longer blocked", t.spec.id)
+                };
+                let kind = if t.status == TestStatus::Blocked {
+                    EventKind::TestBlocked
+                } else {
+                    EventKind::TestChanged
+                };
+                Event::new(kind, &state.config.name, what).about(&t.spec.id, None)
+            })
+            .collect();
+        record_own(
+            state,
+            Batch {
+                tests: reblocked,
+                events,
+                ..Batch::default()
+            },
+        )
+        .await?;
+        myself.send_message(LoopMsg::Next)?;
+        return Ok(());
+    }
+    if runnable {
+        if let Some(why) = budget_exhausted(state).await? {
+            set_state(state, LoopState::Paused, Some("budget_exhausted")).await?;
+            record_own(
+                state,
+                Batch {
+                    events: vec![Event::new(EventKind::Alert, &state.config.name, why)
+                        .with_data(serde_json::json!({"reason": "budget_exhausted"}))],
+                    ..Batch::default()
+                },
+            )
+            .await?;
+            return Ok(());
+        }
+        state.waiting_for_slot = true;
+        let scheduler = state.ctx.scheduler().clone();
+        let me = myself.clone();
+        let (name, priority, provider) = (
+            state.config.name.clone(),
+            state.config.priority,
+            state.config.agent.provider().to_string(),
+        );
+        tokio::spawn(async move {
+            // If the loop is gone when the grant comes, the slot is dropped and given back.
+            match scheduler.acquire(&name, priority, &provider).await {
+                Some(Grant::Slot(slot)) => {
+                    let _ = me.send_message(LoopMsg::SlotGranted(slot));
+                }
+                Some(Grant::ProviderPaused { message }) => {
+                    let _ = me.send_message(LoopMsg::ProviderPaused(message));
+                }
+                None => {}
+            }
+        });
+    } else if finished {
+        // The actor stays: a reset, skip or injected test brings the loop back to work.
+        set_state(state, LoopState::Finished, None).await?;
+    } else {
+        // Pending tests wait on tests of other loops.
+        settle(state).await?;
+        myself.send_after(CROSS_LOOP_POLL, || LoopMsg::Next);
+    }
+    Ok(())
+}
+
+/// Why no new attempt may start for lack of budget (the loop's or the fleet's), if so.
+pub(super) async fn budget_exhausted(
+    state: &mut LoopActorState,
+) -> Result<Option<String>, ActorProcessingErr> {
+    let cfg = state.config.clone();
+    let fleet = state.fleet.clone();
+    let check_fleet = fleet.budget_usd.is_some() || fleet.max_attempts_total.is_some();
+    let check_loop = cfg.budget_usd.is_some() || cfg.max_attempts_total.is_some();
+    if !check_fleet && !check_loop {
+        return Ok(None);
+    }
+    // The last outcome's cost counts.
+    settle(state).await?;
+    let why = state
+        .ctx
+        .read(
+            move |s| -> Result<Option<String>, crate::store::StoreError> {
+                let spent = |name: &str| -> Result<(u32, f64), crate::store::StoreError> {
+                    let a = s.spent(name)?;
+                    Ok((a.attempts, a.cost_usd))
+                };
+                let over = |what: &str,
+                            (n, usd): (u32, f64),
+                            max_n: Option<u32>,
+                            max_usd: Option<f64>| {
+                    if let Some(m) = max_n.filter(|m| n >= *m) {
+                        return Some(format!(
+                            "{what} made {} (max_attempts_total = {m}); paused",
+                            crate::words::count(n, "attempt", "attempts")
+                        ));
+                    }
+                    if let Some(m) = max_usd.filter(|m| usd >= *m) {
+                        return Some(format!("{what} spent ${usd:.4} (budget_usd = {m}); paused"));
+                    }
+                    None
+                };
+                if check_loop {
+                    let why = over(
+                        &format!("loop `{}`", cfg.name),
+                        spent(&cfg.name)?,
+                        cfg.max_attempts_total,
+                        cfg.budget_usd,
+                    );
+                    if why.is_some() {
+                        return Ok(why);
+                    }
+                }
+                if check_fleet {
+                    let mut total = (0u32, 0f64);
+                    for l in s.list_loops()? {
+                        let (n, usd) = spent(&l.name)?;
+                        total = (total.0 + n, total.1 + usd);
+                    }
+                    return Ok(over(
+                        "the fleet",
+                        total,
+                        fleet.max_attempts_total,
+                        fleet.budget_usd,
+                    ));
+                }
+                Ok(None)
+            },
+        )
+        .await?;
+    Ok(why)
+}
+
+/// Whether dependents run past a test that failed for good (`on_blocked = "skip"`).
+pub(super) fn run_past(cfg: &LoopConfig) -> bool {
+    cfg.on_blocked == crate::config::OnBlocked::Skip
+}
+
+/// Records the attempt as started (flushed) and spawns its actor.
+pub(super) async fn start_attempt(
+    myself: &ActorRef<LoopMsg>,
+    state: &mut LoopActorState,
+    permit: Slot,
+) -> Result<(), ActorProcessingErr> {
+    if state.stopping || state.record.state != LoopState::Running {
+        return Ok(());
+    }
+    let priority = state.config.priority;
+    let run_past = run_past(&state.config);
+    let tests = own_tests(state).await?;
+    let others = external_snapshot(&state.ctx, tests.cross_deps()).await?;
+    let picked = tests
+        .next_runnable(priority, run_past, &|d: &str| {
+            others.get(d).copied().flatten()
+        })
+        .cloned();
+    let picked = match picked {
+        Some(t) => {
+            // Only with `regression` on: a list of every passed test per attempt otherwise.
+            let passed: Vec<(String, String)> = if state.config.regression {
+                tests
+                    .tests()
+                    .iter()
+                    .filter(|o| o.status == TestStatus::Passed && o.spec.id != t.spec.id)
+                    .map(|o| (o.spec.id.clone(), o.spec.verify.clone()))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            drop(tests);
+            let history = own_history(state, &t.spec.id).await?;
+            let fingerprints = crate::healer::history_fingerprints(&history);
+            let lessons = if fingerprints.is_empty() {
+                Vec::new()
+            } else {
+                state
+                    .ctx
+                    .read(move |s| crate::healer::lessons_for_prompt(s, &fingerprints))
+                    .await
+            };
+            Some((t, history, passed, lessons))
+        }
+        None => None,
+    };
+    let Some((mut test, history, passed, lessons)) = picked else {
+        drop(permit);
+        myself.send_message(LoopMsg::Next)?;
+        return Ok(());
+    };
+    let mut cfg = state.config.clone();
+    let number = test.attempts + 1;
+    let paths = state.ctx.attempt_paths(&cfg.name, &test.spec.id, number);
+    let strategy = test.heal_strategy.clone();
+    if let Some(HealStrategy::StrongerModel(model)) = &strategy {
+        let mut stronger = (*cfg).clone();
+        stronger.model = Some(model.clone());
+        cfg = Arc::new(stronger);
+    }
+    let spec_text = match config::resolve_spec(&cfg, &test.spec) {
+        Ok(s) => s,
+        Err(e) => format!("(loopd could not read the spec file: {e})"),
+    };
+    let mut prompt = prompt::render(
+        &state.template,
+        &PromptInput {
+            loop_name: &cfg.name,
+            test_id: &test.spec.id,
+            title: &test.spec.title,
+            spec: &spec_text,
+            verify: &test.spec.verify,
+            attempt: number,
+            max_attempts: cfg.max_attempts,
+            // A fresh start forgets the earlier attempts on purpose.
+            history: if strategy == Some(HealStrategy::FreshStart) {
+                &[]
+            } else {
+                &history
+            },
+            lessons: &lessons,
+        },
+    );
+    if matches!(
+        strategy,
+        Some(HealStrategy::AlternativePrompt | HealStrategy::StrongerModel(_))
+    ) {
+        prompt.push_str(&crate::healer::alternative_prompt(&history));
+    }
+    // Read now, not kept: a hint given while the last attempt ran reaches this one.
+    let (name, id) = (cfg.name.clone(), test.spec.id.clone());
+    let hints = state
+        .ctx
+        .read(move |s| crate::hints::for_prompt(s, &name, &id))
+        .await;
+    prompt.push_str(&crate::hints::section(&hints));
+    test.attempts = number;
+    test.status = TestStatus::Running;
+    test.updated_at = Utc::now();
+    let record = AttemptRecord::started(&cfg.name, &test.spec.id, number, paths.transcript.clone());
+    // The attempt's files and its durable record do not depend on each other, and the agent
+    // needs both: write them at the same time.
+    let (transcript, recorded) = tokio::join!(
+        crate::attempt::write_attempt_files(&paths, &prompt),
+        record_own(
+            state,
+            Batch {
+                tests: vec![test.clone()],
+                attempts: vec![record.clone()],
+                events: vec![Event::new(
+                    EventKind::AttemptStarted,
+                    &cfg.name,
+                    format!("attempt {number} of {} started", test.spec.id),
+                )
+                .about(&test.spec.id, Some(number))],
+                ..Batch::default()
+            }
+        )
+    );
+    recorded?;
+    let transcript = transcript?;
+    let plan = AttemptPlan {
+        ctx: state.ctx.clone(),
+        config: cfg.clone(),
+        record,
+        verify: test.spec.verify.clone(),
+        timeout: test.spec.timeout,
+        prompt,
+        paths,
+        transcript,
+        checkpoint: state.record.checkpoint.clone().filter(|_| cfg.checkpoints),
+        permit: Some(permit),
+        regression_checks: if cfg.regression { passed } else { Vec::new() },
+        reply_to: myself.clone(),
+    };
+    let (actor, _) = Actor::spawn_linked(None, AttemptActor, plan, myself.get_cell()).await?;
+    state.attempt = Some(actor);
+    Ok(())
+}

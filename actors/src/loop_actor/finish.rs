@@ -1,0 +1,317 @@
+//! The attempt cycle, second half: an attempt's outcome recorded, pauses and crashes.
+
+use super::*;
+
+/// Records the outcome, the test's new status and what it does to its dependents, in one
+/// transaction.
+pub(super) async fn finish_attempt(
+    myself: &ActorRef<LoopMsg>,
+    state: &mut LoopActorState,
+    done: AttemptDone,
+) -> Result<(), ActorProcessingErr> {
+    let cfg = state.config.clone();
+    let record = done.record;
+    let outcome = record.outcome.unwrap_or(Outcome::Interrupted);
+    let test_id = record.test_id.clone();
+    // From the actor's own copies; the store only for other loops' tests this loop depends on.
+    let tests = own_tests(state).await?;
+    let earlier = own_history(state, &test_id).await?;
+    let external = external_snapshot(&state.ctx, tests.cross_deps()).await?;
+    let mut events = Vec::new();
+    // The one record this outcome changes, and what that does to the others.
+    let Some(mut test) = tests.get(&test_id).cloned() else {
+        return Ok(());
+    };
+    {
+        let test = &mut test;
+        if record.counted {
+            test.counted_attempts += 1;
+        }
+        test.last_outcome = Some(outcome);
+        test.updated_at = Utc::now();
+        test.status = match outcome {
+            Outcome::Passed if done.hold.is_some() => {
+                // Not passed until its checkpoint is made: dependents must not build on it.
+                test.reason = done.hold.as_ref().map(|h| h.message.clone());
+                TestStatus::Pending
+            }
+            Outcome::Passed => {
+                test.commit = record.commit.clone();
+                test.reason = None;
+                test.heal_strategy = None;
+                events.push(
+                    Event::new(
+                        EventKind::TestPassed,
+                        &cfg.name,
+                        format!("{} passed", test_id),
+                    )
+                    .about(&test_id, Some(record.number)),
+                );
+                TestStatus::Passed
+            }
+            _ if record.counted && test.counted_attempts >= cfg.max_attempts => {
+                // The healer diagnoses from the recorded history and, with auto_heal (or
+                // on_blocked = "heal"), picks another strategy within the heal budget.
+                let policy = crate::healer::HealPolicy {
+                    auto_heal: cfg.auto_heal || cfg.on_blocked == crate::config::OnBlocked::Heal,
+                    heal_model: cfg.heal_model.clone(),
+                    budget_attempts: Some(cfg.heal_attempts),
+                    budget_usd: cfg.heal_budget_usd,
+                };
+                let history: Vec<AttemptRecord> = earlier
+                    .iter()
+                    .filter(|a| a.number != record.number)
+                    .chain(std::iter::once(&record))
+                    .cloned()
+                    .collect();
+                let d = crate::healer::on_exhausted(test, &history, &policy);
+                test.reason = Some(d.reason.clone());
+                let event = if d.alert {
+                    Event::new(
+                        EventKind::Alert,
+                        &cfg.name,
+                        format!("{test_id} needs a person: {}", d.reason),
+                    )
+                    .with_data(serde_json::json!({ "diagnosis": test.diagnosis }))
+                } else if d.status == TestStatus::Failed {
+                    Event::new(
+                        EventKind::TestFailed,
+                        &cfg.name,
+                        format!("{test_id} failed for good: {}", d.reason),
+                    )
+                    .with_data(serde_json::json!({ "diagnosis": test.diagnosis }))
+                } else {
+                    Event::new(
+                        EventKind::TestChanged,
+                        &cfg.name,
+                        format!("{test_id}: {}", d.reason),
+                    )
+                };
+                events.push(event.about(&test_id, Some(record.number)));
+                d.status
+            }
+            _ => TestStatus::Pending,
+        };
+    }
+    let external = |d: &str| external.get(d).copied().flatten();
+    let unblocked_or_blocked = tests.refresh_blocked(Some(&test), run_past(&cfg), &external);
+    // The cached table is updated in place by the write below, once no one else holds it.
+    drop(tests);
+    for t in &unblocked_or_blocked {
+        if t.status == TestStatus::Blocked {
+            events.push(
+                Event::new(
+                    EventKind::TestBlocked,
+                    &cfg.name,
+                    format!("{} is blocked by {}", t.spec.id, t.blocked_by.join(", ")),
+                )
+                .about(&t.spec.id, None),
+            );
+        }
+    }
+    events.insert(
+        0,
+        Event::new(
+            EventKind::AttemptFinished,
+            &cfg.name,
+            format!(
+                "attempt {} of {}: {}{}",
+                record.number,
+                test_id,
+                crate::healer::outcome_name(outcome),
+                record
+                    .killed
+                    .map(|k| format!(" (the agent was killed: {})", k.word()))
+                    .unwrap_or_default()
+            ),
+        )
+        .about(&test_id, Some(record.number))
+        .with_data(serde_json::json!({
+            "outcome": outcome,
+            "killed": record.killed,
+            "counted": record.counted,
+            "cost_usd": record.cost_usd,
+            "duration_ms": record.duration_ms,
+            "reason": record.reason,
+            // What a display shows of why it failed, without reading the ledger.
+            "verify_lines": record.verify_first_lines(crate::model::WHY_LINES),
+        })),
+    );
+    let reason = record.reason.clone();
+    let mut changed = vec![test];
+    changed.extend(unblocked_or_blocked);
+    let mut lessons = Vec::new();
+    if outcome == Outcome::Passed {
+        // Before the checkpoint moves: what the pass changed since the last one.
+        let diff = match (&state.record.checkpoint, &cfg.workdir, cfg.checkpoints) {
+            (Some(old), Some(w), true) => crate::git::Workdir::new(w)
+                .diff_summary(old)
+                .await
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        // The attempts it overcame are the actor's own copy of the test's history; the lesson
+        // is written with the pass.
+        lessons.extend(crate::healer::lesson_from_pass(&earlier, &record, &diff));
+    }
+    // The cached history is appended to by the write below, in place once this is gone.
+    drop(earlier);
+    if let Some(c) = &done.new_checkpoint {
+        state.record.checkpoint = Some(c.clone());
+    }
+    state.record.updated_at = Utc::now();
+    let mut batch = Batch {
+        loops: vec![state.record.clone()],
+        tests: dedup_last(changed),
+        attempts: vec![record],
+        events,
+        lessons,
+        ..Batch::default()
+    };
+    if let Some(hold) = &done.hold {
+        // In the outcome's transaction: a restart finds the loop held, with its git work.
+        hold.pause(&mut state.record, &mut batch);
+        record_own(state, batch).await?;
+        if state.stopping {
+            myself.stop(None);
+        }
+        return Ok(());
+    }
+
+    if state.stopping {
+        if state.record.state == LoopState::Running {
+            state.record.state = LoopState::Idle;
+            state.record.reason = Some("interrupted".into());
+        }
+        batch.loops = vec![state.record.clone()];
+        record_own(state, batch).await?;
+        myself.stop(None);
+        return Ok(());
+    }
+    match (&done.provider_failure, outcome) {
+        // The attempt already told the scheduler how the provider fared.
+        (Some(ProviderFailure::OutOfCredits { message }), Outcome::OutOfCredits) => {
+            let message = message.clone();
+            pause_for_credits(myself, state, &message, vec![batch]).await?;
+        }
+        (_, Outcome::AgentUnavailable) => {
+            // A configuration problem: retrying would fail the same way until a person fixes it.
+            let alert = format!(
+                "the agent of loop `{}` cannot start; loop paused (fix it, then `loopd resume {}`): {}",
+                cfg.name,
+                cfg.name,
+                reason.as_deref().unwrap_or("no cause recorded")
+            );
+            pause_for(state, "agent_unavailable", alert, vec![batch]).await?;
+        }
+        _ => {
+            // After an API error the scheduler holds every loop of the provider back until
+            // its backoff has passed. The outcome's flush runs while the next attempt is
+            // scheduled; that attempt's start record, written after it, waits for it.
+            record_own_later(state, batch);
+            myself.send_message(LoopMsg::Next)?;
+        }
+    }
+    Ok(())
+}
+
+/// Pauses the loop because its provider has no credits (with `before` written in the same
+/// transaction), and schedules a probe after `credit_probe_interval`.
+pub(super) async fn pause_for_credits(
+    myself: &ActorRef<LoopMsg>,
+    state: &mut LoopActorState,
+    message: &str,
+    before: Vec<Batch>,
+) -> Result<(), ActorProcessingErr> {
+    let alert = format!(
+        "provider `{}` is out of credits; loop paused: {message}",
+        state.config.agent.provider()
+    );
+    pause_for(state, "out_of_credits", alert, before).await?;
+    myself.send_after(state.fleet.credit_probe_interval, || LoopMsg::ProbeCredits);
+    Ok(())
+}
+
+/// Pauses the loop for `reason`, something only a person can fix, with an alert, `before`
+/// written in the same transaction; a `resume` carries on.
+pub(super) async fn pause_for(
+    state: &mut LoopActorState,
+    reason: &str,
+    alert: String,
+    before: Vec<Batch>,
+) -> Result<(), ActorProcessingErr> {
+    let mut batch = Batch::default();
+    for b in before {
+        batch.loops.extend(b.loops);
+        batch.tests.extend(b.tests);
+        batch.attempts.extend(b.attempts);
+        batch.events.extend(b.events);
+    }
+    state.record.state = LoopState::Paused;
+    state.record.reason = Some(reason.into());
+    state.record.updated_at = Utc::now();
+    batch.loops = vec![state.record.clone()];
+    batch.events.push(
+        Event::new(EventKind::Alert, &state.config.name, alert)
+            .with_data(serde_json::json!({"reason": reason})),
+    );
+    batch.events.push(
+        Event::new(EventKind::LoopState, &state.config.name, "paused")
+            .with_data(serde_json::json!({"state": "paused", "reason": reason})),
+    );
+    record_own(state, batch).await?;
+    Ok(())
+}
+
+pub(super) async fn set_state(
+    state: &mut LoopActorState,
+    to: LoopState,
+    reason: Option<&str>,
+) -> Result<(), ActorProcessingErr> {
+    state.record.state = to;
+    state.record.reason = reason.map(String::from);
+    state.record.updated_at = Utc::now();
+    let word = serde_json::to_value(to)?
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    record_own(
+        state,
+        Batch {
+            loops: vec![state.record.clone()],
+            events: vec![Event::new(EventKind::LoopState, &state.config.name, word)
+                .with_data(serde_json::json!({"state": to, "reason": reason}))],
+            ..Batch::default()
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Marks the loop `crashed` with a reason a person can act on, raises an alert, stops.
+pub(super) async fn crash(
+    myself: &ActorRef<LoopMsg>,
+    state: &mut LoopActorState,
+    reason: &str,
+) -> Result<(), ActorProcessingErr> {
+    tracing::error!(loop_name = %state.config.name, reason, "loop cannot run");
+    state.record.state = LoopState::Crashed;
+    state.record.reason = Some(reason.to_string());
+    state.record.updated_at = Utc::now();
+    record_own(
+        state,
+        Batch {
+            loops: vec![state.record.clone()],
+            events: vec![
+                Event::new(EventKind::LoopState, &state.config.name, "crashed")
+                    .with_data(serde_json::json!({"state": "crashed", "reason": reason})),
+                Event::new(EventKind::Alert, &state.config.name, reason.to_string()),
+            ],
+            ..Batch::default()
+        },
+    )
+    .await?;
+    // The actor stays, so that `start` can try again once the cause is fixed.
+    let _ = myself;
+    Ok(())
+}
