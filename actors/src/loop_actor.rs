@@ -2,27 +2,27 @@
 //!
 //! It keeps nothing in memory that the store does not also have: a restarted loop actor boots
 //! from the store, reconciles what its predecessor left running, and carries on.
+//!
+//! This file holds the messages, the state and the one `match` over messages; the work is in:
+//! - `boot`: the tests file read, a predecessor's attempts reconciled, the workdir readied.
+//! - `cycle`: the next runnable test, budgets, an attempt started with its slot and prompt.
+//! - `finish`: an attempt's outcome recorded, the test's status, pauses, crashes.
+//! - `watch`: tests that depend on other loops' tests.
+//! - `control`: requests from a person or program.
+//! - `records`: the loop's writes, which keep its cached tests and history in step with the store.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::scheduler::{Grant, Slot};
-use chrono::Utc;
+use crate::scheduler::Slot;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
-use crate::agent::ProviderFailure;
-use crate::attempt::{AttemptActor, AttemptDone, AttemptMsg, AttemptPlan, CancelReason};
-use crate::config::{self, LoopConfig};
+use crate::attempt::{AttemptDone, AttemptMsg, CancelReason};
+use crate::config::LoopConfig;
 use crate::control::{Control, ControlError};
-use crate::git::Workdir;
-use crate::healer::HealStrategy;
-use crate::model::{
-    AttemptRecord, Event, EventKind, LoopRecord, LoopState, Outcome, TestRecord, TestStatus,
-};
+use crate::model::{AttemptRecord, LoopRecord, LoopState};
 use crate::plan;
-use crate::prompt::{self, PromptInput};
-use crate::reconcile;
+use crate::prompt;
 use crate::runtime::Ctx;
 use crate::store::Batch;
 
@@ -34,12 +34,12 @@ mod records;
 mod watch;
 
 pub use boot::prepare_workdir;
-use boot::*;
-use control::*;
-use cycle::*;
-use finish::*;
-use records::*;
-use watch::*;
+use boot::{boot, booted, reconcile_own};
+use control::control;
+use cycle::{next, start_attempt};
+use finish::{finish_attempt, pause_for_credits, set_state};
+use records::settle;
+use watch::recheck_other_loops;
 
 /// How long a loop waits before it looks again at tests that wait on other loops.
 const CROSS_LOOP_POLL: Duration = Duration::from_millis(500);

@@ -1,6 +1,21 @@
 //! Boot and reconcile: the tests file read, a predecessor's attempts reconciled, the workdir readied.
 
-use super::*;
+use chrono::Utc;
+use ractor::{ActorProcessingErr, ActorRef};
+
+use super::cycle::run_past;
+use super::finish::{crash, set_state};
+use super::records::{dedup_last, forget_cached, merge, own_tests, record_own};
+use super::watch::{cross_loop_deps, external_snapshot, watch_other_loops};
+use super::{BootWork, Booting, LoopActorState, LoopMsg};
+use crate::config::{self, LoopConfig};
+use crate::control::ControlError;
+use crate::git::Workdir;
+use crate::model::{Event, EventKind, LoopState, TestStatus};
+use crate::plan;
+use crate::reconcile;
+use crate::runtime::Ctx;
+use crate::store::Batch;
 
 /// Loads the tests file, then reconciles what a predecessor left and readies git off the
 /// actor's turn; [`booted`] syncs the store and starts the loop.

@@ -1,6 +1,19 @@
 //! Control: requests from a person or program (start, pause, reset, skip, inject, ...).
 
-use super::*;
+use chrono::Utc;
+use ractor::{ActorProcessingErr, ActorRef};
+
+use super::boot::boot;
+use super::cycle::run_past;
+use super::finish::set_state;
+use super::records::{dedup_last, forget_cached, merge, own_tests, record_own};
+use super::watch::{cross_loop_deps, external_snapshot, watch_other_loops};
+use super::{LoopActorState, LoopMsg};
+use crate::attempt::{AttemptMsg, CancelReason};
+use crate::control::{Control, ControlError};
+use crate::model::{Event, EventKind, LoopState, TestRecord, TestStatus};
+use crate::plan;
+use crate::store::Batch;
 
 /// Applies a person's or program's request to this loop.
 pub(super) async fn control(

@@ -1,6 +1,21 @@
 //! The attempt cycle, first half: the next runnable test, budgets, an attempt started.
 
-use super::*;
+use std::sync::Arc;
+
+use crate::scheduler::{Grant, Slot};
+use chrono::Utc;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use super::finish::set_state;
+use super::records::{own_history, own_tests, record_own, settle};
+use super::watch::external_snapshot;
+use super::{LoopActorState, LoopMsg, CROSS_LOOP_POLL};
+use crate::attempt::{AttemptActor, AttemptPlan};
+use crate::config::{self, LoopConfig};
+use crate::healer::HealStrategy;
+use crate::model::{AttemptRecord, Event, EventKind, LoopState, TestStatus};
+use crate::prompt::{self, PromptInput};
+use crate::store::Batch;
 
 /// Picks the next runnable test and asks for a slot, or finishes the loop.
 pub(super) async fn next(

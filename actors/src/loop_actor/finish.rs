@@ -1,6 +1,16 @@
 //! The attempt cycle, second half: an attempt's outcome recorded, pauses and crashes.
 
-use super::*;
+use chrono::Utc;
+use ractor::{ActorProcessingErr, ActorRef};
+
+use super::cycle::run_past;
+use super::records::{dedup_last, own_history, own_tests, record_own, record_own_later};
+use super::watch::external_snapshot;
+use super::{LoopActorState, LoopMsg};
+use crate::agent::ProviderFailure;
+use crate::attempt::AttemptDone;
+use crate::model::{AttemptRecord, Event, EventKind, LoopState, Outcome, TestStatus};
+use crate::store::Batch;
 
 /// Records the outcome, the test's new status and what it does to its dependents, in one
 /// transaction.

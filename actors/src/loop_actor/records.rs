@@ -1,6 +1,12 @@
 //! The loop's own records: writes that keep the cached tests and history in step with the store.
 
-use super::*;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::LoopActorState;
+use crate::model::{AttemptRecord, Event, TestRecord};
+use crate::plan;
+use crate::store::Batch;
 
 /// Writes `batch` (one flushed transaction, after every batch handed over before it) and brings
 /// the cached tests up to date with it.

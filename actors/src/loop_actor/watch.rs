@@ -1,6 +1,13 @@
 //! Cross-loop watching: tests that depend on other loops' tests.
 
-use super::*;
+use ractor::{ActorProcessingErr, ActorRef};
+
+use super::control::apply_test_changes;
+use super::cycle::run_past;
+use super::records::own_tests;
+use super::{LoopActorState, LoopMsg};
+use crate::model::{Event, EventKind, TestRecord, TestStatus};
+use crate::runtime::Ctx;
 
 /// Once a test of this loop depends on another loop's: forwards the test events of other loops
 /// to this loop's actor, for as long as it lives.
