@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::agent::{self, OutputWatcher, ProviderFailure};
+use crate::classify::{classify, AgentEnd, Facts};
 use crate::config::LoopConfig;
 use crate::git::Workdir;
 use crate::model::{AttemptRecord, Killed, Outcome};
@@ -167,16 +168,6 @@ impl Actor for AttemptActor {
         let _ = state.cancel.send(Some(CancelReason::Interrupt));
         Ok(())
     }
-}
-
-/// How the agent's run ended, before verify.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum AgentEnd {
-    Exited,
-    Stalled,
-    TimedOut,
-    Cancelled,
-    SpawnFailed,
 }
 
 /// The agent, started by [`launch`].
@@ -461,16 +452,17 @@ async fn run(
             (Some(g), Some(c)) => g.unchanged_since(c).await.unwrap_or(false),
             _ => false,
         };
-        let (outcome, reason) = classify(
+        let (outcome, reason) = classify(&Facts {
             end,
             exit_code,
             exit_signal,
-            &report.provider_failure,
-            v.passed,
-            v.timed_out,
+            provider: report.provider_failure.as_ref(),
+            verify_passed: v.passed,
+            verify_timed_out: v.timed_out,
             unchanged,
-            &config,
-        );
+            stall_timeout: config.stall_timeout,
+            verify_timeout: config.verify_timeout,
+        });
         if record.reason.is_none() || outcome == Outcome::Passed {
             record.reason = reason;
         }
@@ -513,93 +505,6 @@ fn finish_interrupted(mut record: AttemptRecord, started: Instant) -> AttemptRec
     record.finished_at = Some(Utc::now());
     record.duration_ms = Some(started.elapsed().as_millis() as u64);
     record
-}
-
-#[allow(clippy::too_many_arguments)]
-fn classify(
-    end: AgentEnd,
-    exit_code: Option<i32>,
-    exit_signal: Option<i32>,
-    provider: &Option<ProviderFailure>,
-    verify_passed: bool,
-    verify_timed_out: bool,
-    unchanged: bool,
-    config: &LoopConfig,
-) -> (Outcome, Option<String>) {
-    // verify always runs and a pass always wins; the kill is kept in the record and its reason.
-    if verify_passed {
-        let reason = match end {
-            AgentEnd::Stalled => Some(format!(
-                "verify passed, though the agent was killed after no output for {}",
-                humantime::format_duration(config.stall_timeout)
-            )),
-            AgentEnd::TimedOut => Some(
-                "verify passed, though the agent was killed for overrunning its time limit".into(),
-            ),
-            _ => None,
-        };
-        return (Outcome::Passed, reason);
-    }
-    if let Some(p) = provider {
-        return match p {
-            ProviderFailure::OutOfCredits { message } => (
-                Outcome::OutOfCredits,
-                Some(format!("out of credits: {message}")),
-            ),
-            ProviderFailure::ApiError { status, message } => (
-                Outcome::ApiError,
-                Some(match status {
-                    Some(s) => format!("the provider's API failed (HTTP {s}): {message}"),
-                    None => format!("the provider's API failed: {message}"),
-                }),
-            ),
-        };
-    }
-    match end {
-        AgentEnd::Stalled => {
-            return (
-                Outcome::Stalled,
-                Some(format!(
-                    "no output for {}, the agent's process group was ended",
-                    humantime::format_duration(config.stall_timeout)
-                )),
-            )
-        }
-        AgentEnd::TimedOut => {
-            return (
-                Outcome::TimedOut,
-                Some("the agent overran its time limit; its process group was ended".into()),
-            )
-        }
-        AgentEnd::Exited | AgentEnd::Cancelled | AgentEnd::SpawnFailed => {}
-    }
-    if exit_code != Some(0) {
-        let how = match (exit_code, exit_signal) {
-            (Some(c), _) => format!("exit status {c}"),
-            (None, Some(s)) => format!("signal {s}"),
-            _ => "an unknown status".into(),
-        };
-        return (
-            Outcome::AgentError,
-            Some(format!("the agent ended with {how}")),
-        );
-    }
-    if unchanged {
-        return (
-            Outcome::NoChange,
-            Some("verify failed and the agent changed nothing".into()),
-        );
-    }
-    if verify_timed_out {
-        return (
-            Outcome::Failed,
-            Some(format!(
-                "verify overran verify_timeout ({})",
-                humantime::format_duration(config.verify_timeout)
-            )),
-        );
-    }
-    (Outcome::Failed, Some("verify exited non-zero".into()))
 }
 
 /// The first earlier-passed test whose verify now fails, with its output tail.

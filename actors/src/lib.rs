@@ -24,6 +24,7 @@
 //! - `agent`: agent presets (command, claude-code) and what their output means.
 //! - `git`: checkpoints, attempt refs, resets, the loop's branch, stale locks.
 //! - `hold`: a loop paused for its workdir's git (`checkpoint_failed`, `workdir_broken`).
+//! - `classify`: an attempt's outcome from its facts (the outcome table, pure).
 //! - `prompt`: rendering the prompt of one attempt.
 //! - `healer`: diagnoses, repeated failures, lessons, heal strategies (pure functions).
 //! - `hints`: guidance from a person for a loop's (or a test's) next prompts.
@@ -40,6 +41,7 @@
 
 pub mod agent;
 pub mod attempt;
+pub mod classify;
 pub mod config;
 pub mod control;
 pub mod fault;
