@@ -24,6 +24,7 @@
 //! - `agent`: agent presets (command, claude-code) and what their output means.
 //! - `git`: checkpoints, attempt refs, resets, the loop's branch, stale locks.
 //! - `hold`: a loop paused for its workdir's git (`checkpoint_failed`, `workdir_broken`).
+//! - `budget`: whether a loop or the fleet has spent what it may (pure).
 //! - `classify`: an attempt's outcome from its facts (the outcome table, pure).
 //! - `prompt`: rendering the prompt of one attempt.
 //! - `healer`: diagnoses, repeated failures, lessons, heal strategies (pure functions).
@@ -41,6 +42,7 @@
 
 pub mod agent;
 pub mod attempt;
+pub mod budget;
 pub mod classify;
 pub mod config;
 pub mod control;

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::budget::{self, Limits, Spent};
 use crate::scheduler::{Grant, Slot};
 use chrono::Utc;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -123,9 +124,15 @@ pub(super) async fn budget_exhausted(
 ) -> Result<Option<String>, ActorProcessingErr> {
     let cfg = state.config.clone();
     let fleet = state.fleet.clone();
-    let check_fleet = fleet.budget_usd.is_some() || fleet.max_attempts_total.is_some();
-    let check_loop = cfg.budget_usd.is_some() || cfg.max_attempts_total.is_some();
-    if !check_fleet && !check_loop {
+    let loop_limits = Limits {
+        attempts: cfg.max_attempts_total,
+        cost_usd: cfg.budget_usd,
+    };
+    let fleet_limits = Limits {
+        attempts: fleet.max_attempts_total,
+        cost_usd: fleet.budget_usd,
+    };
+    if loop_limits.is_none() && fleet_limits.is_none() {
         return Ok(None);
     }
     // The last outcome's cost counts.
@@ -134,48 +141,29 @@ pub(super) async fn budget_exhausted(
         .ctx
         .read(
             move |s| -> Result<Option<String>, crate::store::StoreError> {
-                let spent = |name: &str| -> Result<(u32, f64), crate::store::StoreError> {
+                let spent = |name: &str| -> Result<Spent, crate::store::StoreError> {
                     let a = s.spent(name)?;
-                    Ok((a.attempts, a.cost_usd))
+                    Ok(Spent {
+                        attempts: a.attempts,
+                        cost_usd: a.cost_usd,
+                    })
                 };
-                let over = |what: &str,
-                            (n, usd): (u32, f64),
-                            max_n: Option<u32>,
-                            max_usd: Option<f64>| {
-                    if let Some(m) = max_n.filter(|m| n >= *m) {
-                        return Some(format!(
-                            "{what} made {} (max_attempts_total = {m}); paused",
-                            crate::words::count(n, "attempt", "attempts")
-                        ));
-                    }
-                    if let Some(m) = max_usd.filter(|m| usd >= *m) {
-                        return Some(format!("{what} spent ${usd:.4} (budget_usd = {m}); paused"));
-                    }
-                    None
-                };
-                if check_loop {
-                    let why = over(
+                if !loop_limits.is_none() {
+                    let why = budget::over(
                         &format!("loop `{}`", cfg.name),
                         spent(&cfg.name)?,
-                        cfg.max_attempts_total,
-                        cfg.budget_usd,
+                        loop_limits,
                     );
                     if why.is_some() {
                         return Ok(why);
                     }
                 }
-                if check_fleet {
-                    let mut total = (0u32, 0f64);
+                if !fleet_limits.is_none() {
+                    let mut total = Spent::default();
                     for l in s.list_loops()? {
-                        let (n, usd) = spent(&l.name)?;
-                        total = (total.0 + n, total.1 + usd);
+                        total = total.plus(spent(&l.name)?);
                     }
-                    return Ok(over(
-                        "the fleet",
-                        total,
-                        fleet.max_attempts_total,
-                        fleet.budget_usd,
-                    ));
+                    return Ok(budget::over("the fleet", total, fleet_limits));
                 }
                 Ok(None)
             },
