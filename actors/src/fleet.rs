@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use crate::config::LoopConfig;
 use crate::control::{Control, ControlError};
 use crate::loop_actor::{LoopActor, LoopArgs, LoopMsg};
-use crate::model::{Event, EventKind, LoopRecord, LoopState};
+use crate::model::{Event, EventKind, LoopReason, LoopRecord, LoopState};
 use crate::monitor::MonitorMsg;
 use crate::runtime::Ctx;
 use crate::store::Batch;
@@ -310,11 +310,11 @@ async fn restart_or_give_up(
     let backoff = match state.intensity.admit(history, Instant::now()) {
         Ok(backoff) => backoff,
         Err(restarts) => {
-            let reason = format!(
-                "restart_intensity: {restarts} restarts within {}; last error: {error}",
+            let reason = LoopReason::RestartIntensity(format!(
+                "{restarts} restarts within {}; last error: {error}",
                 humantime::format_duration(window)
-            );
-            mark_crashed(&state.ctx, name, &reason).await;
+            ));
+            mark_crashed(&state.ctx, name, reason).await;
             return;
         }
     };
@@ -338,11 +338,11 @@ async fn forget(ctx: &Ctx, name: &str) -> Result<(), ControlError> {
 
 /// Marks a loop that left the fleet file as stopped (`removed_from_config`); history stays.
 async fn retire(ctx: &Ctx, name: &str) {
-    set_loop_state(ctx, name, LoopState::Stopped, "removed_from_config").await;
+    set_loop_state(ctx, name, LoopState::Stopped, LoopReason::RemovedFromConfig).await;
 }
 
-async fn mark_crashed(ctx: &Ctx, name: &str, reason: &str) {
-    set_loop_state(ctx, name, LoopState::Crashed, reason).await;
+async fn mark_crashed(ctx: &Ctx, name: &str, reason: LoopReason) {
+    set_loop_state(ctx, name, LoopState::Crashed, reason.clone()).await;
     ctx.record_event(Event::new(
         EventKind::Alert,
         name,
@@ -352,7 +352,7 @@ async fn mark_crashed(ctx: &Ctx, name: &str, reason: &str) {
 }
 
 /// Records a loop's new state (its actor is not running), with its event.
-async fn set_loop_state(ctx: &Ctx, name: &str, to: LoopState, reason: &str) {
+async fn set_loop_state(ctx: &Ctx, name: &str, to: LoopState, reason: LoopReason) {
     let owned = name.to_string();
     let mut record = ctx
         .read(move |s| s.get_loop(&owned))
@@ -361,7 +361,7 @@ async fn set_loop_state(ctx: &Ctx, name: &str, to: LoopState, reason: &str) {
         .flatten()
         .unwrap_or_else(|| LoopRecord::new(name));
     record.state = to;
-    record.reason = Some(reason.to_string());
+    record.reason = Some(reason.clone());
     record.updated_at = Utc::now();
     let word = serde_json::to_value(to)
         .ok()

@@ -13,21 +13,17 @@ use chrono::Utc;
 use crate::config::LoopConfig;
 use crate::git::Workdir;
 use crate::model::{
-    AttemptRecord, Event, EventKind, LoopRecord, LoopState, PendingAction, PendingGit, TestStatus,
+    AttemptRecord, Event, EventKind, LoopReason, LoopRecord, LoopState, PendingAction, PendingGit,
+    TestStatus,
 };
 use crate::runtime::Ctx;
 use crate::store::Batch;
 
-/// The pause reason of a pass whose checkpoint commit failed.
-pub const CHECKPOINT_FAILED: &str = "checkpoint_failed";
-/// The pause reason of a workdir whose git state loopd could not save, reset or restore.
-pub const WORKDIR_BROKEN: &str = "workdir_broken";
-
 /// Why a loop must wait for a person, and the git work left undone.
 #[derive(Debug, Clone)]
 pub struct Hold {
-    /// [`CHECKPOINT_FAILED`] or [`WORKDIR_BROKEN`].
-    pub reason: &'static str,
+    /// [`LoopReason::CheckpointFailed`] or [`LoopReason::WorkdirBroken`].
+    pub reason: LoopReason,
     /// What happened, with what git said.
     pub message: String,
     /// What a resume retries.
@@ -41,16 +37,16 @@ impl Hold {
         message: String,
         action: PendingAction,
     ) -> Hold {
-        Hold::new(CHECKPOINT_FAILED, attempt, message, action)
+        Hold::new(LoopReason::CheckpointFailed, attempt, message, action)
     }
 
     /// The workdir could not be saved, reset or restored after `attempt`.
     pub fn workdir_broken(attempt: &AttemptRecord, message: String, action: PendingAction) -> Hold {
-        Hold::new(WORKDIR_BROKEN, attempt, message, action)
+        Hold::new(LoopReason::WorkdirBroken, attempt, message, action)
     }
 
     fn new(
-        reason: &'static str,
+        reason: LoopReason,
         attempt: &AttemptRecord,
         message: String,
         action: PendingAction,
@@ -70,7 +66,7 @@ impl Hold {
     /// Pauses `record` for this hold and adds the alert and the state change to `batch`.
     pub fn pause(&self, record: &mut LoopRecord, batch: &mut Batch) {
         record.state = LoopState::Paused;
-        record.reason = Some(self.reason.to_string());
+        record.reason = Some(self.reason.clone());
         record.pending_git = Some(PendingGit {
             message: self.message.clone(),
             ..self.pending.clone()
@@ -102,11 +98,6 @@ impl Hold {
     }
 }
 
-/// Whether a loop paused for `reason` waits for a person's resume because of its workdir.
-pub fn is_hold(reason: Option<&str>) -> bool {
-    matches!(reason, Some(CHECKPOINT_FAILED | WORKDIR_BROKEN))
-}
-
 /// Does the git work `record.pending_git` names. On success, returns what changed (the test
 /// passed, the attempt's commit) with `record` updated in it (new checkpoint, nothing pending);
 /// otherwise the hold that still stands.
@@ -125,14 +116,19 @@ pub async fn retry(ctx: &Ctx, cfg: &LoopConfig, record: &mut LoopRecord) -> Resu
             Ok((s.get_test(&name, &id)?, s.get_attempt(&name, &id, n)?))
         })
         .await;
-    let hold = |reason: &'static str, message: String| Hold {
+    let hold = |reason: LoopReason, message: String| Hold {
         reason,
         message,
         pending: pending.clone(),
     };
     let (test, attempt) = match stored {
         Ok(found) => found,
-        Err(e) => return Err(hold(WORKDIR_BROKEN, format!("cannot read the store: {e}"))),
+        Err(e) => {
+            return Err(hold(
+                LoopReason::WorkdirBroken,
+                format!("cannot read the store: {e}"),
+            ))
+        }
     };
     let git = Workdir::new(workdir);
     if let Err(e) = git.clear_stale_locks().await {
@@ -147,7 +143,7 @@ pub async fn retry(ctx: &Ctx, cfg: &LoopConfig, record: &mut LoopRecord) -> Resu
                 .unwrap_or_else(|e| Some(e.to_string()));
             if let Some(problem) = problem {
                 return Err(hold(
-                    CHECKPOINT_FAILED,
+                    LoopReason::CheckpointFailed,
                     format!(
                         "the checkpoint of {} cannot be made: {problem}",
                         pending.test_id
@@ -171,7 +167,7 @@ pub async fn retry(ctx: &Ctx, cfg: &LoopConfig, record: &mut LoopRecord) -> Resu
             };
             let commit = committed.map_err(|e| {
                 hold(
-                    CHECKPOINT_FAILED,
+                    LoopReason::CheckpointFailed,
                     format!("verify passed, but the checkpoint commit failed again: {e}"),
                 )
             })?;
@@ -207,13 +203,13 @@ pub async fn retry(ctx: &Ctx, cfg: &LoopConfig, record: &mut LoopRecord) -> Resu
                 .await
                 .map_err(|e| {
                     hold(
-                        WORKDIR_BROKEN,
+                        LoopReason::WorkdirBroken,
                         format!("loopd still cannot save the attempt's changes: {e}"),
                     )
                 })?;
             git.reset_to(&checkpoint).await.map_err(|e| {
                 hold(
-                    WORKDIR_BROKEN,
+                    LoopReason::WorkdirBroken,
                     format!("loopd still cannot reset the workdir to the checkpoint: {e}"),
                 )
             })?;

@@ -20,7 +20,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent
 use crate::attempt::{AttemptDone, AttemptMsg, CancelReason};
 use crate::config::LoopConfig;
 use crate::control::{Control, ControlError};
-use crate::model::{AttemptRecord, LoopRecord, LoopState};
+use crate::model::{AttemptRecord, LoopReason, LoopRecord, LoopState};
 use crate::plan;
 use crate::prompt;
 use crate::runtime::Ctx;
@@ -234,7 +234,7 @@ impl Actor for LoopActor {
             }
             LoopMsg::ProbeCredits => {
                 let paused_for_credits = state.record.state == LoopState::Paused
-                    && state.record.reason.as_deref() == Some("out_of_credits");
+                    && state.record.reason == Some(LoopReason::OutOfCredits);
                 if paused_for_credits {
                     set_state(state, LoopState::Running, None).await?;
                     myself.send_message(LoopMsg::Next)?;
@@ -252,7 +252,8 @@ impl Actor for LoopActor {
                     Some(a) => a.send_message(AttemptMsg::Cancel(CancelReason::Interrupt))?,
                     None => {
                         if state.record.state == LoopState::Running {
-                            set_state(state, LoopState::Idle, Some("interrupted")).await?;
+                            set_state(state, LoopState::Idle, Some(LoopReason::Interrupted))
+                                .await?;
                         }
                         myself.stop(None)
                     }

@@ -124,6 +124,124 @@ pub enum LoopState {
     Crashed,
 }
 
+/// Why a loop is paused, stopped, idle or crashed: a code for programs ([`LoopReason::code`]) and
+/// words for people ([`LoopReason::message`]). Stored and sent as one string, as it always was:
+/// the code alone (`by_user`), the code and its detail (`restart_intensity: 6 restarts ...`), or,
+/// for a loop that crashed on its input, the message alone (`invalid tests file: ...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoopReason {
+    /// A person paused or stopped it; survives restarts until resumed or started.
+    ByUser,
+    /// Its provider's credit balance is empty.
+    OutOfCredits,
+    /// The loop or the fleet spent its `budget_usd` or `max_attempts_total`.
+    BudgetExhausted,
+    /// Its agent cannot be started (configuration for a person to fix).
+    AgentUnavailable,
+    /// Its attempt was interrupted (stop, shutdown, reload); resumed later.
+    Interrupted,
+    /// A pass whose checkpoint commit failed (see `hold`).
+    CheckpointFailed,
+    /// A workdir whose git state loopd could not save, reset or restore (see `hold`).
+    WorkdirBroken,
+    /// The loop left the fleet file (its history stays).
+    RemovedFromConfig,
+    /// Its actor failed more often than the restart intensity allows (the detail says how).
+    RestartIntensity(String),
+    /// It cannot run its input (an invalid tests file, ...): the message says what.
+    Crashed(String),
+}
+
+impl LoopReason {
+    /// The codes of the variants without a message of their own, as stored.
+    const CODES: [(&'static str, LoopReason); 8] = [
+        ("by_user", LoopReason::ByUser),
+        ("out_of_credits", LoopReason::OutOfCredits),
+        ("budget_exhausted", LoopReason::BudgetExhausted),
+        ("agent_unavailable", LoopReason::AgentUnavailable),
+        ("interrupted", LoopReason::Interrupted),
+        ("checkpoint_failed", LoopReason::CheckpointFailed),
+        ("workdir_broken", LoopReason::WorkdirBroken),
+        ("removed_from_config", LoopReason::RemovedFromConfig),
+    ];
+
+    /// The stable code (`by_user`, `restart_intensity`, `crashed`, ...).
+    pub fn code(&self) -> &'static str {
+        match self {
+            LoopReason::RestartIntensity(_) => "restart_intensity",
+            LoopReason::Crashed(_) => "crashed",
+            unit => {
+                Self::CODES
+                    .iter()
+                    .find(|(_, r)| r == unit)
+                    .expect("every unit variant has a code")
+                    .0
+            }
+        }
+    }
+
+    /// Words for people.
+    pub fn message(&self) -> &str {
+        match self {
+            LoopReason::ByUser => "paused or stopped by a person",
+            LoopReason::OutOfCredits => "the provider is out of credits",
+            LoopReason::BudgetExhausted => "the budget is spent",
+            LoopReason::AgentUnavailable => "the agent cannot be started",
+            LoopReason::Interrupted => "its attempt was interrupted",
+            LoopReason::CheckpointFailed => "a pass could not be committed",
+            LoopReason::WorkdirBroken => "the workdir's git state could not be restored",
+            LoopReason::RemovedFromConfig => "it left the fleet file",
+            LoopReason::RestartIntensity(m) | LoopReason::Crashed(m) => m,
+        }
+    }
+
+    /// Whether the loop is held for its workdir's git, until a person's resume (see `hold`).
+    pub fn is_hold(&self) -> bool {
+        matches!(
+            self,
+            LoopReason::CheckpointFailed | LoopReason::WorkdirBroken
+        )
+    }
+
+    /// The reason a stored string names (any string: one without a known code is a crash's
+    /// message).
+    pub fn parse(s: &str) -> LoopReason {
+        if let Some((_, r)) = Self::CODES.iter().find(|(c, _)| *c == s) {
+            return r.clone();
+        }
+        match s.strip_prefix("restart_intensity") {
+            Some("") => LoopReason::RestartIntensity(String::new()),
+            Some(rest) if rest.starts_with(": ") => LoopReason::RestartIntensity(rest[2..].into()),
+            _ => LoopReason::Crashed(s.into()),
+        }
+    }
+}
+
+impl std::fmt::Display for LoopReason {
+    /// The stored form.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoopReason::RestartIntensity(d) if d.is_empty() => f.write_str(self.code()),
+            LoopReason::RestartIntensity(d) => write!(f, "{}: {d}", self.code()),
+            LoopReason::Crashed(m) => f.write_str(m),
+            unit => f.write_str(unit.code()),
+        }
+    }
+}
+
+impl Serialize for LoopReason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for LoopReason {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(LoopReason::parse(&s))
+    }
+}
+
 /// Where a test came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "snake_case")]
@@ -144,7 +262,8 @@ pub struct LoopRecord {
     pub state: LoopState,
     /// Why it is paused, stopped or crashed (`by_user`, `out_of_credits`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub reason: Option<LoopReason>,
     /// The last checkpoint commit of its workdir; failed attempts reset to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<String>,
@@ -500,5 +619,79 @@ impl Event {
     pub fn with_data(mut self, data: serde_json::Value) -> Self {
         self.data = data;
         self
+    }
+}
+
+#[cfg(test)]
+mod reason_tests {
+    use super::LoopReason;
+
+    /// Every reason is stored as the string loopd always stored, and read back as itself.
+    #[test]
+    fn loop_reasons_keep_their_stored_strings() {
+        let rows = [
+            (LoopReason::ByUser, "by_user", "by_user"),
+            (LoopReason::OutOfCredits, "out_of_credits", "out_of_credits"),
+            (
+                LoopReason::BudgetExhausted,
+                "budget_exhausted",
+                "budget_exhausted",
+            ),
+            (
+                LoopReason::AgentUnavailable,
+                "agent_unavailable",
+                "agent_unavailable",
+            ),
+            (LoopReason::Interrupted, "interrupted", "interrupted"),
+            (
+                LoopReason::CheckpointFailed,
+                "checkpoint_failed",
+                "checkpoint_failed",
+            ),
+            (
+                LoopReason::WorkdirBroken,
+                "workdir_broken",
+                "workdir_broken",
+            ),
+            (
+                LoopReason::RemovedFromConfig,
+                "removed_from_config",
+                "removed_from_config",
+            ),
+            (
+                LoopReason::RestartIntensity("6 restarts within 1m; last error: boom".into()),
+                "restart_intensity: 6 restarts within 1m; last error: boom",
+                "restart_intensity",
+            ),
+            (
+                LoopReason::Crashed("invalid tests file:\n/tests/0: missing `id`".into()),
+                "invalid tests file:\n/tests/0: missing `id`",
+                "crashed",
+            ),
+        ];
+        for (reason, stored, code) in rows {
+            let json = serde_json::to_value(&reason).unwrap();
+            assert_eq!(json, serde_json::Value::String(stored.into()), "{reason:?}");
+            let back: LoopReason = serde_json::from_value(json).unwrap();
+            assert_eq!(back, reason);
+            assert_eq!(reason.code(), code);
+            assert!(!reason.message().is_empty(), "{reason:?}");
+            assert_eq!(
+                reason.is_hold(),
+                matches!(
+                    reason,
+                    LoopReason::CheckpointFailed | LoopReason::WorkdirBroken
+                )
+            );
+        }
+        // A code is matched whole: a crash message that merely starts like one stays a message.
+        assert_eq!(
+            LoopReason::parse("by_user or not"),
+            LoopReason::Crashed("by_user or not".into())
+        );
+        assert_eq!(
+            LoopReason::parse("restart_intensity_x"),
+            LoopReason::Crashed("restart_intensity_x".into())
+        );
     }
 }

@@ -7,7 +7,9 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{AttemptRecord, LoopRecord, LoopState, Origin, Outcome, TestRecord, TestStatus};
+use crate::model::{
+    AttemptRecord, LoopReason, LoopRecord, LoopState, Origin, Outcome, TestRecord, TestStatus,
+};
 use crate::store::{Store, StoreError};
 use crate::tests_file::TestSpec;
 
@@ -57,7 +59,8 @@ pub struct LoopView {
     pub status: LoopState,
     /// Why it is paused, stopped or crashed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub reason: Option<LoopReason>,
     /// When it last started running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<DateTime<Utc>>,
@@ -163,7 +166,8 @@ pub struct LoopSummary {
     pub status: LoopState,
     /// Why it is paused, stopped or crashed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub reason: Option<LoopReason>,
     /// When it last started running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<DateTime<Utc>>,
@@ -314,7 +318,8 @@ pub struct ExportLoop {
     pub status: LoopState,
     /// Why, for paused, stopped and crashed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub reason: Option<LoopReason>,
     /// Its tests: each a tests-file entry plus progress.
     pub tests: Vec<ExportTest>,
 }

@@ -731,7 +731,7 @@ pub async fn health(
     Ok(Json(Health {
         name: view.name.clone(),
         status: view.status,
-        reason: view.reason.clone(),
+        reason: view.reason.as_ref().map(ToString::to_string),
         current_test: view.current_test.clone(),
         current_attempt: view.current_attempt,
         attempt_started_at: running.map(|a| a.started_at),

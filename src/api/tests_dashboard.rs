@@ -510,10 +510,12 @@ async fn the_fleet_view_pages_sorts_what_needs_a_person_first_filters_and_search
             let mut r = LoopRecord::new(&format!("bulk-{i:03}"));
             if i % 10 == 3 {
                 r.state = LoopState::Crashed;
-                r.reason = Some("restart_intensity".into());
+                r.reason = Some(loopd_actors::model::LoopReason::RestartIntensity(
+                    String::new(),
+                ));
             } else if i % 25 == 7 {
                 r.state = LoopState::Paused;
-                r.reason = Some("out_of_credits".into());
+                r.reason = Some(loopd_actors::model::LoopReason::OutOfCredits);
             }
             r
         })

@@ -306,7 +306,12 @@ pub(super) fn loops_table<'a>(loops: impl IntoIterator<Item = &'a LoopSummary>) 
             ),
             cell(l.attempts),
             cell(format!("${:.4}", l.cost_usd)),
-            cell(l.reason.as_deref().unwrap_or("")),
+            cell(
+                l.reason
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+            ),
         ]);
     }
     t.render()

@@ -89,7 +89,7 @@ fn render_loop(out: &mut String, l: &LoopReport) {
         l.now
             .reason
             .as_ref()
-            .map(|r| format!(" ({})", encode_text(r)))
+            .map(|r| format!(" ({})", encode_text(&r.to_string())))
             .unwrap_or_default(),
         p.passed,
         p.total

@@ -8,7 +8,9 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use loopd_actors::config::Fleet;
 use loopd_actors::launch::{self, StartError};
-use loopd_actors::model::{Event, EventKind, LoopRecord, LoopState, Outcome, TestStatus};
+use loopd_actors::model::{
+    Event, EventKind, LoopReason, LoopRecord, LoopState, Outcome, TestStatus,
+};
 use loopd_actors::runtime::Ctx;
 use loopd_actors::statedir::StateDirLock;
 use loopd_actors::store::Store;
@@ -82,11 +84,11 @@ async fn run_fleet(
     let mut held: HashSet<String> = held.into_iter().map(|(n, _)| n).collect();
     // Loops held for their workdir's git boot into that state without a word too.
     for r in fleet_records(&ctx, &fleet).await?.into_iter().flatten() {
-        if r.state == LoopState::Paused && loopd_actors::hold::is_hold(r.reason.as_deref()) {
+        if r.state == LoopState::Paused && r.reason.as_ref().is_some_and(LoopReason::is_hold) {
             say!(
                 "loopd run: loop `{}` is paused ({}): {}; fix the cause, then `loopd resume {}` (with `loopd serve`) retries it",
                 r.name,
-                r.reason.as_deref().unwrap_or_default(),
+                r.reason.as_ref().map(LoopReason::code).unwrap_or_default(),
                 r.pending_git
                     .as_ref()
                     .map_or("its git work is left undone", |p| p.message.as_str()),
@@ -224,10 +226,15 @@ async fn run_fleet(
             .iter()
             .all(|t| matches!(t.status, TestStatus::Passed | TestStatus::Removed));
         l.status == LoopState::Paused
-            && match l.reason.as_deref() {
-                Some("out_of_credits" | "budget_exhausted" | "agent_unavailable") => true,
-                reason if loopd_actors::hold::is_hold(reason) => true,
-                Some("by_user") => unfinished,
+            && match &l.reason {
+                Some(
+                    LoopReason::OutOfCredits
+                    | LoopReason::BudgetExhausted
+                    | LoopReason::AgentUnavailable
+                    | LoopReason::CheckpointFailed
+                    | LoopReason::WorkdirBroken,
+                ) => true,
+                Some(LoopReason::ByUser) => unfinished,
                 _ => false,
             }
     });
@@ -269,7 +276,7 @@ async fn held_by_person(ctx: &Ctx, fleet: &Fleet) -> anyhow::Result<Vec<(String,
         .flatten()
         .filter(|r| {
             matches!(r.state, LoopState::Paused | LoopState::Stopped)
-                && r.reason.as_deref() == Some("by_user")
+                && r.reason == Some(LoopReason::ByUser)
         })
         .map(|r| (r.name, r.state))
         .collect())
@@ -282,7 +289,7 @@ async fn all_settled(ctx: &Ctx, fleet: &Fleet, held: &HashSet<String>) -> anyhow
     Ok(fleet_records(ctx, fleet).await?.iter().all(|r| {
         r.as_ref().is_some_and(|r| match r.state {
             LoopState::Finished | LoopState::Crashed | LoopState::Stopped => true,
-            LoopState::Paused => r.reason.as_deref() != Some("by_user") || held.contains(&r.name),
+            LoopState::Paused => r.reason != Some(LoopReason::ByUser) || held.contains(&r.name),
             LoopState::Idle | LoopState::Running => false,
         })
     }))
@@ -417,7 +424,7 @@ fn print_summary(
             if l.status != LoopState::Finished {
                 so_far.detail(format!("{}: {reason}", super::words(&l.status)));
             }
-            if reason == "agent_unavailable" {
+            if *reason == LoopReason::AgentUnavailable {
                 // Its attempt is not counted, so no failed test shows the cause below.
                 let last = l
                     .tests

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
-use loopd_actors::model::{LoopState, Outcome, TestStatus};
+use loopd_actors::model::{LoopReason, LoopState, Outcome, TestStatus};
 use loopd_actors::store::{Store, StoreError};
 use loopd_actors::view::Progress;
 
@@ -21,7 +21,7 @@ pub struct Row {
     /// What it is doing.
     pub state: LoopState,
     /// Why it is paused, stopped or crashed.
-    pub reason: Option<String>,
+    pub reason: Option<LoopReason>,
     /// The test being attempted now.
     pub current_test: Option<String>,
     /// The number of the attempt running now.
@@ -102,12 +102,12 @@ impl Need {
 impl Row {
     /// What it asks of a person.
     pub fn need(&self) -> Need {
-        let reason = self.reason.as_deref().unwrap_or("");
+        let reason = self.reason.as_ref();
         if self.progress.needs_human > 0 {
             Need::NeedsHuman
-        } else if reason == "out_of_credits" {
+        } else if reason == Some(&LoopReason::OutOfCredits) {
             Need::OutOfCredits
-        } else if reason == "budget_exhausted" {
+        } else if reason == Some(&LoopReason::BudgetExhausted) {
             Need::BudgetExhausted
         } else if self.state == LoopState::Crashed {
             Need::Crashed
@@ -231,7 +231,7 @@ mod tests {
         Arc::new(Row {
             name: name.into(),
             state,
-            reason: reason.map(String::from),
+            reason: reason.map(LoopReason::parse),
             current_test: None,
             current_attempt: None,
             attempt_started: None,
@@ -269,7 +269,7 @@ mod tests {
         assert!(Arc::ptr_eq(&first[0], &again[0]) && Arc::ptr_eq(&first[1], &again[1]));
         let mut paused = LoopRecord::new("b");
         paused.state = LoopState::Paused;
-        paused.reason = Some("out_of_credits".into());
+        paused.reason = Some(LoopReason::OutOfCredits);
         write(paused);
         let after = cache.rows(&store, &names, &budget).unwrap();
         assert!(Arc::ptr_eq(&first[0], &after[0]), "a did not change");

@@ -11,7 +11,7 @@ use super::{BootWork, Booting, LoopActorState, LoopMsg};
 use crate::config::{self, LoopConfig};
 use crate::control::ControlError;
 use crate::git::Workdir;
-use crate::model::{Event, EventKind, LoopState, TestStatus};
+use crate::model::{Event, EventKind, LoopReason, LoopState, TestStatus};
 use crate::plan;
 use crate::reconcile;
 use crate::runtime::Ctx;
@@ -24,15 +24,15 @@ pub(super) async fn boot(
     state: &mut LoopActorState,
 ) -> Result<(), ActorProcessingErr> {
     let cfg = state.config.clone();
-    if let Some(reason) = state.record.reason.as_deref() {
+    if let Some(reason) = &state.record.reason {
         if matches!(state.record.state, LoopState::Stopped | LoopState::Paused)
-            && reason == "by_user"
+            && *reason == LoopReason::ByUser
         {
             // A person's decision survives restarts: stay, idle, until started or resumed.
             start_boot_work(myself, state, Vec::new(), false);
             return Ok(());
         }
-        if state.record.state == LoopState::Paused && crate::hold::is_hold(Some(reason)) {
+        if state.record.state == LoopState::Paused && reason.is_hold() {
             // Held for its workdir's git: only a person's resume retries (see `hold`).
             start_boot_work(myself, state, Vec::new(), false);
             return Ok(());
@@ -127,7 +127,7 @@ pub(super) async fn booted(
     }
     if state.stopping && state.attempt.is_none() {
         if state.record.state == LoopState::Running {
-            set_state(state, LoopState::Idle, Some("interrupted")).await?;
+            set_state(state, LoopState::Idle, Some(LoopReason::Interrupted)).await?;
         }
         myself.stop(None);
         return result;
@@ -312,5 +312,7 @@ pub(super) async fn reconcile_loop(
     Ok(ctx
         .read(move |s| s.get_loop(&name))
         .await?
-        .is_some_and(|r| r.state == LoopState::Paused && crate::hold::is_hold(r.reason.as_deref())))
+        .is_some_and(|r| {
+            r.state == LoopState::Paused && r.reason.as_ref().is_some_and(LoopReason::is_hold)
+        }))
 }

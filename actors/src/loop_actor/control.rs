@@ -11,7 +11,7 @@ use super::watch::{cross_loop_deps, external_snapshot, watch_other_loops};
 use super::{LoopActorState, LoopMsg};
 use crate::attempt::{AttemptMsg, CancelReason};
 use crate::control::{Control, ControlError};
-use crate::model::{Event, EventKind, LoopState, TestRecord, TestStatus};
+use crate::model::{Event, EventKind, LoopReason, LoopState, TestRecord, TestStatus};
 use crate::plan;
 use crate::store::Batch;
 
@@ -25,9 +25,9 @@ pub(super) async fn control(
     match request {
         Control::Pause { now, .. } => {
             let already = state.record.state == LoopState::Paused
-                && state.record.reason.as_deref() == Some("by_user");
+                && state.record.reason == Some(LoopReason::ByUser);
             if !already {
-                set_state(state, LoopState::Paused, Some("by_user"))
+                set_state(state, LoopState::Paused, Some(LoopReason::ByUser))
                     .await
                     .map_err(internal)?;
             }
@@ -37,7 +37,7 @@ pub(super) async fn control(
         }
         Control::Stop(_) => {
             if state.record.state != LoopState::Stopped {
-                set_state(state, LoopState::Stopped, Some("by_user"))
+                set_state(state, LoopState::Stopped, Some(LoopReason::ByUser))
                     .await
                     .map_err(internal)?;
             }
@@ -47,7 +47,7 @@ pub(super) async fn control(
             if state.record.state == LoopState::Running {
                 return Ok(());
             }
-            if state.record.reason.as_deref() == Some("out_of_credits") {
+            if state.record.reason == Some(LoopReason::OutOfCredits) {
                 // A person says the credits are back: every loop of the provider may go.
                 state
                     .ctx

@@ -14,7 +14,7 @@ use super::{LoopActorState, LoopMsg, CROSS_LOOP_POLL};
 use crate::attempt::{AttemptActor, AttemptPlan};
 use crate::config::{self, LoopConfig};
 use crate::healer::HealStrategy;
-use crate::model::{AttemptRecord, Event, EventKind, LoopState, TestStatus};
+use crate::model::{AttemptRecord, Event, EventKind, LoopReason, LoopState, TestStatus};
 use crate::prompt::{self, PromptInput};
 use crate::store::Batch;
 
@@ -75,7 +75,7 @@ pub(super) async fn next(
     }
     if runnable {
         if let Some(why) = budget_exhausted(state).await? {
-            set_state(state, LoopState::Paused, Some("budget_exhausted")).await?;
+            set_state(state, LoopState::Paused, Some(LoopReason::BudgetExhausted)).await?;
             record_own(
                 state,
                 Batch {

@@ -9,7 +9,7 @@ use super::watch::external_snapshot;
 use super::{LoopActorState, LoopMsg};
 use crate::agent::ProviderFailure;
 use crate::attempt::AttemptDone;
-use crate::model::{AttemptRecord, Event, EventKind, LoopState, Outcome, TestStatus};
+use crate::model::{AttemptRecord, Event, EventKind, LoopReason, LoopState, Outcome, TestStatus};
 use crate::store::Batch;
 
 /// Records the outcome, the test's new status and what it does to its dependents, in one
@@ -191,7 +191,7 @@ pub(super) async fn finish_attempt(
     if state.stopping {
         if state.record.state == LoopState::Running {
             state.record.state = LoopState::Idle;
-            state.record.reason = Some("interrupted".into());
+            state.record.reason = Some(LoopReason::Interrupted);
         }
         batch.loops = vec![state.record.clone()];
         record_own(state, batch).await?;
@@ -212,7 +212,7 @@ pub(super) async fn finish_attempt(
                 cfg.name,
                 reason.as_deref().unwrap_or("no cause recorded")
             );
-            pause_for(state, "agent_unavailable", alert, vec![batch]).await?;
+            pause_for(state, LoopReason::AgentUnavailable, alert, vec![batch]).await?;
         }
         _ => {
             // After an API error the scheduler holds every loop of the provider back until
@@ -237,7 +237,7 @@ pub(super) async fn pause_for_credits(
         "provider `{}` is out of credits; loop paused: {message}",
         state.config.agent.provider()
     );
-    pause_for(state, "out_of_credits", alert, before).await?;
+    pause_for(state, LoopReason::OutOfCredits, alert, before).await?;
     myself.send_after(state.fleet.credit_probe_interval, || LoopMsg::ProbeCredits);
     Ok(())
 }
@@ -246,7 +246,7 @@ pub(super) async fn pause_for_credits(
 /// written in the same transaction; a `resume` carries on.
 pub(super) async fn pause_for(
     state: &mut LoopActorState,
-    reason: &str,
+    reason: LoopReason,
     alert: String,
     before: Vec<Batch>,
 ) -> Result<(), ActorProcessingErr> {
@@ -258,7 +258,7 @@ pub(super) async fn pause_for(
         batch.events.extend(b.events);
     }
     state.record.state = LoopState::Paused;
-    state.record.reason = Some(reason.into());
+    state.record.reason = Some(reason.clone());
     state.record.updated_at = Utc::now();
     batch.loops = vec![state.record.clone()];
     batch.events.push(
@@ -276,10 +276,10 @@ pub(super) async fn pause_for(
 pub(super) async fn set_state(
     state: &mut LoopActorState,
     to: LoopState,
-    reason: Option<&str>,
+    reason: Option<LoopReason>,
 ) -> Result<(), ActorProcessingErr> {
     state.record.state = to;
-    state.record.reason = reason.map(String::from);
+    state.record.reason = reason.clone();
     state.record.updated_at = Utc::now();
     let word = serde_json::to_value(to)?
         .as_str()
@@ -306,7 +306,7 @@ pub(super) async fn crash(
 ) -> Result<(), ActorProcessingErr> {
     tracing::error!(loop_name = %state.config.name, reason, "loop cannot run");
     state.record.state = LoopState::Crashed;
-    state.record.reason = Some(reason.to_string());
+    state.record.reason = Some(LoopReason::Crashed(reason.to_string()));
     state.record.updated_at = Utc::now();
     record_own(
         state,

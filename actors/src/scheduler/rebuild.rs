@@ -33,7 +33,9 @@ pub(super) fn provider_health(
                     .filter_map(|a| Some((a.finished_at?, a.outcome?, a.reason))),
             );
             if let Some(r) = store.get_loop(name)? {
-                if r.state == LoopState::Paused && r.reason.as_deref() == Some("out_of_credits") {
+                if r.state == LoopState::Paused
+                    && r.reason == Some(crate::model::LoopReason::OutOfCredits)
+                {
                     paused_since = paused_since.max(Some(r.updated_at));
                 }
             }

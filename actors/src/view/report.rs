@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::healer::{self, FailurePattern, OutcomeCount};
 use crate::hints::Hint;
-use crate::model::{AttemptRecord, EventKind, LoopRecord, LoopState, TestRecord, TestStatus};
+use crate::model::{
+    AttemptRecord, EventKind, LoopReason, LoopRecord, LoopState, TestRecord, TestStatus,
+};
 use crate::store::{Store, StoreError};
 
 use super::{progress, Progress};
@@ -109,7 +111,8 @@ pub struct LoopNow {
     pub status: LoopState,
     /// Why it is paused, stopped or crashed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub reason: Option<LoopReason>,
     /// The test being attempted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_test: Option<String>,

@@ -111,7 +111,11 @@ pub fn columns(width: u16, loops: &[LoopSummary]) -> Vec<(Column, u16)> {
     }
     let mut left = width.saturating_sub(used);
     let reason_wants = widest(
-        &|l| l.reason.as_deref().map_or(0, |r| r.chars().count()),
+        &|l| {
+            l.reason
+                .as_ref()
+                .map_or(0, |r| r.to_string().chars().count())
+        },
         0,
         40,
     )
@@ -248,32 +252,41 @@ fn fleet(frame: &mut Frame, model: &Model, area: Rect, now: DateTime<Utc>) {
     let header = Row::new(cols.iter().map(|(c, _)| Cell::from(c.title())))
         .style(Style::default().add_modifier(Modifier::BOLD));
     let rows = model.loops.iter().map(|l| {
-        Row::new(cols.iter().map(|(c, w)| match c {
-            Column::Loop => Cell::from(l.name.clone()),
-            Column::State => Cell::from(words(&l.status)).style(color(Tone::of_state(l.status))),
-            Column::Reason => Cell::from(l.reason.clone().unwrap_or_default()),
-            Column::Current => Cell::from(current(l)),
-            Column::Quiet => match model.quiet_for(l, now) {
-                Some(d) => {
-                    let stuck = l.heartbeat.as_ref().is_some_and(|h| h.stuck);
-                    let tone = if stuck { Tone::Bad } else { Tone::Plain };
-                    Cell::from(age(d)).style(color(tone))
+        Row::new(cols.iter().map(|(c, w)| {
+            match c {
+                Column::Loop => Cell::from(l.name.clone()),
+                Column::State => {
+                    Cell::from(words(&l.status)).style(color(Tone::of_state(l.status)))
                 }
-                None => Cell::from("-"),
-            },
-            Column::Progress => {
-                let text = counts(l);
-                if usize::from(*w) >= text.len().max(6) + 1 + BAR {
-                    Cell::from(format!(
-                        "{text:<width$} {}",
-                        bar(l),
-                        width = usize::from(*w) - BAR - 1
-                    ))
-                } else {
-                    Cell::from(text)
+                Column::Reason => Cell::from(
+                    l.reason
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
+                ),
+                Column::Current => Cell::from(current(l)),
+                Column::Quiet => match model.quiet_for(l, now) {
+                    Some(d) => {
+                        let stuck = l.heartbeat.as_ref().is_some_and(|h| h.stuck);
+                        let tone = if stuck { Tone::Bad } else { Tone::Plain };
+                        Cell::from(age(d)).style(color(tone))
+                    }
+                    None => Cell::from("-"),
+                },
+                Column::Progress => {
+                    let text = counts(l);
+                    if usize::from(*w) >= text.len().max(6) + 1 + BAR {
+                        Cell::from(format!(
+                            "{text:<width$} {}",
+                            bar(l),
+                            width = usize::from(*w) - BAR - 1
+                        ))
+                    } else {
+                        Cell::from(text)
+                    }
                 }
+                Column::Cost => Cell::from(Line::from(cost(l.cost_usd)).right_aligned()),
             }
-            Column::Cost => Cell::from(Line::from(cost(l.cost_usd)).right_aligned()),
         }))
     });
     let table = Table::new(rows, cols.iter().map(|(_, w)| Constraint::Length(*w)))
@@ -434,7 +447,7 @@ mod tests {
         busy.current_attempt = Some(3);
         busy.cost_usd = 1.2345;
         let mut paused = summary("auth", "paused", &[("AUTH-1", "failed")]);
-        paused.reason = Some("budget_exhausted".into());
+        paused.reason = Some(loopd_actors::model::LoopReason::BudgetExhausted);
         let mut m = Model::new();
         assert_eq!(m.connected(false), vec![Effect::LoadAll]);
         m.loaded(vec![busy, paused]);

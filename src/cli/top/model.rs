@@ -6,7 +6,7 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use chrono::{DateTime, Utc};
-use loopd_actors::model::{Event, EventKind, LoopState, TestStatus};
+use loopd_actors::model::{Event, EventKind, LoopReason, LoopState, TestStatus};
 use loopd_actors::view::{LoopSummary, Progress};
 use serde::Deserialize;
 
@@ -535,7 +535,7 @@ fn apply(row: &mut LoopSummary, e: &Event) -> bool {
             match serde_json::from_value::<LoopState>(serde_json::Value::from(word)) {
                 Ok(state) => {
                     row.status = state;
-                    row.reason = e.data["reason"].as_str().map(String::from);
+                    row.reason = e.data["reason"].as_str().map(LoopReason::parse);
                     true
                 }
                 Err(_) => false,
@@ -590,11 +590,11 @@ fn apply(row: &mut LoopSummary, e: &Event) -> bool {
 /// credits, budget exhausted, crashed, paused, failed tests), then the loops at work, then the
 /// rest.
 pub fn attention(l: &LoopSummary) -> u8 {
-    let reason = l.reason.as_deref().unwrap_or("");
+    let reason = l.reason.as_ref();
     match l.status {
         _ if l.progress.needs_human > 0 => 0,
-        LoopState::Paused | LoopState::Stopped if reason == "out_of_credits" => 1,
-        LoopState::Paused | LoopState::Stopped if reason == "budget_exhausted" => 2,
+        LoopState::Paused | LoopState::Stopped if reason == Some(&LoopReason::OutOfCredits) => 1,
+        LoopState::Paused | LoopState::Stopped if reason == Some(&LoopReason::BudgetExhausted) => 2,
         LoopState::Crashed => 3,
         LoopState::Paused => 4,
         _ if l.progress.failed > 0 => 5,
@@ -717,7 +717,7 @@ pub(super) mod tests {
         m.event(&event(EventKind::LoopState, "b", None, paused));
         assert_eq!(m.loops[0].name, "b");
         assert_eq!(m.loops[0].status, LoopState::Paused);
-        assert_eq!(m.loops[0].reason.as_deref(), Some("out_of_credits"));
+        assert_eq!(m.loops[0].reason, Some(LoopReason::OutOfCredits));
         assert_eq!(
             m.selected.as_deref(),
             Some("a"),
@@ -937,7 +937,7 @@ pub(super) mod tests {
         let mut needs = summary("n", "running", &[("T", "needs_human")]);
         needs.progress.needs_human = 1;
         let mut credits = summary("c", "paused", &[]);
-        credits.reason = Some("out_of_credits".into());
+        credits.reason = Some(LoopReason::OutOfCredits);
         let mut m = Model::new();
         m.connected(false);
         m.loaded(vec![
