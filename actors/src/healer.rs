@@ -14,6 +14,7 @@
 //! - here: [`error_line`] and [`repeated_failure`], shared by the prompt and the diagnosis.
 
 mod diagnosis;
+mod fingerprint;
 mod lessons;
 mod patterns;
 mod strategies;
@@ -21,6 +22,7 @@ mod strategies;
 pub use diagnosis::{
     diagnose, AttemptRun, Diagnosis, LastError, OutcomeCount, RepeatedFingerprint,
 };
+pub use fingerprint::{fingerprint, normalise};
 pub use lessons::{history_fingerprints, lesson_from_pass, lessons_for_prompt, Lesson};
 pub use patterns::{failure_patterns, FailurePattern};
 pub use strategies::{
@@ -28,7 +30,6 @@ pub use strategies::{
     HealPolicy, HealStrategy,
 };
 
-use crate::attempt::normalise;
 use crate::model::AttemptRecord;
 
 /// Longest error line kept, in characters.
@@ -185,7 +186,7 @@ pub(crate) fn list_numbers(numbers: &[u32]) -> String {
 #[cfg(test)]
 pub(crate) mod testing {
     //! Scripted histories for the healer's and the prompt's tests.
-    use crate::attempt::fingerprint;
+    use super::fingerprint;
     use crate::model::{AttemptRecord, Outcome};
     use chrono::Utc;
 

@@ -113,7 +113,7 @@ mod tests {
         a.exit_code = Some(0);
         a.verify_exit = Some(1);
         a.verify_tail = tail.into();
-        a.fingerprint = loopd_actors::attempt::fingerprint(tail);
+        a.fingerprint = loopd_actors::healer::fingerprint(tail);
         a
     }
 

@@ -120,7 +120,7 @@ where
     record.verify_tail = broken.1;
     // The first lines were the passing verify's; what broke is in the tail.
     record.verify_head.clear();
-    record.fingerprint = super::fingerprint(&record.verify_tail);
+    record.fingerprint = crate::healer::fingerprint(&record.verify_tail);
     keep_and_reset(git, checkpoint, record).await
 }
 

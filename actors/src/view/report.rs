@@ -419,7 +419,7 @@ mod tests {
         a.finished_at = Some(at);
         a.outcome = Some(Outcome::Failed);
         a.verify_tail = "error: bad sum".into();
-        a.fingerprint = crate::attempt::fingerprint(&a.verify_tail);
+        a.fingerprint = crate::healer::fingerprint(&a.verify_tail);
         let mut t = TestRecord::new("lp", spec, Origin::File);
         t.status = TestStatus::Failed;
         t.updated_at = at;
