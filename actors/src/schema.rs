@@ -3,18 +3,14 @@
 //! `tests/schemas.rs` fails when a checked-in schema differs from what [`generate`] produces, and
 //! rewrites them with `LOOPD_UPDATE_SCHEMAS=1`. Adding a schema is one line in [`generate`].
 
-use schemars::JsonSchema;
 use serde_json::Value;
 
-use crate::config::{FleetFile, LoopConfig};
-use crate::tests_file::TestsFile;
+pub use crate::config::schema_of;
 
 /// Every generated schema: `(file name under schemas/, schema)`.
 pub fn generate() -> Vec<(&'static str, Value)> {
-    vec![
-        ("fleet.schema.json", schema_of::<FleetFile>()),
-        ("loop.schema.json", schema_of::<LoopConfig>()),
-        ("tests.schema.json", schema_of::<TestsFile>()),
+    let mut all = crate::config::input_schemas();
+    all.extend([
         ("status.schema.json", schema_of::<crate::view::StatusDoc>()),
         (
             "summary.schema.json",
@@ -35,12 +31,8 @@ pub fn generate() -> Vec<(&'static str, Value)> {
             schema_of::<crate::view::InsightsDoc>(),
         ),
         ("report.schema.json", schema_of::<crate::view::ReportDoc>()),
-    ]
-}
-
-/// The JSON Schema (draft 2020-12) of `T`.
-pub fn schema_of<T: JsonSchema>() -> Value {
-    schemars::schema_for!(T).to_value()
+    ]);
+    all
 }
 
 /// The schema named `file` in [`generate`], if there is one.

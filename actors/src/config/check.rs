@@ -299,7 +299,7 @@ fn distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::by_name;
+    use crate::config::inputs::by_name;
     use serde_json::json;
 
     fn errors(schema: &str, v: Value) -> Vec<(String, String)> {

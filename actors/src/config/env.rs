@@ -155,7 +155,7 @@ pub(crate) fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::by_name;
+    use crate::config::inputs::by_name;
     use serde_json::json;
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

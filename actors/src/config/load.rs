@@ -17,8 +17,8 @@ use super::check::{schema_errors, Dialect};
 use super::env::{self, Target};
 use super::locate::{line_of, Locator};
 use super::{AgentConfig, Fleet, FleetSettings, LoopConfig, Problem, Report};
+use crate::config::inputs::by_name;
 use crate::names::check_name;
-use crate::schema::by_name;
 
 /// Keys of a loop that hold humantime durations.
 const DURATION_KEYS: [&str; 4] = [

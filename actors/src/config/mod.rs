@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 mod check;
 mod env;
+mod inputs;
 mod load;
 mod locate;
 mod report;
@@ -22,6 +23,7 @@ mod tests_check;
 mod validate;
 mod webhooks;
 
+pub use inputs::{input_schemas, schema_of};
 pub use load::{load_fleet, load_fleet_with_env};
 pub use report::{Problem, Report};
 pub use tests_check::{load_tests, resolve_spec};

@@ -8,8 +8,8 @@ use serde_json::Value;
 use super::check::{schema_errors, Dialect};
 use super::locate::Locator;
 use super::{LoopConfig, Problem, Report};
+use crate::config::inputs::by_name;
 use crate::names::check_name;
-use crate::schema::by_name;
 use crate::tests_file::TestSpec;
 
 /// Reads the tests file of `lp` (paths already resolved) and checks it; every problem at once.

@@ -10,7 +10,7 @@ use super::check::Dialect;
 use super::load::{check_loop_value, load, resolve_paths, workdir_in_state_dir};
 use super::tests_check::{find_cycles, read_tests, LoadedTests};
 use super::{AgentConfig, LoopConfig, Problem, Report};
-use crate::schema::by_name;
+use crate::config::inputs::by_name;
 
 /// Validates the fleet at `path` with the process environment; an empty report means valid.
 pub fn validate_fleet(path: &Path) -> Report {
