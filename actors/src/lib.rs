@@ -1,43 +1,78 @@
 //! loopd's core: the domain types, the store and the supervision tree that runs coding loops.
 //!
+//! # The tree
+//! [`launch::start`] builds all of it (the one start-up of `run`, `serve` and the tests) and
+//! [`launch::Running::run_until`] takes it down when a shutdown future resolves.
 //! ```text
-//! loopd (root supervisor)
-//! ├── store        sled, one journal writer   store.rs, runtime.rs
-//! ├── services     one_for_one                tree.rs
-//! │   ├── scheduler                           scheduler.rs
-//! │   └── monitor                             monitor.rs
-//! └── loops        one_for_one                fleet.rs
-//!     ├── loop "auth"  ── attempt    loop_actor.rs ── attempt.rs (owns the agent's process group)
-//!     └── loop "billing" ── attempt
+//! launch::Running (the root: starts and stops the rest, in this order)
+//! ├── journal      one writer thread, group commit into the store      runtime.rs, store.rs
+//! ├── services     one_for_one supervisor, restart intensity           tree.rs
+//! │   ├── scheduler    agent slots, priority aging, provider backoff   scheduler.rs
+//! │   └── monitor      heartbeats, stall and time limits, liveness     monitor.rs
+//! ├── reconcile    (once, before the loops) interrupted attempts, reaped groups, workdirs
+//! ├── notifier     tasks: webhooks, signed, retried, from the journal  notifier.rs
+//! ├── reporter     task: the scheduled report, as a `report` event     reporter.rs
+//! └── loops        one_for_one supervisor, restart intensity           fleet.rs
+//!     ├── loop "auth"     ── attempt (owns the agent's process group)  loop_actor/, attempt.rs
+//!     └── loop "billing"  ── attempt
 //! ```
 //!
-//! # Layout
+//! # Layers
+//! A module imports only from its own layer and the layers below (`layers.rs` reads the sources
+//! and fails on a new upward import; the few left are listed there, to be paid off):
+//! ```text
+//! interfaces  schema
+//! engine      runtime launch fleet loop_actor attempt scheduler monitor tree notifier reporter
+//!             reconcile rollback hold ledger view
+//! decisions   healer hints prompt plan classify budget agent control templates
+//! store       store statedir process git
+//! records     names words fault tests_file config model transcript generation
+//! ```
+//!
+//! # Modules
+//! Records:
 //! - `names`: the one rule for names that become paths.
-//! - `model`: statuses, outcomes, loop/test/attempt records, events.
+//! - `words`: English for counts ("1 attempt", "2 attempts").
+//! - `fault`: fault injection points for the tests (`LOOPD_TEST_FAULT`).
 //! - `tests_file`: the user's tests file.
-//! - `config`: the fleet file, loading, environment overrides, validation.
-//! - `schema`: JSON Schemas generated from the types.
-//! - `store`: sled trees and the transactions that change them.
-//! - `generation`: the record beside the store that tells a store which lost writes.
-//! - `ledger`: the ledger against git history: passes the store does not know, `recover`.
-//! - `process`: agent process groups: spawn, record, end, reap.
-//! - `agent`: agent presets (command, claude-code) and what their output means.
-//! - `git`: checkpoints, attempt refs, resets, the loop's branch, stale locks.
-//! - `hold`: a loop paused for its workdir's git (`checkpoint_failed`, `workdir_broken`).
-//! - `budget`: whether a loop or the fleet has spent what it may (pure).
-//! - `classify`: an attempt's outcome from its facts (the outcome table, pure).
-//! - `prompt`: rendering the prompt of one attempt.
-//! - `healer`: diagnoses, repeated failures, lessons, heal strategies (pure functions).
-//! - `hints`: guidance from a person for a loop's (or a test's) next prompts.
+//! - `config`: the fleet file, loading, environment overrides, validation, the input schemas.
+//! - `model`: statuses, outcomes, loop reasons, loop/test/attempt records, events.
 //! - `transcript`: an attempt's transcript, bytes as printed, head and tail kept beyond a cap.
-//! - `attempt`, `loop_actor`, `fleet`: the actors.
+//! - `generation`: the record beside the store that tells a store which lost writes.
+//!
+//! Store:
+//! - `store`: sled trees and the transactions that change them.
+//! - `statedir`: the state directory's lock and `daemon.json`.
+//! - `process`: agent process groups: spawn, record, end, reap.
+//! - `git`: checkpoints, attempt refs, resets, the loop's branch, stale locks.
+//!
+//! Decisions (pure functions of records):
+//! - `classify`: an attempt's outcome from its facts (the outcome table).
+//! - `budget`: whether a loop or the fleet has spent what it may.
+//! - `plan`: the tests file against the store, blocked tests, the next runnable test.
+//! - `healer`: fingerprints, diagnoses, repeated failures, lessons, heal strategies.
+//! - `prompt`: rendering the prompt of one attempt.
+//! - `hints`: guidance from a person for a loop's (or a test's) next prompts.
+//! - `agent`: agent presets (command, claude-code) and what their output means.
+//! - `control`: the requests a person or program sends a loop.
+//! - `templates`: the loop factory (loops made from templates with `{{var}}` placeholders).
+//!
+//! Engine (the actors and what they run):
+//! - `runtime`: what the actors of one fleet share (store, journal, scheduler, monitor, events).
 //! - `launch`: the fleet started with one call and stopped when a shutdown future resolves.
+//! - `fleet`, `loop_actor`, `attempt`: the loops supervisor, a loop, one attempt.
 //! - `scheduler`, `monitor`, `tree`: agent slots, heartbeats and liveness, and the supervisor
 //!   that restarts them.
 //! - `notifier`: webhooks, signed and retried, decoupled from the loops.
 //! - `reporter`: the morning report on the schedule of `report_every`, as a `report` event.
-//! - `templates`: the loop factory (loops made from templates with `{{var}}` placeholders).
-//! - `words`: English for counts ("1 attempt", "2 attempts").
+//! - `reconcile`: what a dead predecessor left running, made `interrupted` and reaped.
+//! - `rollback`: a loop's checkpoint moved back to an earlier pass.
+//! - `hold`: a loop paused for its workdir's git (`checkpoint_failed`, `workdir_broken`).
+//! - `ledger`: the ledger against git history: passes the store does not know, `recover`.
+//! - `view`: the JSON shapes of status, export, details and reports, read from the store.
+//!
+//! Interfaces:
+//! - `schema`: every JSON Schema generated from the types, for `schemas/`.
 #![deny(missing_docs)]
 
 pub mod agent;
@@ -54,6 +89,8 @@ pub mod healer;
 pub mod hints;
 pub mod hold;
 pub mod launch;
+#[cfg(test)]
+mod layers;
 pub mod ledger;
 pub mod loop_actor;
 pub mod model;
