@@ -5,37 +5,10 @@
 //! them when it renders a prompt, so a hint reaches the very next attempt without a message to
 //! the actor.
 
-use chrono::{DateTime, Utc};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+pub use crate::model::{Hint, HintKey};
 
 /// The heading of the prompt's section of hints.
 pub const HEADING: &str = "# Guidance from a person";
-
-/// One person's guidance to a loop, or to one of its tests.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct Hint {
-    /// The loop it is for.
-    pub loop_name: String,
-    /// The test it is for; absent: every test of the loop.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub test_id: Option<String>,
-    /// The guidance, as the person wrote it.
-    pub text: String,
-    /// Who gave it (`$USER` for the CLI, the body's `author` or `api` for the API).
-    pub author: String,
-    /// When it was given.
-    pub at: DateTime<Utc>,
-}
-
-/// Which hint, to clear: the loop's own, or one test's.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HintKey {
-    /// The loop.
-    pub loop_name: String,
-    /// The test; `None`: the loop's own hint.
-    pub test_id: Option<String>,
-}
 
 /// The prompt's section for `hints` (the loop's, then the test's), empty without any.
 pub fn section(hints: &[Hint]) -> String {
@@ -66,6 +39,7 @@ pub fn for_prompt(store: &crate::store::Store, loop_name: &str, test_id: &str) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Utc;
 
     fn hint(test: Option<&str>, text: &str) -> Hint {
         Hint {

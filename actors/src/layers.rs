@@ -62,10 +62,6 @@ const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("config", "process"),
     // A test record carries its diagnosis and heal strategy, which are the healer's types.
     ("model", "healer"),
-    // The store keeps lessons, hints and webhook deliveries in the types of their modules.
-    ("store", "healer"),
-    ("store", "hints"),
-    ("store", "notifier"),
 ];
 
 #[cfg(test)]

@@ -36,7 +36,8 @@
 //! - `fault`: fault injection points for the tests (`LOOPD_TEST_FAULT`).
 //! - `tests_file`: the user's tests file.
 //! - `config`: the fleet file, loading, environment overrides, validation, the input schemas.
-//! - `model`: statuses, outcomes, loop reasons, loop/test/attempt records, events.
+//! - `model`: statuses, outcomes, loop reasons, loop/test/attempt records, events, and the
+//!   records the store keeps for the decisions and the engine (lessons, hints, deliveries).
 //! - `transcript`: an attempt's transcript, bytes as printed, head and tail kept beyond a cap.
 //! - `generation`: the record beside the store that tells a store which lost writes.
 //!

@@ -11,6 +11,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::tests_file::TestSpec;
 
+mod delivery;
+mod hint;
+mod lesson;
+pub use delivery::{DeliveryRecord, DeliveryStatus};
+pub use hint::{Hint, HintKey};
+pub use lesson::Lesson;
+
 /// Where a test is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]

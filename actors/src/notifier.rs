@@ -17,15 +17,15 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use hmac::{Hmac, Mac};
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::config::{WebhookConfig, WebhookEvent};
+pub use crate::model::{DeliveryRecord, DeliveryStatus};
 use crate::model::{Event, EventKind};
 use crate::runtime::Ctx;
 use crate::store::Batch;
@@ -42,51 +42,6 @@ pub const DELIVERY_HEADER: &str = "X-Loopd-Delivery";
 const SEEN_WINDOW: usize = 8192;
 /// Events read from the journal at once when catching up.
 const CATCH_UP_PAGE: usize = 512;
-
-/// Where one delivery stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DeliveryStatus {
-    /// Queued, being tried, or waiting for its next try; a loopd stopped before it ended
-    /// tries it again on its next start.
-    Pending,
-    /// The endpoint answered 2xx.
-    Delivered,
-    /// Every try failed; given up.
-    Failed,
-    /// Dropped unsent because the endpoint's queue was full.
-    Dropped,
-}
-
-/// One entry of the delivery log: one event to one endpoint.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DeliveryRecord {
-    /// The journal id of the event.
-    pub event_id: u64,
-    /// The event's webhook name (`test_passed`, ...).
-    pub event: WebhookEvent,
-    /// The loop it concerns.
-    pub loop_name: String,
-    /// The endpoint.
-    pub url: String,
-    /// The `X-Loopd-Delivery` header.
-    pub delivery_id: String,
-    /// Where it stands.
-    pub status: DeliveryStatus,
-    /// Tries made so far.
-    pub attempts: u32,
-    /// The HTTP status of the last answer, when there was one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_status: Option<u16>,
-    /// Why the last try failed (connection refused, timeout, `HTTP 500`, ...).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
-    /// When the endpoint accepted it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delivered_at: Option<DateTime<Utc>>,
-    /// When this record last changed.
-    pub updated_at: DateTime<Utc>,
-}
 
 /// The webhook name of a journal event, or `None` for events webhooks do not carry.
 ///

@@ -23,10 +23,8 @@ mod totals;
 
 pub use totals::Spent;
 
-use crate::healer::Lesson;
-use crate::hints::{Hint, HintKey};
 use crate::model::{AttemptRecord, Event, LoopRecord, TestRecord};
-use crate::notifier::DeliveryRecord;
+use crate::model::{DeliveryRecord, Hint, HintKey, Lesson};
 
 /// The layout version this build writes. A store with a higher one is refused, never overwritten.
 ///
@@ -992,7 +990,7 @@ mod tests {
             loop_name: "a".into(),
             url: "http://127.0.0.1:9/hook".into(),
             delivery_id: "d".into(),
-            status: crate::notifier::DeliveryStatus::Pending,
+            status: crate::model::DeliveryStatus::Pending,
             attempts: 0,
             last_status: None,
             last_error: None,

@@ -1,11 +1,10 @@
 //! Lessons: when a test passes after failing, what fixed it, offered to any test (of any loop)
 //! that fails with the same fingerprint.
 
-use chrono::{DateTime, Utc};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use chrono::Utc;
 
 use super::normalised_error;
+pub use crate::model::Lesson;
 use crate::model::{AttemptRecord, Outcome};
 use crate::store::Store;
 
@@ -14,29 +13,6 @@ const MAX_LESSONS: usize = 3;
 
 /// Longest `what_changed` quoted in a prompt, in characters.
 const MAX_CHANGED: usize = 400;
-
-/// What fixed a failure, learned from a pass that followed it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct Lesson {
-    /// The fingerprint of the failure the pass overcame; lessons are found by it.
-    pub fingerprint: String,
-    /// That failure's error line, normalised, so a prompt can say which failure it was.
-    #[serde(default)]
-    pub error_line: String,
-    /// The loop the test belongs to.
-    pub loop_name: String,
-    /// The test that passed.
-    pub test_id: String,
-    /// The attempt that passed.
-    pub attempt: u32,
-    /// What the pass changed: the diff summary, else its commit.
-    pub what_changed: String,
-    /// The agent's own summary of the passing attempt.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub summary: Option<String>,
-    /// When it was learned.
-    pub learned_at: DateTime<Utc>,
-}
 
 /// The lesson of `passed`, when it is a pass that followed a fingerprinted failure.
 ///
