@@ -393,6 +393,81 @@ fn a_pause_button_pauses_the_loop_once_signed_in() {
     browser.wait_attr(&row(LOOP), "data-state", "running");
 }
 
+#[test]
+#[ignore = "needs Debian's chromium and chromium-driver (.ci/run installs them)"]
+fn eight_tabs_of_one_browser_share_one_stream_and_all_follow_a_pause() {
+    // A browser holds at most 6 HTTP/1.1 connections to a host: with a stream a tab, the 7th
+    // tab's page never loaded (its `goto` below would time out).
+    const TABS: usize = 8;
+    let fleet = gated_fleet(two_tests(), &["beta"]);
+    let daemon = Daemon::start(&fleet, &[]);
+    for lp in [LOOP, "beta"] {
+        wait_api(&daemon, &fleet, lp, &format!("{lp} to run T1"), |l| {
+            l["current_test"] == "T1"
+        });
+    }
+    let browser = Browser::start();
+    let mut tabs = vec![browser.current_tab()];
+    for i in 0..TABS {
+        if i > 0 {
+            tabs.push(browser.open_tab());
+        }
+        browser.goto(&daemon.url("/"));
+        wait_live(&browser);
+        browser.wait_attr(&row(LOOP), "data-state", "running");
+        assert_eq!(
+            browser.attr("body", "data-stream").as_deref(),
+            Some("shared"),
+            "tab {i} follows the journal on a stream of its own"
+        );
+        browser.mark_window();
+    }
+    // Every tab is still connected once all are open.
+    for (i, tab) in tabs.iter().enumerate() {
+        browser.switch_to(tab);
+        assert_eq!(
+            browser.attr("body", "data-live").as_deref(),
+            Some("connected"),
+            "tab {i}"
+        );
+    }
+
+    let paused = http()
+        .post(daemon.url(&format!("/api/loops/{LOOP}/pause")))
+        .bearer_auth(token(&fleet))
+        .send()
+        .unwrap();
+    assert!(paused.status().is_success(), "pause: {}", paused.status());
+    wait_api(&daemon, &fleet, LOOP, "the loop to be paused", |l| {
+        l["status"] == "paused"
+    });
+    for (i, tab) in tabs.iter().enumerate() {
+        browser.switch_to(tab);
+        browser.wait_attr(&row(LOOP), "data-state", "paused");
+        assert!(browser.window_marked(), "tab {i} was reloaded");
+        assert_eq!(
+            browser.attr(&row("beta"), "data-state").as_deref(),
+            Some("running"),
+            "tab {i}: beta was not paused"
+        );
+    }
+
+    // A loop's page follows its loop over the same shared stream (of the whole fleet): the
+    // attempt the pause let finish turns T1 to passed there.
+    browser.switch_to(&tabs[0]);
+    browser.goto(&daemon.url(&format!("/loops/{LOOP}")));
+    wait_live(&browser);
+    assert_eq!(
+        browser.attr("body", "data-stream").as_deref(),
+        Some("shared")
+    );
+    open_gate(&fleet, LOOP, "T1", "");
+    wait_api(&daemon, &fleet, LOOP, "main's T1 to pass", |l| {
+        test_status(l, "T1") == "passed"
+    });
+    browser.wait_attr("table#tests tr[data-test=\"T1\"]", "data-status", "passed");
+}
+
 /// A second web server: answers every GET with `page` (the attacker's site).
 struct EvilSite {
     port: u16,

@@ -343,7 +343,12 @@ async fn off_loopback_pages_need_the_cookie_on_loopback_they_are_read_only() {
     // The API too, the sign-in form and its assets not.
     let a = send(&open, browser(Method::GET, "/api/loops", &[], "")).await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
-    for uri in ["/login", "/assets/app.js", "/assets/app.css"] {
+    for uri in [
+        "/login",
+        "/assets/app.js",
+        "/assets/events.js",
+        "/assets/app.css",
+    ] {
         assert_eq!(
             send(&open, browser(Method::GET, uri, &[], "")).await.status,
             StatusCode::OK,
@@ -420,6 +425,8 @@ if [ "$LOOPD_ATTEMPT" -gt 1 ]; then touch T1.done; fi"#;
         assert_eq!(a.status, StatusCode::OK, "{uri}: {}", a.text);
         let csp = a.headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
         assert!(csp.contains("script-src 'self'"), "{uri}: {csp}");
+        // The shared worker that holds the tabs' one event stream may start.
+        assert!(csp.contains("worker-src 'self'"), "{uri}: {csp}");
         // The only script element is the embedded one.
         assert_eq!(a.text.matches("<script").count(), 1, "{uri}: {}", a.text);
         assert!(!a.text.contains("<img"), "{uri}: {}", a.text);

@@ -1,6 +1,7 @@
-//! `GET /assets/{name}`: the script and the style sheet, embedded at compile time. They are
-//! written by hand (no toolchain, nothing to build); a change to them is a change to the
-//! binary, so they are cached by their content's hash (`ETag`).
+//! `GET /assets/{name}`: the page script, the shared worker that holds the tabs' one event
+//! stream (`events.js`), and the style sheet, embedded at compile time. They are written by
+//! hand (no toolchain, nothing to build); a change to them is a change to the binary, so they
+//! are cached by their content's hash (`ETag`).
 
 use axum::extract::Path;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -9,11 +10,16 @@ use axum::response::{IntoResponse, Response};
 use crate::api::{ApiError, Code};
 
 /// The embedded files: name, content type, content.
-const ASSETS: [(&str, &str, &str); 2] = [
+const ASSETS: [(&str, &str, &str); 3] = [
     (
         "app.js",
         "text/javascript; charset=utf-8",
         include_str!("assets/app.js"),
+    ),
+    (
+        "events.js",
+        "text/javascript; charset=utf-8",
+        include_str!("assets/events.js"),
     ),
     (
         "app.css",
@@ -34,7 +40,7 @@ pub async fn serve(Path(name): Path<String>, headers: HeaderMap) -> Response {
     let Some((_, kind, body)) = ASSETS.iter().find(|(n, _, _)| *n == name) else {
         return ApiError::new(
             Code::NotFound,
-            format!("no asset `{name}`: there are app.js and app.css"),
+            format!("no asset `{name}`: there are app.js, events.js and app.css"),
         )
         .into_response();
     };
@@ -53,6 +59,12 @@ pub async fn serve(Path(name): Path<String>, headers: HeaderMap) -> Response {
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
+    );
+    // A worker runs under its script's own policy (the page's does not reach it): events.js
+    // may open the event stream and nothing else.
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; connect-src 'self'"),
     );
     if let Ok(v) = HeaderValue::from_str(&tag) {
         h.insert(header::ETAG, v);

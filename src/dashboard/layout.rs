@@ -131,7 +131,8 @@ impl Page {
 }
 
 /// A page's answer: the document, with headers that keep it from being framed, sniffed or
-/// cached, and a Content-Security-Policy that runs only the embedded script (so a `<script>`
+/// cached, and a Content-Security-Policy that runs only the embedded scripts (the page's and
+/// the shared worker of the event stream, `worker-src 'self'`; so a `<script>`
 /// an agent smuggled into a test name or a transcript would not run even if it were not
 /// escaped; it is escaped).
 pub fn respond(markup: Markup) -> Response {
@@ -144,8 +145,9 @@ pub fn with_page_headers(mut resp: Response) -> Response {
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-             connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            "default-src 'none'; script-src 'self'; worker-src 'self'; style-src 'self'; \
+             img-src 'self' data:; connect-src 'self'; form-action 'self'; \
+             frame-ancestors 'none'; base-uri 'none'",
         ),
     );
     h.insert(

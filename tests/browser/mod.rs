@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fantoccini::wd::WindowHandle;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use nix::sys::signal::{kill, killpg, Signal};
@@ -234,6 +235,30 @@ impl Browser {
     pub fn goto(&self, url: &str) {
         self.run(|c| async move { c.goto(url).await })
             .unwrap_or_else(|e| panic!("cannot load {url}: {e}"));
+    }
+
+    /// Opens a new tab of the same browser (same profile, cookies and connections), makes it
+    /// the current one and returns its handle.
+    pub fn open_tab(&self) -> WindowHandle {
+        let tab = self
+            .run(|c| async move { c.new_window(true).await })
+            .expect("a new tab")
+            .handle;
+        self.switch_to(&tab);
+        tab
+    }
+
+    /// Makes `tab` the tab the next commands act on.
+    pub fn switch_to(&self, tab: &WindowHandle) {
+        let tab = tab.clone();
+        self.run(|c| async move { c.switch_to_window(tab).await })
+            .expect("switch to a tab");
+    }
+
+    /// The handle of the current tab.
+    pub fn current_tab(&self) -> WindowHandle {
+        self.run(|c| async move { c.window().await })
+            .expect("the current tab")
     }
 
     /// The page's current address.

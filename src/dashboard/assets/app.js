@@ -1,7 +1,12 @@
-// The loopd dashboard's one script: it follows GET /api/events (EventSource, resumed with
+// The loopd dashboard's script: it follows GET /api/events (EventSource, resumed with
 // Last-Event-ID) and swaps in the parts of the page an event says changed, as HTML the server
 // rendered (and escaped). Text from agents is only ever set with textContent. No framework,
-// nothing to build: this file is embedded in the binary as it is.
+// nothing to build: this file (and events.js) is embedded in the binary as it is.
+//
+// The tabs of one browser share one stream: events.js, a SharedWorker, holds it and posts
+// every event to every tab (a browser holds at most 6 HTTP/1.1 connections to a host, so a
+// stream a tab left the seventh tab without one). An attempt view follows its transcript on a
+// stream of its own, and so does every page where SharedWorker is missing.
 (function () {
   "use strict";
 
@@ -32,7 +37,42 @@
     }
   }
 
+  // The shared stream, when the browser has SharedWorker and the page follows no transcript;
+  // `false` from here on when the worker cannot start (then the page has a stream of its own).
+  function connectShared() {
+    if (page.transcripts || typeof SharedWorker === "undefined") return false;
+    var worker;
+    try {
+      worker = new SharedWorker("/assets/events.js", { name: "loopd-events" });
+    } catch (_) {
+      return false;
+    }
+    var port = worker.port;
+    body.dataset.stream = "shared";
+    setLive("connecting");
+    worker.onerror = function () {
+      // The script did not load or run: this tab follows the journal by itself.
+      port.close();
+      body.dataset.stream = "own";
+      connect();
+    };
+    port.onmessage = function (m) {
+      var d = m.data || {};
+      if (d.type === "live") setLive(d.state);
+      else if (d.type === "event") onEvent(d.kind, { lastEventId: String(d.id), data: d.data });
+    };
+    port.start();
+    port.postMessage({ type: "hello", after: lastId });
+    window.addEventListener("pagehide", function () { port.postMessage({ type: "bye" }); });
+    window.addEventListener("pageshow", function (ev) {
+      // Back from the browser's page cache: the tab joins again.
+      if (ev.persisted) port.postMessage({ type: "hello", after: lastId });
+    });
+    return true;
+  }
+
   function connect() {
+    body.dataset.stream = "own";
     var q = new URLSearchParams();
     if (lastId) q.set("after", String(lastId));
     if (page.loop) q.set("loop", page.loop);
@@ -74,6 +114,8 @@
     if (id > lastId) lastId = id;
     var e;
     try { e = JSON.parse(m.data); } catch (_) { return; }
+    // The shared stream is the fleet's: a loop's page keeps its own loop's events.
+    if (page.loop && e.loop_name !== page.loop) return;
     if (kind === "alert") bumpAlerts();
     maybeNotify(kind, e);
     // A hint changes no fleet row.
@@ -81,7 +123,6 @@
     document.querySelectorAll("[data-region]").forEach(function (region) {
       var on = (region.dataset.on || "").split(",");
       if (on.indexOf(kind) < 0 && on.indexOf("*") < 0) return;
-      if (page.loop && e.loop_name !== page.loop) return;
       schedule(region.dataset.region);
     });
   }
@@ -411,5 +452,5 @@
   initLogout();
   tickAges();
   setInterval(tickAges, 1000);
-  if (body.dataset.quiet !== "true") connect();
+  if (body.dataset.quiet !== "true" && !connectShared()) connect();
 })();
