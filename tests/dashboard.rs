@@ -298,6 +298,9 @@ fn the_attempt_view_renders_the_transcript_while_the_agent_prints() {
     let browser = Browser::start();
     browser.goto(&daemon.url(&format!("/loops/{LOOP}/tests/T1/attempts/1")));
     wait_live(&browser);
+    // Its transcript is its own: the attempt view keeps a stream of its own (as every page
+    // does where SharedWorker is missing).
+    assert_eq!(browser.attr("body", "data-stream").as_deref(), Some("own"));
     browser.wait_text("#transcript", "agent of main starts T1 (attempt 1)");
     browser.wait_text("#transcript", "reading the spec of T1");
     assert!(
