@@ -37,8 +37,8 @@
     }
   }
 
-  // The shared stream, when the browser has SharedWorker and the page follows no transcript;
-  // `false` from here on when the worker cannot start (then the page has a stream of its own).
+  // Joins the shared stream, when the browser has SharedWorker and the page follows no
+  // transcript; `false` when the page is to have a stream of its own instead.
   function connectShared() {
     if (page.transcripts || typeof SharedWorker === "undefined") return false;
     var worker;
