@@ -26,8 +26,8 @@
 //! - CPU: utime + stime of the loopd process (`/proc/PID/stat`, its own threads, not its
 //!   children) over a window, in % of one core, three times: with no dashboard open while the
 //!   events flow (the baseline), with the dashboards open (each a Chromium of its own, on
-//!   `/` and connected to the journal: a browser opens at most 6 HTTP/1.1 connections to a
-//!   host, and each dashboard holds one for its event stream) and the same flow, and with the
+//!   `/` and connected to the journal: ten browsers are ten event streams, the daemon's worst
+//!   case, since the tabs of one browser share one) and the same flow, and with the
 //!   dashboards open and no flow. The events are real: API actions that journal a
 //!   `loop_state` event each (pause and stop, in turn, on a hundred of the idle loops), sent
 //!   at the asked rate; the rate got is
@@ -453,8 +453,8 @@ fn main() {
     eprintln!("   CPU with the flow and no dashboard...");
     let (cpu_base, rate_base) = cpu_with_flow(&rt, &daemon, rate, window);
     eprintln!("   opening {pages} dashboards...");
-    // One browser per dashboard, as for people: a browser opens at most 6 HTTP/1.1
-    // connections to one host, and each dashboard holds one for its event stream.
+    // One browser per dashboard, as for ten people: ten event streams (the tabs of one
+    // browser would share one, through the dashboard's SharedWorker).
     let first = Browser::start();
     let mut browsers = Vec::new();
     for _ in 1..pages {
