@@ -131,15 +131,8 @@ fn render_loop(l: &LoopReport) -> String {
         p.passed,
         p.total
     );
-    for (n, what) in [
-        (p.failed, "failed"),
-        (p.needs_human, "waiting for a person"),
-        (p.skipped, "skipped"),
-        (p.blocked, "blocked"),
-    ] {
-        if n > 0 {
-            out.push_str(&format!(", {n} {what}"));
-        }
+    for (n, what) in not_passed(p) {
+        out.push_str(&format!(", {n} {what}"));
     }
     if let Some(t) = &l.now.current_test {
         out.push_str(&format!(", attempting {t}"));
@@ -250,6 +243,19 @@ pub fn quiet(l: &LoopReport) -> bool {
         && l.needs_human.is_empty()
         && l.skipped.is_empty()
         && l.alerts.is_empty()
+}
+
+/// A loop's tests that did not pass, by how they stand (only those there are), as the Markdown
+/// and the HTML both say them after "N/M passed".
+pub fn not_passed(p: &view::Progress) -> impl Iterator<Item = (usize, &'static str)> {
+    [
+        (p.failed, "failed"),
+        (p.needs_human, "waiting for a person"),
+        (p.skipped, "skipped"),
+        (p.blocked, "blocked"),
+    ]
+    .into_iter()
+    .filter(|(n, _)| *n > 0)
 }
 
 /// The current hints, each under its target, later lines of a hint indented beneath it.

@@ -8,7 +8,7 @@ use std::fmt::Write;
 use html_escape::encode_text;
 use loopd_actors::view::{LoopReport, ReportDoc};
 
-use super::report::{hint_target, quiet, seconds, stamp};
+use super::report::{hint_target, not_passed, quiet, seconds, stamp};
 use super::words;
 
 /// The page's style: readable on paper and on a phone, colours only as a second cue.
@@ -94,15 +94,8 @@ fn render_loop(out: &mut String, l: &LoopReport) {
         p.passed,
         p.total
     );
-    for (n, what) in [
-        (p.failed, "failed"),
-        (p.needs_human, "waiting for a person"),
-        (p.skipped, "skipped"),
-        (p.blocked, "blocked"),
-    ] {
-        if n > 0 {
-            let _ = write!(out, ", {n} {what}");
-        }
+    for (n, what) in not_passed(p) {
+        let _ = write!(out, ", {n} {what}");
     }
     if let Some(t) = &l.now.current_test {
         let _ = write!(out, ", attempting <code>{}</code>", encode_text(t));
