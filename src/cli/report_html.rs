@@ -5,7 +5,6 @@
 
 use std::fmt::Write;
 
-use html_escape::encode_text;
 use loopd_actors::view::{LoopReport, ReportDoc};
 
 use super::report::{hint_target, not_passed, quiet, seconds, stamp};
@@ -241,4 +240,14 @@ fn render_period(out: &mut String, l: &LoopReport) {
         }
         out.push_str("</ul>\n");
     }
+}
+
+/// `text` escaped for HTML text and quoted attributes (`&`, `<`, `>`, `"`), by maud's escaper,
+/// the one the dashboard's pages use.
+fn encode_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    maud::Escaper::new(&mut out)
+        .write_str(text)
+        .expect("writing to a String cannot fail");
+    out
 }
