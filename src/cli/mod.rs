@@ -132,7 +132,9 @@ pub enum Command {
     Insights(insights::InsightsArgs),
     /// The morning report: per loop what passed, failed, needs a person, cost and alerts in a
     /// period (default the last 24 h), and what it does now.
-    #[command(override_usage = "loopd report [CONFIG] [--since DURATION|TIME] [--format md|json]")]
+    #[command(
+        override_usage = "loopd report [CONFIG] [--since DURATION|TIME] [--format md|html|json]"
+    )]
     Report(report::ReportArgs),
     /// Print a shell completion script: `loopd completions bash > ~/.local/share/bash-completion/completions/loopd`.
     Completions(docs::CompletionsArgs),
