@@ -146,24 +146,7 @@ fn render_loop(l: &LoopReport) -> String {
         out.push_str(&render_hints(&l.hints));
         return out;
     }
-    let by: Vec<String> = l
-        .outcomes
-        .iter()
-        .map(|o| format!("{} {}", o.count, words(&o.outcome)))
-        .collect();
-    out.push_str(&format!(
-        "\nAttempts: {}{}, ${:.2}, {}; in all {} attempts, ${:.2}\n",
-        l.attempts,
-        if by.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", by.join(", "))
-        },
-        l.cost_usd,
-        seconds(l.duration_ms),
-        l.total_attempts,
-        l.total_cost_usd,
-    ));
+    out.push_str(&format!("\n{}\n", attempts_line(l)));
     if !l.passed.is_empty() {
         out.push_str("\n### Passed\n\n");
         for t in &l.passed {
@@ -243,6 +226,29 @@ pub fn quiet(l: &LoopReport) -> bool {
         && l.needs_human.is_empty()
         && l.skipped.is_empty()
         && l.alerts.is_empty()
+}
+
+/// "Attempts: N (by outcome), $cost, time; in all N attempts, $cost", as the Markdown and the
+/// HTML both say a loop's attempts in the period beside its totals.
+pub fn attempts_line(l: &LoopReport) -> String {
+    let by: Vec<String> = l
+        .outcomes
+        .iter()
+        .map(|o| format!("{} {}", o.count, words(&o.outcome)))
+        .collect();
+    format!(
+        "Attempts: {}{}, ${:.2}, {}; in all {} attempts, ${:.2}",
+        l.attempts,
+        if by.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", by.join(", "))
+        },
+        l.cost_usd,
+        seconds(l.duration_ms),
+        l.total_attempts,
+        l.total_cost_usd,
+    )
 }
 
 /// A loop's tests that did not pass, by how they stand (only those there are), as the Markdown

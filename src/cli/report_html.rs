@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use loopd_actors::view::{LoopReport, ReportDoc};
 
-use super::report::{hint_target, not_passed, quiet, seconds, stamp};
+use super::report::{attempts_line, hint_target, not_passed, quiet, seconds, stamp};
 use super::words;
 
 /// The page's style: readable on paper and on a phone, colours only as a second cue.
@@ -126,25 +126,7 @@ fn render_loop(out: &mut String, l: &LoopReport) {
 }
 
 fn render_period(out: &mut String, l: &LoopReport) {
-    let by: Vec<String> = l
-        .outcomes
-        .iter()
-        .map(|o| format!("{} {}", o.count, words(&o.outcome)))
-        .collect();
-    let _ = writeln!(
-        out,
-        "<p>Attempts: {}{}, ${:.2}, {}; in all {} attempts, ${:.2}</p>",
-        l.attempts,
-        if by.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", by.join(", "))
-        },
-        l.cost_usd,
-        seconds(l.duration_ms),
-        l.total_attempts,
-        l.total_cost_usd
-    );
+    let _ = writeln!(out, "<p>{}</p>", encode_text(&attempts_line(l)));
     if !l.passed.is_empty() {
         out.push_str(
             "<h3>Passed</h3>\n<table>\n<tr><th>Test</th><th>Title</th><th>Attempt</th>\
