@@ -495,6 +495,14 @@ pub struct AttemptRecord {
     /// The agent's process group while it may be alive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process: Option<ProcessRecord>,
+    /// The lane the attempt ran in: 0 for a loop with one lane (the workdir itself), else the
+    /// number of its worktree under `<state_dir>/lanes/<loop>/`. Records older than lanes say 0.
+    #[serde(default)]
+    pub lane: u32,
+    /// The checkpoint commit the attempt started from (`None` with checkpoints off, and in
+    /// records older than lanes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
 }
 
 impl AttemptRecord {
@@ -525,6 +533,8 @@ impl AttemptRecord {
             commit: None,
             fingerprint: None,
             process: None,
+            lane: 0,
+            base: None,
         }
     }
 }
@@ -700,5 +710,24 @@ mod reason_tests {
             LoopReason::parse("restart_intensity_x"),
             LoopReason::Crashed("restart_intensity_x".into())
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_attempt_recorded_before_lanes_reads_as_lane_zero_without_a_base() {
+        let old = r#"{"loop_name": "a", "test_id": "t", "number": 2,
+            "started_at": "2026-01-01T00:00:00Z", "transcript": "/x/transcript.log"}"#;
+        let record: AttemptRecord = serde_json::from_str(old).unwrap();
+        assert_eq!((record.lane, record.base.as_deref()), (0, None));
+        let mut new = record.clone();
+        new.lane = 3;
+        new.base = Some("abc".into());
+        let back: AttemptRecord =
+            serde_json::from_str(&serde_json::to_string(&new).unwrap()).unwrap();
+        assert_eq!((back.lane, back.base.as_deref()), (3, Some("abc")));
     }
 }

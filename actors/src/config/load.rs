@@ -821,6 +821,31 @@ binary = "bin/claude"
     }
 
     #[test]
+    fn lanes_default_to_one_are_set_by_file_or_environment_and_zero_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "loopd.toml", FLEET);
+        let path = dir.path().join("loopd.toml");
+        let none: [(String, String); 0] = [];
+        assert_eq!(load_fleet_with_env(&path, none).unwrap().loops[0].lanes, 1);
+        let env = [("LOOPD_LOOPS__AUTH__LANES", "4")].map(|(k, v)| (k.to_string(), v.to_string()));
+        assert_eq!(load_fleet_with_env(&path, env).unwrap().loops[0].lanes, 4);
+        write(
+            dir.path(),
+            "loopd.toml",
+            &FLEET.replace("name = \"auth\"\n", "name = \"auth\"\nlanes = 0\n"),
+        );
+        let none: [(String, String); 0] = [];
+        let report = load_fleet_with_env(&path, none)
+            .unwrap_err()
+            .to_string()
+            .replace(&dir.path().display().to_string(), "<dir>");
+        assert_eq!(
+            report,
+            "<dir>/loopd.toml:9: /loops/0/lanes: expected a number >= 1, found 0\n1 problem"
+        );
+    }
+
+    #[test]
     fn a_bad_env_passthrough_entry_is_named_with_its_line() {
         let dir = tempfile::tempdir().unwrap();
         let fleet = FLEET.replace(

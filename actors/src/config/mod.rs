@@ -211,6 +211,12 @@ pub struct LoopConfig {
     #[serde(default = "default_max_attempts")]
     #[schemars(range(min = 1))]
     pub max_attempts: u32,
+    /// How many attempts of this loop's tests may run at once, each in its own git worktree
+    /// (`<state_dir>/lanes/<loop>/<k>`); passes are merged through the loop's merge queue.
+    /// Default 1: one attempt at a time, in the workdir itself.
+    #[serde(default = "default_lanes")]
+    #[schemars(range(min = 1))]
+    pub lanes: u32,
     /// 1 is highest. Default 5.
     #[serde(default = "default_priority")]
     #[schemars(range(min = 1))]
@@ -287,6 +293,9 @@ pub struct LoopConfig {
 
 fn default_max_attempts() -> u32 {
     3
+}
+fn default_lanes() -> u32 {
+    1
 }
 fn default_priority() -> u32 {
     5

@@ -276,7 +276,9 @@ pub(super) async fn start_attempt(
     test.attempts = number;
     test.status = TestStatus::Running;
     test.updated_at = Utc::now();
-    let record = AttemptRecord::started(&cfg.name, &test.spec.id, number, paths.transcript.clone());
+    let mut record =
+        AttemptRecord::started(&cfg.name, &test.spec.id, number, paths.transcript.clone());
+    record.base = state.record.checkpoint.clone().filter(|_| cfg.checkpoints);
     // The attempt's files and its durable record do not depend on each other, and the agent
     // needs both: write them at the same time.
     let (transcript, recorded) = tokio::join!(
