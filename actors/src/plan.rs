@@ -9,7 +9,7 @@ use crate::model::{Origin, TestRecord, TestStatus};
 use crate::tests_file::TestSpec;
 
 mod table;
-pub use table::TestTable;
+pub use table::{expected_durations, PickContext, TestTable};
 
 /// Reconciles the stored tests of a loop with its tests file (DESIGN.md, "Tests file edits"):
 /// new ids become `pending`, ids that disappeared become `removed` (history stays), a changed
@@ -145,6 +145,7 @@ mod tests {
             priority: None,
             timeout: None,
             tags: vec![],
+            serial_group: None,
         }
     }
 

@@ -863,6 +863,7 @@ mod tests {
             priority: None,
             timeout: None,
             tags: vec![],
+            serial_group: None,
         }
     }
 

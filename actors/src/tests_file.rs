@@ -49,4 +49,7 @@ pub struct TestSpec {
     /// Free-form labels.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// Tests of one group (a name like an id) never run at once, e.g. tests that edit one file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial_group: Option<String>,
 }

@@ -197,6 +197,11 @@ fn check_tests(lp: &LoopConfig, out: &mut LoadedTests) {
             }
             _ => {}
         }
+        if let Some(group) = &t.serial_group {
+            if let Err(why) = check_name(group) {
+                problems.push((at("serial_group"), format!("invalid serial_group: {why}")));
+            }
+        }
         if t.verify.trim().is_empty() {
             problems.push((
                 at("verify"),
@@ -404,6 +409,43 @@ mod tests {
                     .into(),
             ]
         );
+    }
+
+    #[test]
+    fn a_bad_serial_group_is_named_by_file_line_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = r#"{"tests": [
+  {"id": "a", "title": "A", "spec": "x", "verify": "true", "serial_group": "db"},
+  {"id": "b", "title": "B", "spec": "x", "verify": "true", "serial_group": "../db"},
+  {"id": "c", "title": "C", "spec": "x", "verify": "true", "serial_group": ""},
+  {"id": "d", "title": "D", "spec": "x", "verify": "true", "serial_group": 3}
+]}"#;
+        std::fs::write(dir.path().join("tests.json"), text).unwrap();
+        let report = load_tests(&lp(dir.path())).unwrap_err();
+        let got: Vec<String> = report
+            .problems
+            .iter()
+            .map(|p| format!("{:?} {} {}", p.line, p.pointer, p.expected))
+            .collect();
+        assert_eq!(got.len(), 3, "{got:#?}");
+        assert!(got[0].starts_with("Some(3) /tests/1/serial_group invalid serial_group: `../db`"));
+        assert_eq!(
+            got[1],
+            "Some(4) /tests/2/serial_group invalid serial_group: a name must not be empty"
+        );
+        assert!(
+            got[2].starts_with("Some(5) /tests/3/serial_group "),
+            "{}",
+            got[2]
+        );
+        assert!(report
+            .problems
+            .iter()
+            .all(|p| p.file == dir.path().join("tests.json")));
+        let good = r#"{"tests": [{"id": "a", "title": "A", "spec": "x", "verify": "true", "serial_group": "db"}]}"#;
+        std::fs::write(dir.path().join("tests.json"), good).unwrap();
+        let tests = load_tests(&lp(dir.path())).unwrap();
+        assert_eq!(tests[0].serial_group.as_deref(), Some("db"));
     }
 
     #[test]

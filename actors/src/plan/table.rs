@@ -13,7 +13,10 @@ use std::sync::Mutex;
 use chrono::Utc;
 
 use super::{dependency_state, DepState};
+
+mod pick;
 use crate::model::{TestRecord, TestStatus};
+pub use pick::{expected_durations, PickContext};
 
 /// A dependency, resolved against the loop's tests.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,6 +49,9 @@ pub struct TestTable {
     /// The tests with an `other-loop:ID` dependency: looked at on every pick, since other
     /// loops' tests change under the table.
     external: Vec<usize>,
+    /// The positions with every test before the tests that depend on it (of this loop; tests
+    /// on a cycle, which validation refuses, last): the walk that weighs remaining paths.
+    topo: Vec<usize>,
     /// Built on the first pick, then kept up to date by [`TestTable::upsert`].
     ready: Ready,
 }
@@ -130,7 +136,40 @@ impl TestTable {
                     .any(|d| matches!(d, Dep::External(_)))
             })
             .collect();
+        self.topo = self.topological();
         self.ready = Ready::default();
+    }
+
+    /// Kahn's order over the local dependencies.
+    fn topological(&self) -> Vec<usize> {
+        let n = self.tests.len();
+        let mut waiting: Vec<usize> = (0..n)
+            .map(|i| {
+                self.deps[self.dep_at[i]..self.dep_at[i + 1]]
+                    .iter()
+                    .filter(|d| matches!(d, Dep::Local(_)))
+                    .count()
+            })
+            .collect();
+        let mut order: Vec<usize> = (0..n).filter(|&i| waiting[i] == 0).collect();
+        let mut at = 0;
+        while at < order.len() {
+            for &j in &self.dependents[order[at]] {
+                waiting[j] -= 1;
+                if waiting[j] == 0 {
+                    order.push(j);
+                }
+            }
+            at += 1;
+        }
+        if order.len() < n {
+            let mut placed = vec![false; n];
+            for &i in &order {
+                placed[i] = true;
+            }
+            order.extend((0..n).filter(|&i| !placed[i]));
+        }
+        order
     }
 
     fn resolve(&self, i: usize) -> Vec<Dep> {
@@ -235,44 +274,17 @@ impl TestTable {
                 .all(|(_, s)| s == DepState::Done)
     }
 
-    /// See [`super::next_runnable`]. The first pick builds the ready set (a walk over the
-    /// tests); later picks read its first entry and the tests that wait on other loops.
+    /// See [`super::next_runnable`]: [`TestTable::pick`] of one, with one lane and nothing
+    /// busy. The first pick builds the ready set (a walk over the tests); later picks read its
+    /// first entry and the tests that wait on other loops.
     pub fn next_runnable(
         &self,
         loop_priority: u32,
         run_past_failed: bool,
         external: &dyn Fn(&str) -> Option<TestStatus>,
     ) -> Option<&TestRecord> {
-        let local = {
-            let mut cached = self.ready.0.lock().unwrap_or_else(|e| e.into_inner());
-            let fresh = cached.as_ref().is_some_and(|r| {
-                r.priority == loop_priority && r.run_past_failed == run_past_failed
-            });
-            if !fresh {
-                *cached = Some(ReadySet {
-                    priority: loop_priority,
-                    run_past_failed,
-                    set: (0..self.tests.len())
-                        .filter(|&i| self.locally_ready(i, run_past_failed))
-                        .map(|i| self.ready_key(i, loop_priority))
-                        .collect(),
-                });
-            }
-            cached.as_ref().and_then(|r| r.set.first().copied())
-        };
-        let across = self
-            .external
-            .iter()
-            .copied()
-            .filter(|&i| self.status[i] == TestStatus::Pending)
-            .filter(|&i| {
-                self.dep_states(i, &self.status, external, run_past_failed)
-                    .all(|(_, s)| s == DepState::Done)
-            })
-            .map(|i| self.ready_key(i, loop_priority))
-            .min();
-        let (_, _, i) = local.into_iter().chain(across).min()?;
-        Some(&self.tests[i])
+        let ctx = PickContext::one_lane(loop_priority, run_past_failed, external);
+        self.pick(1, &ctx).into_iter().next()
     }
 
     /// See [`super::is_finished`].

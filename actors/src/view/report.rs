@@ -413,6 +413,7 @@ mod tests {
             priority: None,
             timeout: None,
             tags: vec![],
+            serial_group: None,
         };
         let mut a = AttemptRecord::started("lp", id, 1, "t".into());
         a.started_at = at;
