@@ -351,6 +351,15 @@ mod tests {
         .unwrap()
     }
 
+    /// Each problem as `line pointer expected`.
+    fn lines(report: &Report) -> Vec<String> {
+        report
+            .problems
+            .iter()
+            .map(|p| format!("{:?} {} {}", p.line, p.pointer, p.expected))
+            .collect()
+    }
+
     #[test]
     fn finds_cycles_once_each() {
         // 0 -> 1 -> 2 -> 0, 3 -> 3, 4 -> 0
@@ -385,11 +394,7 @@ mod tests {
 ]}"#;
         std::fs::write(dir.path().join("tests.json"), text).unwrap();
         let report = load_tests(&lp(dir.path())).unwrap_err();
-        let got: Vec<String> = report
-            .problems
-            .iter()
-            .map(|p| format!("{:?} {} {}", p.line, p.pointer, p.expected))
-            .collect();
+        let got = lines(&report);
         let specs = dir.path().join("specs");
         assert_eq!(
             got,
@@ -422,11 +427,7 @@ mod tests {
 ]}"#;
         std::fs::write(dir.path().join("tests.json"), text).unwrap();
         let report = load_tests(&lp(dir.path())).unwrap_err();
-        let got: Vec<String> = report
-            .problems
-            .iter()
-            .map(|p| format!("{:?} {} {}", p.line, p.pointer, p.expected))
-            .collect();
+        let got = lines(&report);
         assert_eq!(got.len(), 3, "{got:#?}");
         assert!(got[0].starts_with("Some(3) /tests/1/serial_group invalid serial_group: `../db`"));
         assert_eq!(

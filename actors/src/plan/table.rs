@@ -408,7 +408,8 @@ mod tests {
     use super::*;
     use crate::model::Origin;
 
-    fn rec(id: &str, deps: &[&str], status: TestStatus, order: u32) -> TestRecord {
+    /// A test of loop `l` in `status`, at `order`.
+    pub(super) fn rec(id: &str, deps: &[&str], status: TestStatus, order: u32) -> TestRecord {
         let spec = serde_json::from_value(serde_json::json!({
             "id": id, "title": id, "spec": "x", "verify": "true", "depends_on": deps
         }))

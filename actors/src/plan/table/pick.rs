@@ -223,21 +223,10 @@ fn merged<T: Ord + Copy>(
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::rec;
     use super::super::{dependency_state, DepState};
     use super::*;
-    use crate::model::Origin;
     use TestStatus::*;
-
-    fn rec(id: &str, deps: &[&str], status: TestStatus, order: u32) -> TestRecord {
-        let spec = serde_json::from_value(serde_json::json!({
-            "id": id, "title": id, "spec": "x", "verify": "true", "depends_on": deps
-        }))
-        .unwrap();
-        let mut t = TestRecord::new("l", spec, Origin::File);
-        t.status = status;
-        t.order = order;
-        t
-    }
 
     fn in_group(mut t: TestRecord, group: &str) -> TestRecord {
         t.spec.serial_group = Some(group.into());
