@@ -12,6 +12,7 @@
 
 mod branch;
 mod history;
+mod lanes;
 mod locks;
 mod run;
 
@@ -21,6 +22,7 @@ use std::time::Duration;
 use tokio::sync::OnceCell;
 
 pub use history::PassCommit;
+pub use lanes::{Merge, SCRATCH};
 use run::Git;
 
 pub use branch::{BRANCH_REF, CHECKPOINT_REF};

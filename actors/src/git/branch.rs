@@ -151,7 +151,7 @@ impl Workdir {
     }
 
     /// The loop's recorded branch, if any.
-    async fn loop_branch(&self) -> Result<Option<String>, GitError> {
+    pub(super) async fn loop_branch(&self) -> Result<Option<String>, GitError> {
         let out = self
             .git()
             .await?

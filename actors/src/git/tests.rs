@@ -572,3 +572,206 @@ async fn a_core_worktree_the_agent_set_does_not_send_resets_elsewhere() {
     );
     assert!(!wd.path().join("new.txt").exists());
 }
+
+/// The worktrees `git worktree list` names, besides the main one.
+async fn listed_worktrees(wd: &Workdir) -> Vec<String> {
+    let out = sh(wd.path(), "git worktree list --porcelain").await;
+    let mut names: Vec<String> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("worktree "))
+        .skip(1)
+        .map(|p| p.rsplit('/').next().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A commit made in lane `lane` from its base: `file` gets `text`.
+async fn lane_commit(lane: &Path, file: &str, text: &str) -> String {
+    std::fs::write(lane.join(file), text).unwrap();
+    sh(
+        lane,
+        &format!("git add -A && git commit -qm 'lane: {file}' && git rev-parse HEAD"),
+    )
+    .await
+    .trim()
+    .to_string()
+}
+
+#[tokio::test]
+async fn lanes_are_worktrees_that_match_the_lane_count_and_are_remade_when_damaged() {
+    let (dir, wd, checkpoint) = repo().await;
+    let folder = dir.path().join("state/lanes/l");
+    let lanes = wd.sync_lanes(&folder, 3, &checkpoint).await.unwrap();
+    assert_eq!(lanes.len(), 3);
+    assert_eq!(listed_worktrees(&wd).await, ["1", "2", "3", "merge"]);
+    for lane in &lanes {
+        assert_eq!(
+            Workdir::new(lane).head().await.unwrap(),
+            Some(checkpoint.clone())
+        );
+    }
+    // An agent in lane 1 deletes lane 2, breaks lane 3's `.git` file, prunes, leaves a stray.
+    std::fs::remove_dir_all(&lanes[1]).unwrap();
+    std::fs::remove_file(lanes[2].join(".git")).unwrap();
+    sh(&lanes[0], "git worktree prune").await;
+    std::fs::write(folder.join("stray"), "x").unwrap();
+    wd.sync_lanes(&folder, 3, &checkpoint).await.unwrap();
+    assert_eq!(listed_worktrees(&wd).await, ["1", "2", "3", "merge"]);
+    assert!(!folder.join("stray").exists());
+    for lane in &lanes {
+        assert_eq!(
+            Workdir::new(lane).head().await.unwrap(),
+            Some(checkpoint.clone())
+        );
+    }
+    // Fewer lanes: the spare worktrees go, from git's list and from the disk.
+    wd.sync_lanes(&folder, 1, &checkpoint).await.unwrap();
+    assert_eq!(listed_worktrees(&wd).await, ["1", "merge"]);
+    assert!(!lanes[1].exists() && !lanes[2].exists());
+    // The loop deleted: nothing is left.
+    wd.remove_lanes(&folder).await.unwrap();
+    assert!(listed_worktrees(&wd).await.is_empty());
+    assert!(!folder.exists());
+}
+
+#[tokio::test]
+async fn a_lane_is_reset_to_its_base_whatever_its_agent_left() {
+    let (dir, wd, checkpoint) = repo().await;
+    let folder = dir.path().join("lanes");
+    let lane = wd
+        .sync_lanes(&folder, 1, &checkpoint)
+        .await
+        .unwrap()
+        .remove(0);
+    lane_commit(&lane, "a.txt", "agent\n").await;
+    std::fs::write(lane.join("new.txt"), "untracked").unwrap();
+    sh(&lane, "git checkout -q -b agent-branch").await;
+    // A lock a killed git left in the lane's own git directory.
+    let lock = sh(&lane, "git rev-parse --git-path index.lock").await;
+    std::fs::write(lane.join(lock.trim()), "").unwrap();
+    let lw = Workdir::new(&lane);
+    lw.reset_lane(&checkpoint).await.unwrap();
+    assert_eq!(lw.head().await.unwrap(), Some(checkpoint.clone()));
+    assert_eq!(
+        std::fs::read_to_string(lane.join("a.txt")).unwrap(),
+        "one\n"
+    );
+    assert!(!lane.join("new.txt").exists());
+    assert!(!lane.join(lock.trim()).exists());
+    // Detached: the lane never moves a branch by committing.
+    assert!(sh(&lane, "git symbolic-ref -q HEAD || echo detached")
+        .await
+        .contains("detached"));
+    // The main workdir is untouched.
+    assert_eq!(wd.head().await.unwrap(), Some(checkpoint));
+}
+
+#[tokio::test]
+async fn the_merge_queue_fast_forwards_rebases_or_merges_and_reports_conflicts() {
+    let (dir, wd, base) = repo().await;
+    wd.record_position(&base).await.unwrap();
+    let folder = dir.path().join("lanes");
+    let lanes = wd.sync_lanes(&folder, 3, &base).await.unwrap();
+    let scratch = Workdir::new(folder.join(SCRATCH));
+    let one = lane_commit(&lanes[0], "one.txt", "1\n").await;
+    let two = lane_commit(&lanes[1], "two.txt", "2\n").await;
+    let clash = lane_commit(&lanes[2], "one.txt", "3\n").await;
+
+    let Merge::Ready { commit, how } = scratch.combine(&one, &base, &base).await.unwrap() else {
+        panic!("a lane on the checkpoint fast-forwards");
+    };
+    assert_eq!((commit.as_str(), how), (one.as_str(), "fast-forward"));
+    assert!(wd.move_checkpoint(&one, &base).await.unwrap());
+    // The workdir's files follow the checkpoint.
+    assert_eq!(
+        std::fs::read_to_string(wd.path().join("one.txt")).unwrap(),
+        "1\n"
+    );
+
+    let Merge::Ready { commit, how } = scratch.combine(&two, &base, &one).await.unwrap() else {
+        panic!("independent work rebases");
+    };
+    assert_eq!(how, "rebase");
+    assert!(
+        Workdir::new(scratch.path())
+            .is_ancestor(&one, &commit)
+            .await
+    );
+    // A stale old value is refused and changes nothing.
+    assert!(!wd.move_checkpoint(&commit, &base).await.unwrap());
+    assert_eq!(wd.head().await.unwrap(), Some(one.clone()));
+    assert!(wd.move_checkpoint(&commit, &one).await.unwrap());
+    let merged = commit;
+    assert_eq!(
+        std::fs::read_to_string(wd.path().join("two.txt")).unwrap(),
+        "2\n"
+    );
+
+    let conflict = scratch.combine(&clash, &base, &merged).await.unwrap();
+    assert_eq!(
+        conflict,
+        Merge::Conflict {
+            files: vec!["one.txt".into()]
+        }
+    );
+    // Nothing half-done is left in the scratch tree, and no lock.
+    assert_eq!(scratch.head().await.unwrap(), Some(merged.clone()));
+    assert!(sh(scratch.path(), "git status --porcelain")
+        .await
+        .is_empty());
+    let lock = sh(scratch.path(), "git rev-parse --git-path index.lock").await;
+    assert!(!scratch.path().join(lock.trim()).exists());
+    assert_eq!(wd.head().await.unwrap(), Some(merged));
+}
+
+#[tokio::test]
+async fn a_rebase_that_conflicts_commit_by_commit_falls_back_to_a_merge() {
+    let (dir, wd, base) = repo().await;
+    let folder = dir.path().join("lanes");
+    let lanes = wd.sync_lanes(&folder, 2, &base).await.unwrap();
+    let scratch = Workdir::new(folder.join(SCRATCH));
+    let first = lane_commit(&lanes[0], "a.txt", "first lane\n").await;
+    assert!(wd.move_checkpoint(&first, &base).await.unwrap());
+    // Lane 2 changes a.txt and then changes it back: commit by commit it conflicts with
+    // lane 1's change, but its net change (b.txt) does not.
+    lane_commit(&lanes[1], "a.txt", "second lane\n").await;
+    lane_commit(&lanes[1], "a.txt", "one\n").await;
+    let second = lane_commit(&lanes[1], "b.txt", "b\n").await;
+    let Merge::Ready { commit, how } = scratch.combine(&second, &base, &first).await.unwrap()
+    else {
+        panic!("the merge applies");
+    };
+    assert_eq!(how, "merge");
+    assert!(wd.move_checkpoint(&commit, &first).await.unwrap());
+    assert_eq!(
+        std::fs::read_to_string(wd.path().join("a.txt")).unwrap(),
+        "first lane\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(wd.path().join("b.txt")).unwrap(),
+        "b\n"
+    );
+}
+
+#[tokio::test]
+async fn an_agent_that_moves_the_checkpoint_itself_makes_the_queue_refuse_to_move_it() {
+    let (dir, wd, base) = repo().await;
+    wd.record_position(&base).await.unwrap();
+    let folder = dir.path().join("lanes");
+    let lanes = wd.sync_lanes(&folder, 1, &base).await.unwrap();
+    let scratch = Workdir::new(folder.join(SCRATCH));
+    let work = lane_commit(&lanes[0], "x.txt", "x\n").await;
+    // The agent points the loop's branch at its own unverified commit.
+    let branch = sh(wd.path(), "git symbolic-ref HEAD").await;
+    sh(
+        &lanes[0],
+        &format!("git update-ref {} {work}", branch.trim()),
+    )
+    .await;
+    let Merge::Ready { commit, .. } = scratch.combine(&work, &base, &base).await.unwrap() else {
+        panic!("fast-forward");
+    };
+    // The queue believes the checkpoint is `base`: the branch is not, so nothing moves.
+    assert!(!wd.move_checkpoint(&commit, &base).await.unwrap());
+}
