@@ -12,6 +12,7 @@ mod command;
 use std::path::{Path, PathBuf};
 
 use crate::config::AgentConfig;
+use crate::pricing::{Cost, Usage};
 
 /// Longest summary kept from an agent, in characters.
 pub const MAX_SUMMARY_CHARS: usize = 4000;
@@ -148,34 +149,22 @@ pub fn command_line(
     }
 }
 
-/// Checks the agent's regular expressions; every invalid one is listed (key, pattern, error).
+/// Checks the agent's regular expressions; every invalid one is listed (key, pattern, error),
+/// and so is a cost or token pattern without the named groups it must capture with
+/// ([`AgentConfig::pattern_problems`], which the loader reports).
 pub fn check_patterns(cfg: &AgentConfig) -> Result<(), String> {
-    match cfg {
-        AgentConfig::Command {
-            api_error_patterns,
-            billing_patterns,
-            ..
-        } => {
-            let problems: Vec<String> = [
-                ("api_error_patterns", api_error_patterns),
-                ("billing_patterns", billing_patterns),
-            ]
-            .into_iter()
-            .flat_map(|(key, patterns)| {
-                patterns.iter().enumerate().filter_map(move |(i, p)| {
-                    regex::Regex::new(p)
-                        .err()
-                        .map(|e| format!("agent.{key}[{i}]: invalid regular expression {p:?}: {e}"))
-                })
-            })
-            .collect();
-            if problems.is_empty() {
-                Ok(())
-            } else {
-                Err(problems.join("\n"))
-            }
-        }
-        AgentConfig::ClaudeCode { .. } => Ok(()),
+    let problems: Vec<String> = cfg
+        .pattern_problems()
+        .into_iter()
+        .map(|(key, why)| match key.rsplit_once('/') {
+            Some((list, i)) => format!("{}[{i}]: {why}", list.replace('/', ".")),
+            None => format!("{key}: {why}"),
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("\n"))
     }
 }
 
@@ -223,10 +212,15 @@ pub enum ProviderFailure {
 /// What the agent reported about its run, once it exited (or was ended).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct AgentReport {
-    /// Cost in US dollars (0 when the agent did not say).
-    pub cost_usd: f64,
+    /// Cost in US dollars, when the agent said (the price table is applied later, by
+    /// [`AgentReport::cost`]).
+    pub cost_usd: Option<f64>,
+    /// The agent reported its tokens (the three counts below mean something even when 0).
+    pub tokens_reported: bool,
     /// Input tokens, cache reads and writes included (0 when the agent did not say).
     pub input_tokens: u64,
+    /// Of the input tokens, those read from the provider's cache (0 when the agent did not say).
+    pub cached_input_tokens: u64,
     /// Output tokens (0 when the agent did not say).
     pub output_tokens: u64,
     /// The agent's own account of what it did, truncated to [`MAX_SUMMARY_CHARS`].
@@ -241,6 +235,19 @@ pub struct AgentReport {
     pub malformed_lines: u32,
     /// Things worth a line in the log: an unreadable result file, an invalid pattern, ...
     pub notes: Vec<String>,
+}
+
+impl AgentReport {
+    /// The run's cost: the agent's own figure, else its tokens at `pricing`'s prices for
+    /// `model`, else unknown (and why).
+    pub fn cost(&self, model: Option<&str>, pricing: &crate::pricing::Pricing) -> Cost {
+        let usage = self.tokens_reported.then_some(Usage {
+            input_tokens: self.input_tokens,
+            cached_input_tokens: self.cached_input_tokens,
+            output_tokens: self.output_tokens,
+        });
+        crate::pricing::cost(self.cost_usd, usage.as_ref(), model, pricing)
+    }
 }
 
 /// Watches one attempt's output line by line.

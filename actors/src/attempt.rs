@@ -412,8 +412,27 @@ async fn run(
     };
     record.output_tail = tail.text();
     let report = watcher.finish(exit_code, &paths.result);
-    record.cost_usd = report.cost_usd;
+    let cost = report.cost(config.model.as_deref(), &ctx.pricing());
+    record.cost_usd = cost.usd().unwrap_or(0.0);
+    record.cost_unknown = cost.usd().is_none();
+    if let crate::pricing::Cost::Unknown(why) = &cost {
+        tracing::debug!(
+            loop_name = %record.loop_name,
+            test = %record.test_id,
+            attempt = record.number,
+            "cost unknown: {why}"
+        );
+    }
+    for note in &report.notes {
+        tracing::debug!(
+            loop_name = %record.loop_name,
+            test = %record.test_id,
+            attempt = record.number,
+            "agent: {note}"
+        );
+    }
     record.input_tokens = report.input_tokens;
+    record.cached_input_tokens = report.cached_input_tokens;
     record.output_tokens = report.output_tokens;
     record.summary = report.summary.clone();
     // The slot is for the agent; verify and git are loopd's own work. It goes back with how

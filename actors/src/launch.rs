@@ -94,6 +94,7 @@ pub async fn start(fleet: &Fleet, store: Store) -> Result<Running, StartError> {
         what: "the services supervisor",
         error,
     })?;
+    ctx.set_pricing(fleet.pricing.clone());
     reconcile_and_ready(&ctx, fleet).await?;
     // Subscribed before the first loop starts, so that no event is missed.
     let notifier = Notifier::start(&ctx, fleet.webhooks.clone()).await;

@@ -15,6 +15,7 @@ pub(crate) const LAYERS: &[(&str, &[&str])] = &[
             "model",
             "transcript",
             "generation",
+            "pricing",
         ],
     ),
     ("store", &["store", "statedir", "process", "git"]),

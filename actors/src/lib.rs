@@ -26,7 +26,7 @@
 //!             reconcile rollback hold ledger view
 //! decisions   healer hints prompt plan classify budget agent control templates
 //! store       store statedir process git
-//! records     names words fault tests_file config model transcript generation
+//! records     names words fault tests_file config model transcript generation pricing
 //! ```
 //!
 //! # Modules
@@ -40,6 +40,7 @@
 //!   records the store keeps for the decisions and the engine (lessons, hints, deliveries).
 //! - `transcript`: an attempt's transcript, bytes as printed, head and tail kept beyond a cap.
 //! - `generation`: the record beside the store that tells a store which lost writes.
+//! - `pricing`: the fleet file's price table and an attempt's cost from its tokens.
 //!
 //! Store:
 //! - `store`: sled trees and the transactions that change them.
@@ -99,6 +100,7 @@ pub mod monitor;
 pub mod names;
 pub mod notifier;
 pub mod plan;
+pub mod pricing;
 pub mod process;
 pub mod prompt;
 pub mod reconcile;

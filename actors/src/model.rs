@@ -472,12 +472,21 @@ pub struct AttemptRecord {
     /// One sentence on why the outcome is what it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// Cost reported by the agent, in US dollars.
+    /// Cost in US dollars: the agent's own figure, else its tokens at the fleet file's
+    /// `[pricing]`; 0 when unknown (then `cost_unknown` says so).
     #[serde(default)]
     pub cost_usd: f64,
-    /// Input tokens reported by the agent.
+    /// The cost of this attempt is not known: the agent reported none, and its tokens (if
+    /// any) had no `[pricing."<model>"]` entry to be priced by. `cost_usd` is 0 then, and
+    /// totals leave it out.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cost_unknown: bool,
+    /// Input tokens reported by the agent (cached ones included).
     #[serde(default)]
     pub input_tokens: u64,
+    /// Of the input tokens, those the agent reported as read from the provider's cache.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cached_input_tokens: u64,
     /// Output tokens reported by the agent.
     #[serde(default)]
     pub output_tokens: u64,
@@ -505,6 +514,11 @@ pub struct AttemptRecord {
     pub base: Option<String>,
 }
 
+/// For `skip_serializing_if`: a count that is 0 is left out.
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 impl AttemptRecord {
     /// An attempt that starts now: no outcome, nothing measured yet.
     pub fn started(loop_name: &str, test_id: &str, number: u32, transcript: PathBuf) -> Self {
@@ -526,7 +540,9 @@ impl AttemptRecord {
             output_tail: String::new(),
             reason: None,
             cost_usd: 0.0,
+            cost_unknown: false,
             input_tokens: 0,
+            cached_input_tokens: 0,
             output_tokens: 0,
             summary: None,
             transcript,

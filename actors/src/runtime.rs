@@ -33,6 +33,8 @@ struct Inner {
     tree: std::sync::OnceLock<(ractor::ActorRef<TreeMsg>, TreeHealth)>,
     /// Every recorded event, for the progress display, SSE and webhooks.
     events: broadcast::Sender<Event>,
+    /// The fleet file's `[pricing]`, replaced when the fleet file is reloaded.
+    pricing: std::sync::RwLock<Arc<crate::pricing::Pricing>>,
     /// The one writer of [`Ctx::record`]'s batches (group commit).
     journal: Journal,
     /// The first failure to make the store durable: nothing recorded since can be trusted to
@@ -163,6 +165,7 @@ impl Ctx {
                 monitor: std::sync::OnceLock::new(),
                 tree: std::sync::OnceLock::new(),
                 events,
+                pricing: Default::default(),
             }),
         }
     }
@@ -208,6 +211,25 @@ impl Ctx {
         .await?;
         let _ = ctx.inner.tree.set((tree, health));
         Ok(ctx)
+    }
+
+    /// The price table attempts are priced by (the fleet file's `[pricing]`).
+    pub fn pricing(&self) -> Arc<crate::pricing::Pricing> {
+        self.inner
+            .pricing
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the price table (at start and when the fleet file is reloaded); attempts that
+    /// end from now on are priced by it.
+    pub fn set_pricing(&self, pricing: crate::pricing::Pricing) {
+        *self
+            .inner
+            .pricing
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Arc::new(pricing);
     }
 
     /// The monitor.

@@ -188,6 +188,11 @@ async fn reload(file: &Path, running: &mut Fleet, handle: &FleetHandle) {
             return;
         }
     };
+    if new.pricing != running.pricing {
+        handle.ctx().set_pricing(new.pricing.clone());
+        running.pricing = new.pricing.clone();
+        say!("loopd serve: SIGHUP: the [pricing] table changed; attempts that end from now on use it");
+    }
     for lp in &new.loops {
         match running.loops.iter().find(|l| l.name == lp.name) {
             None => {

@@ -39,8 +39,10 @@ fn api_error_text() -> &'static Regex {
 struct ResultEvent {
     is_error: bool,
     subtype: String,
-    cost_usd: f64,
+    cost_usd: Option<f64>,
+    tokens_reported: bool,
     input_tokens: u64,
+    cached_input_tokens: u64,
     output_tokens: u64,
     text: String,
 }
@@ -206,8 +208,9 @@ impl ClaudeWatcher {
             cost_usd: event
                 .get("total_cost_usd")
                 .and_then(Value::as_f64)
-                .filter(|c| c.is_finite() && *c >= 0.0)
-                .unwrap_or(0.0),
+                .filter(|c| c.is_finite() && *c >= 0.0),
+            tokens_reported: event.get("usage").is_some_and(Value::is_object),
+            cached_input_tokens: u64_at("/usage/cache_read_input_tokens"),
             input_tokens: u64_at("/usage/input_tokens")
                 + u64_at("/usage/cache_creation_input_tokens")
                 + u64_at("/usage/cache_read_input_tokens"),
@@ -232,7 +235,9 @@ impl ClaudeWatcher {
         match &self.result {
             Some(result) => {
                 report.cost_usd = result.cost_usd;
+                report.tokens_reported = result.tokens_reported;
                 report.input_tokens = result.input_tokens;
+                report.cached_input_tokens = result.cached_input_tokens;
                 report.output_tokens = result.output_tokens;
                 if !result.text.trim().is_empty() {
                     report.summary = Some(truncate_chars(&result.text, MAX_SUMMARY_CHARS));

@@ -1,5 +1,8 @@
-//! Command agents: `api_error_exit_codes`, `api_error_patterns`, `billing_patterns` and the
-//! `LOOPD_RESULT_FILE` they may write.
+//! Command agents: `api_error_exit_codes`, `api_error_patterns`, `billing_patterns`,
+//! `cost_patterns`, `token_patterns` and the `LOOPD_RESULT_FILE` they may write.
+//!
+//! Cost and token matches are added up over the run (an agent such as aider prints one line per
+//! request); the result file, when it names a cost or tokens, wins over the patterns.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -29,6 +32,14 @@ pub(super) struct CommandWatcher {
     billing_line: Option<String>,
     /// The first line that matched an API error pattern, and the status it names.
     api_line: Option<(Option<u16>, String)>,
+    /// `cost_patterns`, the valid ones.
+    cost: Vec<regex::Regex>,
+    /// `token_patterns`, the valid ones.
+    tokens: Vec<regex::Regex>,
+    /// Dollars the cost patterns matched, added up (`None`: no match).
+    cost_seen: Option<f64>,
+    /// Input, cached and output tokens the token patterns matched, added up (`None`: no match).
+    tokens_seen: Option<[u64; 3]>,
     /// Invalid patterns, and what the result file was like.
     notes: Vec<String>,
 }
@@ -80,6 +91,42 @@ fn compile(key: &str, patterns: &[String], notes: &mut Vec<String>) -> RegexSet 
     set
 }
 
+/// The valid patterns of `patterns`, each compiled on its own (their groups are read), case
+/// insensitive; a note for each invalid one.
+fn compile_each(key: &str, patterns: &[String], notes: &mut Vec<String>) -> Vec<regex::Regex> {
+    patterns
+        .iter()
+        .filter_map(
+            |p| match regex::RegexBuilder::new(p).case_insensitive(true).build() {
+                Ok(re) => Some(re),
+                Err(e) => {
+                    notes.push(format!("ignored invalid {key} entry {p:?}: {e}"));
+                    None
+                }
+            },
+        )
+        .collect()
+}
+
+/// A count as agents print them: `1234`, `1,234`, `1_234`, `2.3k`, `1.1M` (rounded to a whole
+/// token). `None` for anything else.
+pub(crate) fn parse_count(text: &str) -> Option<u64> {
+    let t = text.trim().replace([',', '_'], "");
+    let (number, scale) = match t.char_indices().last()? {
+        (i, 'k' | 'K') => (&t[..i], 1e3),
+        (i, 'm' | 'M') => (&t[..i], 1e6),
+        _ => (t.as_str(), 1.0),
+    };
+    let n: f64 = number.trim().parse().ok()?;
+    (n.is_finite() && n >= 0.0 && n * scale < u64::MAX as f64).then(|| (n * scale).round() as u64)
+}
+
+/// Dollars as agents print them: `0.0123`, `$0.01`, `1,000.50`.
+fn parse_usd(text: &str) -> Option<f64> {
+    let t = text.trim().trim_start_matches('$').replace(',', "");
+    t.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0)
+}
+
 /// An HTTP status worth naming in a line: 429 or 5xx.
 pub(super) fn status_in(text: &str) -> Option<u16> {
     static STATUS: OnceLock<regex::Regex> = OnceLock::new();
@@ -90,18 +137,28 @@ pub(super) fn status_in(text: &str) -> Option<u16> {
 impl CommandWatcher {
     pub(super) fn new(cfg: &AgentConfig) -> Self {
         let mut notes = Vec::new();
-        let (codes, api, billing) = match cfg {
+        let (codes, api, billing, cost, tokens) = match cfg {
             AgentConfig::Command {
                 api_error_exit_codes,
                 api_error_patterns,
                 billing_patterns,
+                cost_patterns,
+                token_patterns,
                 ..
             } => (
                 api_error_exit_codes.clone(),
                 compile("api_error_patterns", api_error_patterns, &mut notes),
                 compile("billing_patterns", billing_patterns, &mut notes),
+                compile_each("cost_patterns", cost_patterns, &mut notes),
+                compile_each("token_patterns", token_patterns, &mut notes),
             ),
-            AgentConfig::ClaudeCode { .. } => (Vec::new(), RegexSet::empty(), RegexSet::empty()),
+            _ => (
+                Vec::new(),
+                RegexSet::empty(),
+                RegexSet::empty(),
+                Vec::new(),
+                Vec::new(),
+            ),
         };
         CommandWatcher {
             api_exit_codes: codes,
@@ -109,11 +166,16 @@ impl CommandWatcher {
             billing,
             billing_line: None,
             api_line: None,
+            cost,
+            tokens,
+            cost_seen: None,
+            tokens_seen: None,
             notes,
         }
     }
 
     pub(super) fn line(&mut self, line: &str) -> LineEvent {
+        self.read_usage(line);
         if self.billing.is_match(line) {
             self.billing_line
                 .get_or_insert_with(|| truncate_chars(line, MAX_EVIDENCE));
@@ -128,11 +190,44 @@ impl CommandWatcher {
         LineEvent::Output
     }
 
+    /// Adds what the cost and token patterns find in `line`.
+    fn read_usage(&mut self, line: &str) {
+        for re in &self.cost {
+            for caps in re.captures_iter(line) {
+                if let Some(usd) = caps.name("usd").and_then(|m| parse_usd(m.as_str())) {
+                    *self.cost_seen.get_or_insert(0.0) += usd;
+                }
+            }
+        }
+        for re in &self.tokens {
+            for caps in re.captures_iter(line) {
+                let counts = ["input", "cached", "output"]
+                    .map(|g| caps.name(g).and_then(|m| parse_count(m.as_str())));
+                if counts.iter().all(Option::is_none) {
+                    continue;
+                }
+                let seen = self.tokens_seen.get_or_insert([0; 3]);
+                for (slot, n) in seen.iter_mut().zip(counts) {
+                    *slot = slot.saturating_add(n.unwrap_or(0));
+                }
+            }
+        }
+    }
+
     pub(super) fn finish(mut self, exit_code: Option<i32>, result_file: &Path) -> AgentReport {
         let mut report = AgentReport {
             is_error: exit_code != Some(0),
+            cost_usd: self.cost_seen,
             ..AgentReport::default()
         };
+        if let Some([input, cached, output]) = self.tokens_seen {
+            report.tokens_reported = true;
+            // Cached input is part of the input; an agent that prints it apart may print more
+            // cached than fresh input tokens.
+            report.input_tokens = input.max(cached);
+            report.cached_input_tokens = cached;
+            report.output_tokens = output;
+        }
         read_result_file(result_file, &mut report, &mut self.notes);
         report.provider_failure = if let Some(message) = self.billing_line {
             Some(ProviderFailure::OutOfCredits { message })
@@ -202,7 +297,7 @@ pub(super) fn read_result_file(path: &Path, report: &mut AgentReport, notes: &mu
     match value.get("cost_usd") {
         None | Some(Value::Null) => {}
         Some(v) => match v.as_f64().filter(|c| c.is_finite() && *c >= 0.0) {
-            Some(cost) => report.cost_usd = cost,
+            Some(cost) => report.cost_usd = Some(cost),
             None => bad("cost_usd", "a non-negative number"),
         },
     }
@@ -213,7 +308,10 @@ pub(super) fn read_result_file(path: &Path, report: &mut AgentReport, notes: &mu
         match value.get(key) {
             None | Some(Value::Null) => {}
             Some(v) => match v.as_u64() {
-                Some(n) => *slot = n,
+                Some(n) => {
+                    *slot = n;
+                    report.tokens_reported = true;
+                }
                 None => bad(key, "a non-negative integer"),
             },
         }

@@ -23,6 +23,8 @@ fn command(codes: Vec<i32>, api: &[&str], billing: &[&str]) -> AgentConfig {
         api_error_exit_codes: codes,
         api_error_patterns: api.iter().map(|s| s.to_string()).collect(),
         billing_patterns: billing.iter().map(|s| s.to_string()).collect(),
+        cost_patterns: Vec::new(),
+        token_patterns: Vec::new(),
     }
 }
 
@@ -146,7 +148,9 @@ fn claude_success_fills_the_report() {
         ]
     );
     let report = watcher.finish(Some(0), &no_file());
-    assert_eq!(report.cost_usd, 0.0421);
+    assert_eq!(report.cost_usd, Some(0.0421));
+    assert!(report.tokens_reported);
+    assert_eq!(report.cached_input_tokens, 10000);
     assert_eq!(report.input_tokens, 120 + 2000 + 10000);
     assert_eq!(report.output_tokens, 345);
     assert_eq!(
@@ -321,7 +325,7 @@ fn claude_max_turns_is_an_agent_failure_not_the_provider() {
     );
     let report = watcher.finish(Some(1), &no_file());
     assert!(report.is_error);
-    assert_eq!(report.cost_usd, 1.25);
+    assert_eq!(report.cost_usd, Some(1.25));
     assert_eq!(report.provider_failure, None);
 }
 
@@ -350,7 +354,7 @@ fn claude_malformed_lines_never_panic() {
     assert_eq!(events[7], LineEvent::ApiError { status: Some(429) });
     assert_eq!(events[8], LineEvent::Malformed);
     let report = watcher.finish(Some(0), &no_file());
-    assert_eq!(report.cost_usd, 0.0);
+    assert_eq!(report.cost_usd, None);
     assert!(report.malformed_lines >= 5);
 }
 
@@ -477,8 +481,9 @@ fn command_result_file() {
     let report = OutputWatcher::new(&cfg).finish(Some(0), &file);
     assert_eq!(
         (report.cost_usd, report.input_tokens, report.output_tokens),
-        (0.5, 1000, 200)
+        (Some(0.5), 1000, 200)
     );
+    assert!(report.tokens_reported);
     assert_eq!(report.summary.as_deref(), Some("did it"));
     assert!(!report.is_error && report.notes.is_empty());
 
@@ -486,8 +491,9 @@ fn command_result_file() {
     let report = OutputWatcher::new(&cfg).finish(Some(0), &file);
     assert_eq!(
         (report.cost_usd, report.input_tokens, report.summary),
-        (0.25, 0, None)
+        (Some(0.25), 0, None)
     );
+    assert!(!report.tokens_reported);
 
     std::fs::write(
         &file,
@@ -497,14 +503,14 @@ fn command_result_file() {
     let report = OutputWatcher::new(&cfg).finish(Some(0), &file);
     assert_eq!(
         (report.cost_usd, report.input_tokens, report.output_tokens),
-        (0.0, 0, 3)
+        (None, 0, 3)
     );
     assert_eq!(report.notes.len(), 3, "{:?}", report.notes);
 
     for bad in ["{not json", "[1]", "\u{0}\u{1}"] {
         std::fs::write(&file, bad).unwrap();
         let report = OutputWatcher::new(&cfg).finish(Some(2), &file);
-        assert_eq!(report.cost_usd, 0.0);
+        assert_eq!(report.cost_usd, None);
         assert!(report.is_error);
         assert_eq!(report.notes.len(), 1, "{bad}: {:?}", report.notes);
     }
@@ -534,7 +540,7 @@ fn recorded_tool_calls_are_a_successful_run_with_its_cost() {
     let report = watcher.finish(Some(0), &no_file());
     assert!(!report.is_error, "{report:?}");
     assert_eq!(report.provider_failure, None);
-    assert!(report.cost_usd > 0.0, "{report:?}");
+    assert!(report.cost_usd.is_some_and(|c| c > 0.0), "{report:?}");
     assert!(
         report.input_tokens > 0 && report.output_tokens > 0,
         "{report:?}"
@@ -588,4 +594,139 @@ fn recorded_stream_that_stops_midway_has_no_result() {
     let report = watcher.finish(None, &no_file());
     assert!(report.is_error);
     assert_eq!(report.provider_failure, None);
+}
+
+fn usage_command(cost: &[&str], tokens: &[&str]) -> AgentConfig {
+    match command(vec![], &[], &[]) {
+        AgentConfig::Command {
+            command,
+            provider,
+            api_error_exit_codes,
+            api_error_patterns,
+            billing_patterns,
+            ..
+        } => AgentConfig::Command {
+            command,
+            provider,
+            api_error_exit_codes,
+            api_error_patterns,
+            billing_patterns,
+            cost_patterns: cost.iter().map(|s| s.to_string()).collect(),
+            token_patterns: tokens.iter().map(|s| s.to_string()).collect(),
+        },
+        _ => unreachable!(),
+    }
+}
+
+/// Lines as aider prints them after each request.
+const AIDER_LINES: [&str; 3] = [
+    "Tokens: 2.3k sent, 1.1k cache hit, 412 received. Cost: $0.0123 message, $0.0123 session.",
+    "Applied edit to hello.py",
+    "Tokens: 12,500 sent, 0 cache hit, 1.2k received. Cost: $0.04 message, $0.0523 session.",
+];
+
+#[test]
+fn command_cost_and_token_patterns_add_up_every_match() {
+    let cfg = usage_command(
+        &[r"Cost: \$(?P<usd>[0-9.,]+) message"],
+        &[
+            r"Tokens: (?P<input>[0-9.,]+k?) sent, (?P<cached>[0-9.,]+k?) cache hit, (?P<output>[0-9.,]+k?) received",
+        ],
+    );
+    assert!(check_patterns(&cfg).is_ok());
+    let (events, watcher) = feed(&cfg, &AIDER_LINES);
+    assert!(events.iter().all(|e| *e == LineEvent::Output));
+    let report = watcher.finish(Some(0), &no_file());
+    assert!(
+        (report.cost_usd.unwrap() - 0.0523).abs() < 1e-9,
+        "{report:?}"
+    );
+    assert!(report.tokens_reported);
+    assert_eq!(report.input_tokens, 2300 + 12_500);
+    assert_eq!(report.cached_input_tokens, 1100);
+    assert_eq!(report.output_tokens, 412 + 1200);
+}
+
+#[test]
+fn command_without_usage_lines_reports_nothing_and_the_result_file_wins() {
+    let cfg = usage_command(&[r"Cost: \$(?P<usd>[0-9.]+)"], &[r"(?P<input>\d+) in"]);
+    let (_, watcher) = feed(&cfg, &["no usage here", "Cost: $lots"]);
+    let report = watcher.finish(Some(0), &no_file());
+    assert_eq!(report.cost_usd, None);
+    assert!(!report.tokens_reported);
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("result.json");
+    std::fs::write(&file, r#"{"cost_usd":0.5,"input_tokens":7}"#).unwrap();
+    let (_, watcher) = feed(&cfg, &["Cost: $0.10", "99 in"]);
+    let report = watcher.finish(Some(0), &file);
+    assert_eq!((report.cost_usd, report.input_tokens), (Some(0.5), 7));
+}
+
+#[test]
+fn usage_patterns_without_their_groups_are_refused_by_key() {
+    let cfg = usage_command(
+        &[r"Cost: \$([0-9.]+)", r"(?P<dollars>[0-9.]+)", "(unclosed"],
+        &[r"(?P<input>\d+) in", r"(?P<usd>\d+)"],
+    );
+    let err = check_patterns(&cfg).unwrap_err();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 4, "{err}");
+    assert!(
+        lines[0].starts_with("agent.cost_patterns[0]:") && lines[0].contains("(?P<usd>...)"),
+        "{err}"
+    );
+    assert!(
+        lines[1].starts_with("agent.cost_patterns[1]:") && lines[1].contains("`dollars`"),
+        "{err}"
+    );
+    assert!(
+        lines[2].starts_with("agent.cost_patterns[2]: invalid regular expression"),
+        "{err}"
+    );
+    assert!(
+        lines[3].starts_with("agent.token_patterns[1]:") && lines[3].contains("`usd`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn counts_read_as_agents_print_them() {
+    use super::command::parse_count;
+    assert_eq!(parse_count("1234"), Some(1234));
+    assert_eq!(parse_count("1,234"), Some(1234));
+    assert_eq!(parse_count("2.3k"), Some(2300));
+    assert_eq!(parse_count("1.1M"), Some(1_100_000));
+    assert_eq!(parse_count(" 7 "), Some(7));
+    for bad in ["", "k", "-3", "1e400", "many", "NaN"] {
+        assert_eq!(parse_count(bad), None, "{bad}");
+    }
+}
+
+#[test]
+fn an_agents_report_is_priced_by_the_table_only_when_it_names_no_cost() {
+    let mut table = crate::pricing::Pricing::new();
+    table.insert(
+        "m".into(),
+        crate::pricing::Price {
+            input_usd_per_mtok: 1.0,
+            cached_input_usd_per_mtok: Some(0.5),
+            output_usd_per_mtok: 10.0,
+        },
+    );
+    let tokens = AgentReport {
+        tokens_reported: true,
+        input_tokens: 2_000_000,
+        cached_input_tokens: 1_000_000,
+        output_tokens: 100_000,
+        ..AgentReport::default()
+    };
+    assert_eq!(tokens.cost(Some("m"), &table).usd(), Some(1.0 + 0.5 + 1.0));
+    assert_eq!(tokens.cost(Some("other"), &table).usd(), None);
+    let own = AgentReport {
+        cost_usd: Some(0.01),
+        ..tokens.clone()
+    };
+    assert_eq!(own.cost(Some("m"), &table).usd(), Some(0.01));
+    assert_eq!(AgentReport::default().cost(Some("m"), &table).usd(), None);
 }

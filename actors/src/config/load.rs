@@ -248,6 +248,7 @@ pub(crate) fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>)
     let templates_base = if templates_from_env { &cwd } else { &fleet_dir };
     settings.templates_dir = clean(&templates_base.join(&settings.templates_dir));
     let webhooks = read_webhooks(&mut loaded, &root, settings_ok, &env);
+    let pricing = read_pricing(&mut loaded, &root, settings_ok);
     if settings.report_every.is_some()
         && loaded.report.is_empty()
         && !webhooks
@@ -316,9 +317,34 @@ pub(crate) fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>)
             settings,
             loops: loaded.loops.iter().map(|(lp, _)| lp.clone()).collect(),
             webhooks,
+            pricing,
         });
     }
     loaded
+}
+
+/// The `[pricing."<model>"]` table. The schema has refused wrong types and unknown keys (with
+/// their key paths) already; what it cannot say (`nan`, `inf`) is said here.
+fn read_pricing(loaded: &mut Loaded, root: &Value, settings_ok: bool) -> crate::pricing::Pricing {
+    let Some(table) = root.get("pricing") else {
+        return Default::default();
+    };
+    let pricing = match serde_json::from_value::<crate::pricing::Pricing>(table.clone()) {
+        Ok(p) => p,
+        Err(e) => {
+            if settings_ok {
+                loaded.problem(0, "/pricing", e.to_string());
+            }
+            return Default::default();
+        }
+    };
+    for (model, price) in &pricing {
+        for (key, expected) in price.problems() {
+            let model = model.replace('~', "~0").replace('/', "~1");
+            loaded.problem(0, &format!("/pricing/{model}/{key}"), expected);
+        }
+    }
+    pricing
 }
 
 /// What is wrong with `[fleet] report_every`, when it is a string but not a duration of a second
@@ -539,7 +565,12 @@ pub(crate) fn check_loop_value(
         return (salvaged, problems);
     }
     match serde_json::from_value::<LoopConfig>(value.clone()) {
-        Ok(lp) => (Some(lp), problems),
+        Ok(lp) => {
+            for (key, why) in lp.agent.pattern_problems() {
+                problems.push((format!("{prefix}/{key}"), why));
+            }
+            (Some(lp), problems)
+        }
         Err(e) => {
             problems.push((prefix.to_string(), e.to_string()));
             (None, problems)
@@ -963,6 +994,87 @@ binary = "bin/claude"
         assert!(
             bad.problems[0].expected.starts_with("invalid TOML"),
             "{bad}"
+        );
+    }
+
+    const PRICED: &str = r#"
+[pricing."gpt-5.1-codex"]
+input_usd_per_mtok = 1.25
+cached_input_usd_per_mtok = 0.125
+output_usd_per_mtok = 10
+
+[pricing.cheap]
+input_usd_per_mtok = 0
+output_usd_per_mtok = 0.5
+
+[[loops]]
+name = "a"
+tests_file = "t.json"
+agent = { kind = "command", command = ["a"] }
+"#;
+
+    #[test]
+    fn the_price_table_is_read_per_model() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "loopd.toml", PRICED);
+        let fleet = load_fleet_with_env(&dir.path().join("loopd.toml"), no_env()).unwrap();
+        let p = &fleet.pricing["gpt-5.1-codex"];
+        assert_eq!(
+            (
+                p.input_usd_per_mtok,
+                p.cached_input_usd_per_mtok,
+                p.output_usd_per_mtok
+            ),
+            (1.25, Some(0.125), 10.0)
+        );
+        assert_eq!(fleet.pricing["cheap"].cached_input_usd_per_mtok, None);
+    }
+
+    #[test]
+    fn bad_prices_and_unknown_price_keys_are_named_by_key_path_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = PRICED
+            .replace("output_usd_per_mtok = 10\n", "output_usd_per_mtok = -10\n")
+            .replace(
+                "output_usd_per_mtok = 0.5\n",
+                "output_usd_per_mtok = 0.5\ninput_usd_per_token = 3\n",
+            )
+            .replace("input_usd_per_mtok = 1.25", "input_usd_per_mtok = nan");
+        write(dir.path(), "loopd.toml", &text);
+        let report = load_fleet_with_env(&dir.path().join("loopd.toml"), no_env()).unwrap_err();
+        let got: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+        assert_eq!(got.len(), 3, "{got:#?}");
+        let all = got.join("\n");
+        assert!(
+            all.contains(":3: /pricing/gpt-5.1-codex/input_usd_per_mtok"),
+            "{all}"
+        );
+        assert!(
+            all.contains(":5: /pricing/gpt-5.1-codex/output_usd_per_mtok"),
+            "{all}"
+        );
+        assert!(all.contains("/pricing/cheap"), "{all}");
+        assert!(all.contains("input_usd_per_token"), "{all}");
+    }
+
+    #[test]
+    fn invalid_agent_patterns_are_refused_at_load_with_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = PRICED.replace(
+            r#"agent = { kind = "command", command = ["a"] }"#,
+            r#"agent = { kind = "command", command = ["a"], billing_patterns = ["(oops"], cost_patterns = ['\$([0-9.]+)'], token_patterns = ['(?P<input>\d+) sent'] }"#,
+        );
+        write(dir.path(), "loopd.toml", &text);
+        let report = load_fleet_with_env(&dir.path().join("loopd.toml"), no_env()).unwrap_err();
+        let got: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+        assert_eq!(got.len(), 2, "{got:#?}");
+        assert!(
+            got[0].contains("/loops/0/agent/billing_patterns/0: invalid regular expression"),
+            "{got:#?}"
+        );
+        assert!(
+            got[1].contains("/loops/0/agent/cost_patterns/0:") && got[1].contains("(?P<usd>...)"),
+            "{got:#?}"
         );
     }
 }

@@ -46,6 +46,11 @@ pub struct FleetFile {
     /// Endpoints told about what happens in the fleet (signed JSON POSTs, retried).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub webhooks: Vec<WebhookConfig>,
+    /// Prices per model (`[pricing."<model>"]`, the loop's `model`), for agents that report
+    /// tokens but no cost. Your provider's prices: loopd ships none. Default empty (such an
+    /// attempt's cost is recorded as unknown).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub pricing: crate::pricing::Pricing,
 }
 
 /// The `[fleet]` table.
@@ -356,6 +361,15 @@ pub enum AgentConfig {
         /// Regular expressions on the agent's output that mean the credit balance is empty.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         billing_patterns: Vec<String>,
+        /// Regular expressions on the agent's output that name what a request cost, in a
+        /// group `(?P<usd>...)`; every match is added up (`"Cost: \\$(?P<usd>[0-9.]+) message"`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        cost_patterns: Vec<String>,
+        /// Regular expressions on the agent's output that name tokens, in groups
+        /// `(?P<input>...)`, `(?P<output>...)`, `(?P<cached>...)` (cached input, part of
+        /// input); every match is added up. Numbers may be written `1,234`, `2.3k` or `1.1M`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        token_patterns: Vec<String>,
     },
     /// Claude Code in unattended stream-json mode.
     ClaudeCode {
@@ -372,7 +386,69 @@ fn default_command_provider() -> String {
     "command".into()
 }
 
+/// The named groups each of a command agent's usage pattern lists may capture with.
+const PATTERN_GROUPS: [(&str, &[&str]); 2] = [
+    ("cost_patterns", &["usd"]),
+    ("token_patterns", &["input", "output", "cached"]),
+];
+
 impl AgentConfig {
+    /// What is wrong with the agent's regular expressions, as `(key path under the loop,
+    /// problem)`: one that does not compile, and a cost or token pattern that captures with no
+    /// named group it may use, or with a group of another name.
+    pub fn pattern_problems(&self) -> Vec<(String, String)> {
+        let AgentConfig::Command {
+            api_error_patterns,
+            billing_patterns,
+            cost_patterns,
+            token_patterns,
+            ..
+        } = self
+        else {
+            return Vec::new();
+        };
+        let mut problems = Vec::new();
+        for (key, patterns) in [
+            ("api_error_patterns", api_error_patterns),
+            ("billing_patterns", billing_patterns),
+            ("cost_patterns", cost_patterns),
+            ("token_patterns", token_patterns),
+        ] {
+            for (i, p) in patterns.iter().enumerate() {
+                let at = format!("agent/{key}/{i}");
+                let re = match regex::Regex::new(p) {
+                    Ok(re) => re,
+                    Err(e) => {
+                        let e = e.to_string().replace('\n', " ");
+                        problems.push((at, format!("invalid regular expression {p:?}: {e}")));
+                        continue;
+                    }
+                };
+                let Some((_, allowed)) = PATTERN_GROUPS.iter().find(|(k, _)| *k == key) else {
+                    continue;
+                };
+                let expected = allowed
+                    .iter()
+                    .map(|g| format!("(?P<{g}>...)"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let names: Vec<&str> = re.capture_names().flatten().collect();
+                if let Some(other) = names.iter().find(|n| !allowed.contains(n)) {
+                    problems.push((
+                        at,
+                        format!("{p:?} has a group named `{other}`; expected only {expected}"),
+                    ));
+                } else if names.is_empty() {
+                    problems.push((
+                        at,
+                        format!("{p:?} captures nothing by name; expected {expected}"),
+                    ));
+                }
+            }
+        }
+        problems
+    }
+
     /// The provider whose API this agent uses.
     pub fn provider(&self) -> &str {
         match self {
@@ -394,4 +470,6 @@ pub struct Fleet {
     pub loops: Vec<LoopConfig>,
     /// The `[[webhooks]]`, with secrets from `secret_env` filled in.
     pub webhooks: Vec<WebhookConfig>,
+    /// The `[pricing."<model>"]` table.
+    pub pricing: crate::pricing::Pricing,
 }

@@ -237,6 +237,7 @@ mod tests {
             settings: Default::default(),
             loops: vec![],
             webhooks: hooks.clone(),
+            pricing: Default::default(),
         };
         assert_eq!(
             unresolved_secrets(&fleet).to_string(),
