@@ -74,6 +74,11 @@ pub enum Outcome {
     /// The agent could not be started at all (missing binary, not executable): a configuration
     /// problem, not counted; the loop pauses (`agent_unavailable`) until a person resumes it.
     AgentUnavailable,
+    /// A pass in a lane that could not be merged onto the loop's checkpoint: the rebase and the
+    /// merge conflict, or the test's verify (with `regression`, a passed test's) fails on the
+    /// merged tree. Usually another lane's fault, so counted only when the test's previous
+    /// attempt was a conflict too ([`Outcome::counts_after`]).
+    Conflict,
 }
 
 impl Outcome {
@@ -87,8 +92,24 @@ impl Outcome {
             | Outcome::ApiError
             | Outcome::OutOfCredits
             | Outcome::Interrupted
-            | Outcome::AgentUnavailable => false,
+            | Outcome::AgentUnavailable
+            | Outcome::Conflict => false,
         }
+    }
+
+    /// Whether this outcome counts toward `max_attempts`, given the test's earlier attempts
+    /// (oldest first): as [`Outcome::counts`], except that a `conflict` counts only when the
+    /// last earlier attempt that finished (not `interrupted`) was a `conflict` too.
+    pub fn counts_after(self, count_timeouts: bool, earlier: &[AttemptRecord]) -> bool {
+        if self != Outcome::Conflict {
+            return self.counts(count_timeouts);
+        }
+        earlier
+            .iter()
+            .rev()
+            .filter_map(|a| a.outcome)
+            .find(|o| *o != Outcome::Interrupted)
+            == Some(Outcome::Conflict)
     }
 }
 
@@ -512,6 +533,25 @@ pub struct AttemptRecord {
     /// records older than lanes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<String>,
+    /// Why a `conflict` did not merge: what the next attempt's prompt tells the agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conflict: Option<MergeConflict>,
+}
+
+/// Why a lane's pass did not merge onto the checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub struct MergeConflict {
+    /// The files both the pass and the checkpoint changed (empty when the merge applied and
+    /// the re-verify failed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
+    /// The tests merged since the attempt's base, whose work it met.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub with_tests: Vec<String>,
+    /// The test whose verify failed on the merged tree, when that is why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_verify_of: Option<String>,
 }
 
 /// For `skip_serializing_if`: a count that is 0 is left out.
@@ -551,6 +591,7 @@ impl AttemptRecord {
             process: None,
             lane: 0,
             base: None,
+            conflict: None,
         }
     }
 }
@@ -732,6 +773,43 @@ mod reason_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_conflict_counts_only_after_a_conflict() {
+        let with = |outcomes: &[Outcome]| -> Vec<AttemptRecord> {
+            outcomes
+                .iter()
+                .enumerate()
+                .map(|(i, o)| {
+                    let mut a = AttemptRecord::started("l", "t", i as u32 + 1, "x".into());
+                    a.outcome = Some(*o);
+                    a
+                })
+                .collect()
+        };
+        use Outcome::*;
+        let table: &[(&[Outcome], bool)] = &[
+            (&[], false),
+            (&[Failed], false),
+            (&[Conflict], true),
+            (&[Conflict, Interrupted], true),
+            (&[Conflict, Failed], false),
+            (&[Conflict, Conflict], true),
+            (&[Interrupted], false),
+        ];
+        for (earlier, counts) in table {
+            assert_eq!(
+                Conflict.counts_after(true, &with(earlier)),
+                *counts,
+                "after {earlier:?}"
+            );
+        }
+        // Every other outcome counts as it always did, whatever came before.
+        for o in [Passed, Failed, Stalled, ApiError, Regression] {
+            assert_eq!(o.counts_after(true, &with(&[Conflict])), o.counts(true));
+            assert_eq!(o.counts_after(false, &with(&[])), o.counts(false));
+        }
+    }
 
     #[test]
     fn an_attempt_recorded_before_lanes_reads_as_lane_zero_without_a_base() {

@@ -123,6 +123,9 @@ fn history(attempts: &[AttemptRecord]) -> String {
                 "You changed nothing in the repository. Make the changes the task needs.\n",
             );
         }
+        if let Some(c) = &a.conflict {
+            out.push_str(&conflict_note(c));
+        }
         if !a.verify_tail.trim().is_empty() {
             out.push_str("The verify command printed (last lines):\n```\n");
             out.push_str(a.verify_tail.trim_end());
@@ -236,6 +239,42 @@ fn lessons(lessons: &[String]) -> String {
     out
 }
 
+/// What a `conflict` attempt tells the next one: which work it met, where, and that the
+/// repository now holds that work.
+fn conflict_note(c: &crate::model::MergeConflict) -> String {
+    let mut out = String::from("Your work passed, but it could not be merged: ");
+    if !c.with_tests.is_empty() {
+        out.push_str(&format!(
+            "work on {} was merged first",
+            c.with_tests
+                .iter()
+                .map(|t| format!("`{t}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    } else {
+        out.push_str("other work was merged first");
+    }
+    if !c.files.is_empty() {
+        out.push_str(&format!(
+            ", and both changed {}",
+            c.files
+                .iter()
+                .map(|f| format!("`{f}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if let Some(t) = &c.failed_verify_of {
+        out.push_str(&format!("; on the merged tree the verify of `{t}` failed"));
+    }
+    out.push_str(
+        ".\nThis attempt starts from the new checkpoint, which holds that work: make your change \
+         on top of it, keeping both.\n",
+    );
+    out
+}
+
 /// Words for an outcome in a prompt.
 pub fn outcome_words(o: Outcome) -> &'static str {
     match o {
@@ -250,6 +289,7 @@ pub fn outcome_words(o: Outcome) -> &'static str {
         Outcome::Interrupted => "interrupted",
         Outcome::Regression => "broke a test that passed before; rolled back",
         Outcome::AgentUnavailable => "the agent could not be started",
+        Outcome::Conflict => "passed, but could not be merged with work merged meanwhile",
     }
 }
 
@@ -265,6 +305,40 @@ mod tests {
         a.verify_exit = Some(1);
         a.verify_tail = tail.into();
         a
+    }
+
+    #[test]
+    fn a_conflict_names_the_other_test_and_the_files_in_the_next_prompt() {
+        let mut a = attempt(1, Outcome::Conflict, "");
+        a.conflict = Some(crate::model::MergeConflict {
+            files: vec!["src/lib.rs".into(), "README.md".into()],
+            with_tests: vec!["B".into()],
+            failed_verify_of: None,
+        });
+        let history = [a];
+        let p = render(DEFAULT_TEMPLATE, &input(&history, "spec"));
+        assert!(
+            p.contains("work on `B` was merged first, and both changed `src/lib.rs`, `README.md`."),
+            "{p}"
+        );
+        assert!(
+            p.contains("could not be merged with work merged meanwhile"),
+            "{p}"
+        );
+        let mut a = attempt(1, Outcome::Conflict, "");
+        a.conflict = Some(crate::model::MergeConflict {
+            files: vec![],
+            with_tests: vec!["C".into()],
+            failed_verify_of: Some("A".into()),
+        });
+        let history = [a];
+        let p = render(DEFAULT_TEMPLATE, &input(&history, "spec"));
+        assert!(
+            p.contains(
+                "work on `C` was merged first; on the merged tree the verify of `A` failed."
+            ),
+            "{p}"
+        );
     }
 
     fn input<'a>(history: &'a [AttemptRecord], spec: &'a str) -> PromptInput<'a> {

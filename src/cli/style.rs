@@ -116,7 +116,11 @@ impl Tone {
             None => Tone::Busy,
             Some(Outcome::Passed) => Tone::Good,
             Some(
-                Outcome::Failed | Outcome::AgentError | Outcome::NoChange | Outcome::Regression,
+                Outcome::Failed
+                | Outcome::AgentError
+                | Outcome::NoChange
+                | Outcome::Regression
+                | Outcome::Conflict,
             ) => Tone::Bad,
             Some(
                 Outcome::Stalled

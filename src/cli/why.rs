@@ -67,6 +67,7 @@ fn shows_verify(outcome: Outcome) -> bool {
             | Outcome::Stalled
             | Outcome::TimedOut
             | Outcome::Regression
+            | Outcome::Conflict
     )
 }
 

@@ -24,6 +24,14 @@ pub(super) async fn boot(
     state: &mut LoopActorState,
 ) -> Result<(), ActorProcessingErr> {
     let cfg = state.config.clone();
+    if cfg.lanes > 1 {
+        // Said on every boot, so that nobody reads `lanes` in a config as what happens.
+        tracing::warn!(
+            loop_name = %cfg.name,
+            lanes = cfg.lanes,
+            "`lanes` above 1 is accepted, but the lanes engine is not built yet: this loop runs one attempt at a time"
+        );
+    }
     if let Some(reason) = &state.record.reason {
         if matches!(state.record.state, LoopState::Stopped | LoopState::Paused)
             && *reason == LoopReason::ByUser
