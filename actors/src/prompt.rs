@@ -246,24 +246,13 @@ fn conflict_note(c: &crate::model::MergeConflict) -> String {
     if !c.with_tests.is_empty() {
         out.push_str(&format!(
             "work on {} was merged first",
-            c.with_tests
-                .iter()
-                .map(|t| format!("`{t}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            quoted(&c.with_tests)
         ));
     } else {
         out.push_str("other work was merged first");
     }
     if !c.files.is_empty() {
-        out.push_str(&format!(
-            ", and both changed {}",
-            c.files
-                .iter()
-                .map(|f| format!("`{f}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
+        out.push_str(&format!(", and both changed {}", quoted(&c.files)));
     }
     if let Some(t) = &c.failed_verify_of {
         out.push_str(&format!("; on the merged tree the verify of `{t}` failed"));
@@ -273,6 +262,15 @@ fn conflict_note(c: &crate::model::MergeConflict) -> String {
          on top of it, keeping both.\n",
     );
     out
+}
+
+/// "`a`, `b`".
+fn quoted(items: &[String]) -> String {
+    items
+        .iter()
+        .map(|i| format!("`{i}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Words for an outcome in a prompt.
