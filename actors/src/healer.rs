@@ -19,18 +19,19 @@ mod lessons;
 mod patterns;
 mod strategies;
 
-pub use diagnosis::{
-    diagnose, AttemptRun, Diagnosis, LastError, OutcomeCount, RepeatedFingerprint,
+pub use crate::model::{
+    AttemptRun, Diagnosis, HealStrategy, LastError, OutcomeCount, RepeatedFingerprint,
 };
+pub use diagnosis::diagnose;
 pub use fingerprint::{fingerprint, normalise};
 pub use lessons::{history_fingerprints, lesson_from_pass, lessons_for_prompt, Lesson};
 pub use patterns::{failure_patterns, FailurePattern};
 pub use strategies::{
     alternative_prompt, heal_budget_left, next_strategy, on_exhausted, reset_healing, HealDecision,
-    HealPolicy, HealStrategy,
+    HealPolicy,
 };
 
-use crate::model::AttemptRecord;
+use crate::model::{runs, AttemptRecord};
 
 /// Longest error line kept, in characters.
 const MAX_LINE: usize = 200;
@@ -146,18 +147,6 @@ pub(crate) fn attempts_word(n: u32) -> String {
 
 /// Most runs of attempt numbers [`list_numbers`] writes out; beyond them the middle is elided.
 const MAX_RUNS: usize = 6;
-
-/// Runs of consecutive numbers, in the order given: `[1, 2, 3, 5]` is `[(1, 3), (5, 5)]`.
-pub(crate) fn runs(numbers: &[u32]) -> Vec<(u32, u32)> {
-    let mut out: Vec<(u32, u32)> = Vec::new();
-    for &n in numbers {
-        match out.last_mut() {
-            Some((_, last)) if last.checked_add(1) == Some(n) => *last = n,
-            _ => out.push((n, n)),
-        }
-    }
-    out
-}
 
 /// Attempt numbers for people, as ranges: "1, 2 and 4", "1-296", "3, 5-9 and 12". A history
 /// of any length reads in a bounded line: past [`MAX_RUNS`] runs the middle ones become "…".

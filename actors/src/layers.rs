@@ -61,8 +61,6 @@ pub(crate) const LAYERS: &[(&str, &[&str])] = &[
 const KNOWN_UPWARD: &[(&str, &str)] = &[
     // Validation checks that a configured program exists and that output patterns compile.
     ("config", "process"),
-    // A test record carries its diagnosis and heal strategy, which are the healer's types.
-    ("model", "healer"),
 ];
 
 #[cfg(test)]

@@ -12,9 +12,12 @@ use serde::{Deserialize, Serialize};
 use crate::tests_file::TestSpec;
 
 mod delivery;
+mod heal;
 mod hint;
 mod lesson;
 pub use delivery::{DeliveryRecord, DeliveryStatus};
+pub(crate) use heal::runs;
+pub use heal::{AttemptRun, Diagnosis, HealStrategy, LastError, OutcomeCount, RepeatedFingerprint};
 pub use hint::{Hint, HintKey};
 pub use lesson::Lesson;
 
@@ -397,10 +400,10 @@ pub struct TestRecord {
     pub updated_at: DateTime<Utc>,
     /// What the healer made of the failures once `max_attempts` was reached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub diagnosis: Option<crate::healer::Diagnosis>,
+    pub diagnosis: Option<Diagnosis>,
     /// The strategy of the next attempt while the healer is at work (`auto_heal`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub heal_strategy: Option<crate::healer::HealStrategy>,
+    pub heal_strategy: Option<HealStrategy>,
     /// Heal attempts that failed, against the heal budget.
     #[serde(default)]
     pub heal_attempts: u32,

@@ -3,12 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use chrono::Utc;
 
 use super::{attempts_word, error_line, list_numbers, normalised_error, outcome_name};
-use crate::model::{AttemptRecord, Outcome, TestRecord};
+use crate::model::{
+    AttemptRecord, AttemptRun, Diagnosis, LastError, Outcome, OutcomeCount, RepeatedFingerprint,
+    TestRecord,
+};
 
 /// How many of the last failed attempts the diagnosis quotes.
 const LAST_ERRORS: usize = 3;
@@ -18,102 +19,10 @@ const LAST_ERRORS: usize = 3;
 const MAX_REPEATED: usize = 5;
 const MAX_RUNS: usize = 20;
 
-/// What the healer makes of a test's failures, for people and for the next strategy.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct Diagnosis {
-    /// Finished attempts it is drawn from (interrupted ones are left out).
-    pub attempts: u32,
-    /// How many attempts ended each way, most frequent first.
-    pub classes: Vec<OutcomeCount>,
-    /// Failure fingerprints seen more than once, most frequent first.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub repeated: Vec<RepeatedFingerprint>,
-    /// The last failed attempts' errors, newest first.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub last_errors: Vec<LastError>,
-    /// What a person (or the next strategy) could do, most specific first.
-    pub suggestions: Vec<String>,
-    /// All of the above in one paragraph, for people.
-    pub summary: String,
-    /// When it was written.
-    pub diagnosed_at: DateTime<Utc>,
-}
-
-/// Attempts that ended one way.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct OutcomeCount {
-    /// The outcome.
-    pub outcome: Outcome,
-    /// How many attempts ended so.
-    pub count: u32,
-}
-
-/// A failure that happened more than once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct RepeatedFingerprint {
-    /// Hash of the normalised verify output.
-    pub fingerprint: String,
-    /// How many attempts failed this way.
-    pub count: u32,
-    /// Their numbers as runs, oldest first: `[1, [3, 296]]` is attempts 1 and 3 to 296. At
-    /// most the newest 20 runs; `count` is the whole.
-    pub attempts: Vec<AttemptRun>,
-    /// A representative error line, normalised.
-    pub example: String,
-}
-
-impl RepeatedFingerprint {
-    /// Its attempts for people: "1 and 3-296".
-    fn list(&self) -> String {
-        let numbers: Vec<u32> = self.attempts.iter().flat_map(|r| r.numbers()).collect();
-        list_numbers(&numbers)
-    }
-}
-
-/// One attempt number, or a run of consecutive ones (`[first, last]`). A plain number is also
-/// what diagnoses written before runs existed hold, so they still read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(untagged)]
-pub enum AttemptRun {
-    /// A single attempt.
-    One(u32),
-    /// Attempts `first` to `last`, both included.
-    Range(u32, u32),
-}
-
-impl AttemptRun {
-    /// The runs of `numbers` (ascending).
-    pub fn of(numbers: &[u32]) -> Vec<AttemptRun> {
-        super::runs(numbers)
-            .into_iter()
-            .map(|(a, b)| {
-                if a == b {
-                    AttemptRun::One(a)
-                } else {
-                    AttemptRun::Range(a, b)
-                }
-            })
-            .collect()
-    }
-
-    /// Every number of the run.
-    pub fn numbers(self) -> std::ops::RangeInclusive<u32> {
-        match self {
-            AttemptRun::One(n) => n..=n,
-            AttemptRun::Range(a, b) => a..=b,
-        }
-    }
-}
-
-/// What one failed attempt said.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct LastError {
-    /// The attempt's number.
-    pub attempt: u32,
-    /// How it ended.
-    pub outcome: Outcome,
-    /// Its error line as printed (verify's output, else the reason).
-    pub line: String,
+/// A repeated failure's attempts for people: "1 and 3-296".
+fn attempts_list(r: &RepeatedFingerprint) -> String {
+    let numbers: Vec<u32> = r.attempts.iter().flat_map(|r| r.numbers()).collect();
+    list_numbers(&numbers)
 }
 
 /// Diagnoses `test` from its attempts (oldest first).
@@ -243,7 +152,7 @@ fn suggest(
              not help: give the spec a hint about this error, split the test, or fix the cause \
              by hand",
             r.count,
-            r.list(),
+            attempts_list(r),
             r.example
         ));
     }
@@ -359,7 +268,7 @@ fn summarise(
         s.push_str(&format!(
             " The same failure came back {} times (attempts {}): `{}`.",
             r.count,
-            r.list(),
+            attempts_list(r),
             r.example
         ));
     }

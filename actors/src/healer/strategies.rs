@@ -1,35 +1,8 @@
 //! What the healer tries after `max_attempts` counted failures, within the heal budget, and
 //! when it calls a person instead.
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-
 use super::{diagnose, list_numbers, normalised_error, outcome_name, repeated_failure, shorten_to};
-use crate::model::{AttemptRecord, Outcome, TestRecord, TestStatus};
-
-/// One way of trying a failed test again, cheapest first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum HealStrategy {
-    /// Start from the last checkpoint with a prompt that carries no earlier attempts, so the
-    /// agent is not led down the same path again.
-    FreshStart,
-    /// The usual prompt plus [`alternative_prompt`]: what failed, and a request for a different
-    /// approach.
-    AlternativePrompt,
-    /// The same prompt as [`HealStrategy::AlternativePrompt`], run by this (stronger) model.
-    StrongerModel(String),
-}
-
-impl std::fmt::Display for HealStrategy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            HealStrategy::FreshStart => f.write_str("a fresh start from the last checkpoint"),
-            HealStrategy::AlternativePrompt => f.write_str("a prompt asking for another approach"),
-            HealStrategy::StrongerModel(m) => write!(f, "the stronger model `{m}`"),
-        }
-    }
-}
+use crate::model::{AttemptRecord, HealStrategy, Outcome, TestRecord, TestStatus};
 
 /// The strategy after `heal_attempts_done` failed heal attempts: a fresh start, then an
 /// alternative prompt, then `heal_model` if there is one; `None` when all were tried.
