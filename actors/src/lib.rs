@@ -19,20 +19,21 @@
 //!
 //! # Layers
 //! A module imports only from its own layer and the layers below (`layers.rs` reads the sources
-//! and fails on a new upward import; the few left are listed there, to be paid off):
+//! and fails on an upward import):
 //! ```text
 //! interfaces  schema
 //! engine      runtime launch fleet loop_actor attempt scheduler monitor tree notifier reporter
 //!             reconcile rollback hold ledger view
 //! decisions   healer hints prompt plan classify budget agent control templates
 //! store       store statedir process git
-//! records     names words fault tests_file config model transcript generation pricing
+//! records     names words child_env fault tests_file config model transcript generation pricing
 //! ```
 //!
 //! # Modules
 //! Records:
 //! - `names`: the one rule for names that become paths.
 //! - `words`: English for counts ("1 attempt", "2 attempts").
+//! - `child_env`: variable patterns, a child's `PATH`, where a bare program name resolves.
 //! - `fault`: fault injection points for the tests (`LOOPD_TEST_FAULT`).
 //! - `tests_file`: the user's tests file.
 //! - `config`: the fleet file, loading, environment overrides, validation, the input schemas.
@@ -80,6 +81,7 @@
 pub mod agent;
 pub mod attempt;
 pub mod budget;
+pub mod child_env;
 pub mod classify;
 pub mod config;
 pub mod control;

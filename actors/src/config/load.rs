@@ -542,7 +542,7 @@ pub(crate) fn check_loop_value(
     }
     if let Some(Value::Array(patterns)) = value.get("env_passthrough") {
         for (i, p) in patterns.iter().enumerate() {
-            if let Some(why) = p.as_str().and_then(crate::process::check_pattern) {
+            if let Some(why) = p.as_str().and_then(crate::child_env::check_pattern) {
                 problems.push((format!("{prefix}/env_passthrough/{i}"), why));
             }
         }

@@ -165,8 +165,8 @@ fn program_problem(
 ) -> Option<String> {
     let bare = program.components().count() == 1 && !program.as_os_str().is_empty();
     if bare {
-        let path = crate::process::child_path(env);
-        let found = crate::process::resolve_program(program, path.as_deref());
+        let path = crate::child_env::child_path(env);
+        let found = crate::child_env::resolve_program(program, path.as_deref());
         return (found == program).then(|| {
             format!(
                 "the agent program `{}` is not on PATH (install it, or give its path)",
