@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every loopd benchmark (release build) and prints their figures, one after the other.
 #
-#   benches/run-all.sh            # all eight, 25 minutes or more on 2 cores
+#   benches/run-all.sh            # all nine, 30 minutes or more on 2 cores
 #   benches/run-all.sh stall_detection api_latency    # some of them
 #
 # Each bench is a `harness = false` bench target of the root package (see benches/README.md);
@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 benches=("$@")
 if [ ${#benches[@]} -eq 0 ]; then
-  benches=(attempt_overhead restart_latency stall_detection api_latency scale boot_ledger sse_fanout dashboard)
+  benches=(attempt_overhead restart_latency stall_detection api_latency scale boot_ledger sse_fanout dashboard lanes)
 fi
 # Build everything first so that compiling does not run during a measurement.
 cargo bench --no-run "${benches[@]/#/--bench=}" >&2
