@@ -1,11 +1,14 @@
 //! How a transcript line reads for a person: Claude Code's stream-json rendered (assistant
-//! text, one line per tool call, results, API retries, cost), anything else as it is.
+//! text, one line per tool call, results, API retries, cost), Codex's `exec --json` events
+//! likewise ([`codex`]), anything else as it is.
 //!
 //! One renderer for every reader: `loopd logs` prints its lines, `loopd top` shows them, and the
 //! dashboard sends them (escaped) to the attempt view, rendered here on the server.
 
 use loopd_actors::words::count;
 use serde_json::Value;
+
+mod codex;
 
 fn short(s: &str, max: usize) -> String {
     let one = s.replace('\n', " ⏎ ");
@@ -17,8 +20,9 @@ fn short(s: &str, max: usize) -> String {
     }
 }
 
-/// One line of agent output for a person: Claude Code's stream-json rendered, anything else
-/// as it is.
+/// One line of agent output for a person: Claude Code's stream-json and Codex's events
+/// rendered (an event of no interest to people, such as Codex's `item.updated`, gives no line),
+/// anything else as it is.
 pub fn render(line: &str) -> Vec<String> {
     let Ok(v) = serde_json::from_str::<Value>(line) else {
         return vec![line.to_string()];
@@ -26,6 +30,9 @@ pub fn render(line: &str) -> Vec<String> {
     let Some(kind) = v["type"].as_str() else {
         return vec![line.to_string()];
     };
+    if codex::is_codex(kind) {
+        return codex::render(kind, &v);
+    }
     match (kind, v["subtype"].as_str()) {
         ("system", Some("init")) => vec![format!(
             "● session started: model {}, {}",
@@ -134,6 +141,42 @@ mod tests {
         );
         // Nothing is printed as raw JSON.
         assert!(!out.iter().any(|l| l.starts_with('{')), "{text}");
+    }
+
+    #[test]
+    fn renders_codex_events_for_a_person() {
+        let fixture = include_str!("../tests/fixtures/codex/tools.jsonl");
+        let out: Vec<String> = fixture.lines().flat_map(render).collect();
+        let text = out.join("\n");
+        assert!(text.contains("● codex session "), "{text}");
+        assert!(text.contains("→ $ /bin/bash -lc"), "{text}");
+        assert!(
+            text.contains("  ← exit 0: hello from the mock model"),
+            "{text}"
+        );
+        assert!(
+            text.contains("→ add /tmp/loopd-codex/work/notes.txt"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Done: wrote hello.txt and notes.txt."),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l == "■ done: 3600 in (3000 cached) / 126 out tokens"),
+            "{text}"
+        );
+        assert!(!out.iter().any(|l| l.starts_with('{')), "{text}");
+
+        let failed = include_str!("../tests/fixtures/codex/rate_limited.jsonl");
+        let text = failed
+            .lines()
+            .flat_map(render)
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(text.contains("⟳ Reconnecting... 1/5"), "{text}");
+        assert!(text.contains("■ failed: exceeded retry limit"), "{text}");
     }
 
     #[test]

@@ -102,7 +102,7 @@ loopd.toml:17: /loops/1/max_attempts: expected an integer >= 1, found \"three\"
 loopd.toml:18: /loops/1/stall_timeout: expected a duration such as \"30m\" or \"1h 30m\", found \"a while\"
 loopd.toml:19: /loops/1/agent/command: expected at least 1 item, found an empty array
 loopd.toml:25: /loops/2/prompt_template: the prompt template `<DIR>/prompt.md` does not exist
-loopd.toml:26: /loops/2/agent/kind: expected one of \"command\", \"claude-code\", found \"shell\"
+loopd.toml:26: /loops/2/agent/kind: expected one of \"command\", \"claude-code\", \"codex\", found \"shell\"
 loops/core.toml:1: /name: duplicate loop name `core` (first defined at loopd.toml:22)
 <DIR>/core.tests.json:3: /tests/0/depends_on: dependency cycle: a -> c -> a
 <DIR>/core.tests.json:4: /tests/1/verify: expected a non-empty verify command
@@ -194,6 +194,12 @@ name = "cc"
 workdir = "work"
 tests_file = "tests.json"
 agent = { kind = "claude-code", binary = "no-such-claude" }
+
+[[loops]]
+name = "cx"
+workdir = "work"
+tests_file = "tests.json"
+agent = { kind = "codex", binary = "no-such-codex" }
 "#,
     );
     let out = loopd(&["validate"], dir, &[("PATH", "/usr/bin:/bin")]);
@@ -203,7 +209,8 @@ agent = { kind = "claude-code", binary = "no-such-claude" }
         "\
 loopd.toml:5: /loops/0/agent/command/0: the agent program `no-such-agent-program` is not on PATH (install it, or give its path)
 loopd.toml:11: /loops/1/agent/binary: the agent program `no-such-claude` is not on PATH (install it, or give its path)
-2 problems
+loopd.toml:17: /loops/2/agent/binary: the agent program `no-such-codex` is not on PATH (install it, or give its path)
+3 problems
 "
     );
 }

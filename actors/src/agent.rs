@@ -1,5 +1,6 @@
-//! Agent presets (`command`, `claude-code`): the command line of one attempt, and what the
-//! agent's output says about the run and about its provider.
+//! Agent presets (`command`, `claude-code`, `codex`): the command line of one attempt, the files
+//! a preset needs before it starts, and what the agent's output says about the run and about its
+//! provider.
 //!
 //! The attempt feeds every output line to an [`OutputWatcher`] (each line is also a heartbeat),
 //! then calls [`OutputWatcher::finish`] with the exit code to get an [`AgentReport`]: cost,
@@ -7,11 +8,12 @@
 //! The agent's word never decides a pass: loopd runs verify itself.
 
 mod claude;
+mod codex;
 mod command;
 
 use std::path::{Path, PathBuf};
 
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, CODEX_DEFAULT_KEY_ENV};
 use crate::pricing::{Cost, Usage};
 
 /// Longest summary kept from an agent, in characters.
@@ -65,7 +67,22 @@ pub struct CommandLine {
     pub env: Vec<(String, String)>,
     /// Variables of loopd's environment the preset's agent needs (names or `PREFIX*`), beyond
     /// [`crate::process::SESSION_VARS`].
-    pub inherit: &'static [&'static str],
+    pub inherit: Vec<String>,
+}
+
+/// Where one attempt's agent runs and keeps its files.
+#[derive(Debug, Clone, Copy)]
+pub struct Place<'a> {
+    /// The folder it works in (the loop's workdir, or its lane).
+    pub workdir: &'a Path,
+    /// The rendered prompt (`LOOPD_PROMPT_FILE`).
+    pub prompt_file: &'a Path,
+    /// A folder of the attempt's own, under the state directory, for a preset that needs a home
+    /// of its own (codex: `CODEX_HOME`); made by [`prepare`], removed when the attempt ends.
+    pub home: &'a Path,
+    /// loopd keeps the workdir in git (checkpoints on): an agent's own check that it runs in a
+    /// repository need not be skipped.
+    pub in_git: bool,
 }
 
 impl CommandLine {
@@ -88,7 +105,7 @@ impl CommandLine {
             &mut cmd,
             self.inherit
                 .iter()
-                .copied()
+                .map(String::as_str)
                 .chain(passthrough.iter().map(String::as_str)),
         );
         cmd.args(&self.args);
@@ -97,33 +114,38 @@ impl CommandLine {
     }
 }
 
-/// The command line for one attempt. `prompt_file` holds the rendered prompt (also passed in
-/// `prompt`); command agents find it through `LOOPD_PROMPT_FILE`, which the caller sets.
+/// The prompt as one argument, or, when it is too long for one, where to read it.
+fn prompt_arg(prompt: &str, prompt_file: &Path) -> String {
+    if prompt.len() > MAX_PROMPT_ARG {
+        format!(
+            "Your instructions are in the file {}. Read all of it first, then follow it.",
+            prompt_file.display()
+        )
+    } else {
+        prompt.to_string()
+    }
+}
+
+/// The command line for one attempt at `place`. The rendered prompt is also in
+/// `place.prompt_file`; command agents find it through `LOOPD_PROMPT_FILE`, which the caller
+/// sets.
 pub fn command_line(
     cfg: &AgentConfig,
     model: Option<&str>,
     prompt: &str,
-    prompt_file: &Path,
+    place: &Place,
 ) -> CommandLine {
     match cfg {
         AgentConfig::Command { command, .. } => CommandLine {
             program: PathBuf::from(command.first().cloned().unwrap_or_default()),
             args: command.iter().skip(1).cloned().collect(),
             env: Vec::new(),
-            inherit: &[],
+            inherit: Vec::new(),
         },
         AgentConfig::ClaudeCode { binary, extra_args } => {
-            let prompt = if prompt.len() > MAX_PROMPT_ARG {
-                format!(
-                    "Your instructions are in the file {}. Read all of it first, then follow it.",
-                    prompt_file.display()
-                )
-            } else {
-                prompt.to_string()
-            };
             let mut args: Vec<String> = vec![
                 "-p".into(),
-                prompt,
+                prompt_arg(prompt, place.prompt_file),
                 "--output-format".into(),
                 "stream-json".into(),
                 "--verbose".into(),
@@ -143,10 +165,72 @@ pub fn command_line(
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
-                inherit: CLAUDE_INHERIT,
+                inherit: CLAUDE_INHERIT.iter().map(|s| s.to_string()).collect(),
+            }
+        }
+        AgentConfig::Codex {
+            binary,
+            extra_args,
+            base_url,
+            api_key_env,
+        } => {
+            // Sandbox and approval are in the attempt's config.toml ([`prepare`]), so that a
+            // `-s` in extra_args can override them: codex refuses `-s` twice.
+            let mut args: Vec<String> = vec![
+                "exec".into(),
+                "--json".into(),
+                "--ephemeral".into(),
+                "-C".into(),
+                place.workdir.display().to_string(),
+            ];
+            if !place.in_git {
+                args.push("--skip-git-repo-check".into());
+            }
+            if let Some(model) = model {
+                args.extend(["--model".to_string(), model.to_string()]);
+            }
+            args.extend(extra_args.iter().cloned());
+            // After `--` a prompt that starts with `-` or reads `resume` is still the prompt.
+            args.extend(["--".to_string(), prompt_arg(prompt, place.prompt_file)]);
+            let mut inherit: Vec<String> =
+                codex::CODEX_INHERIT.iter().map(|s| s.to_string()).collect();
+            if base_url.is_some() {
+                inherit.push(
+                    api_key_env
+                        .clone()
+                        .unwrap_or_else(|| CODEX_DEFAULT_KEY_ENV.to_string()),
+                );
+            }
+            CommandLine {
+                program: binary.clone().unwrap_or_else(|| PathBuf::from("codex")),
+                args,
+                env: vec![("CODEX_HOME".to_string(), place.home.display().to_string())],
+                inherit,
             }
         }
     }
+}
+
+/// Makes the files `cfg`'s agent needs before it starts at `place` (blocking: run it off the
+/// runtime): for codex, a fresh `CODEX_HOME` with loopd's `config.toml`. Nothing for the others.
+pub fn prepare(cfg: &AgentConfig, place: &Place) -> std::io::Result<()> {
+    match cfg {
+        AgentConfig::Codex {
+            base_url,
+            api_key_env,
+            ..
+        } => codex::prepare_home(
+            place.home,
+            base_url.as_deref(),
+            api_key_env.as_deref().unwrap_or(CODEX_DEFAULT_KEY_ENV),
+        ),
+        AgentConfig::Command { .. } | AgentConfig::ClaudeCode { .. } => Ok(()),
+    }
+}
+
+/// The `config.toml` a codex agent gets: what [`prepare`] writes (for tests and people).
+pub fn codex_config_toml(base_url: Option<&str>, api_key_env: Option<&str>) -> String {
+    codex::config_toml(base_url, api_key_env.unwrap_or(CODEX_DEFAULT_KEY_ENV))
 }
 
 /// Checks the agent's regular expressions; every invalid one is listed (key, pattern, error),
@@ -173,7 +257,8 @@ pub fn check_patterns(cfg: &AgentConfig) -> Result<(), String> {
 pub enum LineEvent {
     /// Ordinary output (tool use, text, anything not listed below).
     Output,
-    /// Claude Code is retrying a failed API request on its own (`system`/`api_retry`).
+    /// The agent is retrying a failed API request on its own (Claude Code's `system`/`api_retry`,
+    /// Codex's `Reconnecting...` errors).
     ApiRetry {
         /// The HTTP status of the failed request, when known (529 overloaded, 429, 5xx).
         status: Option<u16>,
@@ -186,7 +271,8 @@ pub enum LineEvent {
     },
     /// The line says the credit balance is empty (`billing_patterns`, `billing_error`).
     Billing,
-    /// Claude Code's final `result` event.
+    /// The agent's final event (Claude Code's `result`, Codex's `turn.completed` or
+    /// `turn.failed`).
     Result,
     /// Not a stream-json event (kept in the transcript, otherwise ignored).
     Malformed,
@@ -229,9 +315,10 @@ pub struct AgentReport {
     pub is_error: bool,
     /// What the run says about the provider; `None` when nothing points at it.
     pub provider_failure: Option<ProviderFailure>,
-    /// API retries Claude Code reported (`api_retry` events).
+    /// API retries the agent reported (Claude Code's `api_retry` events, Codex's
+    /// `Reconnecting...` lines).
     pub api_retries: u32,
-    /// Lines that were not stream-json (claude-code only).
+    /// Lines that were not JSON events (claude-code and codex only).
     pub malformed_lines: u32,
     /// Things worth a line in the log: an unreadable result file, an invalid pattern, ...
     pub notes: Vec<String>,
@@ -261,6 +348,7 @@ pub struct OutputWatcher {
 enum Inner {
     Command(command::CommandWatcher),
     Claude(claude::ClaudeWatcher),
+    Codex(codex::CodexWatcher),
 }
 
 impl OutputWatcher {
@@ -270,6 +358,7 @@ impl OutputWatcher {
         let inner = match cfg {
             AgentConfig::Command { .. } => Inner::Command(command::CommandWatcher::new(cfg)),
             AgentConfig::ClaudeCode { .. } => Inner::Claude(claude::ClaudeWatcher::default()),
+            AgentConfig::Codex { .. } => Inner::Codex(codex::CodexWatcher::default()),
         };
         OutputWatcher { inner }
     }
@@ -279,6 +368,7 @@ impl OutputWatcher {
         match &mut self.inner {
             Inner::Command(w) => w.line(line),
             Inner::Claude(w) => w.line(line),
+            Inner::Codex(w) => w.line(line),
         }
     }
 
@@ -290,6 +380,7 @@ impl OutputWatcher {
         match self.inner {
             Inner::Command(w) => w.finish(exit_code, result_file),
             Inner::Claude(w) => w.finish(exit_code),
+            Inner::Codex(w) => w.finish(exit_code),
         }
     }
 }

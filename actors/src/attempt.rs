@@ -195,7 +195,7 @@ fn launch(plan: &AttemptPlan) -> Launched {
         &config.agent,
         config.model.as_deref(),
         &plan.prompt,
-        &paths.prompt,
+        &place(config, workdir, paths),
     );
     let mut cmd = line.command(&config.env_passthrough, &config.env);
     cmd.current_dir(workdir)
@@ -219,6 +219,20 @@ fn launch(plan: &AttemptPlan) -> Launched {
                 line.program.display()
             )
         }),
+    }
+}
+
+/// Where the agent of an attempt of `config` runs, with `paths`' files.
+fn place<'a>(
+    config: &LoopConfig,
+    workdir: &'a std::path::Path,
+    paths: &'a AttemptPaths,
+) -> agent::Place<'a> {
+    agent::Place {
+        workdir,
+        prompt_file: &paths.prompt,
+        home: &paths.home,
+        in_git: config.checkpoints,
     }
 }
 
@@ -403,6 +417,19 @@ async fn run(
         );
     }
     transcript.finish().await;
+    // The agent's home held nothing the record needs (its transcript is loopd's), and what the
+    // agent left there must not reach the next attempt.
+    match tokio::fs::remove_dir_all(&paths.home).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(
+            loop_name = %record.loop_name,
+            test = %record.test_id,
+            attempt = record.number,
+            "cannot remove the agent's home {}: {e}",
+            paths.home.display()
+        ),
+    }
     record.exit_code = exit_code;
     record.exit_signal = exit_signal;
     record.killed = match end {
@@ -631,17 +658,26 @@ async fn run_verify(verify: &str, workdir: &PathBuf, config: &LoopConfig, key: &
     }
 }
 
-/// Creates the attempt's folder, writes its prompt file and creates its transcript, in one
-/// trip to a blocking thread. An error in the prompt file is the caller's; the transcript's is
-/// returned for the attempt to record (the agent runs without one).
+/// Creates the attempt's folder, writes its prompt file, the files its agent's preset needs
+/// ([`agent::prepare`]) and creates its transcript, in one trip to a blocking thread. An error
+/// in the prompt or the preset's files is the caller's; the transcript's is returned for the
+/// attempt to record (the agent runs without one).
 pub async fn write_attempt_files(
     paths: &AttemptPaths,
     prompt: &str,
+    config: &Arc<LoopConfig>,
 ) -> std::io::Result<Result<std::fs::File, String>> {
-    let (paths, prompt) = (paths.clone(), prompt.to_string());
+    let (paths, prompt, config) = (paths.clone(), prompt.to_string(), config.clone());
     tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&paths.dir)?;
         std::fs::write(&paths.prompt, prompt)?;
+        let workdir = config.workdir.clone().unwrap_or_default();
+        agent::prepare(&config.agent, &place(&config, &workdir, &paths)).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot prepare {}: {e}", paths.home.display()),
+            )
+        })?;
         Ok(std::fs::File::create(&paths.transcript).map_err(|e| e.to_string()))
     })
     .await

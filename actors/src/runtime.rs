@@ -380,6 +380,9 @@ pub struct AttemptPaths {
     pub prompt: PathBuf,
     /// Where a command agent may report cost and summary (`LOOPD_RESULT_FILE`).
     pub result: PathBuf,
+    /// The agent's own home for the attempt, for a preset that needs one (codex: `CODEX_HOME`):
+    /// made fresh before the agent starts, removed when the attempt ends.
+    pub home: PathBuf,
 }
 
 impl AttemptPaths {
@@ -390,6 +393,7 @@ impl AttemptPaths {
             transcript: dir.join(format!("{n}.log")),
             prompt: dir.join(format!("{n}.prompt.md")),
             result: dir.join(format!("{n}.result.json")),
+            home: dir.join(format!("{n}.home")),
             dir,
         }
     }

@@ -1,3 +1,4 @@
 //! Shared helpers for the integration tests.
 
 pub mod mock_anthropic;
+pub mod mock_openai;

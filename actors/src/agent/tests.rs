@@ -62,13 +62,23 @@ fn feed_recording(name: &str) -> (Vec<LineEvent>, OutputWatcher) {
     feed(&claude(), &lines)
 }
 
+/// An attempt's place whose prompt file is `prompt_file`.
+pub(super) fn at(prompt_file: &str) -> Place<'_> {
+    Place {
+        workdir: Path::new("/w"),
+        prompt_file: Path::new(prompt_file),
+        home: Path::new("/state/transcripts/l/t/1.home"),
+        in_git: true,
+    }
+}
+
 fn no_file() -> PathBuf {
     PathBuf::from("/nonexistent/loopd-result.json")
 }
 
 #[test]
 fn claude_command_line_is_unattended() {
-    let line = command_line(&claude(), Some("opus"), "do it", Path::new("/tmp/p.md"));
+    let line = command_line(&claude(), Some("opus"), "do it", &at("/tmp/p.md"));
     assert_eq!(line.program, PathBuf::from("claude"));
     assert_eq!(
         line.args,
@@ -101,7 +111,7 @@ fn claude_command_line_is_unattended() {
         },
         None,
         "x",
-        Path::new("p"),
+        &at("p"),
     );
     assert_eq!(no_model.program, PathBuf::from("/opt/claude/bin/claude"));
     assert!(!no_model.args.contains(&"--model".to_string()));
@@ -110,14 +120,14 @@ fn claude_command_line_is_unattended() {
 #[test]
 fn huge_prompts_go_through_the_prompt_file() {
     let prompt = "x".repeat(200 * 1024);
-    let line = command_line(&claude(), None, &prompt, Path::new("/state/prompt-3.md"));
+    let line = command_line(&claude(), None, &prompt, &at("/state/prompt-3.md"));
     assert!(line.args[1].contains("/state/prompt-3.md"));
     assert!(line.args[1].len() < 1000);
 }
 
 #[test]
 fn command_line_of_a_command_agent_is_its_argv() {
-    let line = command_line(&command(vec![], &[], &[]), Some("m"), "p", Path::new("f"));
+    let line = command_line(&command(vec![], &[], &[]), Some("m"), "p", &at("f"));
     assert_eq!(line.program, PathBuf::from("./agent.sh"));
     assert_eq!(line.args, ["--fast"]);
     assert!(line.env.is_empty());

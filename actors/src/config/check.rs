@@ -313,7 +313,7 @@ mod tests {
             "loops": [
                 {"name": "a", "tests_file": "t.json", "max_attempts": "three",
                  "agent": {"kind": "command", "command": []}},
-                {"name": "b", "agent": {"kind": "codex"}},
+                {"name": "b", "agent": {"kind": "aider"}},
             ]
         });
         let mut got = errors("fleet.schema.json", v);
@@ -344,7 +344,8 @@ mod tests {
                 ),
                 (
                     "/loops/1/agent/kind".into(),
-                    "expected one of \"command\", \"claude-code\", found \"codex\"".into()
+                    "expected one of \"command\", \"claude-code\", \"codex\", found \"aider\""
+                        .into()
                 ),
             ]
         );

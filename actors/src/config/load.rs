@@ -566,7 +566,7 @@ pub(crate) fn check_loop_value(
     }
     match serde_json::from_value::<LoopConfig>(value.clone()) {
         Ok(lp) => {
-            for (key, why) in lp.agent.pattern_problems() {
+            for (key, why) in lp.agent.problems() {
                 problems.push((format!("{prefix}/{key}"), why));
             }
             (Some(lp), problems)
@@ -615,6 +615,10 @@ pub(crate) fn resolve_paths(
     // the agent's current folder.
     match &mut lp.agent {
         AgentConfig::ClaudeCode {
+            binary: Some(binary),
+            ..
+        }
+        | AgentConfig::Codex {
             binary: Some(binary),
             ..
         } if binary.to_string_lossy().contains('/') => *binary = abs("agent", binary),
@@ -1074,6 +1078,55 @@ agent = { kind = "command", command = ["a"] }
         );
         assert!(
             got[1].contains("/loops/0/agent/cost_patterns/0:") && got[1].contains("(?P<usd>...)"),
+            "{got:#?}"
+        );
+    }
+
+    #[test]
+    fn a_codex_agent_loads_with_its_endpoint_and_bad_keys_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = PRICED.replace(
+            r#"agent = { kind = "command", command = ["a"] }"#,
+            r#"agent = { kind = "codex", binary = "bin/codex", base_url = "http://127.0.0.1:8080/v1", api_key_env = "MY_KEY" }"#,
+        );
+        write(dir.path(), "loopd.toml", &good);
+        let fleet = load_fleet_with_env(&dir.path().join("loopd.toml"), no_env()).unwrap();
+        let agent = &fleet.loops[0].agent;
+        assert_eq!(agent.provider(), "openai");
+        assert!(matches!(
+            agent,
+            AgentConfig::Codex { binary: Some(b), base_url: Some(u), api_key_env: Some(k), .. }
+                if b == &dir.path().join("bin/codex") && u == "http://127.0.0.1:8080/v1" && k == "MY_KEY"
+        ));
+
+        let bad = PRICED.replace(
+            r#"agent = { kind = "command", command = ["a"] }"#,
+            r#"agent = { kind = "codex", base_url = "127.0.0.1:8080", api_key_env = "MY-KEY" }"#,
+        );
+        write(dir.path(), "loopd.toml", &bad);
+        let report = load_fleet_with_env(&dir.path().join("loopd.toml"), no_env()).unwrap_err();
+        let got: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+        assert_eq!(got.len(), 2, "{got:#?}");
+        assert!(
+            got[1].contains("/loops/0/agent/base_url: expected an http:// or https:// URL"),
+            "{got:#?}"
+        );
+        assert!(
+            got[0].contains("/loops/0/agent/api_key_env: expected an environment variable name"),
+            "{got:#?}"
+        );
+
+        // A key variable with no endpoint to send it to would be ignored: refused instead.
+        let lonely = PRICED.replace(
+            r#"agent = { kind = "command", command = ["a"] }"#,
+            r#"agent = { kind = "codex", api_key_env = "MY_KEY" }"#,
+        );
+        write(dir.path(), "loopd.toml", &lonely);
+        let report = load_fleet_with_env(&dir.path().join("loopd.toml"), no_env()).unwrap_err();
+        let got: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+        assert!(
+            got.len() == 1
+                && got[0].contains("/loops/0/agent/api_key_env: is read only with `base_url`"),
             "{got:#?}"
         );
     }

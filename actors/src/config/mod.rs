@@ -209,7 +209,8 @@ pub struct LoopConfig {
     /// A folder of spec documents that tests may name with `spec_file`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub specs_dir: Option<PathBuf>,
-    /// The model the agent should use (passed to the claude-code preset as `--model`).
+    /// The model the agent should use (passed to the claude-code and codex presets as
+    /// `--model`); also the `[pricing]` entry an agent's tokens are priced by.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     /// Counted failures before a test is `failed`. Default 3.
@@ -380,7 +381,30 @@ pub enum AgentConfig {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         extra_args: Vec<String>,
     },
+    /// OpenAI's Codex CLI in unattended `codex exec --json` mode, with a `CODEX_HOME` of its own
+    /// per attempt whose `config.toml` loopd writes.
+    Codex {
+        /// The `codex` executable. Default `codex` on PATH.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        binary: Option<PathBuf>,
+        /// Extra arguments of `codex exec`, placed before the prompt (`["-s", "workspace-write"]`
+        /// to use Codex's own sandbox instead of `danger-full-access`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        extra_args: Vec<String>,
+        /// A Responses API endpoint to use instead of OpenAI's (`"http://127.0.0.1:8080/v1"`):
+        /// loopd writes it into the attempt's `config.toml` as a model provider. Default: Codex's
+        /// own OpenAI provider, which reads `OPENAI_API_KEY` or `CODEX_API_KEY`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        base_url: Option<String>,
+        /// With `base_url`: the environment variable (loopd's, or the loop's `env`) that holds
+        /// the endpoint's API key. Default "OPENAI_API_KEY".
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        api_key_env: Option<String>,
+    },
 }
+
+/// The variable that holds the key of a codex agent's `base_url` when `api_key_env` names none.
+pub const CODEX_DEFAULT_KEY_ENV: &str = "OPENAI_API_KEY";
 
 fn default_command_provider() -> String {
     "command".into()
@@ -449,11 +473,55 @@ impl AgentConfig {
         problems
     }
 
+    /// What is wrong with the agent table beyond its schema, as `(key path under the loop,
+    /// problem)`: [`AgentConfig::pattern_problems`], and a codex agent's `base_url` that is not
+    /// an http(s) URL or an `api_key_env` that is no variable name or has no `base_url` to go with.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut problems = self.pattern_problems();
+        if let AgentConfig::Codex {
+            base_url,
+            api_key_env,
+            ..
+        } = self
+        {
+            if let Some(url) = base_url {
+                let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+                let host = url.split_once("://").map_or("", |(_, rest)| rest);
+                if !scheme_ok || host.is_empty() || url.chars().any(char::is_whitespace) {
+                    problems.push((
+                        "agent/base_url".into(),
+                        format!(
+                            "expected an http:// or https:// URL such as \"http://127.0.0.1:8080/v1\", found {url:?}"
+                        ),
+                    ));
+                }
+            }
+            if let Some(var) = api_key_env {
+                let name_ok = !var.is_empty()
+                    && !var.starts_with(|c: char| c.is_ascii_digit())
+                    && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !name_ok {
+                    problems.push((
+                        "agent/api_key_env".into(),
+                        format!("expected an environment variable name such as \"OPENAI_API_KEY\", found {var:?}"),
+                    ));
+                } else if base_url.is_none() {
+                    problems.push((
+                        "agent/api_key_env".into(),
+                        "is read only with `base_url`; without it Codex's own OpenAI provider reads OPENAI_API_KEY or CODEX_API_KEY".into(),
+                    ));
+                }
+            }
+        }
+        problems
+    }
+
     /// The provider whose API this agent uses.
     pub fn provider(&self) -> &str {
         match self {
             AgentConfig::Command { provider, .. } => provider,
             AgentConfig::ClaudeCode { .. } => "anthropic",
+            AgentConfig::Codex { .. } => "openai",
         }
     }
 }

@@ -143,6 +143,12 @@ fn check_loop_files(lp: &LoopConfig) -> Vec<(String, String)> {
         AgentConfig::ClaudeCode { binary: None, .. } => {
             Some(("agent/kind", std::path::PathBuf::from("claude")))
         }
+        AgentConfig::Codex {
+            binary: Some(b), ..
+        } => Some(("agent/binary", b.clone())),
+        AgentConfig::Codex { binary: None, .. } => {
+            Some(("agent/kind", std::path::PathBuf::from("codex")))
+        }
         AgentConfig::Command { command, .. } => command
             .first()
             .map(|c| ("agent/command/0", std::path::PathBuf::from(c))),

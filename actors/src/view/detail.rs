@@ -30,7 +30,7 @@ pub struct LoopSettings {
     pub workdir: Option<PathBuf>,
     /// The tests file (resolved).
     pub tests_file: PathBuf,
-    /// The agent: `claude-code` or the command's program.
+    /// The agent: `claude-code`, `codex` or the command's program.
     pub agent: String,
     /// The provider whose API the agent uses.
     pub provider: String,
@@ -54,6 +54,9 @@ impl From<&LoopConfig> for LoopSettings {
                 || "claude-code".into(),
                 |b| format!("claude-code ({})", b.display()),
             ),
+            AgentConfig::Codex { binary, .. } => binary
+                .as_ref()
+                .map_or_else(|| "codex".into(), |b| format!("codex ({})", b.display())),
             AgentConfig::Command { command, .. } => command.first().cloned().unwrap_or_default(),
         };
         LoopSettings {
