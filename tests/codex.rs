@@ -910,6 +910,63 @@ fn loopd_ends_a_silent_codex_as_stalled_with_its_native_process() {
     assert!(left.is_empty(), "left alive: {left:?}");
 }
 
+#[test]
+#[ignore = "needs the codex CLI: bash .ci/install-agents.sh codex (.ci/run runs it)"]
+fn a_codex_home_left_by_a_killed_loopd_is_removed_at_the_next_start() {
+    let bin = codex_bin();
+    // The first conversation hangs (loopd is killed during it), the next one works.
+    let mock = MockOpenAi::start(&[Scenario::Hang, Scenario::Tools]);
+    let fleet = fleet(
+        &bin,
+        &mock,
+        &["real"],
+        "max_attempts = 2\nstall_timeout = \"1m\"",
+        "",
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loopd"))
+        .args(["run", fleet.config.to_str().unwrap()])
+        .current_dir(&fleet.dir)
+        .env_remove("LOOPD_STATE_DIR")
+        .env_remove("LOOPD_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("spawn loopd run");
+    let start = Instant::now();
+    while mock.response_requests().is_empty() && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !mock.response_requests().is_empty(),
+        "codex never called the mock"
+    );
+    assert!(
+        attempt_files(&fleet, "real").iter().any(|f| f == "1.home"),
+        "{:?}",
+        attempt_files(&fleet, "real")
+    );
+    // loopd dies at once; its agent lives on, in its own process group.
+    let _ = nix::sys::signal::kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+    let _ = child.wait();
+
+    let (code, out) = loopd_run(&fleet, Duration::from_secs(180));
+    assert_eq!(code, Some(0), "{out}");
+    let attempts = attempts(&fleet, "real");
+    assert_eq!(attempts[0]["outcome"], "interrupted", "{attempts:#?}");
+    assert_eq!(
+        attempts.last().unwrap()["outcome"],
+        "passed",
+        "{attempts:#?}"
+    );
+    let left = attempt_files(&fleet, "real");
+    assert!(left.iter().all(|f| !f.ends_with(".home")), "{left:?}");
+    // The hung codex of the killed run was ended by the next start.
+    let alive = agent_processes(&fleet);
+    assert!(alive.is_empty(), "left alive: {alive:?}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // The recorded samples (these run without the CLI)
 // ---------------------------------------------------------------------------------------------

@@ -56,7 +56,7 @@
 //! - `healer`: fingerprints, diagnoses, repeated failures, lessons, heal strategies.
 //! - `prompt`: rendering the prompt of one attempt.
 //! - `hints`: guidance from a person for a loop's (or a test's) next prompts.
-//! - `agent`: agent presets (command, claude-code) and what their output means.
+//! - `agent`: agent presets (command, claude-code, codex) and what their output means.
 //! - `control`: the requests a person or program sends a loop.
 //! - `templates`: the loop factory (loops made from templates with `{{var}}` placeholders).
 //!

@@ -49,6 +49,16 @@ pub async fn interrupted_attempts(
             Some(t) => process::end_tracked(&t, grace).await.members,
             None => 0,
         };
+        // The agent's own home (codex: CODEX_HOME), which the attempt removes when it ends
+        // normally: what the agent left there must not reach a later attempt either.
+        let home = ctx
+            .attempt_paths(&attempt.loop_name, &attempt.test_id, attempt.number)
+            .home;
+        match tokio::fs::remove_dir_all(&home).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!("cannot remove the agent's home {}: {e}", home.display()),
+        }
         let mut pending = None;
         if let (Some(cfg), Some(cp)) = (loop_cfg, checkpoint) {
             if cfg.checkpoints {
