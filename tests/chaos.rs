@@ -40,6 +40,18 @@ echo "done $LOOPD_TEST_ID"
 
 #[test]
 fn kill_dash_nine_at_random_moments_loses_nothing() {
+    chaos(1);
+}
+
+/// The same with 4 lanes: attempts in worktrees, passes through the merge queue, kills in the
+/// middle of either. Also: each test is merged onto the branch exactly once, and the worktrees
+/// are the lanes, with no `index.lock` left.
+#[test]
+fn kill_dash_nine_at_random_moments_of_a_loop_with_four_lanes_loses_nothing() {
+    chaos(4);
+}
+
+fn chaos(lanes: u32) {
     let seed: u64 = std::env::var("LOOPD_CHAOS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -72,6 +84,8 @@ fn kill_dash_nine_at_random_moments_loses_nothing() {
         .tests(json!(tests))
         .agent(AGENT)
         .set("max_attempts", "3")
+        .set("lanes", &lanes.to_string())
+        .fleet_set("max_concurrent_agents", &lanes.to_string())
         .write();
 
     for round in 0..kills {
@@ -138,4 +152,36 @@ fn kill_dash_nine_at_random_moments_loses_nothing() {
     for (key, count) in seen {
         assert_eq!(count, 1, "attempt {key:?} ran {count} times");
     }
+
+    // Each test's pass is on the loop's branch once; git's worktrees are the lanes.
+    let log = fleet.git(&[
+        "log",
+        "--format=%(trailers:key=Loopd-Test,valueonly,separator=%x0a)",
+    ]);
+    let mut merged: Vec<&str> = log
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    merged.sort();
+    let mut want: Vec<String> = (1..=9).map(|i| format!("T{i}")).collect();
+    want.sort();
+    assert_eq!(merged, want, "seed {seed}");
+    let worktrees = fleet.git(&["worktree", "list", "--porcelain"]);
+    let count = worktrees
+        .lines()
+        .filter(|l| l.starts_with("worktree "))
+        .count();
+    let want = if lanes > 1 { lanes as usize + 2 } else { 1 };
+    assert_eq!(count, want, "seed {seed}: {worktrees}");
+    let locks = std::process::Command::new("find")
+        .arg(fleet.workdir().join(".git"))
+        .args(["-name", "index.lock"])
+        .output()
+        .unwrap();
+    assert!(
+        locks.stdout.is_empty(),
+        "seed {seed}: {}",
+        String::from_utf8_lossy(&locks.stdout)
+    );
 }

@@ -88,6 +88,23 @@ pub struct AttemptPlan {
     pub permit: Option<crate::scheduler::Slot>,
     /// Where the finished attempt is reported.
     pub reply_to: ActorRef<crate::loop_actor::LoopMsg>,
+    /// The lane the attempt runs in, for a loop with `lanes` above 1 (`None`: the workdir).
+    pub lane: Option<LaneRun>,
+}
+
+/// An attempt's place in a lane. Its inputs are its base commit, the test and the prompt; its
+/// output is a commit under the attempt's ref and the attempt record. Nothing else passes
+/// between a lane and its loop (the lane could live on another host), so the lane resets
+/// itself to its base and commits its pass itself, and never touches the loop's branch or
+/// checkpoint: the loop's merge queue puts that commit onto the checkpoint.
+#[derive(Debug, Clone)]
+pub struct LaneRun {
+    /// The lane's number (1, 2, ...).
+    pub number: u32,
+    /// The lane's worktree.
+    pub path: PathBuf,
+    /// The checkpoint the attempt starts from.
+    pub base: String,
 }
 
 /// What the attempt reports back: the final record and the checkpoint a pass produced.
@@ -101,6 +118,9 @@ pub struct AttemptDone {
     pub provider_failure: Option<ProviderFailure>,
     /// Git work the attempt's end could not do: the loop pauses for it.
     pub hold: Option<crate::hold::Hold>,
+    /// The attempt's lane could not be used or was broken (by its agent, say): the loop
+    /// makes its lanes again before the next attempt.
+    pub lane_broken: bool,
 }
 
 /// Messages of the attempt actor.
@@ -132,10 +152,30 @@ impl Actor for AttemptActor {
         let reply_to = plan.reply_to.clone();
         let me = myself.clone();
         // The agent starts here, in the loop's own turn, rather than once the runner task is
-        // scheduled: a hand-off less before the agent runs.
-        let launched = launch(&plan);
+        // scheduled: a hand-off less before the agent runs. A lane first resets itself to the
+        // attempt's base, on the runner task.
+        let launched = plan.lane.is_none().then(|| launch(&plan));
         tokio::spawn(async move {
-            let done = run(plan, launched, cancelled, me.clone()).await;
+            let done = match launched {
+                Some(launched) => run(plan, launched, cancelled, me.clone()).await,
+                None => match prepare_lane(&plan).await {
+                    Ok(()) => {
+                        let launched = launch(&plan);
+                        run(plan, launched, cancelled, me.clone()).await
+                    }
+                    Err(why) => AttemptDone {
+                        new_checkpoint: None,
+                        hold: None,
+                        provider_failure: None,
+                        lane_broken: true,
+                        record: {
+                            let mut r = plan.record.clone();
+                            r.reason = Some(why);
+                            finish_interrupted(r, Instant::now())
+                        },
+                    },
+                },
+            };
             // If the loop is gone, the record is final in memory only, and the next start
             // reconciles the attempt as interrupted.
             let _ = reply_to.send_message(crate::loop_actor::LoopMsg::AttemptDone(Box::new(done)));
@@ -177,14 +217,35 @@ struct Launched {
     agent: Result<process::Spawned, String>,
 }
 
+/// Resets the attempt's lane to its base; why not, when it cannot be.
+async fn prepare_lane(plan: &AttemptPlan) -> Result<(), String> {
+    let Some(lane) = &plan.lane else {
+        return Ok(());
+    };
+    Workdir::new(&lane.path)
+        .reset_lane(&lane.base)
+        .await
+        .map_err(|e| {
+            format!(
+                "lane {} could not be reset to the attempt's base: {e}",
+                lane.number
+            )
+        })
+}
+
+/// Where the attempt's agent and verify run: its lane's worktree, or the loop's workdir.
+fn work_path(plan_lane: Option<&LaneRun>, config: &LoopConfig) -> PathBuf {
+    match plan_lane {
+        Some(lane) => lane.path.clone(),
+        None => config.workdir.clone().expect("the loader fills in workdir"),
+    }
+}
+
 /// Starts the agent of `plan` in its own process group, with the attempt's environment.
 fn launch(plan: &AttemptPlan) -> Launched {
     let started = Instant::now();
     let (config, record, paths) = (&plan.config, &plan.record, &plan.paths);
-    let workdir = config
-        .workdir
-        .as_ref()
-        .expect("the loader fills in workdir");
+    let workdir = &work_path(plan.lane.as_ref(), config);
     let attempt_key = crate::runtime::attempt_key(
         plan.ctx.state_dir(),
         &record.loop_name,
@@ -253,10 +314,11 @@ async fn run(
         checkpoint,
         permit,
         regression_checks,
+        lane,
         ..
     } = plan;
     let started = launched.started;
-    let workdir = config.workdir.clone().expect("the loader fills in workdir");
+    let workdir = work_path(lane.as_ref(), &config);
     let attempt_key = crate::runtime::attempt_key(
         ctx.state_dir(),
         &record.loop_name,
@@ -376,6 +438,7 @@ async fn run(
                     new_checkpoint: None,
                     hold: None,
                     provider_failure: None,
+                    lane_broken: false,
                     record: finish_interrupted(record, started),
                 };
             }
@@ -522,7 +585,10 @@ async fn run(
 
     let mut new_checkpoint = None;
     let mut hold = None;
-    if let (Some(git), Some(checkpoint)) = (&git, &checkpoint) {
+    let mut lane_broken = false;
+    if let (Some(lane), Some(git)) = (&lane, &git) {
+        lane_broken = settle::settle_lane(git, &lane.base, &mut record, &mut outcome).await;
+    } else if let (Some(git), Some(checkpoint)) = (&git, &checkpoint) {
         let settled = settle::settle(git, checkpoint, &mut record, &mut outcome, || {
             first_regression(&regression_checks, &workdir, &config, &attempt_key)
         })
@@ -540,6 +606,7 @@ async fn run(
         new_checkpoint,
         provider_failure: report.provider_failure,
         hold,
+        lane_broken,
     }
 }
 
@@ -574,17 +641,24 @@ pub(crate) fn commit_title(test_id: &str, number: u32) -> String {
 }
 
 /// The outcome of loopd's own run of verify.
-struct VerifyRun {
-    passed: bool,
+pub(crate) struct VerifyRun {
+    /// Exit 0 within `verify_timeout`.
+    pub(crate) passed: bool,
     timed_out: bool,
     exit_code: Option<i32>,
-    tail: String,
+    /// The last lines of its output.
+    pub(crate) tail: String,
     /// The first lines, when `tail` lost them (empty otherwise).
     head: String,
 }
 
 /// Runs `verify` with bash in the workdir, in its own process group, bounded by `verify_timeout`.
-async fn run_verify(verify: &str, workdir: &PathBuf, config: &LoopConfig, key: &str) -> VerifyRun {
+pub(crate) async fn run_verify(
+    verify: &str,
+    workdir: &PathBuf,
+    config: &LoopConfig,
+    key: &str,
+) -> VerifyRun {
     let bash =
         process::resolve_program("bash".as_ref(), process::child_path(&config.env).as_deref());
     let mut cmd = tokio::process::Command::new(bash);

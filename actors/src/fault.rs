@@ -2,7 +2,8 @@
 //! hang, so supervision can be tested end to end against the built binary.
 //!
 //! The variable holds comma-separated specs `ACTION:POINT:LOOP[:TIMES[:AFTER]]`: ACTION is `panic` or
-//! `hang` (at `loop_boot`, `loop_next`, `loop_attempt_done`, `loop_ping`), or `fail` (at
+//! `hang` (at `loop_boot`, `loop_next`, `loop_attempt_done`, `loop_ping`, and in the merge queue's
+//! task at `merge_combine`, `merge_update_ref`, `merge_moved`), or `fail` (at
 //! `attempt_group_record`: recording the agent's process group fails as if the store had; at
 //! `store_flush`: every flush of the journal fails as if the disk were full; at `git_checkpoint`:
 //! a pass's checkpoint commit fails as if git had), LOOP a loop name or

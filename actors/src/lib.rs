@@ -14,7 +14,9 @@
 //! ├── reporter     task: the scheduled report, as a `report` event     reporter.rs
 //! └── loops        one_for_one supervisor, restart intensity           fleet.rs
 //!     ├── loop "auth"     ── attempt (owns the agent's process group)  loop_actor/, attempt.rs
-//!     └── loop "billing"  ── attempt
+//!     └── loop "billing"  (lanes = 3)                                  loop_actor/merge.rs
+//!         ├── attempt in lane 1, 2, 3 (worktrees at the loop's checkpoint)
+//!         └── task: the merge queue's merge (combine, re-verify, update-ref), one at a time
 //! ```
 //!
 //! # Layers
@@ -47,12 +49,14 @@
 //! - `store`: sled trees and the transactions that change them.
 //! - `statedir`: the state directory's lock and `daemon.json`.
 //! - `process`: agent process groups: spawn, record, end, reap.
-//! - `git`: checkpoints, attempt refs, resets, the loop's branch, stale locks.
+//! - `git`: checkpoints, attempt refs, resets, the loop's branch, stale locks, lane worktrees
+//!   and the merge queue's git steps.
 //!
 //! Decisions (pure functions of records):
 //! - `classify`: an attempt's outcome from its facts (the outcome table).
 //! - `budget`: whether a loop or the fleet has spent what it may.
-//! - `plan`: the tests file against the store, blocked tests, the next runnable test.
+//! - `plan`: the tests file against the store, blocked tests, the next runnable tests (lanes'
+//!   picks), what an outcome does to its test.
 //! - `healer`: fingerprints, diagnoses, repeated failures, lessons, heal strategies.
 //! - `prompt`: rendering the prompt of one attempt.
 //! - `hints`: guidance from a person for a loop's (or a test's) next prompts.

@@ -1,12 +1,15 @@
-//! The loop actor: drives one loop through its tests, one attempt at a time.
+//! The loop actor: drives one loop through its tests, one attempt per lane at a time (one lane,
+//! the workdir itself, unless the loop sets `lanes`).
 //!
 //! It keeps nothing in memory that the store does not also have: a restarted loop actor boots
 //! from the store, reconciles what its predecessor left running, and carries on.
 //!
 //! This file holds the messages, the state and the one `match` over messages; the work is in:
 //! - `boot`: the tests file read, a predecessor's attempts reconciled, the workdir readied.
-//! - `cycle`: the next runnable test, budgets, an attempt started with its slot and prompt.
+//! - `cycle`: the next runnable tests, budgets, attempts started with their slots and prompts.
 //! - `finish`: an attempt's outcome recorded, the test's status, pauses, crashes.
+//! - `merge`: the merge queue of a loop with lanes: a lane's pass combined with the checkpoint
+//!   and re-verified in a scratch worktree, then the checkpoint moved; or a `conflict`.
 //! - `watch`: tests that depend on other loops' tests.
 //! - `control`: requests from a person or program.
 //! - `records`: the loop's writes, which keep its cached tests and history in step with the store.
@@ -30,6 +33,7 @@ mod boot;
 mod control;
 mod cycle;
 mod finish;
+mod merge;
 mod records;
 mod watch;
 
@@ -70,6 +74,10 @@ pub enum LoopMsg {
     /// A test of another loop changed (passed, reset, skipped, ...): tests of this one that
     /// depend on it may be blocked or runnable now.
     OtherLoopChanged(String),
+    /// The merge queue's combine and re-verify of its head entry, done off the actor's turn.
+    MergeChecked(Box<merge::Checked>),
+    /// The merge queue's checkpoint move, done off the actor's turn.
+    MergeMoved(Box<merge::Moved>),
 }
 
 /// The loop actor.
@@ -94,8 +102,14 @@ pub struct LoopActorState {
     config: Arc<LoopConfig>,
     record: LoopRecord,
     template: String,
-    attempt: Option<ActorRef<AttemptMsg>>,
-    waiting_for_slot: bool,
+    /// The running attempts, by lane (0: the workdir, for a loop with one lane).
+    attempts: std::collections::BTreeMap<u32, RunningAttempt>,
+    /// Slots asked of the scheduler and not granted yet: one per test a pick found.
+    slots_wanted: usize,
+    /// Set while a merge of the merge queue runs off the actor's turn.
+    merging: bool,
+    /// Expected duration of each test, in seconds, from its recorded attempts (lanes' picks).
+    expected: std::collections::HashMap<String, f64>,
     stopping: bool,
     /// The `[fleet]` settings.
     fleet: Arc<crate::config::FleetSettings>,
@@ -119,6 +133,12 @@ pub struct LoopActorState {
     booting: Option<Booting>,
 }
 
+/// An attempt running in one of the loop's lanes.
+struct RunningAttempt {
+    actor: ActorRef<AttemptMsg>,
+    test_id: String,
+}
+
 /// What the boot's git work found: whether the reconcile of a predecessor's attempts went
 /// through, and the workdir's checkpoint (`None` when the loop only waits for a person).
 #[derive(Debug)]
@@ -128,6 +148,9 @@ pub struct BootWork {
     /// The retry of git work a hold left, when there was some.
     retried: Option<Result<Batch, crate::hold::Hold>>,
     workdir: Option<Result<Option<String>, String>>,
+    /// Merge queue entries (test, attempt) a predecessor merged before it could record so: their
+    /// combined commit is in the checkpoint's history.
+    merged: Vec<(String, u32)>,
 }
 
 /// A boot waiting for its git work. Git on a big repository can take longer than the
@@ -170,8 +193,10 @@ impl Actor for LoopActor {
             config: args.config,
             record,
             template: prompt::DEFAULT_TEMPLATE.to_string(),
-            attempt: None,
-            waiting_for_slot: false,
+            attempts: Default::default(),
+            slots_wanted: 0,
+            merging: false,
+            expected: Default::default(),
             stopping: false,
             fleet: args.fleet,
             tests: None,
@@ -221,12 +246,17 @@ impl Actor for LoopActor {
                 next(&myself, state).await?
             }
             LoopMsg::SlotGranted(permit) => {
-                state.waiting_for_slot = false;
+                state.slots_wanted = state.slots_wanted.saturating_sub(1);
                 start_attempt(&myself, state, permit).await?
             }
             LoopMsg::ProviderPaused(message) => {
-                state.waiting_for_slot = false;
-                pause_for_credits(&myself, state, &message, Vec::new()).await?;
+                state.slots_wanted = state.slots_wanted.saturating_sub(1);
+                // Several lanes' requests get the same answer: one pause.
+                let paused = state.record.state == LoopState::Paused
+                    && state.record.reason == Some(LoopReason::OutOfCredits);
+                if !paused {
+                    pause_for_credits(&myself, state, &message, Vec::new()).await?;
+                }
             }
             LoopMsg::Ping(reply) => {
                 crate::fault::point("loop_ping", &state.config.name).await;
@@ -243,22 +273,25 @@ impl Actor for LoopActor {
             LoopMsg::AttemptDone(done) => {
                 // Before anything is recorded: a restart must find the attempt unfinished.
                 crate::fault::point("loop_attempt_done", &state.config.name).await;
-                state.attempt = None;
+                state.attempts.remove(&done.record.lane);
                 finish_attempt(&myself, state, *done).await?
             }
             LoopMsg::Interrupt => {
                 state.stopping = true;
-                match &state.attempt {
-                    Some(a) => a.send_message(AttemptMsg::Cancel(CancelReason::Interrupt))?,
-                    None => {
-                        if state.record.state == LoopState::Running {
-                            set_state(state, LoopState::Idle, Some(LoopReason::Interrupted))
-                                .await?;
-                        }
-                        myself.stop(None)
+                for a in state.attempts.values() {
+                    a.actor
+                        .send_message(AttemptMsg::Cancel(CancelReason::Interrupt))?;
+                }
+                // A merge in flight ends first: its checkpoint move is recorded, not guessed.
+                if state.attempts.is_empty() && !state.merging {
+                    if state.record.state == LoopState::Running {
+                        set_state(state, LoopState::Idle, Some(LoopReason::Interrupted)).await?;
                     }
+                    myself.stop(None)
                 }
             }
+            LoopMsg::MergeChecked(checked) => merge::checked(&myself, state, *checked).await?,
+            LoopMsg::MergeMoved(moved) => merge::moved(&myself, state, *moved).await?,
             LoopMsg::Control(request, reply) => {
                 let result = control(&myself, state, request).await;
                 match state.booting.as_mut() {
@@ -288,10 +321,15 @@ impl Actor for LoopActor {
         match evt {
             SupervisionEvent::ActorFailed(cell, err) => {
                 tracing::error!(loop_name = %state.config.name, actor = ?cell.get_id(), %err, "attempt actor failed");
-                if state.attempt.as_ref().map(|a| a.get_id()) == Some(cell.get_id()) {
-                    state.attempt = None;
+                let lane = state
+                    .attempts
+                    .iter()
+                    .find(|(_, a)| a.actor.get_id() == cell.get_id())
+                    .map(|(k, a)| (*k, a.test_id.clone()));
+                if let Some((lane, test_id)) = lane {
+                    state.attempts.remove(&lane);
                     // Its runner may have been mid-way: reconcile from the store, then go on.
-                    reconcile_own(state).await?;
+                    reconcile_own(state, Some(&test_id)).await?;
                     myself.send_message(LoopMsg::Next)?;
                 }
             }

@@ -316,6 +316,59 @@ pub struct LoopRecord {
     /// Git work an attempt's end could not do (the loop is paused for it); retried on resume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_git: Option<PendingGit>,
+    /// The loop's merge queue (loops with `lanes` above 1): lanes' passes waiting to be merged
+    /// onto the checkpoint, the one being merged, and the last few that merged or conflicted.
+    /// Kept on the loop's record, so that a pass enters the queue in its outcome's transaction.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merge_queue: Vec<MergeEntry>,
+}
+
+/// A lane's pass in its loop's merge queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub struct MergeEntry {
+    /// The test that passed in the lane.
+    pub test_id: String,
+    /// The attempt's number.
+    pub attempt: u32,
+    /// The lane it passed in.
+    pub lane: u32,
+    /// The checkpoint the attempt started from.
+    pub base: String,
+    /// The lane's commit (kept under the attempt's ref).
+    pub commit: String,
+    /// Where the entry is.
+    pub state: MergeState,
+    /// The commit the checkpoint moves to, once the merge made it (written before the
+    /// checkpoint moves: after a crash, a checkpoint that holds it means the merge is done).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub combined: Option<String>,
+    /// When the pass entered the queue.
+    pub queued_at: DateTime<Utc>,
+    /// When the merge ended (merged or conflict).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// Where a [`MergeEntry`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MergeState {
+    /// Waiting for the merges before it.
+    Waiting,
+    /// Being combined with the checkpoint and re-verified.
+    Merging,
+    /// On the checkpoint: the test passed.
+    Merged,
+    /// Not merged: the outcome `conflict`, retried on the new checkpoint.
+    Conflict,
+}
+
+impl MergeState {
+    /// Whether the entry is still to be merged (waiting or merging).
+    pub fn is_open(self) -> bool {
+        matches!(self, MergeState::Waiting | MergeState::Merging)
+    }
 }
 
 /// Git work left undone at the end of an attempt: a pass whose checkpoint commit failed, or a
@@ -361,6 +414,7 @@ impl LoopRecord {
             model: None,
             config: None,
             pending_git: None,
+            merge_queue: Vec::new(),
         }
     }
 }
@@ -644,6 +698,8 @@ pub enum EventKind {
     Hint,
     /// The scheduled morning report (`report_every`): `data` is the report.
     Report,
+    /// A lane's pass moved through its loop's merge queue (queued, merging, merged, conflict).
+    Merge,
 }
 
 /// One entry of the event journal.

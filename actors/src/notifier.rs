@@ -64,7 +64,7 @@ pub fn webhook_event(e: &Event) -> Option<WebhookEvent> {
                 _ => return None,
             }
         }
-        EventKind::AttemptStarted | EventKind::TestChanged => return None,
+        EventKind::AttemptStarted | EventKind::TestChanged | EventKind::Merge => return None,
     })
 }
 

@@ -8,7 +8,9 @@ use chrono::Utc;
 use crate::model::{Origin, TestRecord, TestStatus};
 use crate::tests_file::TestSpec;
 
+mod outcome;
 mod table;
+pub use outcome::{after_outcome, AfterOutcome, OutcomeFacts};
 pub use table::{expected_durations, PickContext, TestTable};
 
 /// Reconciles the stored tests of a loop with its tests file (DESIGN.md, "Tests file edits"):

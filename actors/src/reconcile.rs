@@ -19,12 +19,25 @@ pub async fn interrupted_attempts(
     loop_cfg: Option<&LoopConfig>,
     checkpoint: Option<&str>,
 ) -> Result<usize, StoreError> {
+    interrupted_attempts_of(ctx, loop_cfg, checkpoint, None).await
+}
+
+/// [`interrupted_attempts`], of test `only_test` alone when given (an attempt actor of a loop
+/// with lanes failed: the other lanes' attempts still run).
+pub async fn interrupted_attempts_of(
+    ctx: &Ctx,
+    loop_cfg: Option<&LoopConfig>,
+    checkpoint: Option<&str>,
+    only_test: Option<&str>,
+) -> Result<usize, StoreError> {
     let only = loop_cfg.map(|c| c.name.clone());
+    let only_test = only_test.map(str::to_string);
     let unfinished = ctx
         .read(move |s| s.unfinished_attempts())
         .await?
         .into_iter()
         .filter(|a| only.as_ref().is_none_or(|n| *n == a.loop_name))
+        .filter(|a| only_test.as_ref().is_none_or(|t| *t == a.test_id))
         .collect::<Vec<_>>();
     let count = unfinished.len();
     for mut attempt in unfinished {
@@ -61,7 +74,29 @@ pub async fn interrupted_attempts(
         }
         let mut pending = None;
         if let (Some(cfg), Some(cp)) = (loop_cfg, checkpoint) {
-            if cfg.checkpoints {
+            if cfg.checkpoints && attempt.lane > 0 {
+                // A lane: saved and reset to its base; a lane that cannot be is made again
+                // by the loop's boot, so nothing waits for a person.
+                let lane = crate::runtime::lanes_dir(ctx.state_dir(), &cfg.name)
+                    .join(attempt.lane.to_string());
+                let base = attempt.base.clone().unwrap_or_else(|| cp.to_string());
+                let git = Workdir::new(&lane);
+                if let Err(e) = git.clear_stale_locks().await {
+                    tracing::warn!(error = %e, "could not look for stale git locks in a lane");
+                }
+                match git
+                    .save_attempt(&attempt.test_id, attempt.number, &base)
+                    .await
+                {
+                    Ok(c) => attempt.commit = c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, lane = attempt.lane, "could not save an interrupted lane attempt")
+                    }
+                }
+                if let Err(e) = git.reset_lane(&base).await {
+                    tracing::warn!(error = %e, lane = attempt.lane, "could not reset a lane; it is made again");
+                }
+            } else if cfg.checkpoints {
                 if let Some(wd) = &cfg.workdir {
                     pending = save_and_reset(&Workdir::new(wd), &mut attempt, cp).await;
                 }

@@ -361,6 +361,12 @@ impl Ctx {
     }
 }
 
+/// The folder of loop `loop_name`'s lane worktrees (`<state_dir>/lanes/<loop>`): lane `k` in
+/// `<k>`, the merge queue's scratch tree in `merge`.
+pub fn lanes_dir(state_dir: &Path, loop_name: &str) -> PathBuf {
+    state_dir.join("lanes").join(loop_name)
+}
+
 /// The value of `LOOPD_ATTEMPT_KEY` for an attempt: unique to the state directory and the
 /// attempt, so that its processes can be found after a crash.
 pub fn attempt_key(state_dir: &Path, loop_name: &str, test_id: &str, n: u32) -> String {

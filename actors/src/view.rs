@@ -94,11 +94,38 @@ pub struct LoopView {
     /// The last checkpoint commit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<String>,
+    /// Every running attempt with its lane (a loop with `lanes` above 1 runs several; lane 0
+    /// is the workdir itself).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub running: Vec<LaneView>,
+    /// The merge queue of a loop with lanes: passes waiting, the one merging, the last ones
+    /// merged or in conflict.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merge_queue: Vec<crate::model::MergeEntry>,
     /// The guidance from a person its next prompts carry (`loopd hint LOOP`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hint: Option<crate::hints::Hint>,
     /// Its tests, in the tests file's order.
     pub tests: Vec<TestView>,
+}
+
+/// An attempt running in one of a loop's lanes.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct LaneView {
+    /// The lane (0: the workdir).
+    pub lane: u32,
+    /// The test.
+    pub test_id: String,
+    /// The attempt's number.
+    pub attempt: u32,
+    /// The checkpoint it started from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// When its agent was spawned.
+    pub started_at: DateTime<Utc>,
+    /// Its agent's process group leader, once recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
 }
 
 /// What a loop may use (the critique's registry field).
@@ -200,6 +227,14 @@ pub struct LoopSummary {
     /// The last checkpoint commit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<String>,
+    /// Every running attempt with its lane (a loop with `lanes` above 1 runs several; lane 0
+    /// is the workdir itself).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub running: Vec<LaneView>,
+    /// The merge queue of a loop with lanes: passes waiting, the one merging, the last ones
+    /// merged or in conflict.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merge_queue: Vec<crate::model::MergeEntry>,
     /// Its tests, in the tests file's order.
     pub tests: Vec<TestSummary>,
 }
@@ -259,6 +294,8 @@ impl From<LoopView> for LoopSummary {
             attempts: v.attempts,
             cost_usd: v.cost_usd,
             checkpoint: v.checkpoint,
+            running: v.running,
+            merge_queue: v.merge_queue,
             tests: v.tests.into_iter().map(TestSummary::from).collect(),
         }
     }
@@ -432,6 +469,19 @@ pub fn loop_view(store: &Store, record: &LoopRecord) -> Result<LoopView, StoreEr
         attempts: attempts.len(),
         cost_usd: attempts.iter().fold(0.0, |sum, a| sum + a.cost_usd),
         checkpoint: record.checkpoint.clone(),
+        running: attempts
+            .iter()
+            .filter(|a| a.outcome.is_none())
+            .map(|a| LaneView {
+                lane: a.lane,
+                test_id: a.test_id.clone(),
+                attempt: a.number,
+                base: a.base.clone(),
+                started_at: a.started_at,
+                pid: a.process.as_ref().map(|p| p.pid),
+            })
+            .collect(),
+        merge_queue: record.merge_queue.clone(),
         hint: loop_hint,
         tests: views,
     })

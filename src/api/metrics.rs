@@ -7,7 +7,7 @@ use std::fmt::Write;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use loopd_actors::model::{Killed, LoopState, Outcome, TestStatus};
+use loopd_actors::model::{Killed, LoopState, MergeState, Outcome, TestStatus};
 use loopd_actors::monitor::AttemptHealth;
 use loopd_actors::store::Store;
 
@@ -35,6 +35,13 @@ const TEST_STATUSES: [TestStatus; 8] = [
     TestStatus::Skipped,
     TestStatus::NeedsHuman,
     TestStatus::Removed,
+];
+
+const MERGE_STATES: [MergeState; 4] = [
+    MergeState::Waiting,
+    MergeState::Merging,
+    MergeState::Merged,
+    MergeState::Conflict,
 ];
 
 fn word<T: serde::Serialize>(v: &T) -> String {
@@ -89,8 +96,22 @@ pub fn render(
     let mut cost = String::new();
     let mut tokens = String::new();
     let mut beats = String::new();
+    let mut lanes = String::new();
+    let mut queue = String::new();
     for l in &loops {
         let name = label(&l.name);
+        let mut by_merge: BTreeMap<String, usize> =
+            MERGE_STATES.iter().map(|s| (word(s), 0)).collect();
+        for e in &l.merge_queue {
+            *by_merge.entry(word(&e.state)).or_default() += 1;
+        }
+        for (s, n) in by_merge {
+            let _ = writeln!(
+                queue,
+                "loopd_merge_queue{{loop=\"{name}\",state=\"{s}\"}} {n}"
+            );
+        }
+        let mut busy = 0usize;
         let mut counts: BTreeMap<String, usize> =
             TEST_STATUSES.iter().map(|s| (word(s), 0)).collect();
         for t in store.list_tests(&l.name)? {
@@ -112,6 +133,7 @@ pub fn render(
             match a.outcome {
                 Some(o) => *outcomes.entry(word::<Outcome>(&o)).or_default() += 1,
                 None => {
+                    busy += 1;
                     let age = health
                         .iter()
                         .find(|h| {
@@ -138,6 +160,7 @@ pub fn render(
                 "loopd_attempts_killed_total{{loop=\"{name}\",reason=\"{reason}\"}} {n}"
             );
         }
+        let _ = writeln!(lanes, "loopd_attempts_running{{loop=\"{name}\"}} {busy}");
         let _ = writeln!(cost, "loopd_cost_usd_total{{loop=\"{name}\"}} {usd}");
         let _ = writeln!(
             tokens,
@@ -187,6 +210,20 @@ pub fn render(
         "Seconds since a running attempt's agent last printed a line.",
     );
     out.push_str(&beats);
+    head(
+        &mut out,
+        "loopd_attempts_running",
+        "gauge",
+        "Attempts running now, by loop (one per busy lane).",
+    );
+    out.push_str(&lanes);
+    head(
+        &mut out,
+        "loopd_merge_queue",
+        "gauge",
+        "Entries of a loop's merge queue by state (merged and conflict: the last few kept).",
+    );
+    out.push_str(&queue);
 
     Ok(out)
 }

@@ -87,7 +87,7 @@ impl Progress {
             EventKind::TestFailed | EventKind::TestBlocked | EventKind::Alert => {
                 let _ = mp.println(format!("[{}] {}", e.loop_name, e.message));
             }
-            EventKind::Hint => {
+            EventKind::Hint | EventKind::Merge => {
                 let _ = mp.println(format!("[{}] {}", e.loop_name, e.message));
             }
             EventKind::TestChanged | EventKind::Report => {}

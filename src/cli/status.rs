@@ -126,6 +126,37 @@ fn loop_text(l: &LoopView) -> String {
         out.push_str(&style::fit(&now, style::width()));
         out.push('\n');
     }
+    // A loop with lanes: every lane at work, and the merge queue.
+    if l.running.iter().any(|r| r.lane > 0) {
+        let lanes: Vec<String> = l
+            .running
+            .iter()
+            .map(|r| format!("lane {}: {} attempt {}", r.lane, r.test_id, r.attempt))
+            .collect();
+        out.push_str(&style::fit(
+            &format!("  lanes: {}", lanes.join(", ")),
+            style::width(),
+        ));
+        out.push('\n');
+    }
+    if !l.merge_queue.is_empty() {
+        let entries: Vec<String> = l
+            .merge_queue
+            .iter()
+            .map(|e| {
+                let state = serde_json::to_value(e.state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                format!("{} ({state})", e.test_id)
+            })
+            .collect();
+        out.push_str(&style::fit(
+            &format!("  merge queue: {}", entries.join(", ")),
+            style::width(),
+        ));
+        out.push('\n');
+    }
     let mut t = Table::new(&["TEST", "STATUS", "ATTEMPTS", "WHY"])
         .right(&[2])
         .shrink(&[0, 3])

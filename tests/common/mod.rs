@@ -55,6 +55,7 @@ pub struct Fleet {
     tests: Value,
     agent: String,
     keys: Vec<(String, String)>,
+    fleet_keys: Vec<(String, String)>,
 }
 
 impl Fleet {
@@ -89,6 +90,7 @@ impl Fleet {
             tests: serde_json::json!({ "tests": [] }),
             agent: "exit 0".into(),
             keys: Vec::new(),
+            fleet_keys: Vec::new(),
         };
         fleet = fleet.set("max_attempts", "1").set("kill_grace", "\"1s\"");
         fleet
@@ -114,6 +116,13 @@ impl Fleet {
         self
     }
 
+    /// Sets a key of the `[fleet]` table (`value` is TOML), such as `max_concurrent_agents`.
+    pub fn fleet_set(mut self, key: &str, value: &str) -> Fleet {
+        self.fleet_keys.retain(|(k, _)| k != key);
+        self.fleet_keys.push((key.to_string(), value.to_string()));
+        self
+    }
+
     /// Writes `loopd.toml`, `tests.json` and `agent.sh`.
     pub fn write(self) -> Fleet {
         self.write_config();
@@ -124,7 +133,11 @@ impl Fleet {
 
     /// Writes `loopd.toml`.
     pub fn write_config(&self) {
-        let mut toml = String::from("[fleet]\nstate_dir = \"state\"\n\n[[loops]]\n");
+        let mut toml = String::from("[fleet]\nstate_dir = \"state\"\n");
+        for (k, v) in &self.fleet_keys {
+            toml.push_str(&format!("{k} = {v}\n"));
+        }
+        toml.push_str("\n[[loops]]\n");
         toml.push_str(&format!(
             "name = \"{LOOP}\"\nworkdir = \"work\"\ntests_file = \"tests.json\"\n"
         ));

@@ -154,3 +154,78 @@ async fn keep_and_reset(git: &Workdir, checkpoint: &str, record: &mut AttemptRec
         hold: None,
     }
 }
+
+/// In a lane: commits a pass under the attempt's ref (the lane's output), or saves anything
+/// else there and resets the lane to `base`. Never touches the loop's branch or checkpoint. An
+/// agent that deleted its lane or rewrote its history below `base` made an `agent_error`
+/// whatever verify said. Returns true when the lane is broken: the loop makes it again (a
+/// lane holds no work of its own once its attempt is saved, so nothing waits for a person).
+pub(super) async fn settle_lane(
+    git: &Workdir,
+    base: &str,
+    record: &mut AttemptRecord,
+    outcome: &mut Outcome,
+) -> bool {
+    if let Err(e) = git.clear_stale_locks().await {
+        tracing::warn!(error = %e, "could not look for stale git locks in a lane");
+    }
+    let problem = match git.check_lane(base).await {
+        Ok(p) => p,
+        Err(e) => Some(format!("loopd could not read the lane's git state: {e}")),
+    };
+    if let Some(problem) = problem {
+        if matches!(
+            outcome,
+            Outcome::Passed | Outcome::Failed | Outcome::NoChange | Outcome::AgentError
+        ) {
+            *outcome = Outcome::AgentError;
+        }
+        // What is left of the work is kept where git can still reach it.
+        if let Ok(saved) = git.save_attempt(&record.test_id, record.number, base).await {
+            record.commit = saved;
+        }
+        record.reason = Some(format!(
+            "the agent broke its lane: {problem}; loopd makes the lane again"
+        ));
+        return true;
+    }
+    if *outcome == Outcome::Passed {
+        let title = super::commit_title(&record.test_id, record.number);
+        return match git
+            .commit_lane_pass(
+                &record.test_id,
+                record.number,
+                record.cost_usd,
+                &title,
+                base,
+            )
+            .await
+        {
+            Ok(commit) => {
+                record.commit = Some(commit);
+                false
+            }
+            Err(e) => {
+                *outcome = Outcome::AgentError;
+                record.reason = Some(format!(
+                    "verify passed, but loopd could not commit the lane's work: {e}"
+                ));
+                true
+            }
+        };
+    }
+    match git.save_attempt(&record.test_id, record.number, base).await {
+        Ok(saved) => record.commit = saved,
+        Err(e) => {
+            record.reason = Some(format!(
+                "{}; loopd could not save the attempt's changes under its ref: {e}",
+                record
+                    .reason
+                    .as_deref()
+                    .unwrap_or("the attempt did not pass")
+            ));
+            return true;
+        }
+    }
+    git.reset_lane(base).await.is_err()
+}

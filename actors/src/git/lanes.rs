@@ -240,6 +240,105 @@ impl Workdir {
         Ok(true)
     }
 
+    /// In a lane: commits what the lane holds (its working tree with untracked files, on top of
+    /// any commits the agent made from `base`) as a pass of `test_id`'s attempt `attempt`, with
+    /// the pass's title and trailers, under the attempt's ref. Touches neither HEAD, the index,
+    /// nor any branch or checkpoint ref: the lane's output is this commit and nothing else.
+    /// Always makes a commit (an empty one when nothing changed), so the pass is marked.
+    pub async fn commit_lane_pass(
+        &self,
+        test_id: &str,
+        attempt: u32,
+        cost_usd: f64,
+        title: &str,
+        base: &str,
+    ) -> Result<String, GitError> {
+        let tree = self.snapshot_tree().await?;
+        let parent = self.head().await?.unwrap_or_else(|| base.to_string());
+        let message = format!(
+            "{}\n\n{}Loopd-Cost: {cost_usd:.4}",
+            title.trim(),
+            super::trailers(test_id, attempt)
+        );
+        let commit = self
+            .git()
+            .await?
+            .args(["commit-tree", &tree, "-p", &parent, "-m", &message])
+            .run()
+            .await?
+            .trim()
+            .to_string();
+        self.git()
+            .await?
+            .args(["update-ref", "--no-deref", "-m", "loopd: lane pass"])
+            .arg(super::attempt_ref(test_id, attempt))
+            .arg(&commit)
+            .run()
+            .await?;
+        Ok(commit)
+    }
+
+    /// What is wrong with a lane after an attempt, in a sentence, or `None` when it is still a
+    /// worktree whose HEAD has `base` in its history.
+    pub async fn check_lane(&self, base: &str) -> Result<Option<String>, GitError> {
+        if !self.path.join(".git").exists() {
+            return Ok(Some(
+                "the lane is no longer a git worktree (was it or its .git deleted?)".into(),
+            ));
+        }
+        if !self.is_ancestor(base, "HEAD").await {
+            return Ok(Some(format!(
+                "the attempt's base {} is no longer in the history of the lane's HEAD (history was rewritten)",
+                short(base)
+            )));
+        }
+        Ok(None)
+    }
+
+    /// The commit the loop's checkpoint ref (its branch, or HEAD when detached) points at.
+    pub async fn checkpoint_tip(&self) -> Result<Option<String>, GitError> {
+        let target = self
+            .loop_branch()
+            .await?
+            .unwrap_or_else(|| "HEAD".to_string());
+        let out = self
+            .git()
+            .await?
+            .args(["rev-parse", "-q", "--verify"])
+            .arg(format!("{target}^{{commit}}"))
+            .output()
+            .await?;
+        Ok(out.success.then(|| out.stdout.trim().to_string()))
+    }
+
+    /// The tests (`Loopd-Test` trailers) of the commits in `tip`'s history that are not in
+    /// `base`'s, oldest first, once each: the work merged since a lane started.
+    pub async fn tests_merged_between(
+        &self,
+        base: &str,
+        tip: &str,
+    ) -> Result<Vec<String>, GitError> {
+        let out = self
+            .git()
+            .await?
+            .args([
+                "log",
+                "--reverse",
+                "--format=%(trailers:key=Loopd-Test,valueonly,separator=%x0a)",
+            ])
+            .arg(format!("{base}..{tip}"))
+            .arg("--")
+            .run()
+            .await?;
+        let mut tests: Vec<String> = Vec::new();
+        for t in out.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            if !tests.iter().any(|x| x == t) {
+                tests.push(t.to_string());
+            }
+        }
+        Ok(tests)
+    }
+
     async fn remove_worktree(&self, path: &Path) -> Result<(), GitError> {
         let removed = self
             .git()

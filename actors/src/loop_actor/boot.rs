@@ -24,12 +24,13 @@ pub(super) async fn boot(
     state: &mut LoopActorState,
 ) -> Result<(), ActorProcessingErr> {
     let cfg = state.config.clone();
-    if cfg.lanes > 1 {
-        // Said on every boot, so that nobody reads `lanes` in a config as what happens.
+    if cfg.lanes > 1 && !cfg.checkpoints {
+        // Lanes are worktrees at the checkpoint, and merges move it: without checkpoints there
+        // is nothing to start a lane from.
         tracing::warn!(
             loop_name = %cfg.name,
             lanes = cfg.lanes,
-            "`lanes` above 1 is accepted, but the lanes engine is not built yet: this loop runs one attempt at a time"
+            "`lanes` above 1 needs checkpoints = true; this loop runs one attempt at a time"
         );
     }
     if let Some(reason) = &state.record.reason {
@@ -94,14 +95,29 @@ pub(super) fn start_boot_work(
             true => Some(crate::hold::retry(&ctx, &cfg, &mut record).await),
             false => None,
         };
-        let workdir = match (go_on, &retried) {
-            (true, None | Some(Ok(_))) => Some(prepare_workdir(ctx.state_dir(), &cfg, false).await),
+        let mut workdir = match (go_on, &retried) {
+            (true, None | Some(Ok(_))) => {
+                // A merge killed after it moved the branch, before the workdir's files
+                // followed: loopd's own half-done reset, finished before the dirt check.
+                match super::merge::finish_moved_checkpoint(&ctx, &cfg).await {
+                    Ok(()) => Some(prepare_workdir(ctx.state_dir(), &cfg, false).await),
+                    Err(e) => Some(Err(e)),
+                }
+            }
             _ => None,
         };
+        let mut merged = Vec::new();
+        if let Some(Ok(Some(checkpoint))) = &workdir {
+            match super::merge::boot_lanes(&ctx, &cfg, checkpoint).await {
+                Ok(m) => merged = m,
+                Err(e) => workdir = Some(Err(e)),
+            }
+        }
         BootWork {
             reconciled,
             retried,
             workdir,
+            merged,
         }
     });
     tokio::spawn(async move {
@@ -109,6 +125,7 @@ pub(super) fn start_boot_work(
             reconciled: Err(format!("the boot's git work failed: {e}")),
             retried: None,
             workdir: None,
+            merged: Vec::new(),
         });
         let _ = me.send_message(LoopMsg::Booted(Box::new(work)));
     });
@@ -133,7 +150,7 @@ pub(super) async fn booted(
             Err(e) => Err(ControlError::Internal(e.to_string())),
         });
     }
-    if state.stopping && state.attempt.is_none() {
+    if state.stopping && state.attempts.is_empty() && !state.merging {
         if state.record.state == LoopState::Running {
             set_state(state, LoopState::Idle, Some(LoopReason::Interrupted)).await?;
         }
@@ -187,12 +204,24 @@ pub(super) async fn finish_boot(
     }
     let stored = own_tests(state).await?;
     let mut changed = plan::sync_tests(&cfg.name, stored.tests(), &specs);
-    // Tests left `running` by a predecessor have no live attempt any more.
+    // The merge queue as a predecessor left it: what it merged without recording so is
+    // merged, what it was merging waits again.
+    let (resumed, resumed_events) = super::merge::resume_queue(state, stored.tests(), &work.merged);
+    changed.extend(resumed);
+    // Tests left `running` by a predecessor have no live attempt any more (those whose pass
+    // waits in the merge queue stay busy).
     let mut merged = merge(stored.tests(), &changed);
     drop(stored);
+    let queued: std::collections::HashSet<String> = state
+        .record
+        .merge_queue
+        .iter()
+        .filter(|e| e.state.is_open())
+        .map(|e| e.test_id.clone())
+        .collect();
     for t in merged
         .iter_mut()
-        .filter(|t| t.status == TestStatus::Running)
+        .filter(|t| t.status == TestStatus::Running && !queued.contains(&t.spec.id))
     {
         t.status = TestStatus::Pending;
         changed.push(t.clone());
@@ -215,12 +244,17 @@ pub(super) async fn finish_boot(
     state.record.started_at = Some(Utc::now());
     state.record.updated_at = Utc::now();
     batch.loops.push(state.record.clone());
+    batch.events.extend(resumed_events);
     batch
         .events
         .push(Event::new(EventKind::LoopState, &cfg.name, "running"));
     record_own(state, batch).await?;
     watch_other_loops(myself, state, &merged);
+    if super::cycle::lanes(&cfg) > 1 {
+        state.expected = super::merge::expected_durations(state).await?;
+    }
     myself.send_message(LoopMsg::Next)?;
+    super::merge::drive(myself, state).await?;
     Ok(())
 }
 
@@ -283,8 +317,11 @@ pub(super) async fn adopt_checkpoint(
 
 /// Reconciles what a predecessor left running; true when that holds the loop (an interrupted
 /// attempt's workdir could not be saved and reset: see `hold`).
-pub(super) async fn reconcile_own(state: &mut LoopActorState) -> Result<bool, ActorProcessingErr> {
-    let held = reconcile_loop(&state.ctx, &state.config).await?;
+pub(super) async fn reconcile_own(
+    state: &mut LoopActorState,
+    only_test: Option<&str>,
+) -> Result<bool, ActorProcessingErr> {
+    let held = reconcile_loop_of(&state.ctx, &state.config, only_test).await?;
     // The reconcile wrote tests and attempts on its own, and the git work it could not do.
     forget_cached(state);
     if held {
@@ -310,10 +347,21 @@ pub(super) async fn reconcile_loop(
     ctx: &Ctx,
     cfg: &LoopConfig,
 ) -> Result<bool, crate::store::StoreError> {
+    reconcile_loop_of(ctx, cfg, None).await
+}
+
+/// [`reconcile_loop`], of one test's attempts when `only_test` is given.
+async fn reconcile_loop_of(
+    ctx: &Ctx,
+    cfg: &LoopConfig,
+    only_test: Option<&str>,
+) -> Result<bool, crate::store::StoreError> {
     let name = cfg.name.clone();
     let record = ctx.read(move |s| s.get_loop(&name)).await?;
     let checkpoint = record.and_then(|r| r.checkpoint);
-    if reconcile::interrupted_attempts(ctx, Some(cfg), checkpoint.as_deref()).await? == 0 {
+    if reconcile::interrupted_attempts_of(ctx, Some(cfg), checkpoint.as_deref(), only_test).await?
+        == 0
+    {
         return Ok(false);
     }
     let name = cfg.name.clone();

@@ -54,11 +54,13 @@ pub(super) async fn control(
                     .scheduler()
                     .resume_provider(state.config.agent.provider());
             }
-            if state.attempt.is_some() {
-                // Paused without --now: the attempt still runs; carry on after it.
+            if !state.attempts.is_empty() || state.merging {
+                // Paused without --now: the attempts still run; carry on after them.
                 set_state(state, LoopState::Running, None)
                     .await
                     .map_err(internal)?;
+                // Passes that waited in the merge queue meanwhile are merged now.
+                super::merge::drive(myself, state).await.map_err(internal)?;
             } else {
                 // Boot here rather than by message, so the caller's answer shows the loop running.
                 state.record.state = LoopState::Idle;
@@ -139,7 +141,7 @@ pub(super) async fn control(
             apply_test_changes(myself, state, new, event).await?;
         }
         Control::Rollback { test, .. } => {
-            if state.attempt.is_some() {
+            if !state.attempts.is_empty() || state.merging {
                 return Err(ControlError::Conflict(
                     "an attempt is running; pause the loop with --now first".into(),
                 ));
@@ -180,9 +182,12 @@ pub(super) fn refuse_running(t: &TestRecord) -> Result<(), ControlError> {
     Ok(())
 }
 
+/// Cuts every lane's attempt short.
 pub(super) fn cancel_attempt(state: &LoopActorState) {
-    if let Some(a) = &state.attempt {
-        let _ = a.send_message(AttemptMsg::Cancel(CancelReason::Interrupt));
+    for a in state.attempts.values() {
+        let _ = a
+            .actor
+            .send_message(AttemptMsg::Cancel(CancelReason::Interrupt));
     }
 }
 

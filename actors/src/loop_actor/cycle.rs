@@ -1,4 +1,5 @@
-//! The attempt cycle, first half: the next runnable test, budgets, an attempt started.
+//! The attempt cycle, first half: the next runnable tests, budgets, attempts started (one per
+//! free lane, each with its own scheduler slot).
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use super::finish::set_state;
 use super::records::{own_history, own_tests, record_own, settle};
 use super::watch::external_snapshot;
-use super::{LoopActorState, LoopMsg, CROSS_LOOP_POLL};
+use super::{LoopActorState, LoopMsg, RunningAttempt, CROSS_LOOP_POLL};
 use crate::attempt::{AttemptActor, AttemptPlan};
 use crate::config::{self, LoopConfig};
 use crate::healer::HealStrategy;
@@ -18,24 +19,28 @@ use crate::model::{AttemptRecord, Event, EventKind, LoopReason, LoopState, TestS
 use crate::prompt::{self, PromptInput};
 use crate::store::Batch;
 
-/// Picks the next runnable test and asks for a slot, or finishes the loop.
+/// Picks the next runnable tests (as many as lanes are free) and asks for a slot for each, or
+/// finishes the loop.
 pub(super) async fn next(
     myself: &ActorRef<LoopMsg>,
     state: &mut LoopActorState,
 ) -> Result<(), ActorProcessingErr> {
-    if state.attempt.is_some() || state.waiting_for_slot || state.stopping {
+    let lanes = lanes(&state.config) as usize;
+    let free = lanes.saturating_sub(state.attempts.len() + state.slots_wanted);
+    if free == 0 || state.stopping {
         return Ok(());
     }
     if state.record.state != LoopState::Running {
         return Ok(());
     }
-    let priority = state.config.priority;
     let run_past = run_past(&state.config);
     let tests = own_tests(state).await?;
     let others = external_snapshot(&state.ctx, tests.cross_deps()).await?;
     let external = |d: &str| others.get(d).copied().flatten();
-    let runnable = tests.next_runnable(priority, run_past, &external).is_some();
+    let runnable = pick(state, &tests, free, &external).len();
     let finished = tests.is_finished();
+    // A loop with lanes waits for its running attempts and merges: each ends with a `Next`.
+    let in_flight = !state.attempts.is_empty() || state.slots_wanted > 0 || state.merging;
     // Tests of other loops change under us: block or unblock on what they are now. Only they
     // can: every change of this loop's own tests refreshed the blocking when it was written.
     let reblocked = if tests.cross_deps().is_empty() {
@@ -73,7 +78,7 @@ pub(super) async fn next(
         myself.send_message(LoopMsg::Next)?;
         return Ok(());
     }
-    if runnable {
+    if runnable > 0 {
         if let Some(why) = budget_exhausted(state).await? {
             set_state(state, LoopState::Paused, Some(LoopReason::BudgetExhausted)).await?;
             record_own(
@@ -87,26 +92,32 @@ pub(super) async fn next(
             .await?;
             return Ok(());
         }
-        state.waiting_for_slot = true;
-        let scheduler = state.ctx.scheduler().clone();
-        let me = myself.clone();
-        let (name, priority, provider) = (
-            state.config.name.clone(),
-            state.config.priority,
-            state.config.agent.provider().to_string(),
-        );
-        tokio::spawn(async move {
-            // If the loop is gone when the grant comes, the slot is dropped and given back.
-            match scheduler.acquire(&name, priority, &provider).await {
-                Some(Grant::Slot(slot)) => {
-                    let _ = me.send_message(LoopMsg::SlotGranted(slot));
+        // One slot per test picked: `max_concurrent_agents` bounds the agents of the fleet,
+        // lanes or not.
+        for _ in 0..runnable {
+            state.slots_wanted += 1;
+            let scheduler = state.ctx.scheduler().clone();
+            let me = myself.clone();
+            let (name, priority, provider) = (
+                state.config.name.clone(),
+                state.config.priority,
+                state.config.agent.provider().to_string(),
+            );
+            tokio::spawn(async move {
+                // If the loop is gone when the grant comes, the slot is dropped and given back.
+                match scheduler.acquire(&name, priority, &provider).await {
+                    Some(Grant::Slot(slot)) => {
+                        let _ = me.send_message(LoopMsg::SlotGranted(slot));
+                    }
+                    Some(Grant::ProviderPaused { message }) => {
+                        let _ = me.send_message(LoopMsg::ProviderPaused(message));
+                    }
+                    None => {}
                 }
-                Some(Grant::ProviderPaused { message }) => {
-                    let _ = me.send_message(LoopMsg::ProviderPaused(message));
-                }
-                None => {}
-            }
-        });
+            });
+        }
+    } else if in_flight {
+        // Nothing to add now; what runs or merges says `Next` when it ends.
     } else if finished {
         // The actor stays: a reset, skip or injected test brings the loop back to work.
         set_state(state, LoopState::Finished, None).await?;
@@ -172,6 +183,60 @@ pub(super) async fn budget_exhausted(
     Ok(why)
 }
 
+/// How many attempts the loop runs at once: its `lanes`, or 1 with checkpoints off (a lane
+/// starts from the checkpoint, and a merge moves it).
+pub(super) fn lanes(cfg: &LoopConfig) -> u32 {
+    if cfg.checkpoints {
+        cfg.lanes.max(1)
+    } else {
+        1
+    }
+}
+
+/// Up to `n` tests to start now: with one lane, the next runnable test (priority, then file
+/// order); with lanes, [`crate::plan::TestTable::pick`] with the tests running in a lane or
+/// waiting in the merge queue held (their `serial_group`s too), and the longest remaining path
+/// first.
+pub(super) fn pick<'t>(
+    state: &LoopActorState,
+    tests: &'t crate::plan::TestTable,
+    n: usize,
+    external: &dyn Fn(&str) -> Option<TestStatus>,
+) -> Vec<&'t crate::model::TestRecord> {
+    let priority = state.config.priority;
+    let run_past = run_past(&state.config);
+    let lanes = lanes(&state.config) as usize;
+    if lanes <= 1 {
+        return tests
+            .next_runnable(priority, run_past, external)
+            .into_iter()
+            .take(n)
+            .collect();
+    }
+    let busy: std::collections::HashSet<String> = state
+        .attempts
+        .values()
+        .map(|a| a.test_id.clone())
+        .chain(
+            state
+                .record
+                .merge_queue
+                .iter()
+                .filter(|e| e.state.is_open())
+                .map(|e| e.test_id.clone()),
+        )
+        .collect();
+    let ctx = crate::plan::PickContext {
+        loop_priority: priority,
+        run_past_failed: run_past,
+        external,
+        busy: &busy,
+        expected: &state.expected,
+        lanes,
+    };
+    tests.pick(n, &ctx)
+}
+
 /// Whether dependents run past a test that failed for good (`on_blocked = "skip"`).
 pub(super) fn run_past(cfg: &LoopConfig) -> bool {
     cfg.on_blocked == crate::config::OnBlocked::Skip
@@ -186,15 +251,24 @@ pub(super) async fn start_attempt(
     if state.stopping || state.record.state != LoopState::Running {
         return Ok(());
     }
-    let priority = state.config.priority;
-    let run_past = run_past(&state.config);
+    let lanes = lanes(&state.config);
+    // The lowest free lane (lane 0, the workdir, for a loop with one lane).
+    let lane = match lanes {
+        1 => Some(0),
+        n => (1..=n).find(|k| !state.attempts.contains_key(k)),
+    };
+    let Some(lane) = lane else {
+        drop(permit);
+        return Ok(());
+    };
     let tests = own_tests(state).await?;
     let others = external_snapshot(&state.ctx, tests.cross_deps()).await?;
-    let picked = tests
-        .next_runnable(priority, run_past, &|d: &str| {
-            others.get(d).copied().flatten()
-        })
-        .cloned();
+    let picked = pick(state, &tests, 1, &|d: &str| {
+        others.get(d).copied().flatten()
+    })
+    .into_iter()
+    .next()
+    .cloned();
     let picked = match picked {
         Some(t) => {
             // Only with `regression` on: a list of every passed test per attempt otherwise.
@@ -279,6 +353,16 @@ pub(super) async fn start_attempt(
     let mut record =
         AttemptRecord::started(&cfg.name, &test.spec.id, number, paths.transcript.clone());
     record.base = state.record.checkpoint.clone().filter(|_| cfg.checkpoints);
+    record.lane = lane;
+    // The lane's inputs: its base (the checkpoint now), the test and the prompt.
+    let lane_run = match (&record.base, lane) {
+        (Some(base), k) if k > 0 => Some(crate::attempt::LaneRun {
+            number: k,
+            path: crate::runtime::lanes_dir(state.ctx.state_dir(), &cfg.name).join(k.to_string()),
+            base: base.clone(),
+        }),
+        _ => None,
+    };
     // The attempt's files and its durable record do not depend on each other, and the agent
     // needs both: write them at the same time.
     let (transcript, recorded) = tokio::join!(
@@ -311,10 +395,24 @@ pub(super) async fn start_attempt(
         transcript,
         checkpoint: state.record.checkpoint.clone().filter(|_| cfg.checkpoints),
         permit: Some(permit),
-        regression_checks: if cfg.regression { passed } else { Vec::new() },
+        // A lane's pass is re-verified with the passed tests' verifies by the merge queue, on
+        // the merged tree.
+        regression_checks: if cfg.regression && lane_run.is_none() {
+            passed
+        } else {
+            Vec::new()
+        },
         reply_to: myself.clone(),
+        lane: lane_run,
     };
+    let test_id = test.spec.id.clone();
     let (actor, _) = Actor::spawn_linked(None, AttemptActor, plan, myself.get_cell()).await?;
-    state.attempt = Some(actor);
+    state
+        .attempts
+        .insert(lane, RunningAttempt { actor, test_id });
+    // Another lane may be free for another test.
+    if lanes > 1 {
+        myself.send_message(LoopMsg::Next)?;
+    }
     Ok(())
 }

@@ -9,7 +9,11 @@ use super::watch::external_snapshot;
 use super::{LoopActorState, LoopMsg};
 use crate::agent::ProviderFailure;
 use crate::attempt::AttemptDone;
-use crate::model::{AttemptRecord, Event, EventKind, LoopReason, LoopState, Outcome, TestStatus};
+use crate::model::{
+    AttemptRecord, Event, EventKind, LoopReason, LoopState, MergeEntry, MergeState, Outcome,
+    TestStatus,
+};
+use crate::plan::{self, AfterOutcome};
 use crate::store::Batch;
 
 /// Records the outcome, the test's new status and what it does to its dependents, in one
@@ -39,13 +43,29 @@ pub(super) async fn finish_attempt(
         }
         test.last_outcome = Some(outcome);
         test.updated_at = Utc::now();
-        test.status = match outcome {
-            Outcome::Passed if done.hold.is_some() => {
+        let facts = plan::OutcomeFacts {
+            outcome,
+            counted: record.counted,
+            counted_attempts: test.counted_attempts,
+            max_attempts: cfg.max_attempts,
+            unmerged_lane_pass: record.lane > 0,
+            held: done.hold.is_some(),
+        };
+        test.status = match plan::after_outcome(facts) {
+            AfterOutcome::Held => {
                 // Not passed until its checkpoint is made: dependents must not build on it.
                 test.reason = done.hold.as_ref().map(|h| h.message.clone());
                 TestStatus::Pending
             }
-            Outcome::Passed => {
+            AfterOutcome::Queued => {
+                // Not passed until merged: dependents must not build on it. Busy meanwhile.
+                test.reason = Some(format!(
+                    "passed in lane {}; waiting in the merge queue",
+                    record.lane
+                ));
+                TestStatus::Running
+            }
+            AfterOutcome::Passed => {
                 test.commit = record.commit.clone();
                 test.reason = None;
                 test.heal_strategy = None;
@@ -59,48 +79,8 @@ pub(super) async fn finish_attempt(
                 );
                 TestStatus::Passed
             }
-            _ if record.counted && test.counted_attempts >= cfg.max_attempts => {
-                // The healer diagnoses from the recorded history and, with auto_heal (or
-                // on_blocked = "heal"), picks another strategy within the heal budget.
-                let policy = crate::healer::HealPolicy {
-                    auto_heal: cfg.auto_heal || cfg.on_blocked == crate::config::OnBlocked::Heal,
-                    heal_model: cfg.heal_model.clone(),
-                    budget_attempts: Some(cfg.heal_attempts),
-                    budget_usd: cfg.heal_budget_usd,
-                };
-                let history: Vec<AttemptRecord> = earlier
-                    .iter()
-                    .filter(|a| a.number != record.number)
-                    .chain(std::iter::once(&record))
-                    .cloned()
-                    .collect();
-                let d = crate::healer::on_exhausted(test, &history, &policy);
-                test.reason = Some(d.reason.clone());
-                let event = if d.alert {
-                    Event::new(
-                        EventKind::Alert,
-                        &cfg.name,
-                        format!("{test_id} needs a person: {}", d.reason),
-                    )
-                    .with_data(serde_json::json!({ "diagnosis": test.diagnosis }))
-                } else if d.status == TestStatus::Failed {
-                    Event::new(
-                        EventKind::TestFailed,
-                        &cfg.name,
-                        format!("{test_id} failed for good: {}", d.reason),
-                    )
-                    .with_data(serde_json::json!({ "diagnosis": test.diagnosis }))
-                } else {
-                    Event::new(
-                        EventKind::TestChanged,
-                        &cfg.name,
-                        format!("{test_id}: {}", d.reason),
-                    )
-                };
-                events.push(event.about(&test_id, Some(record.number)));
-                d.status
-            }
-            _ => TestStatus::Pending,
+            AfterOutcome::Exhausted => exhausted(&cfg, test, &earlier, &record, &mut events),
+            AfterOutcome::Retry => TestStatus::Pending,
         };
     }
     let external = |d: &str| external.get(d).copied().flatten();
@@ -152,9 +132,19 @@ pub(super) async fn finish_attempt(
     changed.extend(unblocked_or_blocked);
     let mut lessons = Vec::new();
     if outcome == Outcome::Passed {
-        // Before the checkpoint moves: what the pass changed since the last one.
-        let diff = match (&state.record.checkpoint, &cfg.workdir, cfg.checkpoints) {
-            (Some(old), Some(w), true) => crate::git::Workdir::new(w)
+        // Before the checkpoint moves: what the pass changed since the last one (a lane's
+        // pass: since its base, in its lane, which keeps the work until its next attempt).
+        let lane = (record.lane > 0).then(|| {
+            crate::runtime::lanes_dir(state.ctx.state_dir(), &cfg.name)
+                .join(record.lane.to_string())
+        });
+        let diff = match (&record.base, &lane, &state.record.checkpoint, &cfg.workdir) {
+            _ if !cfg.checkpoints => String::new(),
+            (Some(base), Some(l), _, _) => crate::git::Workdir::new(l)
+                .diff_summary(base)
+                .await
+                .unwrap_or_default(),
+            (_, None, Some(old), Some(w)) => crate::git::Workdir::new(w)
                 .diff_summary(old)
                 .await
                 .unwrap_or_default(),
@@ -164,10 +154,37 @@ pub(super) async fn finish_attempt(
         // is written with the pass.
         lessons.extend(crate::healer::lesson_from_pass(&earlier, &record, &diff));
     }
+    if super::cycle::lanes(&cfg) > 1 {
+        let times = earlier
+            .iter()
+            .filter(|a| a.number != record.number)
+            .chain(std::iter::once(&record));
+        if let Some(d) = crate::plan::expected_durations(times).remove(&test_id) {
+            state.expected.insert(test_id.clone(), d);
+        }
+    }
     // The cached history is appended to by the write below, in place once this is gone.
     drop(earlier);
     if let Some(c) = &done.new_checkpoint {
         state.record.checkpoint = Some(c.clone());
+    }
+    if let Some(entry) = queued_lane_pass(&record, outcome, &changed) {
+        // In the outcome's transaction: a pass is never lost between its lane and the queue.
+        events.push(
+            Event::new(
+                EventKind::Merge,
+                &cfg.name,
+                format!(
+                    "{} (attempt {}, lane {}): queued",
+                    entry.test_id, entry.attempt, entry.lane
+                ),
+            )
+            .about(&entry.test_id, Some(entry.attempt))
+            .with_data(serde_json::json!({
+                "merge": "queued", "lane": entry.lane, "commit": entry.commit, "base": entry.base,
+            })),
+        );
+        state.record.merge_queue.push(entry);
     }
     state.record.updated_at = Utc::now();
     let mut batch = Batch {
@@ -182,21 +199,29 @@ pub(super) async fn finish_attempt(
         // In the outcome's transaction: a restart finds the loop held, with its git work.
         hold.pause(&mut state.record, &mut batch);
         record_own(state, batch).await?;
-        if state.stopping {
+        if state.stopping && state.attempts.is_empty() && !state.merging {
             myself.stop(None);
         }
         return Ok(());
     }
 
     if state.stopping {
-        if state.record.state == LoopState::Running {
+        // The last lane to end stops the loop (a merge in flight ends first).
+        let last = state.attempts.is_empty() && !state.merging;
+        if last && state.record.state == LoopState::Running {
             state.record.state = LoopState::Idle;
             state.record.reason = Some(LoopReason::Interrupted);
         }
         batch.loops = vec![state.record.clone()];
         record_own(state, batch).await?;
-        myself.stop(None);
+        if last {
+            myself.stop(None);
+        }
         return Ok(());
+    }
+    if done.lane_broken {
+        // Its agent deleted or broke the lane: made again before another attempt uses it.
+        super::merge::resync_lanes(state).await?;
     }
     match (&done.provider_failure, outcome) {
         // The attempt already told the scheduler how the provider fared.
@@ -220,9 +245,86 @@ pub(super) async fn finish_attempt(
             // scheduled; that attempt's start record, written after it, waits for it.
             record_own_later(state, batch);
             myself.send_message(LoopMsg::Next)?;
+            super::merge::drive(myself, state).await?;
         }
     }
     Ok(())
+}
+
+/// The status of a test whose counted attempts reached `max_attempts`: the healer diagnoses
+/// from the recorded history (`earlier` and `record`) and, with auto_heal (or on_blocked =
+/// "heal"), picks another strategy within the heal budget. Pushes the event that says so.
+pub(super) fn exhausted(
+    cfg: &crate::config::LoopConfig,
+    test: &mut crate::model::TestRecord,
+    earlier: &[AttemptRecord],
+    record: &AttemptRecord,
+    events: &mut Vec<Event>,
+) -> TestStatus {
+    let test_id = test.spec.id.clone();
+    let policy = crate::healer::HealPolicy {
+        auto_heal: cfg.auto_heal || cfg.on_blocked == crate::config::OnBlocked::Heal,
+        heal_model: cfg.heal_model.clone(),
+        budget_attempts: Some(cfg.heal_attempts),
+        budget_usd: cfg.heal_budget_usd,
+    };
+    let history: Vec<AttemptRecord> = earlier
+        .iter()
+        .filter(|a| a.number != record.number)
+        .chain(std::iter::once(record))
+        .cloned()
+        .collect();
+    let d = crate::healer::on_exhausted(test, &history, &policy);
+    test.reason = Some(d.reason.clone());
+    let event = if d.alert {
+        Event::new(
+            EventKind::Alert,
+            &cfg.name,
+            format!("{test_id} needs a person: {}", d.reason),
+        )
+        .with_data(serde_json::json!({ "diagnosis": test.diagnosis }))
+    } else if d.status == TestStatus::Failed {
+        Event::new(
+            EventKind::TestFailed,
+            &cfg.name,
+            format!("{test_id} failed for good: {}", d.reason),
+        )
+        .with_data(serde_json::json!({ "diagnosis": test.diagnosis }))
+    } else {
+        Event::new(
+            EventKind::TestChanged,
+            &cfg.name,
+            format!("{test_id}: {}", d.reason),
+        )
+    };
+    events.push(event.about(&test_id, Some(record.number)));
+    d.status
+}
+
+/// The merge queue entry of a lane's pass that just finished (its test now waits, busy, in
+/// the queue), if the attempt is one.
+fn queued_lane_pass(
+    record: &AttemptRecord,
+    outcome: Outcome,
+    changed: &[crate::model::TestRecord],
+) -> Option<MergeEntry> {
+    let queued = changed
+        .first()
+        .is_some_and(|t| t.spec.id == record.test_id && t.status == TestStatus::Running);
+    if outcome != Outcome::Passed || record.lane == 0 || !queued {
+        return None;
+    }
+    Some(MergeEntry {
+        test_id: record.test_id.clone(),
+        attempt: record.number,
+        lane: record.lane,
+        base: record.base.clone()?,
+        commit: record.commit.clone()?,
+        state: MergeState::Waiting,
+        combined: None,
+        queued_at: Utc::now(),
+        finished_at: None,
+    })
 }
 
 /// Pauses the loop because its provider has no credits (with `before` written in the same

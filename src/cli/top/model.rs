@@ -580,7 +580,8 @@ fn apply(row: &mut LoopSummary, e: &Event) -> bool {
             test_status(row, TestStatus::Blocked);
             true
         }
-        EventKind::TestChanged | EventKind::Alert => false,
+        // A merge step changes the queue and the test's status: fetched.
+        EventKind::TestChanged | EventKind::Alert | EventKind::Merge => false,
         // A hint is not in the summary view; the report is about no loop (not applied at all).
         EventKind::Hint | EventKind::Report => true,
     }
