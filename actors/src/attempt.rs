@@ -740,12 +740,14 @@ pub async fn write_attempt_files(
     paths: &AttemptPaths,
     prompt: &str,
     config: &Arc<LoopConfig>,
+    lane: Option<&LaneRun>,
 ) -> std::io::Result<Result<std::fs::File, String>> {
     let (paths, prompt, config) = (paths.clone(), prompt.to_string(), config.clone());
+    // The agent's preset is told where it runs: its lane's worktree, or the workdir.
+    let workdir = work_path(lane, &config);
     tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&paths.dir)?;
         std::fs::write(&paths.prompt, prompt)?;
-        let workdir = config.workdir.clone().unwrap_or_default();
         agent::prepare(&config.agent, &place(&config, &workdir, &paths)).map_err(|e| {
             std::io::Error::new(
                 e.kind(),

@@ -164,6 +164,12 @@ async fn reconcile_and_ready(ctx: &Ctx, fleet: &Fleet) -> Result<(), StartError>
             .read(move |s| s.get_loop(&name))
             .await?
             .is_some_and(|r| r.pending_git.is_some());
+        if !held {
+            // A merge killed between its checkpoint move and the workdir's reset.
+            crate::loop_actor::finish_moved_checkpoint(ctx, lp)
+                .await
+                .map_err(StartError::Workdir)?;
+        }
         prepare_workdir(ctx.state_dir(), lp, held)
             .await
             .map_err(StartError::Workdir)?;

@@ -42,6 +42,7 @@ use boot::{boot, booted, reconcile_own};
 use control::control;
 use cycle::{next, start_attempt};
 use finish::{finish_attempt, pause_for_credits, set_state};
+pub use merge::finish_moved_checkpoint;
 use records::settle;
 use watch::recheck_other_loops;
 

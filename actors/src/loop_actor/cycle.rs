@@ -366,7 +366,7 @@ pub(super) async fn start_attempt(
     // The attempt's files and its durable record do not depend on each other, and the agent
     // needs both: write them at the same time.
     let (transcript, recorded) = tokio::join!(
-        crate::attempt::write_attempt_files(&paths, &prompt, &cfg),
+        crate::attempt::write_attempt_files(&paths, &prompt, &cfg, lane_run.as_ref()),
         record_own(
             state,
             Batch {

@@ -117,7 +117,7 @@ pub(super) async fn boot_lanes(
 /// Before the boot checks the workdir: when a predecessor was killed in a merge after the
 /// loop's branch moved to the combined commit and before the workdir's files followed it (the
 /// workdir is loopd's own with lanes: no agent works there), the files are brought to it.
-pub(super) async fn finish_moved_checkpoint(ctx: &Ctx, cfg: &LoopConfig) -> Result<(), String> {
+pub async fn finish_moved_checkpoint(ctx: &Ctx, cfg: &LoopConfig) -> Result<(), String> {
     let name = cfg.name.clone();
     let queue = ctx
         .read(move |s| s.get_loop(&name))
