@@ -380,21 +380,45 @@ impl Workdir {
             trailers(test_id, attempt)
         );
         let commit = self
+            .commit_to_attempt_ref(
+                &tree,
+                &parent,
+                &message,
+                test_id,
+                attempt,
+                "loopd: save attempt",
+            )
+            .await?;
+        Ok(Some(commit))
+    }
+
+    /// Commits `tree` on `parent` with `message` and points the attempt's ref at it (`reflog`
+    /// names why), touching neither HEAD, the index nor any branch. Returns the commit.
+    pub(crate) async fn commit_to_attempt_ref(
+        &self,
+        tree: &str,
+        parent: &str,
+        message: &str,
+        test_id: &str,
+        attempt: u32,
+        reflog: &str,
+    ) -> Result<String, GitError> {
+        let commit = self
             .git()
             .await?
-            .args(["commit-tree", &tree, "-p", &parent, "-m", &message])
+            .args(["commit-tree", tree, "-p", parent, "-m", message])
             .run()
             .await?
             .trim()
             .to_string();
         self.git()
             .await?
-            .args(["update-ref", "--no-deref", "-m", "loopd: save attempt"])
+            .args(["update-ref", "--no-deref", "-m", reflog])
             .arg(attempt_ref(test_id, attempt))
             .arg(&commit)
             .run()
             .await?;
-        Ok(Some(commit))
+        Ok(commit)
     }
 
     /// Points `reference` at HEAD, so that what HEAD holds now stays reachable.

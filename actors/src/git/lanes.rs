@@ -260,22 +260,15 @@ impl Workdir {
             title.trim(),
             super::trailers(test_id, attempt)
         );
-        let commit = self
-            .git()
-            .await?
-            .args(["commit-tree", &tree, "-p", &parent, "-m", &message])
-            .run()
-            .await?
-            .trim()
-            .to_string();
-        self.git()
-            .await?
-            .args(["update-ref", "--no-deref", "-m", "loopd: lane pass"])
-            .arg(super::attempt_ref(test_id, attempt))
-            .arg(&commit)
-            .run()
-            .await?;
-        Ok(commit)
+        self.commit_to_attempt_ref(
+            &tree,
+            &parent,
+            &message,
+            test_id,
+            attempt,
+            "loopd: lane pass",
+        )
+        .await
     }
 
     /// What is wrong with a lane after an attempt, in a sentence, or `None` when it is still a
